@@ -1,0 +1,20 @@
+//! The skewless domain, free of I/O: release ids, blob hashes, manifests,
+//! lifecycle transitions, request path normalisation, pins, HTTP header
+//! parsing and the gateway's resolution order.
+
+pub mod content;
+pub mod error;
+pub mod hash;
+pub mod header;
+pub mod id;
+pub mod lifecycle;
+pub mod manifest;
+pub mod path;
+pub mod pin;
+pub mod resolve;
+
+pub use error::CoreError;
+pub use hash::BlobHash;
+pub use id::ReleaseId;
+pub use lifecycle::Lifecycle;
+pub use manifest::{Entry, Manifest, ManifestDiff};

@@ -1,0 +1,43 @@
+//! Which release a client runs: the `Skewless-Release` header, else the
+//! `skewless_release` cookie. An invalid or malformed pin is no pin.
+
+use crate::header::cookie;
+use crate::ReleaseId;
+
+/// The request header a client names its release in.
+pub const HEADER: &str = "skewless-release";
+/// The cookie the shell sets.
+pub const COOKIE: &str = "skewless_release";
+
+/// The pin a request carries: header first, then cookie. Values that break the
+/// id rule are ignored rather than refused: a pin is a hint, never an error.
+pub fn pin_from(header: Option<&str>, cookie_header: Option<&str>) -> Option<ReleaseId> {
+    header
+        .and_then(|h| ReleaseId::parse(h.trim()).ok())
+        .or_else(|| {
+            cookie_header
+                .and_then(|c| cookie(c, COOKIE))
+                .and_then(|v| ReleaseId::parse(v).ok())
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_beats_cookie() {
+        let p = pin_from(Some("v1"), Some("skewless_release=v2"));
+        assert_eq!(p.unwrap().as_str(), "v1");
+        let p = pin_from(None, Some("x=1; skewless_release=v2"));
+        assert_eq!(p.unwrap().as_str(), "v2");
+    }
+
+    #[test]
+    fn invalid_pins_are_ignored() {
+        assert!(pin_from(Some("../x"), None).is_none());
+        let p = pin_from(Some("bad id"), Some("skewless_release=v2"));
+        assert_eq!(p.unwrap().as_str(), "v2");
+        assert!(pin_from(None, Some("skewless_release=%2e%2e")).is_none());
+    }
+}

@@ -1,0 +1,30 @@
+//! Errors of the state store.
+
+use skewless_core::CoreError;
+use thiserror::Error;
+
+/// A state operation failed.
+#[derive(Debug, Error)]
+pub enum StateError {
+    /// A release with this id exists already.
+    #[error("release {0} already exists; deploy under a new id")]
+    Exists(String),
+    /// No release with this id.
+    #[error("release {0} does not exist")]
+    NotFound(String),
+    /// A lifecycle rule forbids the change.
+    #[error(transparent)]
+    Rule(#[from] CoreError),
+    /// There is no earlier release to go back to.
+    #[error("nothing to roll back to: {0}")]
+    NoRollback(String),
+    /// The database failed or holds data this version cannot read.
+    #[error("state database error: {0}")]
+    Database(String),
+}
+
+impl From<rusqlite::Error> for StateError {
+    fn from(e: rusqlite::Error) -> Self {
+        StateError::Database(e.to_string())
+    }
+}

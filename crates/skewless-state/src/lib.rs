@@ -1,0 +1,71 @@
+//! Release state: releases with their manifests, the current pointer with its
+//! generation number, and the history of every change. [`StateStore`] is the
+//! seam; [`Sqlite`] is the embedded implementation (WAL, full sync), so an
+//! acknowledged promotion survives `kill -9`.
+
+mod error;
+mod model;
+mod sqlite;
+
+use async_trait::async_trait;
+use skewless_core::{BlobHash, ReleaseId};
+
+pub use error::StateError;
+pub use model::{HistoryEntry, NewRelease, Pointer, ReleaseRecord};
+pub use sqlite::Sqlite;
+
+/// Where release state lives. Every mutating call is one atomic transaction
+/// and is durable when it returns.
+#[async_trait]
+pub trait StateStore: Send + Sync + 'static {
+    /// Registers a release in state `uploaded`. Fails with
+    /// [`StateError::Exists`] if the id is taken; nothing is overwritten.
+    async fn create_release(
+        &self,
+        new: NewRelease,
+        actor: &str,
+    ) -> Result<ReleaseRecord, StateError>;
+
+    /// Every release that is not collected, oldest first, with manifests.
+    async fn releases(&self) -> Result<Vec<ReleaseRecord>, StateError>;
+
+    /// Every release including collected ones, oldest first, without
+    /// manifests (for listings).
+    async fn release_summaries(&self) -> Result<Vec<ReleaseRecord>, StateError>;
+
+    /// One release with its manifest.
+    async fn release(&self, id: &ReleaseId) -> Result<ReleaseRecord, StateError>;
+
+    /// The current pointer.
+    async fn pointer(&self) -> Result<Pointer, StateError>;
+
+    /// Makes `id` current; the previous current starts draining. With
+    /// `required`, clients of older releases must upgrade now.
+    async fn promote(
+        &self,
+        id: &ReleaseId,
+        required: bool,
+        actor: &str,
+        at: i64,
+    ) -> Result<Pointer, StateError>;
+
+    /// Makes the release that was current before the current one current
+    /// again.
+    async fn rollback(&self, actor: &str, at: i64) -> Result<Pointer, StateError>;
+
+    /// Stops serving a release. The current release cannot be retired.
+    async fn retire(&self, id: &ReleaseId, actor: &str, at: i64) -> Result<(), StateError>;
+
+    /// Marks every retired release collected; returns their ids.
+    async fn collect_retired(&self, actor: &str, at: i64) -> Result<Vec<ReleaseId>, StateError>;
+
+    /// Hashes of every blob that a release that is not collected refers to
+    /// (its files and its rewritten shell).
+    async fn referenced_blobs(&self) -> Result<std::collections::HashSet<BlobHash>, StateError>;
+
+    /// Appends a history entry for an action with no state change of its own.
+    async fn record(&self, entry: HistoryEntry) -> Result<(), StateError>;
+
+    /// The newest `limit` history entries, oldest first.
+    async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, StateError>;
+}

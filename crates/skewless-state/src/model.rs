@@ -1,0 +1,81 @@
+//! The records the state store keeps.
+
+use serde::{Deserialize, Serialize};
+use skewless_core::{Entry, Lifecycle, Manifest, ReleaseId};
+
+/// A release as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRecord {
+    /// Its id.
+    pub id: ReleaseId,
+    /// Registration order: larger is newer.
+    pub seq: i64,
+    /// Unix seconds of registration.
+    pub created_at: i64,
+    /// Lifecycle state.
+    pub state: Lifecycle,
+    /// Back end bound at deploy, if any.
+    pub backend: Option<String>,
+    /// The rewritten shell the gateway serves for this release.
+    pub shell: Entry,
+    /// Unix seconds of the last promotion, if ever promoted.
+    pub promoted_at: Option<i64>,
+    /// Unix seconds of retirement.
+    pub retired_at: Option<i64>,
+    /// Number of files.
+    pub files: u64,
+    /// Total bytes of its files.
+    pub size: u64,
+    /// Its files (empty in summaries).
+    #[serde(skip)]
+    pub manifest: Manifest,
+}
+
+/// What `deploy` registers.
+#[derive(Debug, Clone)]
+pub struct NewRelease {
+    /// Its id.
+    pub id: ReleaseId,
+    /// Its files, variants filled in.
+    pub manifest: Manifest,
+    /// The rewritten shell.
+    pub shell: Entry,
+    /// Back end URL, if bound.
+    pub backend: Option<String>,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+/// The current pointer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pointer {
+    /// The release new page loads get.
+    pub current: Option<ReleaseId>,
+    /// Bumped by every promote and rollback.
+    pub generation: u64,
+    /// Clients of releases older than this one must upgrade now.
+    pub required_min: Option<ReleaseId>,
+    /// Unix seconds of the last change.
+    pub changed_at: i64,
+}
+
+/// One entry of the change history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Order of the entry (0 when not yet stored).
+    pub seq: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// `deploy`, `promote`, `rollback`, `retire`, `collect`, `gc`.
+    pub action: String,
+    /// The release acted on.
+    pub release: Option<String>,
+    /// The current release before the action (or the prior state).
+    pub before: Option<String>,
+    /// The current release after the action (or the new state).
+    pub after: Option<String>,
+    /// Name of the admin token that acted.
+    pub actor: String,
+    /// Free text, e.g. bytes freed by gc.
+    pub detail: Option<String>,
+}

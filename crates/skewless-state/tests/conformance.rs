@@ -1,0 +1,164 @@
+//! The conformance suite every `StateStore` implementation must pass.
+
+use skewless_core::manifest::FileSpec;
+use skewless_core::{BlobHash, Entry, Lifecycle, Manifest, ReleaseId};
+use skewless_state::{NewRelease, Sqlite, StateError, StateStore};
+
+fn hash(n: u8) -> BlobHash {
+    BlobHash::from_bytes(&[n; 32])
+}
+
+fn new_release(id: &str, files: &[(&str, u8)]) -> NewRelease {
+    let specs: Vec<FileSpec> = files
+        .iter()
+        .map(|(p, n)| FileSpec {
+            path: (*p).into(),
+            hash: hash(*n),
+            size: 10,
+        })
+        .collect();
+    let manifest = Manifest::from_specs(&specs).unwrap();
+    NewRelease {
+        id: ReleaseId::parse(id).unwrap(),
+        shell: Entry {
+            hash: hash(200),
+            size: 5,
+            content_type: "text/html; charset=utf-8".into(),
+            br: None,
+            gzip: None,
+        },
+        manifest,
+        backend: None,
+        created_at: 100,
+    }
+}
+
+fn id(s: &str) -> ReleaseId {
+    ReleaseId::parse(s).unwrap()
+}
+
+async fn conformance(store: &dyn StateStore) {
+    let v1 = new_release("v1", &[("index.html", 1), ("a.js", 2)]);
+    let rec = store.create_release(v1.clone(), "test").await.unwrap();
+    assert_eq!(rec.state, Lifecycle::Uploaded);
+    assert_eq!(rec.files, 2);
+    assert_eq!(rec.manifest, v1.manifest);
+    assert!(matches!(
+        store.create_release(v1, "test").await,
+        Err(StateError::Exists(_))
+    ));
+    assert_eq!(store.pointer().await.unwrap().generation, 0);
+
+    // Unknown release: NotFound and the pointer unchanged.
+    assert!(matches!(
+        store.promote(&id("nope"), false, "t", 1).await,
+        Err(StateError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.rollback("t", 1).await,
+        Err(StateError::NoRollback(_))
+    ));
+
+    let p = store.promote(&id("v1"), false, "t", 101).await.unwrap();
+    assert_eq!(p.current, Some(id("v1")));
+    assert_eq!(p.generation, 1);
+    assert!(matches!(
+        store.rollback("t", 1).await,
+        Err(StateError::NoRollback(_))
+    ));
+
+    store
+        .create_release(new_release("v2", &[("index.html", 3), ("a.js", 2)]), "t")
+        .await
+        .unwrap();
+    store
+        .create_release(new_release("v3", &[("index.html", 4)]), "t")
+        .await
+        .unwrap();
+    store.promote(&id("v2"), false, "t", 102).await.unwrap();
+    let p = store.promote(&id("v3"), true, "t", 103).await.unwrap();
+    assert_eq!(p.generation, 3);
+    assert_eq!(p.required_min, Some(id("v3")));
+    let states: Vec<_> = store
+        .releases()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id.to_string(), r.state))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("v1".into(), Lifecycle::Draining),
+            ("v2".into(), Lifecycle::Draining),
+            ("v3".into(), Lifecycle::Current)
+        ]
+    );
+
+    // Rollback walks back through promotions and drops a newer requirement.
+    let p = store.rollback("t", 104).await.unwrap();
+    assert_eq!(
+        (p.current.clone(), p.generation, p.required_min.clone()),
+        (Some(id("v2")), 4, None)
+    );
+    let p = store.rollback("t", 105).await.unwrap();
+    assert_eq!(p.current, Some(id("v1")));
+
+    // The current release cannot be retired; others can; retired is not promotable.
+    assert!(matches!(
+        store.retire(&id("v1"), "t", 106).await,
+        Err(StateError::Rule(_))
+    ));
+    store.retire(&id("v3"), "t", 106).await.unwrap();
+    assert!(store.promote(&id("v3"), false, "t", 107).await.is_err());
+    assert_eq!(store.pointer().await.unwrap().current, Some(id("v1")));
+
+    // Collection: v3's shell and files stop being referenced; shared ones stay.
+    let before = store.referenced_blobs().await.unwrap();
+    assert!(before.contains(&hash(4)));
+    assert_eq!(
+        store.collect_retired("t", 108).await.unwrap(),
+        vec![id("v3")]
+    );
+    let after = store.referenced_blobs().await.unwrap();
+    assert!(!after.contains(&hash(4)));
+    assert!(after.contains(&hash(2)) && after.contains(&hash(200)));
+    assert_eq!(store.releases().await.unwrap().len(), 2);
+    assert_eq!(store.release_summaries().await.unwrap().len(), 3);
+
+    let history = store.history(100).await.unwrap();
+    let actions: Vec<_> = history.iter().map(|h| h.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        vec![
+            "deploy", "promote", "deploy", "deploy", "promote", "promote", "rollback", "rollback",
+            "retire", "collect"
+        ]
+    );
+    assert_eq!(history[5].before.as_deref(), Some("v2"));
+    assert_eq!(history[5].detail.as_deref(), Some("required"));
+}
+
+#[tokio::test]
+async fn sqlite_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Sqlite::open(&dir.path().join("state.db")).unwrap();
+    conformance(&store).await;
+}
+
+#[tokio::test]
+async fn sqlite_state_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    {
+        let store = Sqlite::open(&path).unwrap();
+        store
+            .create_release(new_release("v1", &[("index.html", 1)]), "t")
+            .await
+            .unwrap();
+        store.promote(&id("v1"), false, "t", 1).await.unwrap();
+    }
+    let store = Sqlite::open(&path).unwrap();
+    let p = store.pointer().await.unwrap();
+    assert_eq!((p.current, p.generation), (Some(id("v1")), 1));
+}

@@ -1,0 +1,36 @@
+//! Errors of the blob store.
+
+use thiserror::Error;
+
+/// A blob store operation failed.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The uploaded bytes do not hash to the claimed hash.
+    #[error("blob hash mismatch: the upload claimed {expected} but its bytes hash to {actual}")]
+    HashMismatch { expected: String, actual: String },
+    /// The upload is larger than allowed.
+    #[error("blob is larger than the upload limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    /// No such blob.
+    #[error("blob {0} is not in the store")]
+    NotFound(String),
+    /// The upload stream broke off.
+    #[error("upload interrupted: {0}")]
+    Interrupted(String),
+    /// The storage medium failed.
+    #[error("blob store I/O error at {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Content-addressed blob storage. Every file of every release is stored once
+//! under its BLAKE3 hash, with br and gzip variants made once at upload for
+//! compressible types. [`BlobStore`] is the seam; [`LocalDir`] keeps blobs in a
+//! directory, written crash-safely (temp file, fsync, rename, fsync dir).
+
+mod compress;
+mod error;
+mod local;
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+use skewless_core::BlobHash;
+
+pub use compress::{brotli_compress, gzip_compress};
+pub use error::StoreError;
+pub use local::LocalDir;
+
+/// A stream of body chunks, as an upload arrives.
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// Which stored form of a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// The bytes as deployed.
+    Identity,
+    /// Brotli-compressed.
+    Br,
+    /// gzip-compressed.
+    Gzip,
+}
+
+/// Sizes of the compressed variants kept for a blob; `None` where the variant
+/// did not save enough to be worth serving.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Variants {
+    /// Brotli size.
+    pub br: Option<u64>,
+    /// gzip size.
+    pub gzip: Option<u64>,
+}
+
+/// The outcome of an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Put {
+    /// The blob was new and is now stored.
+    Stored { size: u64 },
+    /// The blob was already present; the upload was verified and dropped.
+    Existed { size: u64 },
+}
+
+/// A stored blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// Its hash.
+    pub hash: BlobHash,
+    /// Bytes on disk, variants included.
+    pub bytes: u64,
+    /// Seconds since the epoch when it was written.
+    pub written_at: u64,
+}
+
+/// Where blobs live. Implementations must never expose a partially written
+/// blob and must verify every upload against its claimed hash.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Whether the blob is stored.
+    async fn contains(&self, hash: &BlobHash) -> Result<bool, StoreError>;
+
+    /// The hashes among `hashes` that are not stored.
+    async fn missing(&self, hashes: &[BlobHash]) -> Result<Vec<BlobHash>, StoreError> {
+        let mut out = Vec::new();
+        for h in hashes {
+            if !self.contains(h).await? {
+                out.push(h.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores a blob from a stream, refusing it (and keeping nothing) if its
+    /// BLAKE3 differs from `hash` or it exceeds `max_size` bytes.
+    async fn put(
+        &self,
+        hash: &BlobHash,
+        body: ByteStream,
+        max_size: u64,
+    ) -> Result<Put, StoreError>;
+
+    /// Makes the br and gzip variants of a stored blob if they do not exist
+    /// yet, and reports their sizes.
+    async fn ensure_variants(&self, hash: &BlobHash) -> Result<Variants, StoreError>;
+
+    /// Reads a variant, or `len` bytes of it from `offset` when a range is given.
+    async fn read(
+        &self,
+        hash: &BlobHash,
+        variant: Variant,
+        range: Option<(u64, u64)>,
+    ) -> Result<Bytes, StoreError>;
+
+    /// Deletes a blob and its variants; returns the bytes freed.
+    async fn delete(&self, hash: &BlobHash) -> Result<u64, StoreError>;
+
+    /// Every stored blob.
+    async fn list(&self) -> Result<Vec<BlobInfo>, StoreError>;
+}

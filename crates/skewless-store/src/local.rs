@@ -1,0 +1,372 @@
+//! Blobs in a local directory: `<root>/<first two hex>/<hash>` plus
+//! `<hash>.br`, `<hash>.gz`, or a `<hash>.raw` marker when compression does
+//! not pay. Uploads land in `<root>/tmp/` and are renamed into place only
+//! after their hash is verified and their bytes are on disk.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use skewless_core::BlobHash;
+use tokio::io::AsyncWriteExt;
+
+use crate::compress::{brotli_compress, gzip_compress, worth_it};
+use crate::{BlobInfo, BlobStore, ByteStream, Put, StoreError, Variant, Variants};
+
+/// Largest blob that gets compressed variants: past this, compression time
+/// outweighs the gain for the rare huge text file.
+const MAX_COMPRESS: u64 = 64 * 1024 * 1024;
+
+/// A blob store in a local directory.
+#[derive(Debug, Clone)]
+pub struct LocalDir {
+    root: PathBuf,
+}
+
+impl LocalDir {
+    /// Opens (creating if needed) a store rooted at `root`, and clears
+    /// uploads that a crash left half-written.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let root = root.into();
+        let tmp = root.join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
+        if let Ok(entries) = std::fs::read_dir(&tmp) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        Ok(LocalDir { root })
+    }
+
+    fn path(&self, hash: &BlobHash, suffix: &str) -> PathBuf {
+        let h = hash.as_str();
+        self.root.join(&h[..2]).join(format!("{h}{suffix}"))
+    }
+
+    fn tmp_path(&self) -> PathBuf {
+        self.root
+            .join("tmp")
+            .join(format!("{:016x}", rand::random::<u64>()))
+    }
+}
+
+fn suffix(v: Variant) -> &'static str {
+    match v {
+        Variant::Identity => "",
+        Variant::Br => ".br",
+        Variant::Gzip => ".gz",
+    }
+}
+
+/// Writes `data` to `dest` crash-safely: temp file, fsync, rename, fsync dir.
+fn write_atomic(tmp: &Path, dest: &Path, data: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(tmp).map_err(|e| StoreError::io(tmp, e))?;
+    f.write_all(data).map_err(|e| StoreError::io(tmp, e))?;
+    f.sync_all().map_err(|e| StoreError::io(tmp, e))?;
+    drop(f);
+    publish(tmp, dest)
+}
+
+fn publish(tmp: &Path, dest: &Path) -> Result<(), StoreError> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+    std::fs::rename(tmp, dest).map_err(|e| StoreError::io(dest, e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir, e))
+}
+
+fn file_len(p: &Path) -> Option<u64> {
+    std::fs::metadata(p).ok().map(|m| m.len())
+}
+
+#[async_trait]
+impl BlobStore for LocalDir {
+    async fn contains(&self, hash: &BlobHash) -> Result<bool, StoreError> {
+        Ok(tokio::fs::try_exists(self.path(hash, ""))
+            .await
+            .unwrap_or(false))
+    }
+
+    async fn put(
+        &self,
+        hash: &BlobHash,
+        mut body: ByteStream,
+        max_size: u64,
+    ) -> Result<Put, StoreError> {
+        let tmp = self.tmp_path();
+        let mut file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| StoreError::io(&tmp, e))?;
+        let result = async {
+            let mut hasher = blake3::Hasher::new();
+            let mut size = 0u64;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| StoreError::Interrupted(e.to_string()))?;
+                size += chunk.len() as u64;
+                if size > max_size {
+                    return Err(StoreError::TooLarge { limit: max_size });
+                }
+                hasher.update(&chunk);
+                file.write_all(&chunk)
+                    .await
+                    .map_err(|e| StoreError::io(&tmp, e))?;
+            }
+            let actual = BlobHash::from_bytes(hasher.finalize().as_bytes());
+            if &actual != hash {
+                return Err(StoreError::HashMismatch {
+                    expected: hash.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+            file.sync_all().await.map_err(|e| StoreError::io(&tmp, e))?;
+            Ok(size)
+        }
+        .await;
+        drop(file);
+        let size = match result {
+            Ok(size) => size,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
+        let dest = self.path(hash, "");
+        if tokio::fs::try_exists(&dest).await.unwrap_or(false) {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Ok(Put::Existed { size });
+        }
+        tokio::task::spawn_blocking(move || publish(&tmp, &dest))
+            .await
+            .map_err(|e| StoreError::Interrupted(e.to_string()))??;
+        Ok(Put::Stored { size })
+    }
+
+    async fn ensure_variants(&self, hash: &BlobHash) -> Result<Variants, StoreError> {
+        let store = self.clone();
+        let hash = hash.clone();
+        tokio::task::spawn_blocking(move || {
+            let src = store.path(&hash, "");
+            let br = store.path(&hash, ".br");
+            let gz = store.path(&hash, ".gz");
+            let raw = store.path(&hash, ".raw");
+            let len = file_len(&src).ok_or_else(|| StoreError::NotFound(hash.to_string()))?;
+            if file_len(&raw).is_some() || len > MAX_COMPRESS {
+                return Ok(Variants::default());
+            }
+            if let (Some(b), Some(g)) = (file_len(&br), file_len(&gz)) {
+                return Ok(Variants {
+                    br: Some(b),
+                    gzip: Some(g),
+                });
+            }
+            let data = std::fs::read(&src).map_err(|e| StoreError::io(&src, e))?;
+            let b = brotli_compress(&data);
+            let g = gzip_compress(&data);
+            if !worth_it(data.len(), b.len().min(g.len())) {
+                write_atomic(&store.tmp_path(), &raw, b"")?;
+                return Ok(Variants::default());
+            }
+            let mut v = Variants::default();
+            if worth_it(data.len(), g.len()) {
+                write_atomic(&store.tmp_path(), &gz, &g)?;
+                v.gzip = Some(g.len() as u64);
+            }
+            if worth_it(data.len(), b.len()) {
+                write_atomic(&store.tmp_path(), &br, &b)?;
+                v.br = Some(b.len() as u64);
+            }
+            Ok(v)
+        })
+        .await
+        .map_err(|e| StoreError::Interrupted(e.to_string()))?
+    }
+
+    async fn read(
+        &self,
+        hash: &BlobHash,
+        variant: Variant,
+        range: Option<(u64, u64)>,
+    ) -> Result<Bytes, StoreError> {
+        let path = self.path(hash, suffix(variant));
+        let not_found = |e: std::io::Error, path: &Path| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                StoreError::NotFound(hash.to_string())
+            } else {
+                StoreError::io(path, e)
+            }
+        };
+        match range {
+            None => tokio::fs::read(&path)
+                .await
+                .map(Bytes::from)
+                .map_err(|e| not_found(e, &path)),
+            Some((offset, len)) => {
+                let p = path.clone();
+                let r = tokio::task::spawn_blocking(move || {
+                    let mut f = std::fs::File::open(&p)?;
+                    f.seek(SeekFrom::Start(offset))?;
+                    let mut buf = Vec::with_capacity(len as usize);
+                    f.take(len).read_to_end(&mut buf)?;
+                    Ok::<_, std::io::Error>(Bytes::from(buf))
+                })
+                .await
+                .map_err(|e| StoreError::Interrupted(e.to_string()))?;
+                r.map_err(|e| not_found(e, &path))
+            }
+        }
+    }
+
+    async fn delete(&self, hash: &BlobHash) -> Result<u64, StoreError> {
+        let mut freed = 0;
+        for s in [".br", ".gz", ".raw", ""] {
+            let p = self.path(hash, s);
+            if let Some(len) = file_len(&p) {
+                match tokio::fs::remove_file(&p).await {
+                    Ok(()) => freed += len,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::io(&p, e)),
+                }
+            }
+        }
+        Ok(freed)
+    }
+
+    async fn list(&self) -> Result<Vec<BlobInfo>, StoreError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out: Vec<BlobInfo> = Vec::new();
+            let dirs = std::fs::read_dir(&root).map_err(|e| StoreError::io(&root, e))?;
+            for d in dirs.flatten() {
+                let name = d.file_name();
+                let name = name.to_string_lossy();
+                if name.len() != 2 || !d.path().is_dir() {
+                    continue;
+                }
+                let files = std::fs::read_dir(d.path()).map_err(|e| StoreError::io(d.path(), e))?;
+                for f in files.flatten() {
+                    let fname = f.file_name();
+                    let fname = fname.to_string_lossy();
+                    let (stem, _) = fname.split_once('.').unwrap_or((&fname, ""));
+                    let Ok(hash) = BlobHash::parse(stem) else {
+                        continue;
+                    };
+                    let Ok(meta) = f.metadata() else { continue };
+                    let written_at = meta
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_secs());
+                    match out.iter_mut().find(|b| b.hash == hash) {
+                        Some(b) => b.bytes += meta.len(),
+                        None => out.push(BlobInfo {
+                            hash,
+                            bytes: meta.len(),
+                            written_at,
+                        }),
+                    }
+                }
+            }
+            out.sort_by(|a, b| a.hash.cmp(&b.hash));
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Interrupted(e.to_string()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(data: &'static [u8]) -> ByteStream {
+        Box::pin(futures::stream::iter(
+            data.chunks(7)
+                .map(|c| Ok(Bytes::from_static(c)))
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    fn hash_of(data: &[u8]) -> BlobHash {
+        BlobHash::from_bytes(blake3::hash(data).as_bytes())
+    }
+
+    #[tokio::test]
+    async fn stores_verifies_and_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDir::open(dir.path()).unwrap();
+        let data: &'static [u8] = Box::leak(b"hello ".repeat(100).into_boxed_slice());
+        let h = hash_of(data);
+        assert!(!store.contains(&h).await.unwrap());
+        assert_eq!(
+            store.put(&h, stream(data), 1 << 20).await.unwrap(),
+            Put::Stored {
+                size: data.len() as u64
+            }
+        );
+        assert_eq!(
+            store.put(&h, stream(data), 1 << 20).await.unwrap(),
+            Put::Existed {
+                size: data.len() as u64
+            }
+        );
+        assert_eq!(
+            &store.read(&h, Variant::Identity, None).await.unwrap()[..],
+            data
+        );
+        assert_eq!(
+            &store
+                .read(&h, Variant::Identity, Some((6, 5)))
+                .await
+                .unwrap()[..],
+            b"hello"
+        );
+        let v = store.ensure_variants(&h).await.unwrap();
+        assert!(v.br.is_some() && v.gzip.is_some());
+        assert_eq!(store.ensure_variants(&h).await.unwrap(), v);
+        assert_eq!(store.list().await.unwrap().len(), 1);
+        assert!(store.delete(&h).await.unwrap() > 0);
+        assert!(!store.contains(&h).await.unwrap());
+        assert!(store.list().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn refuses_mismatch_and_oversize_keeping_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDir::open(dir.path()).unwrap();
+        let wrong = hash_of(b"other");
+        let err = store
+            .put(&wrong, stream(b"data"), 1 << 20)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::HashMismatch { .. }), "{err}");
+        let h = hash_of(b"0123456789");
+        let err = store.put(&h, stream(b"0123456789"), 5).await.unwrap_err();
+        assert!(matches!(err, StoreError::TooLarge { limit: 5 }));
+        assert!(store.list().await.unwrap().is_empty());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn incompressible_blobs_get_no_variants() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDir::open(dir.path()).unwrap();
+        let mut data = vec![0u8; 4096];
+        blake3::Hasher::new().finalize_xof().fill(&mut data);
+        let data: &'static [u8] = Box::leak(data.into_boxed_slice());
+        let h = hash_of(data);
+        store.put(&h, stream(data), 1 << 20).await.unwrap();
+        assert_eq!(
+            store.ensure_variants(&h).await.unwrap(),
+            Variants::default()
+        );
+        assert!(store.read(&h, Variant::Br, None).await.is_err());
+    }
+}
