@@ -1,3 +1,4 @@
+// @vitest-environment node
 // The whole client, as a browser receives it, must stay small: it is loaded
 // by every page of every app behind the gateway.
 import { build } from 'esbuild';
