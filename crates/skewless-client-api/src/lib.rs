@@ -1,1 +1,143 @@
-//! placeholder
+//! A typed client for the skewless admin API, used by the CLI and the tests:
+//! deploy a directory (hash, upload only what the server lacks, register),
+//! promote, rollback, retire, gc, list, status, history.
+
+mod deploy;
+mod error;
+
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+pub use deploy::{scan, DeployOptions, DeployReport, LocalFile};
+pub use error::ClientError;
+
+/// A connection to one skewless server's admin API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client for `server` (e.g. `http://127.0.0.1:8080`) with an admin token.
+    pub fn new(server: &str, token: &str) -> Result<Self, ClientError> {
+        let base = server.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::Input(format!(
+                "server {server:?} must be an http:// or https:// URL"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .pool_max_idle_per_host(16)
+            .build()
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        Ok(Client {
+            base,
+            token: token.to_owned(),
+            http,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/_skewless/api/v1{path}", self.base)
+    }
+
+    pub(crate) fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(&self.token)
+    }
+
+    pub(crate) async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let resp = req.send().await.map_err(|e| self.connect_error(e))?;
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Connect(e.to_string()))?;
+        if !status.is_success() {
+            return Err(api_error(status, &body));
+        }
+        serde_json::from_slice(&body).map_err(|e| {
+            ClientError::Protocol(format!("unexpected answer from {}: {e}", self.base))
+        })
+    }
+
+    pub(crate) fn connect_error(&self, e: reqwest::Error) -> ClientError {
+        if e.is_connect() {
+            ClientError::Connect(format!("cannot reach the skewless server at {}", self.base))
+        } else if e.is_timeout() {
+            ClientError::Connect(format!("the skewless server at {} timed out", self.base))
+        } else {
+            ClientError::Connect(format!("request to {} failed: {e}", self.base))
+        }
+    }
+
+    /// Makes a release current; `required` makes older clients reload now.
+    pub async fn promote(&self, id: &str, required: bool) -> Result<Value, ClientError> {
+        self.send(
+            self.request(Method::POST, &format!("/releases/{id}/promote"))
+                .json(&json!({ "required": required })),
+        )
+        .await
+    }
+
+    /// Makes the previous current release current again.
+    pub async fn rollback(&self) -> Result<Value, ClientError> {
+        self.send(self.request(Method::POST, "/rollback")).await
+    }
+
+    /// Every release, oldest first.
+    pub async fn releases(&self) -> Result<Vec<Value>, ClientError> {
+        self.send(self.request(Method::GET, "/releases")).await
+    }
+
+    /// One release with its manifest.
+    pub async fn release(&self, id: &str) -> Result<Value, ClientError> {
+        self.send(self.request(Method::GET, &format!("/releases/{id}")))
+            .await
+    }
+
+    /// Stops serving a release.
+    pub async fn retire(&self, id: &str) -> Result<Value, ClientError> {
+        self.send(self.request(Method::POST, &format!("/releases/{id}/retire")))
+            .await
+    }
+
+    /// Collects retired releases and deletes unreferenced blobs.
+    pub async fn gc(&self, dry_run: bool) -> Result<Value, ClientError> {
+        self.send(
+            self.request(Method::POST, "/gc")
+                .json(&json!({ "dry_run": dry_run })),
+        )
+        .await
+    }
+
+    /// Current, generation and release counts.
+    pub async fn status(&self) -> Result<Value, ClientError> {
+        self.send(self.request(Method::GET, "/status")).await
+    }
+
+    /// The newest `limit` history entries.
+    pub async fn history(&self, limit: usize) -> Result<Vec<Value>, ClientError> {
+        self.send(self.request(Method::GET, &format!("/history?limit={limit}")))
+            .await
+    }
+}
+
+pub(crate) fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
+    let message = serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
+    ClientError::Api {
+        status: status.as_u16(),
+        message,
+    }
+}

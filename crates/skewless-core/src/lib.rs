@@ -4,6 +4,7 @@
 
 pub mod content;
 pub mod error;
+pub mod gc;
 pub mod hash;
 pub mod header;
 pub mod id;

@@ -1,1 +1,21 @@
-//! placeholder
+//! The skewless gateway: resolves every request to a release (DESIGN.md's
+//! resolution order), serves immutable assets and the rewritten shell, pushes
+//! releases to open tabs over server-sent events, and exposes the admin API.
+
+mod admin;
+mod auth;
+mod client_js;
+mod clock;
+mod config;
+mod error;
+mod events;
+mod gateway;
+mod serve;
+mod shell;
+mod snapshot;
+mod system;
+
+pub use clock::{Clock, SystemClock};
+pub use config::ServerConfig;
+pub use error::ServerError;
+pub use gateway::{run, Gateway};

@@ -8,7 +8,7 @@ mod model;
 mod sqlite;
 
 use async_trait::async_trait;
-use skewless_core::{BlobHash, ReleaseId};
+use skewless_core::{BlobHash, Lifecycle, ReleaseId};
 
 pub use error::StateError;
 pub use model::{HistoryEntry, NewRelease, Pointer, ReleaseRecord};
@@ -59,9 +59,9 @@ pub trait StateStore: Send + Sync + 'static {
     /// Marks every retired release collected; returns their ids.
     async fn collect_retired(&self, actor: &str, at: i64) -> Result<Vec<ReleaseId>, StateError>;
 
-    /// Hashes of every blob that a release that is not collected refers to
-    /// (its files and its rewritten shell).
-    async fn referenced_blobs(&self) -> Result<std::collections::HashSet<BlobHash>, StateError>;
+    /// Every (blob, release state) pair: each release's files and rewritten
+    /// shell, for garbage collection.
+    async fn blob_refs(&self) -> Result<Vec<(BlobHash, Lifecycle)>, StateError>;
 
     /// Appends a history entry for an action with no state change of its own.
     async fn record(&self, entry: HistoryEntry) -> Result<(), StateError>;

@@ -1,7 +1,7 @@
 //! The embedded state store: one SQLite file in WAL mode with
 //! `synchronous=FULL`, so a transaction that returned is on disk.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -542,16 +542,18 @@ impl StateStore for Sqlite {
         .await
     }
 
-    async fn referenced_blobs(&self) -> Result<HashSet<BlobHash>, StateError> {
+    async fn blob_refs(&self) -> Result<Vec<(BlobHash, Lifecycle)>, StateError> {
         self.with(|conn| {
             let mut stmt = conn.prepare(
-                "SELECT f.hash FROM files f JOIN releases r ON r.seq = f.release_seq WHERE r.state != 'collected' \
-                 UNION SELECT shell_hash FROM releases WHERE state != 'collected'",
+                "SELECT f.hash, r.state FROM files f JOIN releases r ON r.seq = f.release_seq \
+                 UNION SELECT shell_hash, state FROM releases",
             )?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            let mut out = HashSet::new();
-            for h in rows {
-                out.insert(parse_hash(h?)?);
+            let rows =
+                stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (h, state) = row?;
+                out.push((parse_hash(h)?, state.parse().map_err(StateError::Database)?));
             }
             Ok(out)
         })

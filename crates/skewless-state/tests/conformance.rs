@@ -114,15 +114,16 @@ async fn conformance(store: &dyn StateStore) {
     assert_eq!(store.pointer().await.unwrap().current, Some(id("v1")));
 
     // Collection: v3's shell and files stop being referenced; shared ones stay.
-    let before = store.referenced_blobs().await.unwrap();
-    assert!(before.contains(&hash(4)));
+    let refs = store.blob_refs().await.unwrap();
+    assert!(refs.contains(&(hash(4), Lifecycle::Retired)));
     assert_eq!(
         store.collect_retired("t", 108).await.unwrap(),
         vec![id("v3")]
     );
-    let after = store.referenced_blobs().await.unwrap();
-    assert!(!after.contains(&hash(4)));
-    assert!(after.contains(&hash(2)) && after.contains(&hash(200)));
+    let refs = store.blob_refs().await.unwrap();
+    assert!(refs.contains(&(hash(4), Lifecycle::Collected)));
+    assert!(refs.contains(&(hash(2), Lifecycle::Current)));
+    assert!(refs.contains(&(hash(200), Lifecycle::Draining)));
     assert_eq!(store.releases().await.unwrap().len(), 2);
     assert_eq!(store.release_summaries().await.unwrap().len(), 3);
 

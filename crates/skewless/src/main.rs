@@ -1,1 +1,41 @@
-fn main() {}
+//! `skewless`: deploy a single-page app many times a day without breaking
+//! the tabs people keep open. This file only parses arguments and maps
+//! errors to exit codes; the work is in the library crates.
+
+mod cli;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => cli::serve::run(args).await,
+            Command::Deploy(args) => cli::deploy::run(args).await,
+            Command::Promote(args) => cli::promote::run(args).await,
+            Command::Rollback(args) => cli::rollback::run(args).await,
+            Command::Releases(args) => cli::releases::run(args).await,
+            Command::Status(args) => cli::status::run(args).await,
+            Command::Retire(args) => cli::retire::run(args).await,
+            Command::Gc(args) => cli::gc::run(args).await,
+            Command::History(args) => cli::history::run(args).await,
+        }
+    });
+    if let Err(e) = result {
+        let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+        eprintln!("error: {}", msg.join(": "));
+        std::process::exit(1);
+    }
+}

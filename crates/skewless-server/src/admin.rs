@@ -1,0 +1,455 @@
+//! The admin API under `/_skewless/api/v1/`, bearer-token protected: blob
+//! upload, release registration, promote, rollback, retire, gc, status,
+//! history.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{middleware, Json, Router};
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use skewless_core::gc::{plan, StoredBlob};
+use skewless_core::manifest::{FileSpec, SHELL};
+use skewless_core::{BlobHash, Entry, Lifecycle, Manifest, ReleaseId};
+use skewless_state::{HistoryEntry, NewRelease, ReleaseRecord};
+use skewless_store::{ByteStream, Put, Variant};
+
+use crate::auth::require_admin;
+use crate::gateway::Gateway;
+use crate::{shell, ServerError};
+
+/// The actor name recorded in history for the admin token.
+const ACTOR: &str = "admin";
+
+/// Largest JSON body (a manifest of 100 000 files fits).
+const MAX_JSON: usize = 64 * 1024 * 1024;
+
+/// Admin routes, all behind the token check.
+pub fn routes(gw: Arc<Gateway>) -> axum::Router<Arc<Gateway>> {
+    Router::new()
+        .route("/blobs/missing", post(missing_blobs))
+        .route(
+            "/blobs/{hash}",
+            put(put_blob).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/releases", get(list_releases).post(create_release))
+        .route("/releases/{id}", get(get_release))
+        .route("/releases/{id}/promote", post(promote))
+        .route("/releases/{id}/retire", post(retire))
+        .route("/rollback", post(rollback))
+        .route("/gc", post(gc))
+        .route("/status", get(status))
+        .route("/history", get(history))
+        .layer(DefaultBodyLimit::max(MAX_JSON))
+        .layer(middleware::from_fn_with_state(gw, require_admin))
+}
+
+type ApiResult<T> = Result<T, ServerError>;
+
+fn parse_id(s: &str) -> ApiResult<ReleaseId> {
+    ReleaseId::parse(s).map_err(ServerError::from)
+}
+
+/// Body of `POST /blobs/missing`.
+#[derive(Debug, Deserialize)]
+struct MissingRequest {
+    hashes: Vec<BlobHash>,
+}
+
+async fn missing_blobs(
+    State(gw): State<Arc<Gateway>>,
+    Json(req): Json<MissingRequest>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let unique: Vec<BlobHash> = req
+        .hashes
+        .into_iter()
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let missing = gw.store.missing(&unique).await?;
+    Ok(Json(json!({ "missing": missing })))
+}
+
+async fn put_blob(
+    State(gw): State<Arc<Gateway>>,
+    Path(hash): Path<String>,
+    body: Body,
+) -> ApiResult<Response> {
+    let hash = BlobHash::parse(&hash)?;
+    let stream: ByteStream = Box::pin(body.into_data_stream().map_err(std::io::Error::other));
+    let put = gw
+        .store
+        .put(&hash, stream, gw.config.max_upload_bytes)
+        .await?;
+    let (status, size, stored) = match put {
+        Put::Stored { size } => (StatusCode::CREATED, size, true),
+        Put::Existed { size } => (StatusCode::OK, size, false),
+    };
+    Ok((
+        status,
+        Json(json!({ "hash": hash, "size": size, "stored": stored })),
+    )
+        .into_response())
+}
+
+/// Body of `POST /releases`.
+#[derive(Debug, Deserialize)]
+struct CreateRelease {
+    id: Option<String>,
+    files: Vec<FileSpec>,
+    backend: Option<String>,
+}
+
+/// A release as the admin API shows it.
+#[derive(Debug, Serialize)]
+struct ReleaseJson {
+    id: ReleaseId,
+    state: Lifecycle,
+    created_at: i64,
+    promoted_at: Option<i64>,
+    retired_at: Option<i64>,
+    files: u64,
+    size: u64,
+    backend: Option<String>,
+    current: bool,
+}
+
+fn release_json(r: &ReleaseRecord, current: Option<&ReleaseId>) -> ReleaseJson {
+    ReleaseJson {
+        id: r.id.clone(),
+        state: r.state,
+        created_at: r.created_at,
+        promoted_at: r.promoted_at,
+        retired_at: r.retired_at,
+        files: r.files,
+        size: r.size,
+        backend: r.backend.clone(),
+        current: current == Some(&r.id),
+    }
+}
+
+fn validate_backend(url: &str) -> ApiResult<String> {
+    let uri: axum::http::Uri = url
+        .parse()
+        .map_err(|_| ServerError::BadRequest(format!("backend {url:?} is not a URL")))?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http" | "https"), Some(_)) => Ok(url.to_owned()),
+        _ => Err(ServerError::BadRequest(format!(
+            "backend {url:?} must be an http:// or https:// URL with a host"
+        ))),
+    }
+}
+
+fn generated_id(now: i64, manifest: &Manifest) -> ApiResult<ReleaseId> {
+    let mut h = blake3::Hasher::new();
+    for (p, e) in &manifest.files {
+        h.update(p.as_bytes());
+        h.update(e.hash.as_str().as_bytes());
+    }
+    let stamp = time::OffsetDateTime::from_unix_timestamp(now)
+        .ok()
+        .and_then(|t| {
+            t.format(time::macros::format_description!(
+                "[year][month][day]-[hour][minute][second]"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| now.to_string());
+    parse_id(&format!("{stamp}-{}", &h.finalize().to_hex()[..6]))
+}
+
+async fn create_release(
+    State(gw): State<Arc<Gateway>>,
+    Json(req): Json<CreateRelease>,
+) -> ApiResult<Response> {
+    let now = gw.clock.now();
+    let mut manifest = Manifest::from_specs(&req.files)?;
+    let id = match &req.id {
+        Some(id) => parse_id(id)?,
+        None => generated_id(now, &manifest)?,
+    };
+    let backend = req.backend.as_deref().map(validate_backend).transpose()?;
+    if gw.snapshot.load().releases.contains_key(&id) || gw.state.release(&id).await.is_ok() {
+        return Err(ServerError::Conflict(format!(
+            "release {id} already exists; deploy under a new id"
+        )));
+    }
+
+    // Registration holds the gc lock shared: blobs verified present below
+    // stay present until the release refers to them.
+    let _gc = gw.gc_lock.read().await;
+    let mut hashes: Vec<BlobHash> = manifest.files.values().map(|e| e.hash.clone()).collect();
+    hashes.sort();
+    hashes.dedup();
+    let missing = gw.store.missing(&hashes).await?;
+    if !missing.is_empty() {
+        let sample: Vec<&str> = missing.iter().take(3).map(|h| h.as_str()).collect();
+        return Err(ServerError::Unprocessable(format!(
+            "{} blob(s) of this release are not uploaded, e.g. {}",
+            missing.len(),
+            sample.join(", ")
+        )));
+    }
+    fill_variants(&gw, &mut manifest).await?;
+
+    let original = gw
+        .store
+        .read(&manifest.files[SHELL].hash, Variant::Identity, None)
+        .await?;
+    let html = std::str::from_utf8(&original)
+        .map_err(|_| ServerError::Unprocessable("index.html is not valid UTF-8".into()))?;
+    let rewritten = shell::rewrite(html, &id, &manifest).map_err(ServerError::Unprocessable)?;
+    let shell_entry = store_bytes(&gw, rewritten.into_bytes(), "text/html; charset=utf-8").await?;
+
+    let rec = gw
+        .state
+        .create_release(
+            NewRelease {
+                id: id.clone(),
+                manifest,
+                shell: shell_entry,
+                backend,
+                created_at: now,
+            },
+            ACTOR,
+        )
+        .await?;
+    drop(_gc);
+    gw.refresh().await?;
+    tracing::info!(release = %id, files = rec.files, bytes = rec.size, "release registered");
+    let current = gw.snapshot.load().pointer.current.clone();
+    Ok((
+        StatusCode::CREATED,
+        Json(release_json(&rec, current.as_ref())),
+    )
+        .into_response())
+}
+
+/// Makes the br/gzip variants of every compressible file (once per blob) and
+/// records their sizes in the manifest.
+async fn fill_variants(gw: &Arc<Gateway>, manifest: &mut Manifest) -> ApiResult<()> {
+    let mut todo: Vec<BlobHash> = manifest
+        .files
+        .values()
+        .filter(|e| e.compressible())
+        .map(|e| e.hash.clone())
+        .collect();
+    todo.sort();
+    todo.dedup();
+    let results: Vec<(BlobHash, skewless_store::Variants)> = futures::stream::iter(todo)
+        .map(|h| {
+            let store = gw.store.clone();
+            async move { store.ensure_variants(&h).await.map(|v| (h, v)) }
+        })
+        .buffer_unordered(4)
+        .try_collect()
+        .await?;
+    let by_hash: std::collections::HashMap<BlobHash, skewless_store::Variants> =
+        results.into_iter().collect();
+    for e in manifest.files.values_mut() {
+        if let Some(v) = by_hash.get(&e.hash) {
+            e.br = v.br;
+            e.gzip = v.gzip;
+        }
+    }
+    Ok(())
+}
+
+/// Stores server-made bytes (the rewritten shell) as a blob with variants.
+async fn store_bytes(gw: &Arc<Gateway>, data: Vec<u8>, content_type: &str) -> ApiResult<Entry> {
+    let hash = BlobHash::from_bytes(blake3::hash(&data).as_bytes());
+    let size = data.len() as u64;
+    let body: ByteStream = Box::pin(futures::stream::once(async move {
+        Ok(bytes::Bytes::from(data))
+    }));
+    gw.store.put(&hash, body, u64::MAX).await?;
+    let v = gw.store.ensure_variants(&hash).await?;
+    Ok(Entry {
+        hash,
+        size,
+        content_type: content_type.to_owned(),
+        br: v.br,
+        gzip: v.gzip,
+    })
+}
+
+async fn list_releases(State(gw): State<Arc<Gateway>>) -> ApiResult<Json<Vec<ReleaseJson>>> {
+    let current = gw.snapshot.load().pointer.current.clone();
+    let all = gw.state.release_summaries().await?;
+    Ok(Json(
+        all.iter()
+            .map(|r| release_json(r, current.as_ref()))
+            .collect(),
+    ))
+}
+
+async fn get_release(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id = parse_id(&id)?;
+    let rec = gw.state.release(&id).await?;
+    let current = gw.snapshot.load().pointer.current.clone();
+    let mut v = serde_json::to_value(release_json(&rec, current.as_ref())).unwrap_or_default();
+    v["manifest"] = serde_json::to_value(&rec.manifest.files).unwrap_or_default();
+    Ok(Json(v))
+}
+
+/// Body of `POST /releases/{id}/promote`.
+#[derive(Debug, Default, Deserialize)]
+struct PromoteRequest {
+    #[serde(default)]
+    required: bool,
+}
+
+fn pointer_json(p: &skewless_state::Pointer) -> serde_json::Value {
+    json!({ "current": p.current, "generation": p.generation, "required_min": p.required_min })
+}
+
+async fn promote(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+    body: Option<Json<PromoteRequest>>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id = parse_id(&id)?;
+    let req = body.map(|Json(b)| b).unwrap_or_default();
+    let p = gw
+        .state
+        .promote(&id, req.required, ACTOR, gw.clock.now())
+        .await?;
+    gw.refresh().await?;
+    tracing::info!(release = %id, generation = p.generation, required = req.required, "promoted");
+    Ok(Json(pointer_json(&p)))
+}
+
+async fn rollback(State(gw): State<Arc<Gateway>>) -> ApiResult<Json<serde_json::Value>> {
+    let p = gw.state.rollback(ACTOR, gw.clock.now()).await?;
+    gw.refresh().await?;
+    tracing::info!(current = ?p.current, generation = p.generation, "rolled back");
+    Ok(Json(pointer_json(&p)))
+}
+
+async fn retire(
+    State(gw): State<Arc<Gateway>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id = parse_id(&id)?;
+    gw.state.retire(&id, ACTOR, gw.clock.now()).await?;
+    gw.refresh().await?;
+    tracing::info!(release = %id, "retired");
+    Ok(Json(json!({ "id": id, "state": "retired" })))
+}
+
+/// Body of `POST /gc`.
+#[derive(Debug, Default, Deserialize)]
+struct GcRequest {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+async fn gc(
+    State(gw): State<Arc<Gateway>>,
+    body: Option<Json<GcRequest>>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let req = body.map(|Json(b)| b).unwrap_or_default();
+    let _gc = gw.gc_lock.write().await;
+    let now = gw.clock.now();
+    let collected: Vec<ReleaseId> = if req.dry_run {
+        gw.state
+            .release_summaries()
+            .await?
+            .into_iter()
+            .filter(|r| r.state == Lifecycle::Retired)
+            .map(|r| r.id)
+            .collect()
+    } else {
+        gw.state.collect_retired(ACTOR, now).await?
+    };
+    let refs = gw.state.blob_refs().await?;
+    let stored: Vec<StoredBlob> = gw
+        .store
+        .list()
+        .await?
+        .into_iter()
+        .map(|b| StoredBlob {
+            hash: b.hash,
+            bytes: b.bytes,
+            written_at: b.written_at as i64,
+        })
+        .collect();
+    let doomed = plan(&refs, &stored, req.dry_run, now, gw.config.gc_grace_secs);
+    let mut freed = 0u64;
+    if !req.dry_run {
+        for b in &doomed {
+            freed += gw.store.delete(&b.hash).await?;
+        }
+    } else {
+        freed = doomed.iter().map(|b| b.bytes).sum();
+    }
+    if !req.dry_run {
+        gw.state
+            .record(HistoryEntry {
+                seq: 0,
+                at: now,
+                action: "gc".into(),
+                release: None,
+                before: None,
+                after: None,
+                actor: ACTOR.into(),
+                detail: Some(format!("{} blobs, {freed} bytes freed", doomed.len())),
+            })
+            .await?;
+        gw.refresh().await?;
+    }
+    tracing::info!(
+        blobs = doomed.len(),
+        bytes = freed,
+        dry_run = req.dry_run,
+        "gc"
+    );
+    Ok(Json(json!({
+        "dry_run": req.dry_run,
+        "collected_releases": collected,
+        "blobs": doomed.iter().map(|b| json!({"hash": b.hash, "bytes": b.bytes})).collect::<Vec<_>>(),
+        "bytes": freed,
+    })))
+}
+
+async fn status(State(gw): State<Arc<Gateway>>) -> ApiResult<Json<serde_json::Value>> {
+    let snap = gw.snapshot.load();
+    let all = gw.state.release_summaries().await?;
+    let mut counts = serde_json::Map::new();
+    for r in &all {
+        let c = counts.entry(r.state.as_str()).or_insert(json!(0));
+        *c = json!(c.as_u64().unwrap_or(0) + 1);
+    }
+    Ok(Json(json!({
+        "current": snap.pointer.current,
+        "generation": snap.pointer.generation,
+        "required_min": snap.pointer.required_min,
+        "changed_at": snap.pointer.changed_at,
+        "releases": counts,
+        "event_streams": gw.notices.receiver_count(),
+    })))
+}
+
+/// Query of `GET /history`.
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+async fn history(
+    State(gw): State<Arc<Gateway>>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<Json<Vec<HistoryEntry>>> {
+    Ok(Json(
+        gw.state.history(q.limit.unwrap_or(100).min(10_000)).await?,
+    ))
+}

@@ -1,0 +1,109 @@
+//! The admin token: loaded or generated at start-up, checked in constant time.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+use crate::gateway::Gateway;
+use crate::{ServerConfig, ServerError};
+
+/// File name of the generated token inside the data directory.
+pub const TOKEN_FILE: &str = "admin-token";
+
+/// The configured token, else the one stored in `<data>/admin-token`, else a
+/// new random one written there with mode 0600.
+pub fn load_or_create_token(config: &ServerConfig) -> Result<String, ServerError> {
+    if let Some(t) = config
+        .admin_token
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        return Ok(t.to_owned());
+    }
+    let path = config.data_dir.join(TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => {
+            eprintln!("skewless: admin token is in {}", path.display());
+            return Ok(t.trim().to_owned());
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(ServerError::Startup(format!(
+                "cannot read admin token {}: {e}",
+                path.display()
+            )))
+        }
+    }
+    let token = format!(
+        "{:032x}{:032x}",
+        rand::random::<u128>(),
+        rand::random::<u128>()
+    );
+    let tmp = config.data_dir.join(format!("{TOKEN_FILE}.tmp"));
+    let write = || -> std::io::Result<()> {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp)?;
+        f.write_all(token.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    };
+    write().map_err(|e| {
+        ServerError::Startup(format!("cannot write admin token {}: {e}", path.display()))
+    })?;
+    eprintln!(
+        "skewless: generated an admin token in {} (mode 0600); the CLI reads it from there",
+        path.display()
+    );
+    Ok(token)
+}
+
+/// Whether `given` is the admin token, compared in constant time over
+/// fixed-length digests so neither content nor length leaks.
+pub fn token_matches(given: &str, expected: &str) -> bool {
+    let a = blake3::hash(given.as_bytes());
+    let b = blake3::hash(expected.as_bytes());
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+/// Refuses admin requests without the right bearer token.
+pub async fn require_admin(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    match given {
+        Some(t) if token_matches(t, &gw.admin_token) => next.run(req).await,
+        _ => ServerError::Unauthorized.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compares_tokens() {
+        assert!(token_matches("abc", "abc"));
+        assert!(!token_matches("abd", "abc"));
+        assert!(!token_matches("", "abc"));
+        assert!(!token_matches("abcd", "abc"));
+    }
+}

@@ -1,0 +1,103 @@
+//! The server's errors and their one mapping to HTTP status and JSON body.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use skewless_core::CoreError;
+use skewless_state::StateError;
+use skewless_store::StoreError;
+use thiserror::Error;
+
+/// Anything the gateway or admin API can fail with.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No or wrong admin token.
+    #[error("missing or invalid admin token")]
+    Unauthorized,
+    /// Nothing there.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with existing state.
+    #[error("{0}")]
+    Conflict(String),
+    /// Well-formed but refused by a rule.
+    #[error("{0}")]
+    Unprocessable(String),
+    /// The body is too large.
+    #[error("{0}")]
+    TooLarge(String),
+    /// A domain rule.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// The state store.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The blob store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Start-up failed.
+    #[error("{0}")]
+    Startup(String),
+}
+
+impl ServerError {
+    /// The HTTP status for this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ServerError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ServerError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ServerError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServerError::Conflict(_) => StatusCode::CONFLICT,
+            ServerError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ServerError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ServerError::Core(CoreError::Transition { .. }) => StatusCode::CONFLICT,
+            ServerError::Core(_) => StatusCode::BAD_REQUEST,
+            ServerError::State(e) => match e {
+                StateError::Exists(_) => StatusCode::CONFLICT,
+                StateError::NotFound(_) => StatusCode::NOT_FOUND,
+                StateError::Rule(CoreError::Transition { .. }) => StatusCode::CONFLICT,
+                StateError::Rule(_) => StatusCode::BAD_REQUEST,
+                StateError::NoRollback(_) => StatusCode::CONFLICT,
+                StateError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ServerError::Store(e) => match e {
+                StoreError::HashMismatch { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                StoreError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+                StoreError::Interrupted(_) => StatusCode::BAD_REQUEST,
+                StoreError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            },
+            ServerError::Startup(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// A JSON error response `{"error": "..."}`.
+pub fn json_error(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "error": message }).to_string();
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+impl IntoResponse for ServerError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        let mut resp = json_error(status, &self.to_string());
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"skewless\""),
+            );
+        }
+        resp
+    }
+}

@@ -1,0 +1,161 @@
+//! Server-sent events: every open `/_skewless/events` stream learns of each
+//! promotion and rollback at once.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::stream::{self, Stream};
+use serde::Deserialize;
+use skewless_core::ReleaseId;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::gateway::Gateway;
+use crate::snapshot::Snapshot;
+
+/// What every stream is told after a change of the current pointer.
+#[derive(Debug, Clone)]
+pub struct Notice {
+    /// The current release.
+    pub current: Option<ReleaseId>,
+    /// Its generation.
+    pub generation: u64,
+    /// Minimum release clients must run.
+    pub required_min: Option<ReleaseId>,
+}
+
+impl Notice {
+    /// The notice describing a snapshot.
+    pub fn from_snapshot(s: &Snapshot) -> Self {
+        Notice {
+            current: s.pointer.current.clone(),
+            generation: s.pointer.generation,
+            required_min: s.pointer.required_min.clone(),
+        }
+    }
+
+    /// The JSON body shared by `/_skewless/version` and the event stream.
+    pub fn to_json(&self, required: bool) -> String {
+        serde_json::json!({
+            "current": self.current,
+            "generation": self.generation,
+            "required_min": self.required_min,
+            "required": required,
+        })
+        .to_string()
+    }
+}
+
+/// Query of `/_skewless/events`.
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    /// The release the tab runs.
+    pub release: Option<String>,
+}
+
+/// Reconnect delay suggested to clients, in milliseconds.
+const RETRY_MS: u64 = 3000;
+
+fn event_for(gw: &Gateway, release: Option<&str>, notice: &Notice) -> Event {
+    let required = gw.snapshot.load().upgrade_required(release);
+    Event::default()
+        .event(if required { "required" } else { "release" })
+        .data(notice.to_json(required))
+}
+
+/// `GET /_skewless/events?release=<id>`.
+pub async fn events(State(gw): State<Arc<Gateway>>, Query(q): Query<EventsQuery>) -> Response {
+    let release = q.release.filter(|r| skewless_core::id::is_valid(r));
+    let rx = gw.notices.subscribe();
+    let shutdown = gw.shutdown.clone();
+    let first = {
+        let notice = Notice::from_snapshot(&gw.snapshot.load());
+        event_for(&gw, release.as_deref(), &notice).retry(Duration::from_millis(RETRY_MS))
+    };
+    let stream = notice_stream(gw, release, rx, shutdown, first);
+    let mut resp = Sse::new(stream)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(Duration::from_secs(15))
+                .text("ping"),
+        )
+        .into_response();
+    resp.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-cache"),
+    );
+    resp.headers_mut().insert(
+        "x-accel-buffering",
+        axum::http::HeaderValue::from_static("no"),
+    );
+    resp
+}
+
+struct StreamState {
+    gw: Arc<Gateway>,
+    release: Option<String>,
+    rx: tokio::sync::broadcast::Receiver<Arc<Notice>>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    first: Option<Event>,
+    done: bool,
+}
+
+fn notice_stream(
+    gw: Arc<Gateway>,
+    release: Option<String>,
+    rx: tokio::sync::broadcast::Receiver<Arc<Notice>>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    first: Event,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let st = StreamState {
+        gw,
+        release,
+        rx,
+        shutdown,
+        first: Some(first),
+        done: false,
+    };
+    stream::unfold(st, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        if let Some(first) = st.first.take() {
+            return Some((Ok(first), st));
+        }
+        enum Next {
+            Notice(Arc<Notice>),
+            Latest,
+            Closed,
+            Shutdown,
+        }
+        let next = tokio::select! {
+            msg = st.rx.recv() => match msg {
+                Ok(notice) => Next::Notice(notice),
+                // Missed some: the latest state is what matters.
+                Err(RecvError::Lagged(_)) => Next::Latest,
+                Err(RecvError::Closed) => Next::Closed,
+            },
+            _ = st.shutdown.wait_for(|s| *s) => Next::Shutdown,
+        };
+        let ev = match next {
+            Next::Notice(notice) => event_for(&st.gw, st.release.as_deref(), &notice),
+            Next::Latest => {
+                let notice = Notice::from_snapshot(&st.gw.snapshot.load());
+                event_for(&st.gw, st.release.as_deref(), &notice)
+            }
+            Next::Closed => return None,
+            Next::Shutdown => {
+                st.done = true;
+                // Tell the client to come back soon, to the restarted server.
+                Event::default()
+                    .event("shutdown")
+                    .data("{}")
+                    .retry(Duration::from_millis(1000))
+            }
+        };
+        Some((Ok(ev), st))
+    })
+}

@@ -1,0 +1,138 @@
+//! The routing snapshot: an immutable picture of releases and the current
+//! pointer, rebuilt after each change and swapped in atomically, so the
+//! request path reads it without locks.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::http::HeaderValue;
+use skewless_core::resolve::Catalog;
+use skewless_core::ReleaseId;
+use skewless_state::{Pointer, ReleaseRecord};
+
+/// One release as the gateway serves it.
+#[derive(Debug)]
+pub struct ReleaseView {
+    /// The stored record, manifest included.
+    pub record: ReleaseRecord,
+    /// The id as a header value (`Skewless-Served-By`).
+    pub id_header: HeaderValue,
+    /// `Set-Cookie` pinning a client to this release.
+    pub pin_cookie: HeaderValue,
+    /// ETag of each encoding of the shell.
+    pub shell_etags: [HeaderValue; 3],
+}
+
+/// The gateway's view of all live releases.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The current pointer.
+    pub pointer: Pointer,
+    /// Releases that are not collected.
+    pub releases: HashMap<ReleaseId, Arc<ReleaseView>>,
+    /// Fallback candidates (current and draining), newest first.
+    pub fallback: Vec<ReleaseId>,
+    /// `Skewless-Current` value (empty when nothing is current).
+    pub current_header: HeaderValue,
+    /// Registration order of `required_min`.
+    pub required_min_seq: Option<i64>,
+}
+
+/// ETag of one encoding of a blob: strong, distinct per encoding.
+pub fn etag_for(hash: &str, suffix: &str) -> HeaderValue {
+    // Hex digits and a fixed suffix always form a valid header value.
+    HeaderValue::from_str(&format!("\"{}{suffix}\"", &hash[..24]))
+        .unwrap_or(HeaderValue::from_static("\"\""))
+}
+
+impl ReleaseView {
+    /// Prepares a record for serving.
+    pub fn new(record: ReleaseRecord) -> Self {
+        let id = record.id.as_str();
+        // Release ids are restricted to a header-safe alphabet.
+        let id_header = HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static(""));
+        let pin_cookie = HeaderValue::from_str(&format!(
+            "{}={id}; Path=/; SameSite=Lax",
+            skewless_core::pin::COOKIE
+        ))
+        .unwrap_or(HeaderValue::from_static(""));
+        let h = record.shell.hash.as_str();
+        let shell_etags = [etag_for(h, ""), etag_for(h, "-br"), etag_for(h, "-gz")];
+        ReleaseView {
+            record,
+            id_header,
+            pin_cookie,
+            shell_etags,
+        }
+    }
+}
+
+impl Snapshot {
+    /// Builds a snapshot from the pointer and release records.
+    pub fn build(pointer: Pointer, views: Vec<Arc<ReleaseView>>) -> Self {
+        let mut fallback: Vec<&Arc<ReleaseView>> = views
+            .iter()
+            .filter(|v| v.record.state.is_fallback())
+            .collect();
+        fallback.sort_by(|a, b| b.record.seq.cmp(&a.record.seq));
+        let fallback = fallback.into_iter().map(|v| v.record.id.clone()).collect();
+        let current_header = pointer
+            .current
+            .as_ref()
+            .and_then(|c| HeaderValue::from_str(c.as_str()).ok())
+            .unwrap_or(HeaderValue::from_static(""));
+        let releases: HashMap<ReleaseId, Arc<ReleaseView>> = views
+            .into_iter()
+            .map(|v| (v.record.id.clone(), v))
+            .collect();
+        let required_min_seq = pointer
+            .required_min
+            .as_ref()
+            .and_then(|r| releases.get(r))
+            .map(|v| v.record.seq);
+        Snapshot {
+            pointer,
+            releases,
+            fallback,
+            current_header,
+            required_min_seq,
+        }
+    }
+
+    /// A served release by id text.
+    pub fn view(&self, id: &str) -> Option<&Arc<ReleaseView>> {
+        let id = ReleaseId::parse(id).ok()?;
+        self.releases
+            .get(&id)
+            .filter(|v| v.record.state.is_served())
+    }
+
+    /// Whether a client running `release` must upgrade now: its release is
+    /// older than `required_min`.
+    pub fn upgrade_required(&self, release: Option<&str>) -> bool {
+        let (Some(min), Some(release)) = (self.required_min_seq, release) else {
+            return false;
+        };
+        self.view(release).is_some_and(|v| v.record.seq < min)
+    }
+}
+
+impl Catalog for Snapshot {
+    fn current(&self) -> Option<&ReleaseId> {
+        self.pointer.current.as_ref()
+    }
+
+    fn served(&self, id: &str) -> Option<&ReleaseId> {
+        self.view(id).map(|v| &v.record.id)
+    }
+
+    fn has_file(&self, id: &ReleaseId, path: &str) -> bool {
+        self.releases
+            .get(id)
+            .is_some_and(|v| v.record.manifest.files.contains_key(path))
+    }
+
+    fn fallback(&self) -> impl Iterator<Item = &ReleaseId> {
+        self.fallback.iter()
+    }
+}

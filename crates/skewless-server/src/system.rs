@@ -1,0 +1,134 @@
+//! Public system endpoints under `/_skewless/`: version, events, diff and the
+//! browser library.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use skewless_core::header::etag_matches;
+
+use crate::error::json_error;
+use crate::events::{events, Notice};
+use crate::gateway::Gateway;
+
+/// The public system routes.
+pub fn routes() -> Router<Arc<Gateway>> {
+    Router::new()
+        .route("/_skewless/version", get(version))
+        .route("/_skewless/events", get(events))
+        .route("/_skewless/diff", get(diff))
+        .route("/_skewless/{module}", get(client_module))
+}
+
+fn json(status: StatusCode, body: String) -> Response {
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Query naming the client's release.
+#[derive(Debug, Deserialize)]
+pub struct ReleaseQuery {
+    release: Option<String>,
+}
+
+/// `GET /_skewless/version[?release=<id>]`.
+async fn version(
+    State(gw): State<Arc<Gateway>>,
+    Query(q): Query<ReleaseQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let snap = gw.snapshot.load();
+    let etag = format!("\"g{}\"", snap.pointer.generation);
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    let mut resp = if etag_matches(if_none_match, &etag) {
+        Response::builder()
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty())
+            .unwrap_or_default()
+    } else {
+        let required = snap.upgrade_required(q.release.as_deref());
+        json(
+            StatusCode::OK,
+            Notice::from_snapshot(&snap).to_json(required),
+        )
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// Query of `/_skewless/diff`.
+#[derive(Debug, Deserialize)]
+pub struct DiffQuery {
+    from: String,
+    to: String,
+}
+
+/// `GET /_skewless/diff?from=<id>&to=<id>`: which original files differ.
+async fn diff(State(gw): State<Arc<Gateway>>, Query(q): Query<DiffQuery>) -> Response {
+    let snap = gw.snapshot.load();
+    let (Some(from), Some(to)) = (snap.view(&q.from), snap.view(&q.to)) else {
+        return json_error(
+            StatusCode::NOT_FOUND,
+            "both releases must exist and be served",
+        );
+    };
+    let d = from.record.manifest.diff(&to.record.manifest);
+    let body = serde_json::json!({
+        "from": from.record.id,
+        "to": to.record.id,
+        "changed": d.changed,
+        "added": d.added,
+        "removed": d.removed,
+    });
+    let mut resp = json(StatusCode::OK, body.to_string());
+    // Both releases are immutable, so their diff is too.
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    resp
+}
+
+/// `GET /_skewless/<module>.js`: the embedded browser library.
+async fn client_module(
+    State(gw): State<Arc<Gateway>>,
+    Path(module): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(m) = gw.client_modules.get(module.as_str()) else {
+        return json_error(StatusCode::NOT_FOUND, "no such skewless endpoint");
+    };
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok());
+    let builder = Response::builder()
+        .header(header::ETAG, m.etag.clone())
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+    if etag_matches(if_none_match, m.etag.to_str().unwrap_or("")) {
+        return builder
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty())
+            .unwrap_or_default();
+    }
+    builder
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/javascript; charset=utf-8")
+        .body(Body::from(m.body.clone()))
+        .unwrap_or_default()
+}

@@ -1,0 +1,55 @@
+//! `skewless history`.
+
+use clap::Args;
+
+use super::{print_table, Remote};
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// How many entries, newest last.
+    #[arg(long, default_value_t = 50)]
+    limit: usize,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
+    let h = args.remote.client()?.history(args.limit).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&h)?);
+        return Ok(());
+    }
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    let rows: Vec<Vec<String>> = h
+        .iter()
+        .map(|e| {
+            let at = e["at"].as_i64().unwrap_or(0);
+            let when = time::OffsetDateTime::from_unix_timestamp(at)
+                .ok()
+                .and_then(|t| {
+                    t.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_else(|| at.to_string());
+            vec![
+                when,
+                s(&e["action"]),
+                s(&e["release"]),
+                s(&e["before"]),
+                s(&e["after"]),
+                s(&e["actor"]),
+                s(&e["detail"]),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "TIME", "ACTION", "RELEASE", "BEFORE", "AFTER", "BY", "DETAIL",
+        ],
+        &rows,
+    );
+    Ok(())
+}

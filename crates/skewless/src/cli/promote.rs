@@ -1,0 +1,35 @@
+//! `skewless promote ID`.
+
+use clap::Args;
+
+use super::Remote;
+
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// Release to make current.
+    id: String,
+    /// Clients of older releases must reload now.
+    #[arg(long)]
+    required: bool,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+pub async fn run(args: PromoteArgs) -> anyhow::Result<()> {
+    let p = args
+        .remote
+        .client()?
+        .promote(&args.id, args.required)
+        .await?;
+    println!(
+        "{} is current (generation {}){}",
+        args.id,
+        p["generation"],
+        if args.required {
+            "; older clients must reload"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! `skewless rollback`.
+
+use clap::Args;
+
+use super::Remote;
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    remote: Remote,
+}
+
+pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
+    let p = args.remote.client()?.rollback().await?;
+    println!(
+        "{} is current again (generation {})",
+        p["current"].as_str().unwrap_or("?"),
+        p["generation"]
+    );
+    Ok(())
+}
