@@ -1,0 +1,140 @@
+// Boilerplate for the end-to-end tests: start the real gateway on port 0
+// with a temporary data directory, drive its CLI, launch Debian's Chromium.
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const CLIENT_DIR = fileURLToPath(new URL('../../', import.meta.url));
+export const FIXTURES = path.join(CLIENT_DIR, 'tests/fixtures');
+export const ARTIFACTS = path.join(CLIENT_DIR, 'artifacts');
+export const BIN = path.resolve(CLIENT_DIR, process.env.SKEWLESS_BIN || '../target/debug/skewless');
+const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
+const TOKEN = 'e2e-admin-token';
+
+/**
+ * @param {string} file
+ * @param {string[]} args
+ * @returns {Promise<string>} stdout
+ */
+function run(file, args) {
+  return new Promise((resolve, reject) => {
+    execFile(file, args, { timeout: 30000 }, (error, stdout, stderr) => {
+      if (error) reject(new Error(`${path.basename(file)} ${args.join(' ')} failed: ${error.message}\n${stderr}`));
+      else resolve(stdout);
+    });
+  });
+}
+
+/** Starts `skewless serve` and resolves once it printed its address. */
+export async function startServer() {
+  if (!existsSync(BIN)) throw new Error(`skewless binary not found at ${BIN}: run cargo build or set SKEWLESS_BIN`);
+  const data = mkdtempSync(path.join(tmpdir(), 'skewless-e2e-'));
+  const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data', data, '--admin-token', TOKEN], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, SKEWLESS_LOG: process.env.SKEWLESS_LOG || 'warn' },
+  });
+  let stderr = '';
+  child.stderr.on('data', (chunk) => (stderr += chunk));
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  const url = await new Promise((resolve, reject) => {
+    let stdout = '';
+    const timer = setTimeout(() => reject(new Error(`skewless serve did not start within 20 s:\n${stderr}`)), 20000);
+    child.stdout.on('data', (chunk) => {
+      stdout += chunk;
+      const match = /skewless listening on (http:\/\/\S+)/.exec(stdout);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match[1]);
+      }
+    });
+    exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`skewless serve exited (${code}) before listening:\n${stderr}`));
+    });
+  });
+  const cli = (/** @type {string[]} */ ...args) => run(BIN, [...args, '--server', url, '--token', TOKEN]);
+  return {
+    url,
+    /** Deploys a fixture directory as release `id`. */
+    deploy: (/** @type {string} */ fixture, /** @type {string} */ id, { promote = false } = {}) =>
+      cli('deploy', path.join(FIXTURES, fixture), '--release', id, ...(promote ? ['--promote'] : [])),
+    promote: (/** @type {string} */ id, { required = false } = {}) =>
+      cli('promote', id, ...(required ? ['--required'] : [])),
+    rollback: () => cli('rollback'),
+    retire: (/** @type {string} */ id) => cli('retire', id),
+    get stderr() {
+      return stderr;
+    },
+    async stop() {
+      child.kill('SIGTERM');
+      await exited;
+      rmSync(data, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Launches Debian's Chromium; never a downloaded browser. */
+export function launchBrowser() {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+}
+
+/**
+ * Collects console errors and uncaught exceptions of every page opened in
+ * `context` (also after reloads and navigations).
+ * @param {import('playwright-core').BrowserContext} context
+ * @returns {string[]}
+ */
+export function collectErrors(context) {
+  /** @type {string[]} */
+  const errors = [];
+  const watch = (/** @type {import('playwright-core').Page} */ page) => {
+    page.on('console', (message) => {
+      if (message.type() === 'error') errors.push(`console error at ${page.url()}: ${message.text()}`);
+    });
+    page.on('pageerror', (error) => errors.push(`uncaught at ${page.url()}: ${error.message}`));
+  };
+  context.pages().forEach(watch);
+  context.on('page', watch);
+  return errors;
+}
+
+/**
+ * Saves a screenshot to artifacts/<name>.png.
+ * @param {import('playwright-core').Page} page
+ * @param {string} name
+ */
+export async function screenshot(page, name) {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`), fullPage: true });
+}
+
+/**
+ * Marks the current document so a later check can tell whether the page was
+ * reloaded (the mark is gone) or kept (the mark is still there).
+ * @param {import('playwright-core').Page} page
+ */
+export async function markDocument(page) {
+  const mark = Math.random().toString(36).slice(2);
+  await page.evaluate((value) => {
+    /** @type {any} */ (window).__documentMark = value;
+  }, mark);
+  return {
+    /** Whether the marked document is still the one shown. */
+    kept: () => page.evaluate((value) => /** @type {any} */ (window).__documentMark === value, mark),
+  };
+}

@@ -1,0 +1,13 @@
+import { defineConfig } from 'vitest/config';
+
+// End-to-end tests: real `skewless serve`, real Chromium. One file at a time,
+// as each starts its own gateway and browser on a two-core machine.
+export default defineConfig({
+  test: {
+    include: ['tests/e2e/**/*.test.js'],
+    environment: 'node',
+    fileParallelism: false,
+    testTimeout: 60000,
+    hookTimeout: 60000,
+  },
+});
