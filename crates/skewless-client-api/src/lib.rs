@@ -81,6 +81,7 @@ impl Client {
 
     /// Makes a release current; `required` makes older clients reload now.
     pub async fn promote(&self, id: &str, required: bool) -> Result<Value, ClientError> {
+        check_id(id)?;
         self.send(
             self.request(Method::POST, &format!("/releases/{id}/promote"))
                 .json(&json!({ "required": required })),
@@ -100,12 +101,14 @@ impl Client {
 
     /// One release with its manifest.
     pub async fn release(&self, id: &str) -> Result<Value, ClientError> {
+        check_id(id)?;
         self.send(self.request(Method::GET, &format!("/releases/{id}")))
             .await
     }
 
     /// Stops serving a release.
     pub async fn retire(&self, id: &str) -> Result<Value, ClientError> {
+        check_id(id)?;
         self.send(self.request(Method::POST, &format!("/releases/{id}/retire")))
             .await
     }
@@ -129,6 +132,13 @@ impl Client {
         self.send(self.request(Method::GET, &format!("/history?limit={limit}")))
             .await
     }
+}
+
+/// Refuses an id that breaks the id rule before it reaches a URL.
+fn check_id(id: &str) -> Result<(), ClientError> {
+    skewless_core::ReleaseId::parse(id)
+        .map(|_| ())
+        .map_err(|e| ClientError::Input(e.to_string()))
 }
 
 pub(crate) fn api_error(status: StatusCode, body: &[u8]) -> ClientError {

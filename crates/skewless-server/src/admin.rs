@@ -46,6 +46,7 @@ pub fn routes(gw: Arc<Gateway>) -> axum::Router<Arc<Gateway>> {
         .route("/gc", post(gc))
         .route("/status", get(status))
         .route("/history", get(history))
+        .fallback(|| async { ServerError::NotFound("no such admin endpoint".into()) })
         .layer(DefaultBodyLimit::max(MAX_JSON))
         .layer(middleware::from_fn_with_state(gw, require_admin))
 }

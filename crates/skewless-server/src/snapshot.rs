@@ -74,7 +74,7 @@ impl Snapshot {
             .iter()
             .filter(|v| v.record.state.is_fallback())
             .collect();
-        fallback.sort_by(|a, b| b.record.seq.cmp(&a.record.seq));
+        fallback.sort_by_key(|v| std::cmp::Reverse(v.record.seq));
         let fallback = fallback.into_iter().map(|v| v.record.id.clone()).collect();
         let current_header = pointer
             .current
