@@ -1,7 +1,7 @@
 // Boilerplate for the end-to-end tests: start the real gateway on port 0
 // with a temporary data directory, drive its CLI, launch Debian's Chromium.
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -55,6 +55,12 @@ export async function startServer() {
       reject(new Error(`skewless serve exited (${code}) before listening:\n${stderr}`));
     });
   });
+  try {
+    await assertServesCurrentClient(url);
+  } catch (error) {
+    child.kill('SIGTERM');
+    throw error;
+  }
   const cli = (/** @type {string[]} */ ...args) => run(BIN, [...args, '--server', url, '--token', TOKEN]);
   return {
     url,
@@ -74,6 +80,22 @@ export async function startServer() {
       rmSync(data, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * The binary embeds client/src at compile time: make sure it serves the
+ * sources under test, not those of an older build.
+ * @param {string} url
+ */
+async function assertServesCurrentClient(url) {
+  const src = path.join(CLIENT_DIR, 'src');
+  for (const name of readdirSync(src).filter((n) => n.endsWith('.js'))) {
+    const response = await fetch(`${url}/_skewless/${name}`);
+    const served = response.ok ? await response.text() : `HTTP ${response.status}`;
+    if (served !== readFileSync(path.join(src, name), 'utf8')) {
+      throw new Error(`${BIN} serves a different /_skewless/${name} than client/src/${name}: rebuild it (cargo build -p skewless)`);
+    }
+  }
 }
 
 /** Launches Debian's Chromium; never a downloaded browser. */
@@ -136,5 +158,22 @@ export async function markDocument(page) {
   return {
     /** Whether the marked document is still the one shown. */
     kept: () => page.evaluate((value) => /** @type {any} */ (window).__documentMark === value, mark),
+  };
+}
+
+/**
+ * Remembers, across the reload it announces, why the client of the current
+ * document reloads it; `reasons()` reads the list back from the next document.
+ * @param {import('playwright-core').Page} page
+ */
+export async function recordReloadReasons(page) {
+  await page.evaluate(() =>
+    window.skewless.on('reloading', (detail) => {
+      const reasons = JSON.parse(sessionStorage.getItem('e2e:reload-reasons') || '[]');
+      sessionStorage.setItem('e2e:reload-reasons', JSON.stringify([...reasons, detail.reason]));
+    }),
+  );
+  return {
+    reasons: () => page.evaluate(() => JSON.parse(sessionStorage.getItem('e2e:reload-reasons') || '[]')),
   };
 }
