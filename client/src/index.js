@@ -300,11 +300,20 @@ export function createClient(options = {}, env = {}) {
     const polling = schedulePolling(win, () => opts.pollInterval, check);
     poller = polling;
     stops.push(polling.stop);
-    if (stream) {
-      const online = () => stream.open || stream.reconnect();
-      win.addEventListener('online', online);
-      stops.push(stream.close, () => win.removeEventListener('online', online));
-    }
+    /** @param {Event} event */
+    const resume = (event) => {
+      // Back online, or restored from the back/forward cache: the stream may
+      // be long dead, and releases may have changed meanwhile.
+      if (stream && !stream.open) stream.reconnect();
+      if (event.type === 'pageshow' && /** @type {PageTransitionEvent} */ (event).persisted) check();
+    };
+    win.addEventListener('online', resume);
+    win.addEventListener('pageshow', resume);
+    stops.push(() => {
+      if (stream) stream.close();
+      win.removeEventListener('online', resume);
+      win.removeEventListener('pageshow', resume);
+    });
   }
 
   if (opts.chunkRecovery) {

@@ -100,6 +100,9 @@ async function assertServesCurrentClient(url) {
 
 /** Launches Debian's Chromium; never a downloaded browser. */
 export function launchBrowser() {
+  if (!existsSync(CHROMIUM)) {
+    throw new Error(`no Chromium at ${CHROMIUM}: apt-get install -y chromium (or set CHROMIUM_PATH)`);
+  }
   return chromium.launch({
     executablePath: CHROMIUM,
     args: [

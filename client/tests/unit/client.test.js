@@ -308,3 +308,15 @@ describe('configuration', () => {
     expect(client.policy).toBe('when-hidden');
   });
 });
+
+describe('resuming', () => {
+  it('reconnects a dead stream when back online, and checks after a back/forward-cache restore', async () => {
+    const { client, fetch } = setup();
+    FakeEventSource.latest().fail();
+    window.dispatchEvent(new Event('online'));
+    expect(FakeEventSource.instances).toHaveLength(2);
+    window.dispatchEvent(Object.assign(new Event('pageshow'), { persisted: true }));
+    await vi.waitFor(() => expect(client.current).toBe('v2'));
+    expect(fetch.mock.calls.map(([url]) => String(url))).toContain('/_skewless/version?release=v1');
+  });
+});
