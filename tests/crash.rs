@@ -40,7 +40,11 @@ fn assert_serves(s: &Server, dir: &Path, id: &str, skip: Option<&str>) {
         assert_eq!(body.status(), 200, "{id}/{name}");
         let got = body.bytes().unwrap();
         let want = std::fs::read(entry.path()).unwrap();
-        assert_eq!(blake3::hash(&got), blake3::hash(&want), "{id}/{name} differs");
+        assert_eq!(
+            blake3::hash(&got),
+            blake3::hash(&want),
+            "{id}/{name} differs"
+        );
     }
 }
 
@@ -74,20 +78,38 @@ fn kill_9_during_deploy_leaves_no_partial_release() {
     for (round, kill_after) in [5usize, 60, 150, 280, 1000].into_iter().enumerate() {
         let id = format!("big{round}");
         // Every round changes one file, so a new blob must be uploaded.
-        support::write_file(&app.path().join("assets/f0.bin"), 16 * 1024, 100 + round as u64);
+        support::write_file(
+            &app.path().join("assets/f0.bin"),
+            16 * 1024,
+            100 + round as u64,
+        );
         let before = stored_blobs(s.data.path());
         let child = Command::new(support::bin())
-            .args(["deploy", app.path().to_str().unwrap(), "--release", &id, "--server", &s.url, "--token", TOKEN])
+            .args([
+                "deploy",
+                app.path().to_str().unwrap(),
+                "--release",
+                &id,
+                "--server",
+                &s.url,
+                "--token",
+                TOKEN,
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let child_id = child.id();
-        wait_for("blobs to land or the deploy to end", Duration::from_secs(60), || {
-            stored_blobs(s.data.path()) >= before + kill_after
-                || !Path::new(&format!("/proc/{child_id}")).exists()
-                || std::fs::read_to_string(format!("/proc/{child_id}/stat")).is_ok_and(|st| st.contains(") Z "))
-        });
+        wait_for(
+            "blobs to land or the deploy to end",
+            Duration::from_secs(60),
+            || {
+                stored_blobs(s.data.path()) >= before + kill_after
+                    || !Path::new(&format!("/proc/{child_id}")).exists()
+                    || std::fs::read_to_string(format!("/proc/{child_id}/stat"))
+                        .is_ok_and(|st| st.contains(") Z "))
+            },
+        );
         s.kill9();
         let out = child.wait_with_output().unwrap();
         if out.status.success() {
@@ -97,20 +119,31 @@ fn kill_9_during_deploy_leaves_no_partial_release() {
         s.crash_and_restart();
         let ids = release_ids(&s);
         for a in &acknowledged {
-            assert!(ids.contains(a), "acknowledged release {a} lost after kill -9");
+            assert!(
+                ids.contains(a),
+                "acknowledged release {a} lost after kill -9"
+            );
         }
         if ids.contains(&id) {
             // Registered (perhaps unacknowledged): it must be whole.
             assert_serves(&s, app.path(), &id, None);
         } else {
-            assert_eq!(s.get(&format!("/_r/{id}/index.html")).send().unwrap().status(), 404);
+            assert_eq!(
+                s.get(&format!("/_r/{id}/index.html"))
+                    .send()
+                    .unwrap()
+                    .status(),
+                404
+            );
             // Deploying again completes it.
             s.deploy(app.path(), &id, false);
             acknowledged.push(id.clone());
             assert_serves(&s, app.path(), &id, None);
         }
         // No temp files survive a restart.
-        let tmp = std::fs::read_dir(s.data.path().join("blobs/tmp")).unwrap().count();
+        let tmp = std::fs::read_dir(s.data.path().join("blobs/tmp"))
+            .unwrap()
+            .count();
         assert_eq!(tmp, 0, "round {round}: leftover temp files");
         assert_eq!(s.current().as_deref(), Some("v1"));
     }

@@ -48,7 +48,14 @@ impl Server {
     }
 
     pub fn start_in(data: tempfile::TempDir) -> Server {
-        let (child, url) = spawn(data.path(), &["--admin-token", TOKEN]);
+        Self::start_with(data, &[])
+    }
+
+    /// Starts with extra `serve` flags.
+    pub fn start_with(data: tempfile::TempDir, extra: &[&str]) -> Server {
+        let mut args = vec!["--admin-token", TOKEN];
+        args.extend_from_slice(extra);
+        let (child, url) = spawn(data.path(), &args);
         Server {
             data,
             url,
@@ -75,6 +82,16 @@ impl Server {
         let (child, url) = spawn(self.data.path(), &["--admin-token", TOKEN]);
         self.child = Some(child);
         self.url = url;
+    }
+
+    /// SIGTERM, and wait for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        c.wait().expect("wait")
     }
 
     pub fn pid(&self) -> u32 {
@@ -288,4 +305,75 @@ pub fn write_file(path: &Path, size: usize, seed: u64) {
         .finalize_xof()
         .fill(&mut data);
     std::fs::write(path, data).expect("write");
+}
+
+/// The example back end binary, built on demand.
+pub fn example_backend() -> PathBuf {
+    let path = Path::new(bin()).with_file_name("example-backend");
+    if !path.exists() {
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "-p", "skewless-example-backend"])
+            .status()
+            .expect("cargo build");
+        assert!(status.success(), "building the example back end failed");
+    }
+    path
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// An example back end run by the test itself (an unmanaged back end).
+pub struct Backend {
+    child: Child,
+    pub url: String,
+}
+
+impl Backend {
+    pub fn start(api: u32, name: &str) -> Backend {
+        let port = free_port();
+        let child = Command::new(example_backend())
+            .args([
+                "--port",
+                &port.to_string(),
+                "--api",
+                &api.to_string(),
+                "--name",
+                name,
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn example backend");
+        let url = format!("http://127.0.0.1:{port}");
+        let probe = reqwest::blocking::Client::new();
+        wait_for(
+            "the example back end to answer",
+            Duration::from_secs(20),
+            || {
+                probe
+                    .get(format!("{url}/healthz"))
+                    .send()
+                    .is_ok_and(|r| r.status().is_success())
+            },
+        );
+        Backend { child, url }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|st| !st.contains(") Z ") && !st.contains(") X "))
 }

@@ -36,6 +36,10 @@ pub struct DeployOptions {
     pub release: Option<String>,
     /// Back end URL to bind.
     pub backend: Option<String>,
+    /// Managed back-end command to bind (`{port}` is replaced).
+    pub backend_cmd: Option<String>,
+    /// Health-check path of the managed back end.
+    pub health: Option<String>,
     /// Promote once registered.
     pub promote: bool,
 }
@@ -188,7 +192,7 @@ impl Client {
             .ok_or_else(|| ClientError::Protocol("the server did not return a release id".into()))?
             .to_owned();
         if opts.promote {
-            self.promote(&id, false).await?;
+            self.promote(&id, false, false).await?;
         }
         Ok(DeployReport {
             id,
@@ -281,6 +285,8 @@ impl Client {
             "id": opts.release,
             "files": specs,
             "backend": opts.backend,
+            "backend_cmd": opts.backend_cmd,
+            "health": opts.health,
         })))
         .await
     }

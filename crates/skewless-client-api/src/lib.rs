@@ -79,12 +79,18 @@ impl Client {
         }
     }
 
-    /// Makes a release current; `required` makes older clients reload now.
-    pub async fn promote(&self, id: &str, required: bool) -> Result<Value, ClientError> {
+    /// Makes a release current; `required` makes older clients reload now;
+    /// `force` promotes even when its managed back end is not healthy.
+    pub async fn promote(
+        &self,
+        id: &str,
+        required: bool,
+        force: bool,
+    ) -> Result<Value, ClientError> {
         check_id(id)?;
         self.send(
             self.request(Method::POST, &format!("/releases/{id}/promote"))
-                .json(&json!({ "required": required })),
+                .json(&json!({ "required": required, "force": force })),
         )
         .await
     }

@@ -22,6 +22,8 @@ use skewless_store::{ByteStream, Put, Variant};
 
 use crate::auth::require_admin;
 use crate::gateway::Gateway;
+use crate::proxy::Upstream;
+use crate::supervisor::Status;
 use crate::{shell, ServerError};
 
 /// The actor name recorded in history for the admin token.
@@ -105,6 +107,8 @@ struct CreateRelease {
     id: Option<String>,
     files: Vec<FileSpec>,
     backend: Option<String>,
+    backend_cmd: Option<String>,
+    health: Option<String>,
 }
 
 /// A release as the admin API shows it.
@@ -118,10 +122,13 @@ struct ReleaseJson {
     files: u64,
     size: u64,
     backend: Option<String>,
+    backend_cmd: Option<String>,
+    health_path: Option<String>,
+    backend_status: Option<Status>,
     current: bool,
 }
 
-fn release_json(r: &ReleaseRecord, current: Option<&ReleaseId>) -> ReleaseJson {
+fn release_json(gw: &Gateway, r: &ReleaseRecord, current: Option<&ReleaseId>) -> ReleaseJson {
     ReleaseJson {
         id: r.id.clone(),
         state: r.state,
@@ -131,20 +138,17 @@ fn release_json(r: &ReleaseRecord, current: Option<&ReleaseId>) -> ReleaseJson {
         files: r.files,
         size: r.size,
         backend: r.backend.clone(),
+        backend_cmd: r.backend_cmd.clone(),
+        health_path: r.health_path.clone(),
+        backend_status: gw.supervisor.status(&r.id),
         current: current == Some(&r.id),
     }
 }
 
 fn validate_backend(url: &str) -> ApiResult<String> {
-    let uri: axum::http::Uri = url
-        .parse()
-        .map_err(|_| ServerError::BadRequest(format!("backend {url:?} is not a URL")))?;
-    match (uri.scheme_str(), uri.authority()) {
-        (Some("http" | "https"), Some(_)) => Ok(url.to_owned()),
-        _ => Err(ServerError::BadRequest(format!(
-            "backend {url:?} must be an http:// or https:// URL with a host"
-        ))),
-    }
+    Upstream::parse(url)
+        .map(|_| url.to_owned())
+        .map_err(ServerError::BadRequest)
 }
 
 fn generated_id(now: i64, manifest: &Manifest) -> ApiResult<ReleaseId> {
@@ -176,6 +180,32 @@ async fn create_release(
         None => generated_id(now, &manifest)?,
     };
     let backend = req.backend.as_deref().map(validate_backend).transpose()?;
+    if backend.is_some() && req.backend_cmd.is_some() {
+        return Err(ServerError::BadRequest(
+            "a release binds either a back-end URL or a back-end command, not both".into(),
+        ));
+    }
+    if req
+        .backend_cmd
+        .as_deref()
+        .is_some_and(|c| c.trim().is_empty())
+    {
+        return Err(ServerError::BadRequest(
+            "the back-end command is empty".into(),
+        ));
+    }
+    if let Some(h) = &req.health {
+        if !h.starts_with('/') || h.chars().any(char::is_whitespace) {
+            return Err(ServerError::BadRequest(format!(
+                "health path {h:?} must start with / and hold no spaces"
+            )));
+        }
+        if req.backend_cmd.is_none() {
+            return Err(ServerError::BadRequest(
+                "--health needs --backend-cmd".into(),
+            ));
+        }
+    }
     if gw.snapshot.load().releases.contains_key(&id) || gw.state.release(&id).await.is_ok() {
         return Err(ServerError::Conflict(format!(
             "release {id} already exists; deploy under a new id"
@@ -216,6 +246,8 @@ async fn create_release(
                 manifest,
                 shell: shell_entry,
                 backend,
+                backend_cmd: req.backend_cmd,
+                health_path: req.health,
                 created_at: now,
             },
             ACTOR,
@@ -227,7 +259,7 @@ async fn create_release(
     let current = gw.snapshot.load().pointer.current.clone();
     Ok((
         StatusCode::CREATED,
-        Json(release_json(&rec, current.as_ref())),
+        Json(release_json(&gw, &rec, current.as_ref())),
     )
         .into_response())
 }
@@ -285,7 +317,7 @@ async fn list_releases(State(gw): State<Arc<Gateway>>) -> ApiResult<Json<Vec<Rel
     let all = gw.state.release_summaries().await?;
     Ok(Json(
         all.iter()
-            .map(|r| release_json(r, current.as_ref()))
+            .map(|r| release_json(&gw, r, current.as_ref()))
             .collect(),
     ))
 }
@@ -297,7 +329,7 @@ async fn get_release(
     let id = parse_id(&id)?;
     let rec = gw.state.release(&id).await?;
     let current = gw.snapshot.load().pointer.current.clone();
-    let mut v = serde_json::to_value(release_json(&rec, current.as_ref())).unwrap_or_default();
+    let mut v = serde_json::to_value(release_json(&gw, &rec, current.as_ref())).unwrap_or_default();
     v["manifest"] = serde_json::to_value(&rec.manifest.files).unwrap_or_default();
     Ok(Json(v))
 }
@@ -307,6 +339,8 @@ async fn get_release(
 struct PromoteRequest {
     #[serde(default)]
     required: bool,
+    #[serde(default)]
+    force: bool,
 }
 
 fn pointer_json(p: &skewless_state::Pointer) -> serde_json::Value {
@@ -320,6 +354,14 @@ async fn promote(
 ) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_id(&id)?;
     let req = body.map(|Json(b)| b).unwrap_or_default();
+    let rec = gw.state.release(&id).await?;
+    if rec.backend_cmd.is_some() && !req.force {
+        if let Err(why) = gw.supervisor.wait_healthy(&id).await {
+            return Err(ServerError::Conflict(format!(
+                "the back end of release {id} is not healthy ({why}); fix it or promote with --force"
+            )));
+        }
+    }
     let p = gw
         .state
         .promote(&id, req.required, ACTOR, gw.clock.now())

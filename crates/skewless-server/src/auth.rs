@@ -25,7 +25,7 @@ pub fn load_or_create_token(config: &ServerConfig) -> Result<String, ServerError
     {
         return Ok(t.to_owned());
     }
-    let path = config.data_dir.join(TOKEN_FILE);
+    let path = config.data.join(TOKEN_FILE);
     match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => {
             eprintln!("skewless: admin token is in {}", path.display());
@@ -45,7 +45,7 @@ pub fn load_or_create_token(config: &ServerConfig) -> Result<String, ServerError
         rand::random::<u128>(),
         rand::random::<u128>()
     );
-    let tmp = config.data_dir.join(format!("{TOKEN_FILE}.tmp"));
+    let tmp = config.data.join(format!("{TOKEN_FILE}.tmp"));
     let write = || -> std::io::Result<()> {
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create(true).truncate(true);

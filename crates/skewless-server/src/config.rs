@@ -1,16 +1,24 @@
-//! The gateway's typed configuration, built once at start-up.
+//! The gateway's typed configuration. It is merged once at start-up, file →
+//! env (`SKEWLESS_*`) → flags, then passed down by value; `skewless.toml`
+//! holds the same keys as this struct.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ServerError;
 
 /// Everything `serve` needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Address to listen on (port 0 picks a free port).
     pub listen: SocketAddr,
     /// Directory of the embedded state database, blobs and admin token.
-    pub data_dir: PathBuf,
+    pub data: PathBuf,
     /// Admin token; generated and stored in `<data>/admin-token` when absent.
+    #[serde(skip_serializing)]
     pub admin_token: Option<String>,
     /// Largest blob upload accepted, in bytes.
     pub max_upload_bytes: u64,
@@ -18,18 +26,100 @@ pub struct ServerConfig {
     pub gc_grace_secs: i64,
     /// Seconds to let in-flight requests finish on shutdown.
     pub shutdown_grace_secs: u64,
+    /// Path prefixes reverse-proxied to back ends.
+    pub api_prefixes: Vec<String>,
+    /// Upstream for API calls when no release has a back end.
+    pub default_upstream: Option<String>,
+    /// Milliseconds to wait for a TCP connection to a back end.
+    pub connect_timeout_ms: u64,
+    /// Seconds to wait for a back end's response headers.
+    pub read_timeout_secs: u64,
+    /// Defaults of managed back ends.
+    pub backend: BackendDefaults,
 }
 
-impl ServerConfig {
-    /// Defaults for a data directory.
-    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+/// How managed back ends are run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackendDefaults {
+    /// Health-check path when a deploy names none.
+    pub health_path: String,
+    /// Seconds a new back end has to pass its health check.
+    pub health_timeout_secs: u64,
+    /// Seconds between SIGTERM and SIGKILL when stopping one.
+    pub stop_grace_secs: u64,
+    /// Longest pause between restarts of a back end that keeps dying.
+    pub restart_backoff_max_secs: u64,
+}
+
+impl Default for BackendDefaults {
+    fn default() -> Self {
+        BackendDefaults {
+            health_path: "/healthz".into(),
+            health_timeout_secs: 30,
+            stop_grace_secs: 10,
+            restart_backoff_max_secs: 30,
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
         ServerConfig {
-            listen,
-            data_dir,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data: PathBuf::from("./skewless-data"),
             admin_token: None,
             max_upload_bytes: 512 * 1024 * 1024,
             gc_grace_secs: 3600,
             shutdown_grace_secs: 10,
+            api_prefixes: vec!["/api/".into()],
+            default_upstream: None,
+            connect_timeout_ms: 2000,
+            read_timeout_secs: 30,
+            backend: BackendDefaults::default(),
         }
+    }
+}
+
+impl ServerConfig {
+    /// Defaults for a listen address and data directory.
+    pub fn new(listen: SocketAddr, data: PathBuf) -> Self {
+        ServerConfig {
+            listen,
+            data,
+            ..ServerConfig::default()
+        }
+    }
+
+    /// Reads a `skewless.toml`; unknown keys are an error, missing keys
+    /// take their defaults.
+    pub fn from_file(path: &Path) -> Result<Self, ServerError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ServerError::Startup(format!("cannot read config {}: {e}", path.display()))
+        })?;
+        toml::from_str(&text).map_err(|e| {
+            let msg = e.message().to_owned();
+            ServerError::Startup(format!("config {}: {msg}", path.display()))
+        })
+    }
+
+    /// Checks values no type can: URLs and prefixes.
+    pub fn validate(&self) -> Result<(), ServerError> {
+        for p in &self.api_prefixes {
+            if !p.starts_with('/') || p.starts_with("/_skewless") || p.starts_with("/_r/") {
+                return Err(ServerError::Startup(format!(
+                    "API prefix {p:?} must start with / and must not be under /_skewless or /_r/"
+                )));
+            }
+        }
+        if let Some(u) = &self.default_upstream {
+            crate::proxy::Upstream::parse(u).map_err(ServerError::Startup)?;
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, without secrets.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
     }
 }

@@ -6,22 +6,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
 use skewless_core::path::normalize_request_path;
 use skewless_core::resolve::{is_navigation, resolve, Resolution, Source};
-use skewless_core::{content::is_content_hashed, pin};
+use skewless_core::upstream::{self, Candidate};
+use skewless_core::{content::is_content_hashed, pin, ReleaseId};
 use skewless_state::{Sqlite, StateStore};
 use skewless_store::{BlobStore, LocalDir};
+use std::net::SocketAddr;
 use tokio::sync::{broadcast, watch, RwLock};
 
 use crate::client_js::{self, Module};
 use crate::events::Notice;
+use crate::proxy::{Proxy, Upstream};
 use crate::serve::{file_response, Caching, FileRequest};
 use crate::snapshot::{ReleaseView, Snapshot};
+use crate::supervisor::{Supervisor, Wanted};
 use crate::{
     admin, auth, error::json_error, system, Clock, ServerConfig, ServerError, SystemClock,
 };
@@ -49,6 +53,12 @@ pub struct Gateway {
     pub client_modules: HashMap<&'static str, Module>,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// The reverse proxy to back ends.
+    pub proxy: Proxy,
+    /// Managed back ends.
+    pub supervisor: Supervisor,
+    /// Where API calls go when no release has a back end.
+    pub default_upstream: Option<Arc<Upstream>>,
     /// Configuration.
     pub config: ServerConfig,
 }
@@ -59,7 +69,7 @@ impl Gateway {
         config: ServerConfig,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Self>, ServerError> {
-        let data = &config.data_dir;
+        let data = &config.data;
         std::fs::create_dir_all(data).map_err(|e| {
             ServerError::Startup(format!(
                 "cannot create data directory {}: {e}",
@@ -69,7 +79,15 @@ impl Gateway {
         let store: Arc<dyn BlobStore> = Arc::new(LocalDir::open(data.join("blobs"))?);
         let state: Arc<dyn StateStore> = Arc::new(Sqlite::open(&data.join("state.db"))?);
         let admin_token = auth::load_or_create_token(&config)?;
+        config.validate()?;
         let (notices, _) = broadcast::channel(64);
+        let default_upstream = config
+            .default_upstream
+            .as_deref()
+            .map(Upstream::parse)
+            .transpose()
+            .map_err(ServerError::Startup)?
+            .map(Arc::new);
         let gw = Gateway {
             store,
             state,
@@ -92,6 +110,12 @@ impl Gateway {
                 .map(|m| (m.name, m))
                 .collect(),
             clock: Arc::new(SystemClock),
+            proxy: Proxy::new(
+                Duration::from_millis(config.connect_timeout_ms),
+                Duration::from_secs(config.read_timeout_secs),
+            ),
+            supervisor: Supervisor::new(config.backend.clone()),
+            default_upstream,
             config,
         };
         gw.refresh().await?;
@@ -122,7 +146,24 @@ impl Gateway {
             || snap.pointer.current != old.pointer.current
             || snap.pointer.required_min != old.pointer.required_min;
         let notice = Notice::from_snapshot(&snap);
+        let wanted = snap
+            .ordered
+            .iter()
+            .filter(|v| v.record.state.is_served())
+            .filter_map(|v| {
+                Some(Wanted {
+                    id: v.record.id.clone(),
+                    command: v.record.backend_cmd.clone()?,
+                    health_path: v
+                        .record
+                        .health_path
+                        .clone()
+                        .unwrap_or_else(|| self.config.backend.health_path.clone()),
+                })
+            })
+            .collect();
         self.snapshot.store(Arc::new(snap));
+        self.supervisor.sync(wanted);
         if changed {
             // No receivers is fine: no stream is open.
             let _ = self.notices.send(Arc::new(notice));
@@ -151,8 +192,18 @@ async fn stamp_current(State(gw): State<Arc<Gateway>>, req: Request, next: Next)
     resp
 }
 
-/// Resolution rules 2, 4 and 5 for every path no system route claimed.
+/// Resolution rules 2 to 5 for every path no system route claimed.
 async fn resolve_request(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+    if let Some(prefix_path) = req.uri().path().get(..) {
+        if gw
+            .config
+            .api_prefixes
+            .iter()
+            .any(|p| prefix_path.starts_with(p.as_str()))
+        {
+            return proxy_api(gw, req).await;
+        }
+    }
     let method = req.method();
     if method != Method::GET && method != Method::HEAD {
         let mut resp = json_error(
@@ -243,6 +294,55 @@ async fn resolve_request(State(gw): State<Arc<Gateway>>, req: Request) -> Respon
     }
 }
 
+/// Resolution rule 3: API calls go to the back end of the client's release.
+async fn proxy_api(gw: Arc<Gateway>, req: Request) -> Response {
+    let headers = req.headers();
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let pin = pin::pin_from(text(pin::HEADER), text("cookie"));
+    let client = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |c| c.0);
+    let snap = gw.snapshot.load();
+    let candidates: Vec<Candidate<Arc<Upstream>>> = snap
+        .ordered
+        .iter()
+        .map(|v| Candidate {
+            seq: v.record.seq,
+            served: v.record.state.is_served(),
+            backend: match &v.upstream {
+                Some(u) => Some(u.clone()),
+                None if v.record.backend_cmd.is_some() => gw.supervisor.upstream(&v.record.id),
+                None => None,
+            },
+        })
+        .collect();
+    let index_of = |id: &ReleaseId| snap.ordered.iter().position(|v| &v.record.id == id);
+    let pinned = pin.as_ref().and_then(index_of);
+    let current = snap.pointer.current.as_ref().and_then(index_of);
+    if let Some((i, upstream)) = upstream::route(&candidates, pinned, current) {
+        let served_by = snap.ordered[i].record.id.to_string();
+        let upstream = upstream.clone();
+        drop(snap);
+        return gw.proxy.forward(req, &upstream, client, &served_by).await;
+    }
+    let routed = pinned
+        .filter(|&p| candidates[p].served)
+        .or(current)
+        .map(|i| snap.ordered[i].record.id.to_string());
+    drop(snap);
+    match (&gw.default_upstream, routed) {
+        (Some(upstream), routed) => {
+            let served_by = routed.unwrap_or_else(|| "default".into());
+            gw.proxy.forward(req, upstream, client, &served_by).await
+        }
+        (None, _) => json_error(
+            StatusCode::BAD_GATEWAY,
+            "no back end for this API call: no live release has a healthy back end and no default_upstream is configured",
+        ),
+    }
+}
+
 fn not_found() -> Response {
     json_error(StatusCode::NOT_FOUND, "not found")
 }
@@ -261,7 +361,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     let gw = Gateway::open(config, stop_rx).await?;
     let app = router(gw.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     println!("skewless listening on http://{addr}");
-    tracing::info!(%addr, data = %gw.config.data_dir.display(), "gateway started");
+    tracing::info!(%addr, data = %gw.config.data.display(), "gateway started");
     let mut stopped = stop_tx.subscribe();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
@@ -271,7 +371,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     let server = tokio::spawn(async move { server.await });
     // After the signal, give in-flight requests the grace period, no more.
     let _ = stopped.wait_for(|s| *s).await;
-    match tokio::time::timeout(grace, server).await {
+    let result = match tokio::time::timeout(grace, server).await {
         Ok(Ok(Ok(()))) => Ok(()),
         Ok(Ok(Err(e))) => Err(ServerError::Startup(format!("server failed: {e}"))),
         Ok(Err(e)) => Err(ServerError::Startup(format!("server task failed: {e}"))),
@@ -279,7 +379,9 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
             tracing::warn!("grace period over; closing remaining connections");
             Ok(())
         }
-    }
+    };
+    gw.supervisor.stop_all().await;
+    result
 }
 
 async fn shutdown_signal() {

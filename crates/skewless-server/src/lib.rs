@@ -10,12 +10,14 @@ mod config;
 mod error;
 mod events;
 mod gateway;
+mod proxy;
 mod serve;
 mod shell;
 mod snapshot;
+mod supervisor;
 mod system;
 
 pub use clock::{Clock, SystemClock};
-pub use config::ServerConfig;
+pub use config::{BackendDefaults, ServerConfig};
 pub use error::ServerError;
 pub use gateway::{run, Gateway};

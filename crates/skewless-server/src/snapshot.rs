@@ -10,6 +10,8 @@ use skewless_core::resolve::Catalog;
 use skewless_core::ReleaseId;
 use skewless_state::{Pointer, ReleaseRecord};
 
+use crate::proxy::Upstream;
+
 /// One release as the gateway serves it.
 #[derive(Debug)]
 pub struct ReleaseView {
@@ -21,6 +23,8 @@ pub struct ReleaseView {
     pub pin_cookie: HeaderValue,
     /// ETag of each encoding of the shell.
     pub shell_etags: [HeaderValue; 3],
+    /// The back end bound by URL, parsed.
+    pub upstream: Option<Arc<Upstream>>,
 }
 
 /// The gateway's view of all live releases.
@@ -30,6 +34,8 @@ pub struct Snapshot {
     pub pointer: Pointer,
     /// Releases that are not collected.
     pub releases: HashMap<ReleaseId, Arc<ReleaseView>>,
+    /// The same, oldest first.
+    pub ordered: Vec<Arc<ReleaseView>>,
     /// Fallback candidates (current and draining), newest first.
     pub fallback: Vec<ReleaseId>,
     /// `Skewless-Current` value (empty when nothing is current).
@@ -58,18 +64,26 @@ impl ReleaseView {
         .unwrap_or(HeaderValue::from_static(""));
         let h = record.shell.hash.as_str();
         let shell_etags = [etag_for(h, ""), etag_for(h, "-br"), etag_for(h, "-gz")];
+        let upstream = record
+            .backend
+            .as_deref()
+            .and_then(|b| Upstream::parse(b).ok())
+            .map(Arc::new);
         ReleaseView {
             record,
             id_header,
             pin_cookie,
             shell_etags,
+            upstream,
         }
     }
 }
 
 impl Snapshot {
     /// Builds a snapshot from the pointer and release records.
-    pub fn build(pointer: Pointer, views: Vec<Arc<ReleaseView>>) -> Self {
+    pub fn build(pointer: Pointer, mut views: Vec<Arc<ReleaseView>>) -> Self {
+        views.sort_by_key(|v| v.record.seq);
+        let ordered = views.clone();
         let mut fallback: Vec<&Arc<ReleaseView>> = views
             .iter()
             .filter(|v| v.record.state.is_fallback())
@@ -93,6 +107,7 @@ impl Snapshot {
         Snapshot {
             pointer,
             releases,
+            ordered,
             fallback,
             current_header,
             required_min_seq,

@@ -16,6 +16,10 @@ pub struct ReleaseRecord {
     pub state: Lifecycle,
     /// Back end bound at deploy, if any.
     pub backend: Option<String>,
+    /// Command of a managed back end (`{port}` is replaced), if any.
+    pub backend_cmd: Option<String>,
+    /// Health-check path of the managed back end.
+    pub health_path: Option<String>,
     /// The rewritten shell the gateway serves for this release.
     pub shell: Entry,
     /// Unix seconds of the last promotion, if ever promoted.
@@ -42,6 +46,10 @@ pub struct NewRelease {
     pub shell: Entry,
     /// Back end URL, if bound.
     pub backend: Option<String>,
+    /// Managed back-end command, if bound.
+    pub backend_cmd: Option<String>,
+    /// Health-check path of the managed back end.
+    pub health_path: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
 }

@@ -11,7 +11,10 @@ use skewless_core::{BlobHash, Entry, Lifecycle, Manifest, ReleaseId};
 
 use crate::{HistoryEntry, NewRelease, Pointer, ReleaseRecord, StateError, StateStore};
 
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_init.sql"),
+    include_str!("../migrations/sqlite/0002_managed_backends.sql"),
+];
 
 /// SQLite-backed state.
 #[derive(Clone)]
@@ -83,7 +86,8 @@ const RELEASE_COLS: &str =
     "r.seq, r.id, r.created_at, r.state, r.backend, r.shell_hash, r.shell_size, \
      r.shell_br, r.shell_gzip, r.promoted_at, r.retired_at, \
      (SELECT COUNT(*) FROM files f WHERE f.release_seq = r.seq), \
-     (SELECT COALESCE(SUM(size), 0) FROM files f WHERE f.release_seq = r.seq)";
+     (SELECT COALESCE(SUM(size), 0) FROM files f WHERE f.release_seq = r.seq), \
+     r.backend_cmd, r.health_path";
 
 type RawRelease = (
     i64,
@@ -99,6 +103,8 @@ type RawRelease = (
     Option<i64>,
     i64,
     i64,
+    Option<String>,
+    Option<String>,
 );
 
 fn raw_release(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRelease> {
@@ -116,6 +122,8 @@ fn raw_release(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRelease> {
         row.get(10)?,
         row.get(11)?,
         row.get(12)?,
+        row.get(13)?,
+        row.get(14)?,
     ))
 }
 
@@ -134,6 +142,8 @@ fn to_record(raw: RawRelease) -> Result<ReleaseRecord, StateError> {
         retired_at,
         files,
         size,
+        backend_cmd,
+        health_path,
     ) = raw;
     let state: Lifecycle = state.parse().map_err(StateError::Database)?;
     Ok(ReleaseRecord {
@@ -142,6 +152,8 @@ fn to_record(raw: RawRelease) -> Result<ReleaseRecord, StateError> {
         created_at,
         state,
         backend,
+        backend_cmd,
+        health_path,
         shell: Entry {
             hash: parse_hash(sh)?,
             size: ss as u64,
@@ -290,8 +302,8 @@ impl StateStore for Sqlite {
                 return Err(StateError::Exists(new.id.to_string()));
             }
             tx.execute(
-                "INSERT INTO releases (id, created_at, state, backend, shell_hash, shell_size, shell_br, shell_gzip) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO releases (id, created_at, state, backend, shell_hash, shell_size, shell_br, shell_gzip, backend_cmd, health_path) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     new.id.as_str(),
                     new.created_at,
@@ -301,6 +313,8 @@ impl StateStore for Sqlite {
                     new.shell.size as i64,
                     new.shell.br.map(|x| x as i64),
                     new.shell.gzip.map(|x| x as i64),
+                    new.backend_cmd,
+                    new.health_path,
                 ],
             )?;
             let seq = tx.last_insert_rowid();

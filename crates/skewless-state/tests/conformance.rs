@@ -29,6 +29,8 @@ fn new_release(id: &str, files: &[(&str, u8)]) -> NewRelease {
         },
         manifest,
         backend: None,
+        backend_cmd: Some("./api --port {port}".into()),
+        health_path: Some("/healthz".into()),
         created_at: 100,
     }
 }
@@ -43,6 +45,8 @@ async fn conformance(store: &dyn StateStore) {
     assert_eq!(rec.state, Lifecycle::Uploaded);
     assert_eq!(rec.files, 2);
     assert_eq!(rec.manifest, v1.manifest);
+    assert_eq!(rec.backend_cmd.as_deref(), Some("./api --port {port}"));
+    assert_eq!(rec.health_path.as_deref(), Some("/healthz"));
     assert!(matches!(
         store.create_release(v1, "test").await,
         Err(StateError::Exists(_))

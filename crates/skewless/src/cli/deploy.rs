@@ -15,8 +15,15 @@ pub struct DeployArgs {
     #[arg(long)]
     release: Option<String>,
     /// Back end URL this release's API calls go to (http or https).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "backend_cmd")]
     backend: Option<String>,
+    /// Command skewless runs as this release's back end; `{port}` (and env
+    /// PORT) is its port, env SKEWLESS_RELEASE its release.
+    #[arg(long)]
+    backend_cmd: Option<String>,
+    /// Health-check path of the managed back end (default from the server's config, /healthz).
+    #[arg(long, requires = "backend_cmd")]
+    health: Option<String>,
     /// Make the release current once registered.
     #[arg(long)]
     promote: bool,
@@ -35,6 +42,8 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
             &DeployOptions {
                 release: args.release,
                 backend: args.backend,
+                backend_cmd: args.backend_cmd,
+                health: args.health,
                 promote: args.promote,
             },
         )

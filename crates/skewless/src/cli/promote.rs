@@ -11,6 +11,9 @@ pub struct PromoteArgs {
     /// Clients of older releases must reload now.
     #[arg(long)]
     required: bool,
+    /// Promote even if the release's managed back end is not healthy.
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     remote: Remote,
 }
@@ -19,7 +22,7 @@ pub async fn run(args: PromoteArgs) -> anyhow::Result<()> {
     let p = args
         .remote
         .client()?
-        .promote(&args.id, args.required)
+        .promote(&args.id, args.required, args.force)
         .await?;
     println!(
         "{} is current (generation {}){}",

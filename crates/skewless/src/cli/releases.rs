@@ -13,6 +13,41 @@ pub struct ReleasesArgs {
     remote: Remote,
 }
 
+/// The back end column: a URL, or a managed command's health.
+fn backend(r: &serde_json::Value) -> String {
+    if let Some(url) = r["backend"].as_str() {
+        return url.to_owned();
+    }
+    let st = &r["backend_status"];
+    if st.is_null() {
+        return match r["backend_cmd"].as_str() {
+            Some(_) => "managed (stopped)".into(),
+            None => "-".into(),
+        };
+    }
+    let health = st["health"].as_str().unwrap_or("?");
+    let mut s = format!("managed {health}");
+    if let Some(port) = st["port"].as_u64() {
+        s.push_str(&format!(" :{port}"));
+    }
+    if let Some(reason) = st["reason"].as_str() {
+        s.push_str(&format!(" ({reason})"));
+    }
+    if let Some(n) = st["restarts"].as_u64().filter(|n| *n > 0) {
+        s.push_str(&format!(", {n} restarts"));
+    }
+    if health == "unhealthy" {
+        let lines: Vec<&str> = st["last_lines"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|l| l.as_str()).collect())
+            .unwrap_or_default();
+        if let Some(last) = lines.last() {
+            s.push_str(&format!("; last output: {last}"));
+        }
+    }
+    s
+}
+
 pub async fn run(args: ReleasesArgs) -> anyhow::Result<()> {
     let list = args.remote.client()?.releases().await?;
     if args.json {
@@ -29,7 +64,7 @@ pub async fn run(args: ReleasesArgs) -> anyhow::Result<()> {
                 age(now, r["created_at"].as_i64().unwrap_or(now)),
                 r["files"].to_string(),
                 bytes(r["size"].as_u64().unwrap_or(0)),
-                r["backend"].as_str().unwrap_or("-").to_owned(),
+                backend(r),
             ]
         })
         .collect();

@@ -9,24 +9,107 @@ use skewless_server::ServerConfig;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (port 0 picks a free one; the chosen address is printed).
-    #[arg(long, env = "SKEWLESS_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// Data directory: state database, blobs and the generated admin token.
-    #[arg(long, env = "SKEWLESS_DATA", default_value = "./skewless-data")]
-    data: PathBuf,
+    /// Config file (TOML); its keys are those `--print-config` shows.
+    #[arg(long, env = "SKEWLESS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration (file, env and flags merged) and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Address to listen on [default: 127.0.0.1:8080] (port 0 picks a free one; the chosen address is printed).
+    #[arg(long, env = "SKEWLESS_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Data directory: state database, blobs, generated admin token [default: ./skewless-data].
+    #[arg(long, env = "SKEWLESS_DATA")]
+    data: Option<PathBuf>,
     /// Admin token (default: generated on first start into <data>/admin-token).
     #[arg(long, env = "SKEWLESS_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
-    /// Largest blob upload accepted, in bytes.
-    #[arg(long, env = "SKEWLESS_MAX_UPLOAD", default_value_t = 512 * 1024 * 1024)]
-    max_upload: u64,
+    /// Largest blob upload accepted, in bytes [default: 536870912].
+    #[arg(long, env = "SKEWLESS_MAX_UPLOAD")]
+    max_upload: Option<u64>,
+    /// Path prefix proxied to back ends; repeat for several [default: /api/].
+    #[arg(
+        long = "api-prefix",
+        env = "SKEWLESS_API_PREFIX",
+        value_delimiter = ','
+    )]
+    api_prefixes: Vec<String>,
+    /// Upstream for API calls when no release has a back end.
+    #[arg(long, env = "SKEWLESS_DEFAULT_UPSTREAM")]
+    default_upstream: Option<String>,
+    /// Milliseconds to wait for a connection to a back end [default: 2000].
+    #[arg(long, env = "SKEWLESS_CONNECT_TIMEOUT_MS")]
+    connect_timeout_ms: Option<u64>,
+    /// Seconds to wait for a back end's response headers [default: 30].
+    #[arg(long, env = "SKEWLESS_READ_TIMEOUT_SECS")]
+    read_timeout_secs: Option<u64>,
+    /// Default health-check path of managed back ends [default: /healthz].
+    #[arg(long, env = "SKEWLESS_HEALTH_PATH")]
+    health_path: Option<String>,
+    /// Seconds a managed back end has to pass its health check [default: 30].
+    #[arg(long, env = "SKEWLESS_HEALTH_TIMEOUT_SECS")]
+    health_timeout_secs: Option<u64>,
+    /// Seconds between SIGTERM and SIGKILL when stopping a managed back end [default: 10].
+    #[arg(long, env = "SKEWLESS_STOP_GRACE_SECS")]
+    stop_grace_secs: Option<u64>,
+    /// Longest pause between restarts of a managed back end [default: 30].
+    #[arg(long, env = "SKEWLESS_RESTART_BACKOFF_MAX_SECS")]
+    restart_backoff_max_secs: Option<u64>,
+    /// Seconds in-flight requests get to finish on shutdown [default: 10].
+    #[arg(long, env = "SKEWLESS_SHUTDOWN_GRACE_SECS")]
+    shutdown_grace_secs: Option<u64>,
     /// Deploy and promote the bundled example app once the server is up.
     #[arg(long)]
     demo: bool,
 }
 
+impl ServeArgs {
+    /// Merges config file → env → flags (clap has already put env under flags).
+    fn config(&self) -> anyhow::Result<ServerConfig> {
+        let mut c = match &self.config {
+            Some(path) => ServerConfig::from_file(path)?,
+            None => ServerConfig::default(),
+        };
+        macro_rules! set {
+            ($field:expr, $value:expr) => {
+                if let Some(v) = $value.clone() {
+                    $field = v;
+                }
+            };
+        }
+        set!(c.listen, self.listen);
+        set!(c.data, self.data);
+        set!(c.max_upload_bytes, self.max_upload);
+        set!(c.connect_timeout_ms, self.connect_timeout_ms);
+        set!(c.read_timeout_secs, self.read_timeout_secs);
+        set!(c.backend.health_path, self.health_path);
+        set!(c.backend.health_timeout_secs, self.health_timeout_secs);
+        set!(c.backend.stop_grace_secs, self.stop_grace_secs);
+        set!(
+            c.backend.restart_backoff_max_secs,
+            self.restart_backoff_max_secs
+        );
+        set!(c.shutdown_grace_secs, self.shutdown_grace_secs);
+        if self.admin_token.is_some() {
+            c.admin_token = self.admin_token.clone();
+        }
+        if self.default_upstream.is_some() {
+            c.default_upstream = self.default_upstream.clone();
+        }
+        if !self.api_prefixes.is_empty() {
+            c.api_prefixes = self.api_prefixes.clone();
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    if args.print_config {
+        print!("{}", config.to_toml());
+        return Ok(());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SKEWLESS_LOG")
@@ -34,12 +117,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let mut config = ServerConfig::new(args.listen, args.data.clone());
-    config.admin_token = args.admin_token;
-    config.max_upload_bytes = args.max_upload;
     if args.demo {
-        let data = args.data.clone();
-        let listen = args.listen;
+        let data = config.data.clone();
+        let listen = config.listen;
         tokio::spawn(async move {
             if let Err(e) = demo(listen, data).await {
                 eprintln!("error: demo deploy failed: {e:#}");
@@ -55,6 +135,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// Deploys the example app v1 to the server that is starting in this process.
 async fn demo(listen: SocketAddr, data: PathBuf) -> anyhow::Result<()> {
     let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    let examples = examples.canonicalize().unwrap_or(examples);
     let token_path = data.join("admin-token");
     let server = format!("http://{listen}");
     // Wait until the server has written its token and answers.
@@ -81,6 +162,8 @@ async fn demo(listen: SocketAddr, data: PathBuf) -> anyhow::Result<()> {
             &skewless_client_api::DeployOptions {
                 release: None,
                 backend: None,
+                backend_cmd: None,
+                health: None,
                 promote: true,
             },
         )

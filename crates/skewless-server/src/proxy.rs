@@ -1,0 +1,328 @@
+//! The reverse proxy for API prefixes: streams bodies both ways, strips
+//! hop-by-hop headers, sets `X-Forwarded-*` and `Forwarded`, passes
+//! WebSocket and other upgrades through, pools connections, and answers a
+//! clear JSON 502/504 when the back end is down or slow.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri};
+use axum::response::Response;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::error::json_error;
+
+/// A back end address: scheme, authority and an optional path prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    scheme: String,
+    authority: String,
+    prefix: String,
+    /// The URL as configured, for messages.
+    pub url: String,
+}
+
+impl Upstream {
+    /// Parses an `http://` or `https://` URL.
+    pub fn parse(url: &str) -> Result<Upstream, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|_| format!("back end {url:?} is not a URL"))?;
+        let scheme = match uri.scheme_str() {
+            Some(s @ ("http" | "https")) => s.to_owned(),
+            _ => {
+                return Err(format!(
+                    "back end {url:?} must be an http:// or https:// URL"
+                ))
+            }
+        };
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("back end {url:?} has no host"))?
+            .to_string();
+        if uri.query().is_some() {
+            return Err(format!("back end {url:?} must not have a query"));
+        }
+        Ok(Upstream {
+            scheme,
+            authority,
+            prefix: uri.path().trim_end_matches('/').to_owned(),
+            url: url.to_owned(),
+        })
+    }
+
+    /// A local back end on a port.
+    pub fn local(port: u16) -> Upstream {
+        Upstream {
+            scheme: "http".into(),
+            authority: format!("127.0.0.1:{port}"),
+            prefix: String::new(),
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn uri_for(&self, path_and_query: &str) -> Result<Uri, String> {
+        format!(
+            "{}://{}{}{}",
+            self.scheme, self.authority, self.prefix, path_and_query
+        )
+        .parse()
+        .map_err(|e| format!("cannot build the back-end URL: {e}"))
+    }
+}
+
+type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+/// The pooled client that talks to back ends.
+#[derive(Clone)]
+pub struct Proxy {
+    client: Client<HttpsConnector, Body>,
+    read_timeout: Duration,
+}
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// The protocol an upgrade asks for, if the request is one.
+fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    connection_upgrade
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+impl Proxy {
+    /// A proxy with the given timeouts.
+    pub fn new(connect_timeout: Duration, read_timeout: Duration) -> Proxy {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(https);
+        Proxy {
+            client,
+            read_timeout,
+        }
+    }
+
+    /// Forwards `req` to `upstream`; `served_by` names the release whose back
+    /// end answers.
+    pub async fn forward(
+        &self,
+        mut req: Request<Body>,
+        upstream: &Upstream,
+        client: SocketAddr,
+        served_by: &str,
+    ) -> Response {
+        let upgrade = upgrade_of(req.headers());
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let uri = match upstream.uri_for(&path_and_query) {
+            Ok(u) => u,
+            Err(e) => return json_error(StatusCode::BAD_GATEWAY, &e),
+        };
+        let host = parts.headers.get(header::HOST).cloned();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::HOST);
+        forwarded_headers(&mut parts.headers, client, host.as_ref());
+        if let Some(proto) = &upgrade {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, proto.clone());
+        }
+        parts.uri = uri;
+        parts.version = axum::http::Version::HTTP_11;
+        let out = Request::from_parts(parts, body);
+
+        let sent = tokio::time::timeout(self.read_timeout, self.client.request(out)).await;
+        let mut resp = match sent {
+            Err(_) => {
+                return json_error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!(
+                        "the back end of release {served_by} ({}) did not answer within {}s",
+                        upstream.url,
+                        self.read_timeout.as_secs()
+                    ),
+                )
+            }
+            Ok(Err(e)) => {
+                let cause = std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| e.to_string());
+                return json_error(
+                    StatusCode::BAD_GATEWAY,
+                    &format!(
+                        "the back end of release {served_by} ({}) is unreachable: {cause}",
+                        upstream.url
+                    ),
+                );
+            }
+            Ok(Ok(r)) => r,
+        };
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let backend_upgrade = hyper::upgrade::on(&mut resp);
+                tokio::spawn(async move {
+                    let (Ok(a), Ok(b)) = (client_upgrade.await, backend_upgrade.await) else {
+                        return;
+                    };
+                    let mut a = TokioIo::new(a);
+                    let mut b = TokioIo::new(b);
+                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+                });
+            }
+            let (mut parts, _) = resp.into_parts();
+            let upgrade_header = parts.headers.get(header::UPGRADE).cloned();
+            strip_hop_by_hop(&mut parts.headers);
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            if let Some(u) = upgrade_header {
+                parts.headers.insert(header::UPGRADE, u);
+            }
+            stamp(&mut parts.headers, served_by);
+            return Response::from_parts(parts, Body::empty());
+        }
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        stamp(&mut parts.headers, served_by);
+        Response::from_parts(parts, Body::new(body))
+    }
+}
+
+fn stamp(headers: &mut HeaderMap, served_by: &str) {
+    if let Ok(v) = HeaderValue::from_str(served_by) {
+        headers.insert("skewless-served-by", v);
+    }
+}
+
+/// Sets `X-Forwarded-For` (appended), `-Proto`, `-Host` and `Forwarded`.
+fn forwarded_headers(headers: &mut HeaderMap, client: SocketAddr, host: Option<&HeaderValue>) {
+    let ip = client.ip().to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+        _ => ip.clone(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert("x-forwarded-for", v);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    let mut forwarded = match client.ip() {
+        std::net::IpAddr::V4(v4) => format!("for={v4}"),
+        std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
+    };
+    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
+        if let Ok(v) = HeaderValue::from_str(h) {
+            headers.insert("x-forwarded-host", v);
+        }
+        if h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+        {
+            forwarded.push_str(";host=");
+            forwarded.push_str(h);
+        }
+    }
+    forwarded.push_str(";proto=http");
+    let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {forwarded}"),
+        None => forwarded,
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        headers.insert(header::FORWARDED, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_upstreams() {
+        let u = Upstream::parse("http://127.0.0.1:9001/base/").unwrap();
+        assert_eq!(
+            u.uri_for("/api/x?y=1").unwrap().to_string(),
+            "http://127.0.0.1:9001/base/api/x?y=1"
+        );
+        assert!(Upstream::parse("ftp://x").is_err());
+        assert!(Upstream::parse("127.0.0.1:9001").is_err());
+        assert!(Upstream::parse("http://x/?a=b").is_err());
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_listed_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-hop"),
+        );
+        h.insert("x-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn sets_forwarding_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        let host = HeaderValue::from_static("app.example.com");
+        forwarded_headers(&mut h, "127.0.0.2:5000".parse().unwrap(), Some(&host));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
+        assert_eq!(h["x-forwarded-host"], "app.example.com");
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=127.0.0.2;host=app.example.com;proto=http"
+        );
+    }
+}
