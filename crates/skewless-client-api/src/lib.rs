@@ -87,10 +87,39 @@ impl Client {
         required: bool,
         force: bool,
     ) -> Result<Value, ClientError> {
+        self.promote_to(id, 100, required, force).await
+    }
+
+    /// Gives a release to `percent` % of new sessions (a canary), or to
+    /// everyone at 100.
+    pub async fn promote_to(
+        &self,
+        id: &str,
+        percent: u8,
+        required: bool,
+        force: bool,
+    ) -> Result<Value, ClientError> {
         check_id(id)?;
         self.send(
             self.request(Method::POST, &format!("/releases/{id}/promote"))
-                .json(&json!({ "required": required, "force": force })),
+                .json(&json!({ "required": required, "force": force, "percent": percent })),
+        )
+        .await
+    }
+
+    /// Ends the canary; its clients stay on it until they navigate.
+    pub async fn abort_canary(&self) -> Result<Value, ClientError> {
+        self.send(self.request(Method::POST, "/canary/abort")).await
+    }
+
+    /// Sets (or, with `None`, clears) the release every client must run at least.
+    pub async fn set_required(&self, min: Option<&str>) -> Result<Value, ClientError> {
+        if let Some(id) = min {
+            check_id(id)?;
+        }
+        self.send(
+            self.request(Method::POST, "/required")
+                .json(&json!({ "min": min })),
         )
         .await
     }

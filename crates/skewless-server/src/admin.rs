@@ -10,24 +10,22 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use axum::Extension;
 use axum::{middleware, Json, Router};
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use skewless_core::gc::{plan, StoredBlob};
 use skewless_core::manifest::{FileSpec, SHELL};
 use skewless_core::{BlobHash, Entry, Lifecycle, Manifest, ReleaseId};
 use skewless_state::{HistoryEntry, NewRelease, ReleaseRecord};
 use skewless_store::{ByteStream, Put, Variant};
 
-use crate::auth::require_admin;
+use crate::auth::{require_admin, Actor};
 use crate::gateway::Gateway;
+use crate::presence::Counts;
 use crate::proxy::Upstream;
 use crate::supervisor::Status;
 use crate::{shell, ServerError};
-
-/// The actor name recorded in history for the admin token.
-const ACTOR: &str = "admin";
 
 /// Largest JSON body (a manifest of 100 000 files fits).
 const MAX_JSON: usize = 64 * 1024 * 1024;
@@ -45,6 +43,8 @@ pub fn routes(gw: Arc<Gateway>) -> axum::Router<Arc<Gateway>> {
         .route("/releases/{id}/promote", post(promote))
         .route("/releases/{id}/retire", post(retire))
         .route("/rollback", post(rollback))
+        .route("/canary/abort", post(abort_canary))
+        .route("/required", post(set_required))
         .route("/gc", post(gc))
         .route("/status", get(status))
         .route("/history", get(history))
@@ -126,6 +126,9 @@ struct ReleaseJson {
     health_path: Option<String>,
     backend_status: Option<Status>,
     current: bool,
+    canary: bool,
+    drained_at: Option<i64>,
+    clients: Counts,
 }
 
 fn release_json(gw: &Gateway, r: &ReleaseRecord, current: Option<&ReleaseId>) -> ReleaseJson {
@@ -142,6 +145,14 @@ fn release_json(gw: &Gateway, r: &ReleaseRecord, current: Option<&ReleaseId>) ->
         health_path: r.health_path.clone(),
         backend_status: gw.supervisor.status(&r.id),
         current: current == Some(&r.id),
+        canary: gw.snapshot.load().pointer.canary.as_ref() == Some(&r.id),
+        drained_at: r.drained_at,
+        clients: gw
+            .presence
+            .counts(gw.clock.now())
+            .get(&r.id)
+            .copied()
+            .unwrap_or_default(),
     }
 }
 
@@ -171,6 +182,7 @@ fn generated_id(now: i64, manifest: &Manifest) -> ApiResult<ReleaseId> {
 
 async fn create_release(
     State(gw): State<Arc<Gateway>>,
+    Extension(actor): Extension<Actor>,
     Json(req): Json<CreateRelease>,
 ) -> ApiResult<Response> {
     let now = gw.clock.now();
@@ -250,7 +262,7 @@ async fn create_release(
                 health_path: req.health,
                 created_at: now,
             },
-            ACTOR,
+            &actor.name,
         )
         .await?;
     drop(_gc);
@@ -341,14 +353,22 @@ struct PromoteRequest {
     required: bool,
     #[serde(default)]
     force: bool,
+    /// Below 100: make the release the canary for this share of new sessions.
+    percent: Option<u8>,
 }
 
 fn pointer_json(p: &skewless_state::Pointer) -> serde_json::Value {
-    json!({ "current": p.current, "generation": p.generation, "required_min": p.required_min })
+    json!({
+        "current": p.current,
+        "generation": p.generation,
+        "required_min": p.required_min,
+        "canary": p.canary.as_ref().map(|c| json!({ "release": c, "percent": p.canary_percent })),
+    })
 }
 
 async fn promote(
     State(gw): State<Arc<Gateway>>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     body: Option<Json<PromoteRequest>>,
 ) -> ApiResult<Json<serde_json::Value>> {
@@ -362,17 +382,78 @@ async fn promote(
             )));
         }
     }
-    let p = gw
-        .state
-        .promote(&id, req.required, ACTOR, gw.clock.now())
-        .await?;
+    let now = gw.clock.now();
+    let p = match req.percent {
+        Some(0) | Some(101..) => {
+            return Err(ServerError::BadRequest("--percent must be 1 to 100".into()));
+        }
+        Some(percent @ 1..=99) => {
+            if req.required {
+                return Err(ServerError::BadRequest(
+                    "a canary cannot be required; promote it to 100 % with --required".into(),
+                ));
+            }
+            let p = gw
+                .state
+                .set_canary(Some(&id), percent, &actor.name, now)
+                .await?;
+            tracing::info!(release = %id, percent, "canary");
+            p
+        }
+        _ => {
+            let p = gw
+                .state
+                .promote(&id, req.required, &actor.name, now)
+                .await?;
+            crate::metrics::promotion();
+            tracing::info!(release = %id, generation = p.generation, required = req.required, "promoted");
+            p
+        }
+    };
     gw.refresh().await?;
-    tracing::info!(release = %id, generation = p.generation, required = req.required, "promoted");
     Ok(Json(pointer_json(&p)))
 }
 
-async fn rollback(State(gw): State<Arc<Gateway>>) -> ApiResult<Json<serde_json::Value>> {
-    let p = gw.state.rollback(ACTOR, gw.clock.now()).await?;
+async fn abort_canary(
+    State(gw): State<Arc<Gateway>>,
+    Extension(actor): Extension<Actor>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let p = gw
+        .state
+        .set_canary(None, 0, &actor.name, gw.clock.now())
+        .await?;
+    gw.refresh().await?;
+    tracing::info!("canary aborted");
+    Ok(Json(pointer_json(&p)))
+}
+
+/// Body of `POST /required`.
+#[derive(Debug, Deserialize)]
+struct RequiredRequest {
+    /// The release every client must run at least; null clears it.
+    min: Option<String>,
+}
+
+async fn set_required(
+    State(gw): State<Arc<Gateway>>,
+    Extension(actor): Extension<Actor>,
+    Json(req): Json<RequiredRequest>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let id = req.min.as_deref().map(parse_id).transpose()?;
+    let p = gw
+        .state
+        .set_required_min(id.as_ref(), &actor.name, gw.clock.now())
+        .await?;
+    gw.refresh().await?;
+    Ok(Json(pointer_json(&p)))
+}
+
+async fn rollback(
+    State(gw): State<Arc<Gateway>>,
+    Extension(actor): Extension<Actor>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let p = gw.state.rollback(&actor.name, gw.clock.now()).await?;
+    crate::metrics::rollback();
     gw.refresh().await?;
     tracing::info!(current = ?p.current, generation = p.generation, "rolled back");
     Ok(Json(pointer_json(&p)))
@@ -380,10 +461,11 @@ async fn rollback(State(gw): State<Arc<Gateway>>) -> ApiResult<Json<serde_json::
 
 async fn retire(
     State(gw): State<Arc<Gateway>>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let id = parse_id(&id)?;
-    gw.state.retire(&id, ACTOR, gw.clock.now()).await?;
+    gw.state.retire(&id, &actor.name, gw.clock.now()).await?;
     gw.refresh().await?;
     tracing::info!(release = %id, "retired");
     Ok(Json(json!({ "id": id, "state": "retired" })))
@@ -398,69 +480,16 @@ struct GcRequest {
 
 async fn gc(
     State(gw): State<Arc<Gateway>>,
+    Extension(actor): Extension<Actor>,
     body: Option<Json<GcRequest>>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let req = body.map(|Json(b)| b).unwrap_or_default();
-    let _gc = gw.gc_lock.write().await;
-    let now = gw.clock.now();
-    let collected: Vec<ReleaseId> = if req.dry_run {
-        gw.state
-            .release_summaries()
-            .await?
-            .into_iter()
-            .filter(|r| r.state == Lifecycle::Retired)
-            .map(|r| r.id)
-            .collect()
-    } else {
-        gw.state.collect_retired(ACTOR, now).await?
-    };
-    let refs = gw.state.blob_refs().await?;
-    let stored: Vec<StoredBlob> = gw
-        .store
-        .list()
-        .await?
-        .into_iter()
-        .map(|b| StoredBlob {
-            hash: b.hash,
-            bytes: b.bytes,
-            written_at: b.written_at as i64,
-        })
-        .collect();
-    let doomed = plan(&refs, &stored, req.dry_run, now, gw.config.gc_grace_secs);
-    let mut freed = 0u64;
-    if !req.dry_run {
-        for b in &doomed {
-            freed += gw.store.delete(&b.hash).await?;
-        }
-    } else {
-        freed = doomed.iter().map(|b| b.bytes).sum();
-    }
-    if !req.dry_run {
-        gw.state
-            .record(HistoryEntry {
-                seq: 0,
-                at: now,
-                action: "gc".into(),
-                release: None,
-                before: None,
-                after: None,
-                actor: ACTOR.into(),
-                detail: Some(format!("{} blobs, {freed} bytes freed", doomed.len())),
-            })
-            .await?;
-        gw.refresh().await?;
-    }
-    tracing::info!(
-        blobs = doomed.len(),
-        bytes = freed,
-        dry_run = req.dry_run,
-        "gc"
-    );
+    let r = gw.collect_garbage(req.dry_run, &actor.name).await?;
     Ok(Json(json!({
         "dry_run": req.dry_run,
-        "collected_releases": collected,
-        "blobs": doomed.iter().map(|b| json!({"hash": b.hash, "bytes": b.bytes})).collect::<Vec<_>>(),
-        "bytes": freed,
+        "collected_releases": r.collected,
+        "blobs": r.blobs.iter().map(|b| json!({"hash": b.hash, "bytes": b.bytes})).collect::<Vec<_>>(),
+        "bytes": r.bytes,
     })))
 }
 
@@ -472,12 +501,24 @@ async fn status(State(gw): State<Arc<Gateway>>) -> ApiResult<Json<serde_json::Va
         let c = counts.entry(r.state.as_str()).or_insert(json!(0));
         *c = json!(c.as_u64().unwrap_or(0) + 1);
     }
+    let clients = gw.presence.counts(gw.clock.now());
+    let clients_json: serde_json::Map<String, serde_json::Value> = snap
+        .ordered
+        .iter()
+        .filter(|v| v.record.state.is_served())
+        .map(|v| {
+            let c = clients.get(&v.record.id).copied().unwrap_or_default();
+            (v.record.id.to_string(), json!(c))
+        })
+        .collect();
     Ok(Json(json!({
         "current": snap.pointer.current,
         "generation": snap.pointer.generation,
         "required_min": snap.pointer.required_min,
         "changed_at": snap.pointer.changed_at,
+        "canary": snap.pointer.canary.as_ref().map(|c| json!({ "release": c, "percent": snap.pointer.canary_percent })),
         "releases": counts,
+        "clients": clients_json,
         "event_streams": gw.notices.receiver_count(),
     })))
 }

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use crate::gateway::Gateway;
-use crate::{ServerConfig, ServerError};
+use crate::{Role, ServerConfig, ServerError};
 
 /// File name of the generated token inside the data directory.
 pub const TOKEN_FILE: &str = "admin-token";
@@ -78,8 +78,31 @@ pub fn token_matches(given: &str, expected: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
-/// Refuses admin requests without the right bearer token.
-pub async fn require_admin(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+/// Who made an admin call: the name of its token.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    /// Token name, recorded in history.
+    pub name: Arc<str>,
+}
+
+/// One accepted admin token.
+#[derive(Debug, Clone)]
+pub struct Token {
+    /// Its name.
+    pub name: Arc<str>,
+    /// The secret.
+    pub secret: String,
+    /// Its role.
+    pub role: Role,
+}
+
+/// Refuses admin requests without a known bearer token, and mutating ones
+/// with a read-only token; passes the [`Actor`] on to the handler.
+pub async fn require_admin(
+    State(gw): State<Arc<Gateway>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let given = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
@@ -89,10 +112,32 @@ pub async fn require_admin(State(gw): State<Arc<Gateway>>, req: Request, next: N
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim);
-    match given {
-        Some(t) if token_matches(t, &gw.admin_token) => next.run(req).await,
-        _ => ServerError::Unauthorized.into_response(),
+    let Some(given) = given else {
+        return ServerError::Unauthorized.into_response();
+    };
+    // Compare against every token so timing says nothing about which matched.
+    let mut found: Option<&Token> = None;
+    for t in &gw.tokens {
+        if token_matches(given, &t.secret) {
+            found = Some(t);
+        }
     }
+    let Some(token) = found else {
+        return ServerError::Unauthorized.into_response();
+    };
+    let reading = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if token.role == Role::Read && !reading {
+        return ServerError::Forbidden(format!("token {} is read-only", token.name))
+            .into_response();
+    }
+    let actor = Actor {
+        name: token.name.clone(),
+    };
+    req.extensions_mut().insert(actor);
+    next.run(req).await
 }
 
 #[cfg(test)]

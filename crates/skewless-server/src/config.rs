@@ -36,6 +36,72 @@ pub struct ServerConfig {
     pub read_timeout_secs: u64,
     /// Defaults of managed back ends.
     pub backend: BackendDefaults,
+    /// When old releases are retired and blobs collected.
+    pub retention: Retention,
+    /// Named admin tokens, so history says who acted.
+    #[serde(skip_serializing)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// Thresholds of the reaper.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Retention {
+    /// Newest drained releases kept for rollback whatever their clients.
+    pub keep_last: usize,
+    /// Seconds a release drains before it may be retired.
+    pub min_drain_secs: i64,
+    /// Seconds without clients after which a drained release is retired.
+    pub idle_secs: i64,
+    /// Seconds after which a draining release is retired anyway.
+    pub max_age_secs: i64,
+    /// Milliseconds between reaper runs.
+    pub reaper_interval_ms: u64,
+    /// Seconds between scheduled garbage collections (0: never).
+    pub gc_interval_secs: u64,
+    /// Seconds a client id counts as live after its last request.
+    pub presence_window_secs: i64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_last: 5,
+            min_drain_secs: 3600,
+            idle_secs: 900,
+            max_age_secs: 14 * 86_400,
+            reaper_interval_ms: 30_000,
+            gc_interval_secs: 3600,
+            presence_window_secs: 300,
+        }
+    }
+}
+
+/// What an admin token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Reads only (GET).
+    Read,
+}
+
+/// One named admin token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Shown in history as who acted.
+    pub name: String,
+    /// The bearer token.
+    pub token: String,
+    /// What it may do (default admin).
+    #[serde(default = "admin_role")]
+    pub role: Role,
+}
+
+fn admin_role() -> Role {
+    Role::Admin
 }
 
 /// How managed back ends are run.
@@ -77,6 +143,8 @@ impl Default for ServerConfig {
             connect_timeout_ms: 2000,
             read_timeout_secs: 30,
             backend: BackendDefaults::default(),
+            retention: Retention::default(),
+            tokens: Vec::new(),
         }
     }
 }
@@ -109,6 +177,25 @@ impl ServerConfig {
             if !p.starts_with('/') || p.starts_with("/_skewless") || p.starts_with("/_r/") {
                 return Err(ServerError::Startup(format!(
                     "API prefix {p:?} must start with / and must not be under /_skewless or /_r/"
+                )));
+            }
+        }
+        for t in &self.tokens {
+            if t.token.trim().len() < 16 {
+                return Err(ServerError::Startup(format!(
+                    "admin token {:?} is shorter than 16 characters",
+                    t.name
+                )));
+            }
+            if t.name.is_empty()
+                || !t
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            {
+                return Err(ServerError::Startup(format!(
+                    "admin token name {:?} must be letters, digits, . _ -",
+                    t.name
                 )));
             }
         }

@@ -16,6 +16,9 @@ pub enum ServerError {
     /// No or wrong admin token.
     #[error("missing or invalid admin token")]
     Unauthorized,
+    /// The token may not do this.
+    #[error("{0}")]
+    Forbidden(String),
     /// Nothing there.
     #[error("{0}")]
     NotFound(String),
@@ -48,6 +51,7 @@ impl ServerError {
         match self {
             ServerError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ServerError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ServerError::Forbidden(_) => StatusCode::FORBIDDEN,
             ServerError::NotFound(_) => StatusCode::NOT_FOUND,
             ServerError::Conflict(_) => StatusCode::CONFLICT,
             ServerError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -60,6 +64,7 @@ impl ServerError {
                 StateError::Rule(CoreError::Transition { .. }) => StatusCode::CONFLICT,
                 StateError::Rule(_) => StatusCode::BAD_REQUEST,
                 StateError::NoRollback(_) => StatusCode::CONFLICT,
+                StateError::Conflict(_) => StatusCode::CONFLICT,
                 StateError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ServerError::Store(e) => match e {

@@ -14,6 +14,7 @@ use skewless_core::ReleaseId;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::gateway::Gateway;
+use crate::presence::StreamGuard;
 use crate::snapshot::Snapshot;
 
 /// What every stream is told after a change of the current pointer.
@@ -36,17 +37,20 @@ impl Notice {
             required_min: s.pointer.required_min.clone(),
         }
     }
+}
 
-    /// The JSON body shared by `/_skewless/version` and the event stream.
-    pub fn to_json(&self, required: bool) -> String {
-        serde_json::json!({
-            "current": self.current,
-            "generation": self.generation,
-            "required_min": self.required_min,
-            "required": required,
-        })
-        .to_string()
-    }
+/// The JSON body shared by `/_skewless/version` and the event stream, as seen
+/// by a client running `release`: `current` is the release it should run
+/// (the canary for the canary's clients), `required` whether it must reload
+/// now.
+pub fn state_json(snap: &Snapshot, release: Option<&str>) -> String {
+    serde_json::json!({
+        "current": snap.current_id_for(release),
+        "generation": snap.pointer.generation,
+        "required_min": snap.pointer.required_min,
+        "required": snap.upgrade_required(release),
+    })
+    .to_string()
 }
 
 /// Query of `/_skewless/events`.
@@ -54,16 +58,19 @@ impl Notice {
 pub struct EventsQuery {
     /// The release the tab runs.
     pub release: Option<String>,
+    /// The tab's client id.
+    pub client: Option<String>,
 }
 
 /// Reconnect delay suggested to clients, in milliseconds.
 const RETRY_MS: u64 = 3000;
 
-fn event_for(gw: &Gateway, release: Option<&str>, notice: &Notice) -> Event {
-    let required = gw.snapshot.load().upgrade_required(release);
+fn event_for(gw: &Gateway, release: Option<&str>) -> Event {
+    let snap = gw.snapshot.load();
+    let required = snap.upgrade_required(release);
     Event::default()
         .event(if required { "required" } else { "release" })
-        .data(notice.to_json(required))
+        .data(state_json(&snap, release))
 }
 
 /// `GET /_skewless/events?release=<id>`.
@@ -71,11 +78,15 @@ pub async fn events(State(gw): State<Arc<Gateway>>, Query(q): Query<EventsQuery>
     let release = q.release.filter(|r| skewless_core::id::is_valid(r));
     let rx = gw.notices.subscribe();
     let shutdown = gw.shutdown.clone();
-    let first = {
-        let notice = Notice::from_snapshot(&gw.snapshot.load());
-        event_for(&gw, release.as_deref(), &notice).retry(Duration::from_millis(RETRY_MS))
-    };
-    let stream = notice_stream(gw, release, rx, shutdown, first);
+    let first = event_for(&gw, release.as_deref()).retry(Duration::from_millis(RETRY_MS));
+    let presence = release
+        .as_deref()
+        .and_then(|r| gw.snapshot.load().view(r).map(|v| v.record.id.clone()))
+        .map(|id| {
+            gw.presence
+                .open_stream(&id, q.client.as_deref(), gw.clock.clone())
+        });
+    let stream = notice_stream(gw, release, rx, shutdown, first, presence);
     let mut resp = Sse::new(stream)
         .keep_alive(
             KeepAlive::new()
@@ -101,6 +112,8 @@ struct StreamState {
     shutdown: tokio::sync::watch::Receiver<bool>,
     first: Option<Event>,
     done: bool,
+    /// Counts this stream as a live client until it ends.
+    _presence: Option<StreamGuard>,
 }
 
 fn notice_stream(
@@ -109,6 +122,7 @@ fn notice_stream(
     rx: tokio::sync::broadcast::Receiver<Arc<Notice>>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     first: Event,
+    presence: Option<StreamGuard>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let st = StreamState {
         gw,
@@ -117,6 +131,7 @@ fn notice_stream(
         shutdown,
         first: Some(first),
         done: false,
+        _presence: presence,
     };
     stream::unfold(st, |mut st| async move {
         if st.done {
@@ -126,26 +141,21 @@ fn notice_stream(
             return Some((Ok(first), st));
         }
         enum Next {
-            Notice(Arc<Notice>),
             Latest,
             Closed,
             Shutdown,
         }
         let next = tokio::select! {
             msg = st.rx.recv() => match msg {
-                Ok(notice) => Next::Notice(notice),
-                // Missed some: the latest state is what matters.
-                Err(RecvError::Lagged(_)) => Next::Latest,
+                // Every notice, and a lag past some, means the same: send
+                // the latest state.
+                Ok(_) | Err(RecvError::Lagged(_)) => Next::Latest,
                 Err(RecvError::Closed) => Next::Closed,
             },
             _ = st.shutdown.wait_for(|s| *s) => Next::Shutdown,
         };
         let ev = match next {
-            Next::Notice(notice) => event_for(&st.gw, st.release.as_deref(), &notice),
-            Next::Latest => {
-                let notice = Notice::from_snapshot(&st.gw.snapshot.load());
-                event_for(&st.gw, st.release.as_deref(), &notice)
-            }
+            Next::Latest => event_for(&st.gw, st.release.as_deref()),
             Next::Closed => return None,
             Next::Shutdown => {
                 st.done = true;

@@ -11,23 +11,30 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use skewless_core::gc::{plan, StoredBlob};
 use skewless_core::path::normalize_request_path;
 use skewless_core::resolve::{is_navigation, resolve, Resolution, Source};
+use skewless_core::retention::{choose_shell, ShellChoice};
 use skewless_core::upstream::{self, Candidate};
+use skewless_core::Lifecycle;
 use skewless_core::{content::is_content_hashed, pin, ReleaseId};
-use skewless_state::{Sqlite, StateStore};
+use skewless_state::{HistoryEntry, Sqlite, StateStore};
 use skewless_store::{BlobStore, LocalDir};
 use std::net::SocketAddr;
 use tokio::sync::{broadcast, watch, RwLock};
 
+use crate::auth::Token;
 use crate::client_js::{self, Module};
 use crate::events::Notice;
+use crate::metrics::{self, Kind};
+use crate::presence::Presence;
 use crate::proxy::{Proxy, Upstream};
 use crate::serve::{file_response, Caching, FileRequest};
 use crate::snapshot::{ReleaseView, Snapshot};
 use crate::supervisor::{Supervisor, Wanted};
 use crate::{
-    admin, auth, error::json_error, system, Clock, ServerConfig, ServerError, SystemClock,
+    admin, auth, error::json_error, system, Clock, Role, ServerConfig, ServerError, SystemClock,
 };
 
 /// Everything a request handler needs, shared by all of them.
@@ -42,8 +49,12 @@ pub struct Gateway {
     pub notices: broadcast::Sender<Arc<Notice>>,
     /// Flips to true when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
-    /// The admin token.
-    pub admin_token: String,
+    /// Accepted admin tokens.
+    pub tokens: Vec<Token>,
+    /// Live clients per release.
+    pub presence: Arc<Presence>,
+    /// The metrics recorder's handle.
+    pub metrics: PrometheusHandle,
     /// Held shared by deploy registration, exclusively by gc, so gc never
     /// deletes a blob a registration has just checked.
     pub gc_lock: RwLock<()>,
@@ -78,8 +89,19 @@ impl Gateway {
         })?;
         let store: Arc<dyn BlobStore> = Arc::new(LocalDir::open(data.join("blobs"))?);
         let state: Arc<dyn StateStore> = Arc::new(Sqlite::open(&data.join("state.db"))?);
-        let admin_token = auth::load_or_create_token(&config)?;
         config.validate()?;
+        let mut tokens = vec![Token {
+            name: "admin".into(),
+            secret: auth::load_or_create_token(&config)?,
+            role: Role::Admin,
+        }];
+        for t in &config.tokens {
+            tokens.push(Token {
+                name: t.name.as_str().into(),
+                secret: t.token.trim().to_owned(),
+                role: t.role,
+            });
+        }
         let (notices, _) = broadcast::channel(64);
         let default_upstream = config
             .default_upstream
@@ -97,12 +119,17 @@ impl Gateway {
                     generation: 0,
                     required_min: None,
                     changed_at: 0,
+                    canary: None,
+                    canary_percent: 0,
                 },
                 Vec::new(),
+                Default::default(),
             )),
             notices,
             shutdown,
-            admin_token,
+            tokens,
+            presence: Arc::new(Presence::new(config.retention.presence_window_secs)),
+            metrics: metrics::install(),
             gc_lock: RwLock::new(()),
             refresh_lock: tokio::sync::Mutex::new(()),
             client_modules: client_js::modules()
@@ -131,8 +158,10 @@ impl Gateway {
         let pointer = self.state.pointer().await?;
         let summaries = self.state.release_summaries().await?;
         let mut views = Vec::with_capacity(summaries.len());
+        let mut gone = std::collections::HashSet::new();
         for mut rec in summaries {
             if !rec.state.holds_blobs() {
+                gone.insert(rec.id);
                 continue;
             }
             rec.manifest = match old.releases.get(&rec.id) {
@@ -141,10 +170,17 @@ impl Gateway {
             };
             views.push(Arc::new(ReleaseView::new(rec)));
         }
-        let snap = Snapshot::build(pointer, views);
+        let snap = Snapshot::build(pointer, views, gone);
+        // Streams hear of every change of what a client should run: the
+        // pointer, the canary, and releases that stopped being served.
         let changed = snap.pointer.generation != old.pointer.generation
             || snap.pointer.current != old.pointer.current
-            || snap.pointer.required_min != old.pointer.required_min;
+            || snap.pointer.required_min != old.pointer.required_min
+            || snap.pointer.canary != old.pointer.canary
+            || snap.gone.len() != old.gone.len();
+        for id in snap.gone.difference(&old.gone) {
+            self.presence.forget(id);
+        }
         let notice = Notice::from_snapshot(&snap);
         let wanted = snap
             .ordered
@@ -172,37 +208,152 @@ impl Gateway {
     }
 }
 
+/// What a garbage collection did (or, dry, would do).
+#[derive(Debug)]
+pub struct GcReport {
+    /// Releases marked collected.
+    pub collected: Vec<ReleaseId>,
+    /// Blobs deleted.
+    pub blobs: Vec<StoredBlob>,
+    /// Bytes freed.
+    pub bytes: u64,
+}
+
+impl Gateway {
+    /// Marks retired releases collected and deletes the blobs no uncollected
+    /// release refers to (see [`skewless_core::gc::plan`]). A dry run changes
+    /// nothing and reports what would go.
+    pub async fn collect_garbage(
+        &self,
+        dry_run: bool,
+        actor: &str,
+    ) -> Result<GcReport, ServerError> {
+        let _gc = self.gc_lock.write().await;
+        let now = self.clock.now();
+        let collected: Vec<ReleaseId> = if dry_run {
+            self.state
+                .release_summaries()
+                .await?
+                .into_iter()
+                .filter(|r| r.state == Lifecycle::Retired)
+                .map(|r| r.id)
+                .collect()
+        } else {
+            self.state.collect_retired(actor, now).await?
+        };
+        let refs = self.state.blob_refs().await?;
+        let stored: Vec<StoredBlob> = self
+            .store
+            .list()
+            .await?
+            .into_iter()
+            .map(|b| StoredBlob {
+                hash: b.hash,
+                bytes: b.bytes,
+                written_at: b.written_at as i64,
+            })
+            .collect();
+        let blobs = plan(&refs, &stored, dry_run, now, self.config.gc_grace_secs);
+        let mut bytes = 0u64;
+        if dry_run {
+            bytes = blobs.iter().map(|b| b.bytes).sum();
+        } else {
+            for b in &blobs {
+                bytes += self.store.delete(&b.hash).await?;
+            }
+            self.state
+                .record(HistoryEntry {
+                    seq: 0,
+                    at: now,
+                    action: "gc".into(),
+                    release: None,
+                    before: None,
+                    after: None,
+                    actor: actor.into(),
+                    detail: Some(format!("{} blobs, {bytes} bytes freed", blobs.len())),
+                })
+                .await?;
+            self.refresh().await?;
+        }
+        tracing::info!(blobs = blobs.len(), bytes, dry_run, "gc");
+        Ok(GcReport {
+            collected,
+            blobs,
+            bytes,
+        })
+    }
+}
+
 /// Builds the router over a gateway.
 pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .nest("/_skewless/api/v1", admin::routes(gw.clone()))
         .merge(system::routes())
         .fallback(resolve_request)
-        .layer(middleware::from_fn_with_state(gw.clone(), stamp_current))
+        .layer(middleware::from_fn_with_state(gw.clone(), stamp))
         .with_state(gw)
 }
 
-/// Adds `Skewless-Current` to every response.
-async fn stamp_current(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+/// Runs on every request: afterwards adds `Skewless-Current` (the release this
+/// client should run) and, when its release must upgrade now,
+/// `Skewless-Required`; records presence and request metrics.
+async fn stamp(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+    let headers = req.headers();
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let pin = pin::pin_from(text(pin::HEADER), text("cookie"));
+    let client = headers.get(CLIENT_HEADER).cloned();
     let mut resp = next.run(req).await;
-    let current = gw.snapshot.load().current_header.clone();
+    let snap = gw.snapshot.load();
+    let pin_str = pin.as_ref().map(ReleaseId::as_str);
+    let current = snap.current_for(pin_str);
     if !current.is_empty() {
-        resp.headers_mut().insert("skewless-current", current);
+        resp.headers_mut()
+            .insert("skewless-current", current.clone());
+        if snap.upgrade_required(pin_str) {
+            resp.headers_mut()
+                .insert("skewless-required", current.clone());
+        }
     }
+    if let (Some(pin), Some(client)) = (&pin, client.as_ref().and_then(|c| c.to_str().ok())) {
+        if snap.view(pin.as_str()).is_some() {
+            gw.presence.seen(pin, client, gw.clock.now());
+        }
+    }
+    let kind = resp
+        .extensions()
+        .get::<Kind>()
+        .copied()
+        .unwrap_or(Kind::System);
+    metrics::request(kind, resp.status().as_u16());
+    resp
+}
+
+/// The request header carrying a tab's random client id.
+pub const CLIENT_HEADER: &str = "skewless-client";
+
+fn tagged(mut resp: Response, kind: Kind) -> Response {
+    resp.extensions_mut().insert(kind);
     resp
 }
 
 /// Resolution rules 2 to 5 for every path no system route claimed.
 async fn resolve_request(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
-    if let Some(prefix_path) = req.uri().path().get(..) {
-        if gw
-            .config
-            .api_prefixes
-            .iter()
-            .any(|p| prefix_path.starts_with(p.as_str()))
-        {
-            return proxy_api(gw, req).await;
+    let path = match normalize_request_path(req.uri().path()) {
+        Ok(p) => p,
+        Err(e) => {
+            return tagged(
+                json_error(StatusCode::BAD_REQUEST, &e.to_string()),
+                Kind::Asset,
+            )
         }
+    };
+    if gw
+        .config
+        .api_prefixes
+        .iter()
+        .any(|p| path.starts_with(p.as_str()) || p.strip_suffix('/') == Some(path.as_str()))
+    {
+        return tagged(proxy_api(gw, req).await, Kind::Api);
     }
     let method = req.method();
     if method != Method::GET && method != Method::HEAD {
@@ -212,22 +363,19 @@ async fn resolve_request(State(gw): State<Arc<Gateway>>, req: Request) -> Respon
         );
         resp.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return resp;
+        return tagged(resp, Kind::Asset);
     }
-    let path = match normalize_request_path(req.uri().path()) {
-        Ok(p) => p,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, &e.to_string()),
-    };
     let headers = req.headers();
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let pin = pin::pin_from(text(pin::HEADER), text("cookie"));
+    let pin_str = pin.as_ref().map(|p| p.as_str());
     let navigation = is_navigation(true, text("sec-fetch-mode"), text("accept"));
     let snap = gw.snapshot.load();
     let resolution = resolve(
         &**snap,
         skewless_core::resolve::Request {
             path: &path,
-            pin: pin.as_ref().map(|p| p.as_str()),
+            pin: pin_str,
             navigation,
         },
     );
@@ -238,13 +386,22 @@ async fn resolve_request(State(gw): State<Arc<Gateway>>, req: Request) -> Respon
             source,
         } => {
             let Some(view) = snap.releases.get(release) else {
-                return not_found();
+                return tagged(not_found(), Kind::Asset);
             };
             let Some(entry) = view.record.manifest.get(path) else {
-                return not_found();
+                return tagged(not_found(), Kind::Asset);
             };
+            let older = snap.pointer.current.as_ref() != Some(release);
+            if older
+                && matches!(
+                    source,
+                    Source::Pinned | Source::Fallback | Source::Versioned
+                )
+            {
+                metrics::skew_saved(Kind::Asset);
+            }
             let immutable = source == Source::Versioned || is_content_hashed(path);
-            file_response(
+            let resp = file_response(
                 &*gw.store,
                 method,
                 headers,
@@ -260,11 +417,26 @@ async fn resolve_request(State(gw): State<Arc<Gateway>>, req: Request) -> Respon
                     served_by: &view.id_header,
                 },
             )
-            .await
+            .await;
+            tagged(resp, Kind::Asset)
         }
         Resolution::Shell { release } => {
-            let Some(view) = snap.releases.get(release) else {
-                return not_found();
+            let mut view = snap.releases.get(release);
+            if !path.starts_with("/_r/") {
+                if let Some((canary, percent, _)) = &snap.canary {
+                    let choice = choose_shell(
+                        pin_str,
+                        snap.pointer.current.as_ref(),
+                        Some((canary, *percent)),
+                        rand::random::<f64>(),
+                    );
+                    if choice == ShellChoice::Canary {
+                        view = snap.releases.get(canary).or(view);
+                    }
+                }
+            }
+            let Some(view) = view else {
+                return tagged(not_found(), Kind::Shell);
             };
             let mut resp = file_response(
                 &*gw.store,
@@ -283,14 +455,22 @@ async fn resolve_request(State(gw): State<Arc<Gateway>>, req: Request) -> Respon
                 resp.headers_mut()
                     .insert(header::SET_COOKIE, view.pin_cookie.clone());
             }
-            resp
+            tagged(resp, Kind::Shell)
         }
-        Resolution::NoCurrent => json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no release is current yet: deploy one with `skewless deploy DIR --promote`",
+        Resolution::NoCurrent => tagged(
+            json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no release is current yet: deploy one with `skewless deploy DIR --promote`",
+            ),
+            Kind::Shell,
         ),
         Resolution::System(_) => json_error(StatusCode::NOT_FOUND, "no such skewless endpoint"),
-        Resolution::NotFound => not_found(),
+        Resolution::NotFound => {
+            if is_content_hashed(&path) {
+                metrics::skew_missed();
+            }
+            tagged(not_found(), Kind::Asset)
+        }
     }
 }
 
@@ -322,6 +502,9 @@ async fn proxy_api(gw: Arc<Gateway>, req: Request) -> Response {
     let current = snap.pointer.current.as_ref().and_then(index_of);
     if let Some((i, upstream)) = upstream::route(&candidates, pinned, current) {
         let served_by = snap.ordered[i].record.id.to_string();
+        if Some(i) != current && pinned.is_some() {
+            metrics::skew_saved(Kind::Api);
+        }
         let upstream = upstream.clone();
         drop(snap);
         return gw.proxy.forward(req, &upstream, client, &served_by).await;
@@ -359,6 +542,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         .map_err(|e| ServerError::Startup(e.to_string()))?;
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let gw = Gateway::open(config, stop_rx).await?;
+    let reaper = tokio::spawn(crate::reaper::run(gw.clone()));
     let app = router(gw.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
     println!("skewless listening on http://{addr}");
     tracing::info!(%addr, data = %gw.config.data.display(), "gateway started");
@@ -380,6 +564,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
             Ok(())
         }
     };
+    reaper.abort();
     gw.supervisor.stop_all().await;
     result
 }

@@ -10,7 +10,10 @@ mod config;
 mod error;
 mod events;
 mod gateway;
+mod metrics;
+mod presence;
 mod proxy;
+mod reaper;
 mod serve;
 mod shell;
 mod snapshot;
@@ -18,6 +21,6 @@ mod supervisor;
 mod system;
 
 pub use clock::{Clock, SystemClock};
-pub use config::{BackendDefaults, ServerConfig};
+pub use config::{BackendDefaults, Retention, Role, ServerConfig, TokenConfig};
 pub use error::ServerError;
 pub use gateway::{run, Gateway};

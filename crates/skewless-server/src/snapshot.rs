@@ -2,7 +2,7 @@
 //! pointer, rebuilt after each change and swapped in atomically, so the
 //! request path reads it without locks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::http::HeaderValue;
@@ -42,6 +42,11 @@ pub struct Snapshot {
     pub current_header: HeaderValue,
     /// Registration order of `required_min`.
     pub required_min_seq: Option<i64>,
+    /// Releases no longer served (retired or collected): their clients must
+    /// upgrade.
+    pub gone: HashSet<ReleaseId>,
+    /// The canary and its header value, while one runs.
+    pub canary: Option<(ReleaseId, u8, HeaderValue)>,
 }
 
 /// ETag of one encoding of a blob: strong, distinct per encoding.
@@ -81,7 +86,11 @@ impl ReleaseView {
 
 impl Snapshot {
     /// Builds a snapshot from the pointer and release records.
-    pub fn build(pointer: Pointer, mut views: Vec<Arc<ReleaseView>>) -> Self {
+    pub fn build(
+        pointer: Pointer,
+        mut views: Vec<Arc<ReleaseView>>,
+        mut gone: HashSet<ReleaseId>,
+    ) -> Self {
         views.sort_by_key(|v| v.record.seq);
         let ordered = views.clone();
         let mut fallback: Vec<&Arc<ReleaseView>> = views
@@ -99,6 +108,16 @@ impl Snapshot {
             .into_iter()
             .map(|v| (v.record.id.clone(), v))
             .collect();
+        gone.extend(
+            releases
+                .values()
+                .filter(|v| !v.record.state.is_served())
+                .map(|v| v.record.id.clone()),
+        );
+        let canary = pointer.canary.as_ref().and_then(|c| {
+            let h = HeaderValue::from_str(c.as_str()).ok()?;
+            Some((c.clone(), pointer.canary_percent, h))
+        });
         let required_min_seq = pointer
             .required_min
             .as_ref()
@@ -111,6 +130,25 @@ impl Snapshot {
             fallback,
             current_header,
             required_min_seq,
+            gone,
+            canary,
+        }
+    }
+
+    /// The release a client pinned to `pin` should run, as a header value:
+    /// the canary for the canary's own clients, else the current release.
+    pub fn current_for(&self, pin: Option<&str>) -> &HeaderValue {
+        match (&self.canary, pin) {
+            (Some((c, _, h)), Some(p)) if c.as_str() == p => h,
+            _ => &self.current_header,
+        }
+    }
+
+    /// The id [`Self::current_for`] names.
+    pub fn current_id_for(&self, pin: Option<&str>) -> Option<&ReleaseId> {
+        match (&self.canary, pin) {
+            (Some((c, _, _)), Some(p)) if c.as_str() == p => Some(c),
+            _ => self.pointer.current.as_ref(),
         }
     }
 
@@ -123,9 +161,17 @@ impl Snapshot {
     }
 
     /// Whether a client running `release` must upgrade now: its release is
-    /// older than `required_min`.
+    /// retired or collected, or older than `required_min`.
     pub fn upgrade_required(&self, release: Option<&str>) -> bool {
-        let (Some(min), Some(release)) = (self.required_min_seq, release) else {
+        let Some(release) = release else {
+            return false;
+        };
+        if self.pointer.current.is_some()
+            && ReleaseId::parse(release).is_ok_and(|r| self.gone.contains(&r))
+        {
+            return true;
+        }
+        let Some(min) = self.required_min_seq else {
             return false;
         };
         self.view(release).is_some_and(|v| v.record.seq < min)

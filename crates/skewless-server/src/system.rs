@@ -13,7 +13,7 @@ use serde::Deserialize;
 use skewless_core::header::etag_matches;
 
 use crate::error::json_error;
-use crate::events::{events, Notice};
+use crate::events::{events, state_json};
 use crate::gateway::Gateway;
 
 /// The public system routes.
@@ -22,6 +22,7 @@ pub fn routes() -> Router<Arc<Gateway>> {
         .route("/_skewless/version", get(version))
         .route("/_skewless/events", get(events))
         .route("/_skewless/diff", get(diff))
+        .route("/_skewless/metrics", get(crate::metrics::endpoint))
         .route("/_skewless/{module}", get(client_module))
 }
 
@@ -38,6 +39,7 @@ fn json(status: StatusCode, body: String) -> Response {
 #[derive(Debug, Deserialize)]
 pub struct ReleaseQuery {
     release: Option<String>,
+    client: Option<String>,
 }
 
 /// `GET /_skewless/version[?release=<id>]`.
@@ -47,7 +49,15 @@ async fn version(
     headers: HeaderMap,
 ) -> Response {
     let snap = gw.snapshot.load();
-    let etag = format!("\"g{}\"", snap.pointer.generation);
+    // Everything the answer depends on besides the query: the pointer, the
+    // retired releases, the canary.
+    let etag = format!(
+        "\"g{}.{}.{}{}\"",
+        snap.pointer.generation,
+        snap.gone.len(),
+        snap.pointer.canary_percent,
+        snap.pointer.canary.as_ref().map_or("", |c| c.as_str())
+    );
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
@@ -57,11 +67,12 @@ async fn version(
             .body(Body::empty())
             .unwrap_or_default()
     } else {
-        let required = snap.upgrade_required(q.release.as_deref());
-        json(
-            StatusCode::OK,
-            Notice::from_snapshot(&snap).to_json(required),
-        )
+        if let (Some(release), Some(client)) = (&q.release, &q.client) {
+            if let Some(v) = snap.view(release) {
+                gw.presence.seen(&v.record.id, client, gw.clock.now());
+            }
+        }
+        json(StatusCode::OK, state_json(&snap, q.release.as_deref()))
     };
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&etag) {

@@ -15,6 +15,9 @@ pub enum StateError {
     /// A lifecycle rule forbids the change.
     #[error(transparent)]
     Rule(#[from] CoreError),
+    /// The change conflicts with the current pointer.
+    #[error("{0}")]
+    Conflict(String),
     /// There is no earlier release to go back to.
     #[error("nothing to roll back to: {0}")]
     NoRollback(String),

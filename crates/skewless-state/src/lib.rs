@@ -56,6 +56,23 @@ pub trait StateStore: Send + Sync + 'static {
     /// Stops serving a release. The current release cannot be retired.
     async fn retire(&self, id: &ReleaseId, actor: &str, at: i64) -> Result<(), StateError>;
 
+    /// Gives `id` to `percent` % of new sessions (`None` ends the canary).
+    async fn set_canary(
+        &self,
+        id: Option<&ReleaseId>,
+        percent: u8,
+        actor: &str,
+        at: i64,
+    ) -> Result<Pointer, StateError>;
+
+    /// Sets (or clears) the release every client must run at least.
+    async fn set_required_min(
+        &self,
+        id: Option<&ReleaseId>,
+        actor: &str,
+        at: i64,
+    ) -> Result<Pointer, StateError>;
+
     /// Marks every retired release collected; returns their ids.
     async fn collect_retired(&self, actor: &str, at: i64) -> Result<Vec<ReleaseId>, StateError>;
 

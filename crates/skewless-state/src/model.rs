@@ -26,6 +26,8 @@ pub struct ReleaseRecord {
     pub promoted_at: Option<i64>,
     /// Unix seconds of retirement.
     pub retired_at: Option<i64>,
+    /// Unix seconds when it last stopped being current.
+    pub drained_at: Option<i64>,
     /// Number of files.
     pub files: u64,
     /// Total bytes of its files.
@@ -65,6 +67,10 @@ pub struct Pointer {
     pub required_min: Option<ReleaseId>,
     /// Unix seconds of the last change.
     pub changed_at: i64,
+    /// The canary release, if one is running.
+    pub canary: Option<ReleaseId>,
+    /// Share of new sessions the canary gets, 1 to 99 (0 without canary).
+    pub canary_percent: u8,
 }
 
 /// One entry of the change history.

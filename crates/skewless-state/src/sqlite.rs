@@ -14,6 +14,7 @@ use crate::{HistoryEntry, NewRelease, Pointer, ReleaseRecord, StateError, StateS
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_managed_backends.sql"),
+    include_str!("../migrations/sqlite/0003_lifecycle.sql"),
 ];
 
 /// SQLite-backed state.
@@ -87,7 +88,7 @@ const RELEASE_COLS: &str =
      r.shell_br, r.shell_gzip, r.promoted_at, r.retired_at, \
      (SELECT COUNT(*) FROM files f WHERE f.release_seq = r.seq), \
      (SELECT COALESCE(SUM(size), 0) FROM files f WHERE f.release_seq = r.seq), \
-     r.backend_cmd, r.health_path";
+     r.backend_cmd, r.health_path, r.drained_at";
 
 type RawRelease = (
     i64,
@@ -105,6 +106,7 @@ type RawRelease = (
     i64,
     Option<String>,
     Option<String>,
+    Option<i64>,
 );
 
 fn raw_release(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRelease> {
@@ -124,6 +126,7 @@ fn raw_release(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRelease> {
         row.get(12)?,
         row.get(13)?,
         row.get(14)?,
+        row.get(15)?,
     ))
 }
 
@@ -144,6 +147,7 @@ fn to_record(raw: RawRelease) -> Result<ReleaseRecord, StateError> {
         size,
         backend_cmd,
         health_path,
+        drained_at,
     ) = raw;
     let state: Lifecycle = state.parse().map_err(StateError::Database)?;
     Ok(ReleaseRecord {
@@ -163,6 +167,7 @@ fn to_record(raw: RawRelease) -> Result<ReleaseRecord, StateError> {
         },
         promoted_at,
         retired_at,
+        drained_at,
         files: files as u64,
         size: size as u64,
         manifest: Manifest::default(),
@@ -215,21 +220,27 @@ fn get_release(conn: &Connection, id: &str) -> Result<ReleaseRecord, StateError>
 }
 
 fn get_pointer(conn: &Connection) -> Result<Pointer, StateError> {
-    let (current, generation, required_min, changed_at): (
+    type Row = (
         Option<String>,
         i64,
         Option<String>,
         i64,
-    ) = conn.query_row(
-        "SELECT current, generation, required_min, changed_at FROM pointer WHERE one = 1",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-    )?;
+        Option<String>,
+        i64,
+    );
+    let (current, generation, required_min, changed_at, canary, canary_percent): Row = conn
+        .query_row(
+            "SELECT current, generation, required_min, changed_at, canary, canary_percent FROM pointer WHERE one = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+        )?;
     Ok(Pointer {
         current: current.map(parse_id).transpose()?,
         generation: generation as u64,
         required_min: required_min.map(parse_id).transpose()?,
         changed_at,
+        canary: canary.map(parse_id).transpose()?,
+        canary_percent: canary_percent.clamp(0, 100) as u8,
     })
 }
 
@@ -268,12 +279,21 @@ fn switch_current(
             )?;
             let old_state: Lifecycle = old_state.parse().map_err(StateError::Database)?;
             set_state(tx, old.as_str(), old_state.demote())?;
+            tx.execute(
+                "UPDATE releases SET drained_at = ?2 WHERE id = ?1",
+                params![old.as_str(), at],
+            )?;
         }
     }
     set_state(tx, target.id.as_str(), next)?;
     tx.execute(
-        "UPDATE releases SET promoted_at = ?2 WHERE id = ?1",
+        "UPDATE releases SET promoted_at = ?2, drained_at = NULL WHERE id = ?1",
         params![target.id.as_str(), at],
+    )?;
+    // Promoting the canary to everyone ends the canary.
+    tx.execute(
+        "UPDATE pointer SET canary = NULL, canary_percent = 0 WHERE one = 1 AND canary = ?1",
+        params![target.id.as_str()],
     )?;
     tx.execute(
         "UPDATE pointer SET current = ?1, generation = generation + 1, required_min = ?2, changed_at = ?3 WHERE one = 1",
@@ -496,6 +516,11 @@ impl StateStore for Sqlite {
         self.with(move |conn| {
             let tx = conn.transaction()?;
             let rec = get_release(&tx, id.as_str())?;
+            if get_pointer(&tx)?.canary.as_ref() == Some(&id) {
+                return Err(StateError::Conflict(format!(
+                    "release {id} is the canary; abort the canary first"
+                )));
+            }
             let next = rec.state.retire(id.as_str())?;
             if rec.state == next {
                 return Ok(());
@@ -552,6 +577,98 @@ impl StateStore for Sqlite {
             }
             tx.commit()?;
             ids.into_iter().map(parse_id).collect()
+        })
+        .await
+    }
+
+    async fn set_canary(
+        &self,
+        id: Option<&ReleaseId>,
+        percent: u8,
+        actor: &str,
+        at: i64,
+    ) -> Result<Pointer, StateError> {
+        let id = id.cloned();
+        let actor = actor.to_owned();
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let before = get_pointer(&tx)?;
+            if let Some(id) = &id {
+                let rec = get_release(&tx, id.as_str())?;
+                if !rec.state.is_served() {
+                    return Err(StateError::Conflict(format!("release {id} is {}", rec.state)));
+                }
+                if before.current.as_ref() == Some(id) {
+                    return Err(StateError::Conflict(format!("release {id} is already current")));
+                }
+                if !(1..=99).contains(&percent) {
+                    return Err(StateError::Conflict("a canary share must be 1 to 99 percent".into()));
+                }
+            } else if before.canary.is_none() {
+                return Err(StateError::Conflict("there is no canary to abort".into()));
+            }
+            tx.execute(
+                "UPDATE pointer SET canary = ?1, canary_percent = ?2, changed_at = ?3 WHERE one = 1",
+                params![id.as_ref().map(|i| i.as_str()), if id.is_some() { percent as i64 } else { 0 }, at],
+            )?;
+            let fmt = |c: &Option<ReleaseId>, p: u8| c.as_ref().map(|c| format!("{c} at {p}%"));
+            insert_history(
+                &tx,
+                &HistoryEntry {
+                    seq: 0,
+                    at,
+                    action: if id.is_some() { "canary" } else { "canary-abort" }.into(),
+                    release: id.as_ref().or(before.canary.as_ref()).map(|i| i.to_string()),
+                    before: fmt(&before.canary, before.canary_percent),
+                    after: fmt(&id, percent),
+                    actor,
+                    detail: None,
+                },
+            )?;
+            let after = get_pointer(&tx)?;
+            tx.commit()?;
+            Ok(after)
+        })
+        .await
+    }
+
+    async fn set_required_min(
+        &self,
+        id: Option<&ReleaseId>,
+        actor: &str,
+        at: i64,
+    ) -> Result<Pointer, StateError> {
+        let id = id.cloned();
+        let actor = actor.to_owned();
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let before = get_pointer(&tx)?;
+            if let Some(id) = &id {
+                let rec = get_release(&tx, id.as_str())?;
+                if !rec.state.is_served() {
+                    return Err(StateError::Conflict(format!("release {id} is {}", rec.state)));
+                }
+            }
+            tx.execute(
+                "UPDATE pointer SET required_min = ?1, generation = generation + 1, changed_at = ?2 WHERE one = 1",
+                params![id.as_ref().map(|i| i.as_str()), at],
+            )?;
+            insert_history(
+                &tx,
+                &HistoryEntry {
+                    seq: 0,
+                    at,
+                    action: "require".into(),
+                    release: id.as_ref().map(|i| i.to_string()),
+                    before: before.required_min.map(|r| r.to_string()),
+                    after: id.as_ref().map(|i| i.to_string()),
+                    actor,
+                    detail: None,
+                },
+            )?;
+            let after = get_pointer(&tx)?;
+            tx.commit()?;
+            Ok(after)
         })
         .await
     }

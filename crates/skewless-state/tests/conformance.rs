@@ -144,11 +144,95 @@ async fn conformance(store: &dyn StateStore) {
     assert_eq!(history[5].detail.as_deref(), Some("required"));
 }
 
+async fn canary_and_requirements(store: &dyn StateStore) {
+    for r in ["c1", "c2", "c3"] {
+        store
+            .create_release(new_release(r, &[("index.html", 1)]), "t")
+            .await
+            .unwrap();
+    }
+    store.promote(&id("c1"), false, "t", 10).await.unwrap();
+    // Canary rules: a served, non-current release at 1..99 %.
+    assert!(matches!(
+        store.set_canary(Some(&id("c1")), 30, "t", 11).await,
+        Err(StateError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.set_canary(Some(&id("c2")), 100, "t", 11).await,
+        Err(StateError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.set_canary(None, 0, "t", 11).await,
+        Err(StateError::Conflict(_))
+    ));
+    let p = store
+        .set_canary(Some(&id("c2")), 30, "ci", 12)
+        .await
+        .unwrap();
+    assert_eq!(
+        (p.canary.clone(), p.canary_percent, p.current.clone()),
+        (Some(id("c2")), 30, Some(id("c1")))
+    );
+    assert!(matches!(
+        store.retire(&id("c2"), "t", 13).await,
+        Err(StateError::Conflict(_))
+    ));
+    // Promoting the canary ends it; the old current drains from then.
+    let p = store.promote(&id("c2"), false, "t", 14).await.unwrap();
+    assert_eq!((p.canary, p.canary_percent), (None, 0));
+    let c1 = store.release(&id("c1")).await.unwrap();
+    assert_eq!((c1.state, c1.drained_at), (Lifecycle::Draining, Some(14)));
+    assert_eq!(store.release(&id("c2")).await.unwrap().drained_at, None);
+    store
+        .set_canary(Some(&id("c3")), 10, "t", 15)
+        .await
+        .unwrap();
+    let p = store.set_canary(None, 0, "t", 16).await.unwrap();
+    assert_eq!(p.canary, None);
+    // A server-wide minimum, set and cleared.
+    let g = store.pointer().await.unwrap().generation;
+    let p = store
+        .set_required_min(Some(&id("c2")), "t", 17)
+        .await
+        .unwrap();
+    assert_eq!(
+        (p.required_min.clone(), p.generation),
+        (Some(id("c2")), g + 1)
+    );
+    assert!(store
+        .set_required_min(Some(&id("zz")), "t", 18)
+        .await
+        .is_err());
+    assert_eq!(
+        store
+            .set_required_min(None, "t", 18)
+            .await
+            .unwrap()
+            .required_min,
+        None
+    );
+    let history = store.history(100).await.unwrap();
+    let canary = history.iter().find(|h| h.action == "canary").unwrap();
+    assert_eq!(
+        (canary.actor.as_str(), canary.after.as_deref()),
+        ("ci", Some("c2 at 30%"))
+    );
+    assert!(history.iter().any(|h| h.action == "canary-abort"));
+    assert!(history.iter().any(|h| h.action == "require"));
+}
+
 #[tokio::test]
 async fn sqlite_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let store = Sqlite::open(&dir.path().join("state.db")).unwrap();
     conformance(&store).await;
+}
+
+#[tokio::test]
+async fn sqlite_canary_and_requirements() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Sqlite::open(&dir.path().join("state.db")).unwrap();
+    canary_and_requirements(&store).await;
 }
 
 #[tokio::test]

@@ -22,9 +22,11 @@ fn main() {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => cli::serve::run(args).await,
+            Command::Serve(args) => cli::serve::run(*args).await,
             Command::Deploy(args) => cli::deploy::run(args).await,
             Command::Promote(args) => cli::promote::run(args).await,
+            Command::Canary(args) => cli::canary::run(args).await,
+            Command::Require(args) => cli::require::run(args).await,
             Command::Rollback(args) => cli::rollback::run(args).await,
             Command::Releases(args) => cli::releases::run(args).await,
             Command::Status(args) => cli::status::run(args).await,

@@ -1,10 +1,12 @@
 //! The command line: one file per subcommand, each parse → call → print.
 
+pub mod canary;
 pub mod deploy;
 pub mod gc;
 pub mod history;
 pub mod promote;
 pub mod releases;
+pub mod require;
 pub mod retire;
 pub mod rollback;
 pub mod serve;
@@ -27,14 +29,18 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway and admin API.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Upload a build directory as a new release (only the files the server lacks).
     Deploy(deploy::DeployArgs),
-    /// Make a release current.
+    /// Make a release current, or the canary for a share of new sessions.
     Promote(promote::PromoteArgs),
+    /// Manage the canary.
+    Canary(canary::CanaryArgs),
+    /// Make every client run at least a given release (older ones reload now).
+    Require(require::RequireArgs),
     /// Make the previous current release current again.
     Rollback(rollback::RollbackArgs),
-    /// List releases: id, state, age, size, back end.
+    /// List releases: id, state, age, live clients, size, back end.
     Releases(releases::ReleasesArgs),
     /// Show the current release, generation and release counts.
     Status(status::StatusArgs),

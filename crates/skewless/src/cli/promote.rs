@@ -14,6 +14,9 @@ pub struct PromoteArgs {
     /// Promote even if the release's managed back end is not healthy.
     #[arg(long)]
     force: bool,
+    /// Give the release to this share of new sessions only (a canary, sticky by cookie); 100 promotes fully.
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100), default_value_t = 100)]
+    percent: u8,
     #[command(flatten)]
     remote: Remote,
 }

@@ -13,6 +13,16 @@ pub struct ReleasesArgs {
     remote: Remote,
 }
 
+/// The state column; the canary is marked.
+fn state(r: &serde_json::Value) -> String {
+    let s = r["state"].as_str().unwrap_or("").to_owned();
+    if r["canary"].as_bool() == Some(true) {
+        format!("{s} (canary)")
+    } else {
+        s
+    }
+}
+
 /// The back end column: a URL, or a managed command's health.
 fn backend(r: &serde_json::Value) -> String {
     if let Some(url) = r["backend"].as_str() {
@@ -60,14 +70,18 @@ pub async fn run(args: ReleasesArgs) -> anyhow::Result<()> {
         .map(|r| {
             vec![
                 r["id"].as_str().unwrap_or("").to_owned(),
-                r["state"].as_str().unwrap_or("").to_owned(),
+                state(r),
                 age(now, r["created_at"].as_i64().unwrap_or(now)),
+                r["clients"]["total"].as_u64().unwrap_or(0).to_string(),
                 r["files"].to_string(),
                 bytes(r["size"].as_u64().unwrap_or(0)),
                 backend(r),
             ]
         })
         .collect();
-    print_table(&["ID", "STATE", "AGE", "FILES", "SIZE", "BACKEND"], &rows);
+    print_table(
+        &["ID", "STATE", "AGE", "CLIENTS", "FILES", "SIZE", "BACKEND"],
+        &rows,
+    );
     Ok(())
 }

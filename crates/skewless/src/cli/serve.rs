@@ -58,6 +58,27 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish on shutdown [default: 10].
     #[arg(long, env = "SKEWLESS_SHUTDOWN_GRACE_SECS")]
     shutdown_grace_secs: Option<u64>,
+    /// Newest drained releases kept for rollback [default: 5].
+    #[arg(long, env = "SKEWLESS_KEEP_LAST")]
+    keep_last: Option<usize>,
+    /// Seconds a release drains before it may be retired [default: 3600].
+    #[arg(long, env = "SKEWLESS_MIN_DRAIN_SECS")]
+    min_drain_secs: Option<i64>,
+    /// Seconds without clients after which a drained release is retired [default: 900].
+    #[arg(long, env = "SKEWLESS_IDLE_SECS")]
+    idle_secs: Option<i64>,
+    /// Seconds after which a draining release is retired anyway [default: 1209600].
+    #[arg(long, env = "SKEWLESS_MAX_AGE_SECS")]
+    max_age_secs: Option<i64>,
+    /// Milliseconds between reaper runs [default: 30000].
+    #[arg(long, env = "SKEWLESS_REAPER_INTERVAL_MS")]
+    reaper_interval_ms: Option<u64>,
+    /// Seconds between scheduled garbage collections, 0 for never [default: 3600].
+    #[arg(long, env = "SKEWLESS_GC_INTERVAL_SECS")]
+    gc_interval_secs: Option<u64>,
+    /// Seconds a client id counts as live after its last request [default: 300].
+    #[arg(long, env = "SKEWLESS_PRESENCE_WINDOW_SECS")]
+    presence_window_secs: Option<i64>,
     /// Deploy and promote the bundled example app once the server is up.
     #[arg(long)]
     demo: bool,
@@ -90,6 +111,13 @@ impl ServeArgs {
             self.restart_backoff_max_secs
         );
         set!(c.shutdown_grace_secs, self.shutdown_grace_secs);
+        set!(c.retention.keep_last, self.keep_last);
+        set!(c.retention.min_drain_secs, self.min_drain_secs);
+        set!(c.retention.idle_secs, self.idle_secs);
+        set!(c.retention.max_age_secs, self.max_age_secs);
+        set!(c.retention.reaper_interval_ms, self.reaper_interval_ms);
+        set!(c.retention.gc_interval_secs, self.gc_interval_secs);
+        set!(c.retention.presence_window_secs, self.presence_window_secs);
         if self.admin_token.is_some() {
             c.admin_token = self.admin_token.clone();
         }

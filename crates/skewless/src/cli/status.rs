@@ -40,5 +40,14 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
             }
         );
     }
+    if let Some(clients) = s["clients"].as_object() {
+        println!("clients:");
+        for (id, c) in clients {
+            println!(
+                "  {id:<24} {} live ({} streams, {} recent)",
+                c["total"], c["streams"], c["recent"]
+            );
+        }
+    }
     Ok(())
 }

@@ -1,0 +1,170 @@
+//! Prometheus metrics at `/_skewless/metrics`, through the `metrics` crate:
+//! request counters by kind and status, skew saved and missed, promotions,
+//! and, at scrape time, live clients, event streams, back-end health and
+//! releases by state.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use metrics::{counter, gauge};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::gateway::Gateway;
+use crate::supervisor::Health;
+
+/// What a request was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A page load: the shell.
+    Shell,
+    /// A file of a release.
+    Asset,
+    /// A proxied API call.
+    Api,
+    /// `/_skewless/…` (admin API included).
+    System,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Shell => "shell",
+            Kind::Asset => "asset",
+            Kind::Api => "api",
+            Kind::System => "system",
+        }
+    }
+}
+
+/// Installs the process-wide recorder (once) and returns its handle.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Only fails if another recorder is installed, which this crate never does.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        "skewless_requests_total",
+        "Requests answered, by kind and status."
+    );
+    metrics::describe_counter!(
+        "skewless_skew_saved_total",
+        "Requests an older release answered for a client that runs it (asset from an older retained release, API call to a pinned back end)."
+    );
+    metrics::describe_counter!(
+        "skewless_skew_missed_total",
+        "404s on content-hashed paths: a file no retained release has."
+    );
+    metrics::describe_counter!("skewless_promotions_total", "Promotions.");
+    metrics::describe_counter!("skewless_rollbacks_total", "Rollbacks.");
+    metrics::describe_gauge!(
+        "skewless_live_clients",
+        "Live clients per release (open streams plus recent client ids)."
+    );
+    metrics::describe_gauge!("skewless_event_streams", "Open event streams.");
+    metrics::describe_gauge!(
+        "skewless_backend_healthy",
+        "1 when a release's managed back end passes its health check."
+    );
+    metrics::describe_gauge!("skewless_releases", "Releases by lifecycle state.");
+}
+
+fn status_label(code: u16) -> &'static str {
+    match code {
+        200 => "200",
+        206 => "206",
+        101 => "101",
+        304 => "304",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        409 => "409",
+        413 => "413",
+        416 => "416",
+        422 => "422",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        c if c < 200 => "1xx",
+        c if c < 300 => "2xx",
+        c if c < 400 => "3xx",
+        c if c < 500 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Counts one answered request.
+pub fn request(kind: Kind, status: u16) {
+    counter!("skewless_requests_total", "kind" => kind.as_str(), "status" => status_label(status))
+        .increment(1);
+}
+
+/// Counts a request an older release answered for its own client.
+pub fn skew_saved(kind: Kind) {
+    counter!("skewless_skew_saved_total", "kind" => kind.as_str()).increment(1);
+}
+
+/// Counts a miss on a content-hashed path.
+pub fn skew_missed() {
+    counter!("skewless_skew_missed_total").increment(1);
+}
+
+/// Counts a promotion.
+pub fn promotion() {
+    counter!("skewless_promotions_total").increment(1);
+}
+
+/// Counts a rollback.
+pub fn rollback() {
+    counter!("skewless_rollbacks_total").increment(1);
+}
+
+/// `GET /_skewless/metrics`.
+pub async fn endpoint(State(gw): State<Arc<Gateway>>) -> Response {
+    let snap = gw.snapshot.load();
+    let counts = gw.presence.counts(gw.clock.now());
+    let mut by_state = std::collections::HashMap::<&'static str, f64>::new();
+    for v in &snap.ordered {
+        let id = v.record.id.to_string();
+        let live = counts.get(&v.record.id).map_or(0, |c| c.total);
+        gauge!("skewless_live_clients", "release" => id.clone()).set(live as f64);
+        if v.record.backend_cmd.is_some() {
+            let healthy = gw
+                .supervisor
+                .status(&v.record.id)
+                .is_some_and(|s| s.health == Health::Healthy);
+            gauge!("skewless_backend_healthy", "release" => id).set(if healthy {
+                1.0
+            } else {
+                0.0
+            });
+        }
+        *by_state.entry(v.record.state.as_str()).or_default() += 1.0;
+    }
+    for state in ["uploaded", "current", "draining", "retired"] {
+        gauge!("skewless_releases", "state" => state)
+            .set(by_state.get(state).copied().unwrap_or(0.0));
+    }
+    gauge!("skewless_event_streams").set(gw.notices.receiver_count() as f64);
+    let mut resp = gw.metrics.render().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
