@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub connect_timeout_ms: u64,
     /// Seconds to wait for a back end's response headers.
     pub read_timeout_secs: u64,
+    /// Seconds between keep-alive comments on idle event streams; a closed
+    /// tab is noticed at the next one.
+    pub event_keepalive_secs: u64,
     /// Defaults of managed back ends.
     pub backend: BackendDefaults,
     /// When old releases are retired and blobs collected.
@@ -142,6 +145,7 @@ impl Default for ServerConfig {
             default_upstream: None,
             connect_timeout_ms: 2000,
             read_timeout_secs: 30,
+            event_keepalive_secs: 15,
             backend: BackendDefaults::default(),
             retention: Retention::default(),
             tokens: Vec::new(),

@@ -86,11 +86,12 @@ pub async fn events(State(gw): State<Arc<Gateway>>, Query(q): Query<EventsQuery>
             gw.presence
                 .open_stream(&id, q.client.as_deref(), gw.clock.clone())
         });
+    let keepalive = gw.config.event_keepalive_secs.max(1);
     let stream = notice_stream(gw, release, rx, shutdown, first, presence);
     let mut resp = Sse::new(stream)
         .keep_alive(
             KeepAlive::new()
-                .interval(Duration::from_secs(15))
+                .interval(Duration::from_secs(keepalive))
                 .text("ping"),
         )
         .into_response();

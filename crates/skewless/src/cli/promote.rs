@@ -25,8 +25,17 @@ pub async fn run(args: PromoteArgs) -> anyhow::Result<()> {
     let p = args
         .remote
         .client()?
-        .promote(&args.id, args.required, args.force)
+        .promote_to(&args.id, args.percent, args.required, args.force)
         .await?;
+    if args.percent < 100 {
+        println!(
+            "{} is the canary for {}% of new sessions ({} stays current)",
+            args.id,
+            args.percent,
+            p["current"].as_str().unwrap_or("?")
+        );
+        return Ok(());
+    }
     println!(
         "{} is current (generation {}){}",
         args.id,

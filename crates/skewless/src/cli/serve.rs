@@ -43,6 +43,9 @@ pub struct ServeArgs {
     /// Seconds to wait for a back end's response headers [default: 30].
     #[arg(long, env = "SKEWLESS_READ_TIMEOUT_SECS")]
     read_timeout_secs: Option<u64>,
+    /// Seconds between keep-alive comments on idle event streams [default: 15].
+    #[arg(long, env = "SKEWLESS_EVENT_KEEPALIVE_SECS")]
+    event_keepalive_secs: Option<u64>,
     /// Default health-check path of managed back ends [default: /healthz].
     #[arg(long, env = "SKEWLESS_HEALTH_PATH")]
     health_path: Option<String>,
@@ -103,6 +106,7 @@ impl ServeArgs {
         set!(c.max_upload_bytes, self.max_upload);
         set!(c.connect_timeout_ms, self.connect_timeout_ms);
         set!(c.read_timeout_secs, self.read_timeout_secs);
+        set!(c.event_keepalive_secs, self.event_keepalive_secs);
         set!(c.backend.health_path, self.health_path);
         set!(c.backend.health_timeout_secs, self.health_timeout_secs);
         set!(c.backend.stop_grace_secs, self.stop_grace_secs);
