@@ -253,7 +253,10 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 fn bodies_stream_both_ways_and_disconnects_leak_nothing() {
     let b1 = Backend::start(1, "b1");
-    let s = Server::start();
+    let s = Server::start_with(
+        tempfile::tempdir().unwrap(),
+        &["--max-proxy-body-bytes", "1073741824"],
+    );
     s.ok(&[
         "deploy",
         example("v1").to_str().unwrap(),
@@ -327,6 +330,60 @@ fn bodies_stream_both_ways_and_disconnects_leak_nothing() {
     }
     assert_eq!(s.get("/api/items").send().unwrap().status(), 200);
     assert_eq!(s.get("/_skewless/version").send().unwrap().status(), 200);
+}
+
+#[test]
+fn proxied_bodies_past_the_limit_are_refused() {
+    let b1 = Backend::start(1, "b1");
+    let s = Server::start_with(
+        tempfile::tempdir().unwrap(),
+        &["--max-proxy-body-bytes", "100000"],
+    );
+    s.ok(&[
+        "deploy",
+        example("v1").to_str().unwrap(),
+        "--release",
+        "v1",
+        "--backend",
+        &b1.url,
+        "--promote",
+    ]);
+    // Declared too large: refused before the back end sees it.
+    let r = s
+        .http
+        .post(format!("{}/api/echo", s.url))
+        .body(vec![b'x'; 200_000])
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(json(r)["error"].as_str().unwrap().contains("proxy limit"));
+    // Chunked, no length: cut off at the limit with a 413 (read over a raw
+    // socket: the server answers before the client has sent everything).
+    let addr = s.url.trim_start_matches("http://");
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        c,
+        "POST /api/echo HTTP/1.1\r\nHost: {addr}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .unwrap();
+    for _ in 0..20 {
+        if write!(c, "2710\r\n{}\r\n", "y".repeat(10_000)).is_err() {
+            break;
+        }
+    }
+    let _ = write!(c, "0\r\n\r\n");
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("proxy limit"), "{answer}");
+    // Within the limit: fine.
+    let r = s
+        .http
+        .post(format!("{}/api/echo", s.url))
+        .body(vec![b'x'; 50_000])
+        .send()
+        .unwrap();
+    assert_eq!(json(r)["bytes"], 50_000);
 }
 
 #[test]

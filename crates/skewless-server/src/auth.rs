@@ -78,6 +78,13 @@ pub fn token_matches(given: &str, expected: &str) -> bool {
     a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
+/// Whether a client at `peer` may use the admin API: tokens travel in clear
+/// over plain HTTP, so only loopback clients unless the operator says a TLS
+/// proxy is in front.
+pub fn admin_reachable(peer: Option<std::net::IpAddr>, allow_remote: bool) -> bool {
+    allow_remote || peer.is_some_and(|ip| ip.is_loopback() || ip.to_canonical().is_loopback())
+}
+
 /// Who made an admin call: the name of its token.
 #[derive(Debug, Clone)]
 pub struct Actor {
@@ -103,6 +110,16 @@ pub async fn require_admin(
     mut req: Request,
     next: Next,
 ) -> Response {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if !admin_reachable(peer, gw.config.admin_allow_remote) {
+        return ServerError::Forbidden(
+            "the admin API answers loopback clients only; put a TLS-terminating proxy in front and set admin_allow_remote = true".into(),
+        )
+        .into_response();
+    }
     let given = req
         .headers()
         .get(axum::http::header::AUTHORIZATION)
@@ -143,6 +160,20 @@ pub async fn require_admin(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_is_loopback_only_by_default() {
+        let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let lo6: std::net::IpAddr = "::1".parse().unwrap();
+        let mapped: std::net::IpAddr = "::ffff:127.0.0.1".parse().unwrap();
+        let remote: std::net::IpAddr = "203.0.113.9".parse().unwrap();
+        assert!(admin_reachable(Some(lo), false));
+        assert!(admin_reachable(Some(lo6), false));
+        assert!(admin_reachable(Some(mapped), false));
+        assert!(!admin_reachable(Some(remote), false));
+        assert!(!admin_reachable(None, false));
+        assert!(admin_reachable(Some(remote), true));
+    }
 
     #[test]
     fn compares_tokens() {

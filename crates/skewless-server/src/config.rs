@@ -37,6 +37,18 @@ pub struct ServerConfig {
     /// Seconds between keep-alive comments on idle event streams; a closed
     /// tab is noticed at the next one.
     pub event_keepalive_secs: u64,
+    /// Seconds a client has to send a request's headers; also how long an
+    /// idle keep-alive connection is kept.
+    pub header_read_timeout_secs: u64,
+    /// Largest request body proxied to a back end, in bytes.
+    pub max_proxy_body_bytes: u64,
+    /// Most event streams open at once.
+    pub max_event_streams: usize,
+    /// Most event streams open at once from one client address.
+    pub max_event_streams_per_ip: usize,
+    /// Whether the admin API answers clients that are not on loopback. Only
+    /// turn on behind a TLS-terminating proxy.
+    pub admin_allow_remote: bool,
     /// Defaults of managed back ends.
     pub backend: BackendDefaults,
     /// When old releases are retired and blobs collected.
@@ -146,6 +158,11 @@ impl Default for ServerConfig {
             connect_timeout_ms: 2000,
             read_timeout_secs: 30,
             event_keepalive_secs: 15,
+            header_read_timeout_secs: 20,
+            max_proxy_body_bytes: 100 * 1024 * 1024,
+            max_event_streams: 19_000,
+            max_event_streams_per_ip: 1000,
+            admin_allow_remote: false,
             backend: BackendDefaults::default(),
             retention: Retention::default(),
             tokens: Vec::new(),

@@ -5,7 +5,11 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream};
@@ -13,6 +17,7 @@ use serde::Deserialize;
 use skewless_core::ReleaseId;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::error::json_error;
 use crate::gateway::Gateway;
 use crate::presence::StreamGuard;
 use crate::snapshot::Snapshot;
@@ -53,6 +58,55 @@ pub fn state_json(snap: &Snapshot, release: Option<&str>) -> String {
     .to_string()
 }
 
+/// Counts open event streams, in total and per client address, so one
+/// client cannot take every file descriptor.
+#[derive(Debug, Default)]
+pub struct StreamSlots {
+    total: std::sync::atomic::AtomicUsize,
+    per_ip: std::sync::Mutex<std::collections::HashMap<IpAddr, usize>>,
+}
+
+/// One taken slot; dropping it frees the slot.
+pub struct Slot {
+    gw: Arc<Gateway>,
+    ip: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let slots = &self.gw.stream_slots;
+        slots.total.fetch_sub(1, Ordering::Relaxed);
+        let mut per_ip = slots.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+fn take_slot(gw: &Arc<Gateway>, ip: IpAddr) -> Result<Slot, Response> {
+    let slots = &gw.stream_slots;
+    let mut per_ip = slots.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+    let mine = per_ip.entry(ip).or_default();
+    if *mine >= gw.config.max_event_streams_per_ip {
+        return Err(json_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many event streams from this address",
+        ));
+    }
+    if slots.total.load(Ordering::Relaxed) >= gw.config.max_event_streams {
+        return Err(json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server holds as many event streams as it may; poll /_skewless/version instead",
+        ));
+    }
+    *mine += 1;
+    slots.total.fetch_add(1, Ordering::Relaxed);
+    Ok(Slot { gw: gw.clone(), ip })
+}
+
 /// Query of `/_skewless/events`.
 #[derive(Debug, Deserialize)]
 pub struct EventsQuery {
@@ -74,7 +128,15 @@ fn event_for(gw: &Gateway, release: Option<&str>) -> Event {
 }
 
 /// `GET /_skewless/events?release=<id>`.
-pub async fn events(State(gw): State<Arc<Gateway>>, Query(q): Query<EventsQuery>) -> Response {
+pub async fn events(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<EventsQuery>,
+) -> Response {
+    let slot = match take_slot(&gw, peer.ip()) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
     let release = q.release.filter(|r| skewless_core::id::is_valid(r));
     let rx = gw.notices.subscribe();
     let shutdown = gw.shutdown.clone();
@@ -87,7 +149,7 @@ pub async fn events(State(gw): State<Arc<Gateway>>, Query(q): Query<EventsQuery>
                 .open_stream(&id, q.client.as_deref(), gw.clock.clone())
         });
     let keepalive = gw.config.event_keepalive_secs.max(1);
-    let stream = notice_stream(gw, release, rx, shutdown, first, presence);
+    let stream = notice_stream(gw, release, rx, shutdown, first, (presence, slot));
     let mut resp = Sse::new(stream)
         .keep_alive(
             KeepAlive::new()
@@ -113,8 +175,8 @@ struct StreamState {
     shutdown: tokio::sync::watch::Receiver<bool>,
     first: Option<Event>,
     done: bool,
-    /// Counts this stream as a live client until it ends.
-    _presence: Option<StreamGuard>,
+    /// Counts this stream as a live client and holds its slot until it ends.
+    _held: (Option<StreamGuard>, Slot),
 }
 
 fn notice_stream(
@@ -123,7 +185,7 @@ fn notice_stream(
     rx: tokio::sync::broadcast::Receiver<Arc<Notice>>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     first: Event,
-    presence: Option<StreamGuard>,
+    held: (Option<StreamGuard>, Slot),
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let st = StreamState {
         gw,
@@ -132,7 +194,7 @@ fn notice_stream(
         shutdown,
         first: Some(first),
         done: false,
-        _presence: presence,
+        _held: held,
     };
     stream::unfold(st, |mut st| async move {
         if st.done {

@@ -70,6 +70,8 @@ pub struct Gateway {
     pub supervisor: Supervisor,
     /// Where API calls go when no release has a back end.
     pub default_upstream: Option<Arc<Upstream>>,
+    /// Open event streams, in total and per client address.
+    pub stream_slots: crate::events::StreamSlots,
     /// Configuration.
     pub config: ServerConfig,
 }
@@ -143,6 +145,7 @@ impl Gateway {
             ),
             supervisor: Supervisor::new(config.backend.clone()),
             default_upstream,
+            stream_slots: Default::default(),
             config,
         };
         gw.refresh().await?;
@@ -476,6 +479,20 @@ async fn resolve_request(State(gw): State<Arc<Gateway>>, req: Request) -> Respon
 
 /// Resolution rule 3: API calls go to the back end of the client's release.
 async fn proxy_api(gw: Arc<Gateway>, req: Request) -> Response {
+    let limit = gw.config.max_proxy_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request body is larger than the proxy limit of {limit} bytes"),
+        );
+    }
+    let req =
+        req.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, limit as usize)));
     let headers = req.headers();
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let pin = pin::pin_from(text(pin::HEADER), text("cookie"));
@@ -543,27 +560,25 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let gw = Gateway::open(config, stop_rx).await?;
     let reaper = tokio::spawn(crate::reaper::run(gw.clone()));
-    let app = router(gw.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = router(gw.clone());
     println!("skewless listening on http://{addr}");
     tracing::info!(%addr, data = %gw.config.data.display(), "gateway started");
-    let mut stopped = stop_tx.subscribe();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let stop = async move {
         shutdown_signal().await;
         tracing::info!("shutting down: draining in-flight requests");
+        // Ends event streams (with a reconnect hint) so they do not hold
+        // the shutdown for the whole grace period.
         let _ = stop_tx.send(true);
-    });
-    let server = tokio::spawn(async move { server.await });
-    // After the signal, give in-flight requests the grace period, no more.
-    let _ = stopped.wait_for(|s| *s).await;
-    let result = match tokio::time::timeout(grace, server).await {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(ServerError::Startup(format!("server failed: {e}"))),
-        Ok(Err(e)) => Err(ServerError::Startup(format!("server task failed: {e}"))),
-        Err(_) => {
-            tracing::warn!("grace period over; closing remaining connections");
-            Ok(())
-        }
     };
+    crate::listener::serve(
+        listener,
+        app,
+        Duration::from_secs(gw.config.header_read_timeout_secs.max(1)),
+        stop,
+        grace,
+    )
+    .await;
+    let result = Ok(());
     reaper.abort();
     gw.supervisor.stop_all().await;
     result

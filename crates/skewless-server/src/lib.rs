@@ -10,6 +10,7 @@ mod config;
 mod error;
 mod events;
 mod gateway;
+mod listener;
 mod metrics;
 mod presence;
 mod proxy;

@@ -194,6 +194,12 @@ impl Proxy {
                 )
             }
             Ok(Err(e)) => {
+                if too_large(&e) {
+                    return json_error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "request body is larger than the proxy limit",
+                    );
+                }
                 let cause = std::error::Error::source(&e)
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| e.to_string());
@@ -236,6 +242,18 @@ impl Proxy {
         stamp(&mut parts.headers, served_by);
         Response::from_parts(parts, Body::new(body))
     }
+}
+
+/// Whether a failed forward was the body outgrowing the proxy limit.
+fn too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
 }
 
 fn stamp(headers: &mut HeaderMap, served_by: &str) {

@@ -46,6 +46,21 @@ pub struct ServeArgs {
     /// Seconds between keep-alive comments on idle event streams [default: 15].
     #[arg(long, env = "SKEWLESS_EVENT_KEEPALIVE_SECS")]
     event_keepalive_secs: Option<u64>,
+    /// Seconds a client has to send request headers; also the idle keep-alive timeout [default: 20].
+    #[arg(long, env = "SKEWLESS_HEADER_READ_TIMEOUT_SECS")]
+    header_read_timeout_secs: Option<u64>,
+    /// Largest request body proxied to a back end, in bytes [default: 104857600].
+    #[arg(long, env = "SKEWLESS_MAX_PROXY_BODY_BYTES")]
+    max_proxy_body_bytes: Option<u64>,
+    /// Most event streams open at once [default: 19000].
+    #[arg(long, env = "SKEWLESS_MAX_EVENT_STREAMS")]
+    max_event_streams: Option<usize>,
+    /// Most event streams open at once from one client address [default: 1000].
+    #[arg(long, env = "SKEWLESS_MAX_EVENT_STREAMS_PER_IP")]
+    max_event_streams_per_ip: Option<usize>,
+    /// Let the admin API answer clients not on loopback (only behind TLS) [default: false].
+    #[arg(long, env = "SKEWLESS_ADMIN_ALLOW_REMOTE")]
+    admin_allow_remote: Option<bool>,
     /// Default health-check path of managed back ends [default: /healthz].
     #[arg(long, env = "SKEWLESS_HEALTH_PATH")]
     health_path: Option<String>,
@@ -107,6 +122,11 @@ impl ServeArgs {
         set!(c.connect_timeout_ms, self.connect_timeout_ms);
         set!(c.read_timeout_secs, self.read_timeout_secs);
         set!(c.event_keepalive_secs, self.event_keepalive_secs);
+        set!(c.header_read_timeout_secs, self.header_read_timeout_secs);
+        set!(c.max_proxy_body_bytes, self.max_proxy_body_bytes);
+        set!(c.max_event_streams, self.max_event_streams);
+        set!(c.max_event_streams_per_ip, self.max_event_streams_per_ip);
+        set!(c.admin_allow_remote, self.admin_allow_remote);
         set!(c.backend.health_path, self.health_path);
         set!(c.backend.health_timeout_secs, self.health_timeout_secs);
         set!(c.backend.stop_grace_secs, self.stop_grace_secs);
