@@ -28,6 +28,12 @@ pub enum ServerError {
     /// Well-formed but refused by a rule.
     #[error("{0}")]
     Unprocessable(String),
+    /// One client holds too much.
+    #[error("{0}")]
+    TooMany(String),
+    /// The server is at a limit.
+    #[error("{0}")]
+    Unavailable(String),
     /// The body is too large.
     #[error("{0}")]
     TooLarge(String),
@@ -56,6 +62,8 @@ impl ServerError {
             ServerError::Conflict(_) => StatusCode::CONFLICT,
             ServerError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ServerError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ServerError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
+            ServerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ServerError::Core(CoreError::Transition { .. }) => StatusCode::CONFLICT,
             ServerError::Core(_) => StatusCode::BAD_REQUEST,
             ServerError::State(e) => match e {

@@ -9,7 +9,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::stream::{self, Stream};
@@ -17,10 +16,10 @@ use serde::Deserialize;
 use skewless_core::ReleaseId;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::error::json_error;
 use crate::gateway::Gateway;
 use crate::presence::StreamGuard;
 use crate::snapshot::Snapshot;
+use crate::ServerError;
 
 /// What every stream is told after a change of the current pointer.
 #[derive(Debug, Clone)]
@@ -86,20 +85,19 @@ impl Drop for Slot {
     }
 }
 
-fn take_slot(gw: &Arc<Gateway>, ip: IpAddr) -> Result<Slot, Response> {
+fn take_slot(gw: &Arc<Gateway>, ip: IpAddr) -> Result<Slot, ServerError> {
     let slots = &gw.stream_slots;
     let mut per_ip = slots.per_ip.lock().unwrap_or_else(|e| e.into_inner());
     let mine = per_ip.entry(ip).or_default();
     if *mine >= gw.config.max_event_streams_per_ip {
-        return Err(json_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many event streams from this address",
+        return Err(ServerError::TooMany(
+            "too many event streams from this address".into(),
         ));
     }
     if slots.total.load(Ordering::Relaxed) >= gw.config.max_event_streams {
-        return Err(json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the server holds as many event streams as it may; poll /_skewless/version instead",
+        return Err(ServerError::Unavailable(
+            "the server holds as many event streams as it may; poll /_skewless/version instead"
+                .into(),
         ));
     }
     *mine += 1;
@@ -135,7 +133,7 @@ pub async fn events(
 ) -> Response {
     let slot = match take_slot(&gw, peer.ip()) {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     let release = q.release.filter(|r| skewless_core::id::is_valid(r));
     let rx = gw.notices.subscribe();
