@@ -152,3 +152,208 @@ fn kill_9_during_deploy_leaves_no_partial_release() {
         assert_serves(&s, app.path(), a, Some("f0.bin"));
     }
 }
+
+/// One admin operation of the loop, as the killer's victim.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Deploy,
+    Promote,
+    Retire,
+    Gc,
+}
+
+/// What the test knows was acknowledged.
+#[derive(Default)]
+struct Acked {
+    /// Release id → the app directory it was deployed from.
+    releases: Vec<(String, std::path::PathBuf)>,
+    current: Option<String>,
+    retired: Vec<String>,
+}
+
+impl Acked {
+    fn record(&mut self, op: Op, args: &[String], out: &std::process::Output) {
+        if !out.status.success() {
+            return;
+        }
+        match op {
+            Op::Deploy => {
+                let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+                let id = report["id"].as_str().unwrap().to_owned();
+                self.releases.push((id, args[1].clone().into()));
+            }
+            Op::Promote => self.current = Some(args[1].clone()),
+            Op::Retire => self.retired.push(args[1].clone()),
+            Op::Gc => {}
+        }
+    }
+
+    fn live(&self) -> impl Iterator<Item = &String> {
+        self.releases
+            .iter()
+            .map(|(r, _)| r)
+            .filter(|r| !self.retired.contains(r))
+    }
+}
+
+#[test]
+fn fifty_kills_at_random_points_lose_nothing_acknowledged() {
+    let mut s = Server::start();
+    let apps: Vec<tempfile::TempDir> = (0..4)
+        .map(|i| {
+            let d = tempfile::tempdir().unwrap();
+            generate_app(d.path(), 40, 8 * 1024, 1000 * i as u64);
+            d
+        })
+        .collect();
+    let mut acked = Acked::default();
+    let mut rng: u64 = 0x5eed_1234_abcd_0001;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut n = 0;
+    let mut kills_by_op: std::collections::HashMap<String, usize> = Default::default();
+    for kill in 0..50 {
+        // Acknowledge a random number of operations, then kill the server
+        // while the next one is in flight.
+        let ops_before_kill = (next() % 3) as usize;
+        let mut done = 0;
+        let mut in_flight_promote = None;
+        loop {
+            let op = match next() % 4 {
+                0 => Op::Deploy,
+                1 => Op::Promote,
+                2 => Op::Retire,
+                _ => Op::Gc,
+            };
+            let args: Vec<String> = match op {
+                Op::Deploy => {
+                    n += 1;
+                    let app = &apps[(next() % apps.len() as u64) as usize];
+                    vec![
+                        "deploy".into(),
+                        app.path().to_str().unwrap().into(),
+                        "--release".into(),
+                        format!("k{n}"),
+                        "--json".into(),
+                    ]
+                }
+                Op::Promote => match acked.live().last() {
+                    Some(r) => vec!["promote".into(), r.clone()],
+                    None => continue,
+                },
+                Op::Retire => match acked.live().find(|r| Some(*r) != acked.current.as_ref()) {
+                    Some(r) => vec!["retire".into(), r.clone()],
+                    None => continue,
+                },
+                Op::Gc => vec!["gc".into()],
+            };
+            let child = Command::new(support::bin())
+                .args(&args)
+                .args(["--server", &s.url, "--token", TOKEN])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            if done < ops_before_kill {
+                let out = child.wait_with_output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "{args:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                acked.record(op, &args, &out);
+                done += 1;
+                continue;
+            }
+            // A deploy is killed after a random number of its blobs landed;
+            // the others as soon as they are sent.
+            if let Op::Deploy = op {
+                let before = stored_blobs(s.data.path());
+                let want = (next() % 40) as usize;
+                let id = child.id();
+                wait_for("the deploy to get going", Duration::from_secs(30), || {
+                    stored_blobs(s.data.path()) >= before + want
+                        || std::fs::read_to_string(format!("/proc/{id}/stat"))
+                            .map_or(true, |st| st.contains(") Z "))
+                });
+            }
+            if let Op::Promote = op {
+                in_flight_promote = Some(args[1].clone());
+            }
+            *kills_by_op.entry(format!("{op:?}")).or_default() += 1;
+            s.kill9();
+            let out = child.wait_with_output().unwrap();
+            acked.record(op, &args, &out);
+            break;
+        }
+        s.crash_and_restart();
+        // Every acknowledged promotion is in force (or the one in flight).
+        let current = s.current();
+        if current != acked.current {
+            assert_eq!(
+                current, in_flight_promote,
+                "kill {kill}: current {current:?}, acknowledged {:?}",
+                acked.current
+            );
+            acked.current = current;
+        }
+        // Every visible, unretired release is whole; acknowledged ones are all there.
+        let list: serde_json::Value = serde_json::from_str(&s.ok(&["releases", "--json"])).unwrap();
+        let list = list.as_array().unwrap();
+        for (a, _) in &acked.releases {
+            assert!(
+                list.iter().any(|r| r["id"] == a.as_str()),
+                "kill {kill}: acknowledged release {a} lost"
+            );
+        }
+        for r in list {
+            let id = r["id"].as_str().unwrap().to_owned();
+            if matches!(r["state"].as_str(), Some("retired" | "collected")) {
+                if !acked.retired.contains(&id) {
+                    acked.retired.push(id);
+                }
+                continue;
+            }
+            let app = match acked.releases.iter().find(|(a, _)| *a == id) {
+                Some((_, app)) => app.clone(),
+                None => {
+                    // Registered, but the acknowledgement died with the server.
+                    let probe = s
+                        .get(&format!("/_r/{id}/assets/f1.bin"))
+                        .send()
+                        .unwrap()
+                        .bytes()
+                        .unwrap();
+                    let app = apps
+                        .iter()
+                        .find(|a| probe == std::fs::read(a.path().join("assets/f1.bin")).unwrap())
+                        .unwrap_or_else(|| {
+                            panic!("kill {kill}: release {id} is visible but incomplete")
+                        });
+                    acked.releases.push((id.clone(), app.path().to_path_buf()));
+                    app.path().to_path_buf()
+                }
+            };
+            assert_serves(&s, &app, &id, None);
+        }
+        let fsck = s.cli(&["fsck", "--json"]);
+        let report: serde_json::Value = serde_json::from_slice(&fsck.stdout).unwrap();
+        let problems: Vec<&serde_json::Value> = report["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| !matches!(p["kind"].as_str(), Some("orphan-blob" | "leftover-upload")))
+            .collect();
+        assert!(problems.is_empty(), "kill {kill}: {problems:?}");
+    }
+    eprintln!(
+        "50 kills ({kills_by_op:?}): {} releases acknowledged, {} retired, current {:?}",
+        acked.releases.len(),
+        acked.retired.len(),
+        acked.current
+    );
+}

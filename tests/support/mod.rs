@@ -201,8 +201,15 @@ impl Drop for Server {
 }
 
 fn spawn(data: &Path, extra: &[&str]) -> (Child, String) {
+    let listen: &[&str] = if extra.contains(&"--listen") {
+        &[]
+    } else {
+        &["--listen", "127.0.0.1:0"]
+    };
     let mut child = Command::new(bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg("serve")
+        .args(listen)
+        .arg("--data")
         .arg(data)
         .args(extra)
         .env("SKEWLESS_LOG", "warn")

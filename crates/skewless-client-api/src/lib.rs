@@ -157,6 +157,19 @@ impl Client {
         .await
     }
 
+    /// Checks store and state against each other; `repair` mends what it can.
+    pub async fn fsck(&self, repair: bool) -> Result<Value, ClientError> {
+        if repair {
+            self.send(
+                self.request(Method::POST, "/fsck")
+                    .json(&json!({ "repair": true })),
+            )
+            .await
+        } else {
+            self.send(self.request(Method::GET, "/fsck")).await
+        }
+    }
+
     /// Current, generation and release counts.
     pub async fn status(&self) -> Result<Value, ClientError> {
         self.send(self.request(Method::GET, "/status")).await

@@ -46,6 +46,7 @@ pub fn routes(gw: Arc<Gateway>) -> axum::Router<Arc<Gateway>> {
         .route("/canary/abort", post(abort_canary))
         .route("/required", post(set_required))
         .route("/gc", post(gc))
+        .route("/fsck", get(fsck_check).post(fsck))
         .route("/status", get(status))
         .route("/history", get(history))
         .fallback(|| async { ServerError::NotFound("no such admin endpoint".into()) })
@@ -491,6 +492,49 @@ async fn gc(
         "blobs": r.blobs.iter().map(|b| json!({"hash": b.hash, "bytes": b.bytes})).collect::<Vec<_>>(),
         "bytes": r.bytes,
     })))
+}
+
+/// Body of `POST /fsck`.
+#[derive(Debug, Default, Deserialize)]
+struct FsckRequest {
+    #[serde(default)]
+    repair: bool,
+}
+
+async fn fsck_check(State(gw): State<Arc<Gateway>>) -> ApiResult<Json<crate::fsck::Report>> {
+    Ok(Json(gw.fsck(false).await?))
+}
+
+async fn fsck(
+    State(gw): State<Arc<Gateway>>,
+    Extension(actor): Extension<Actor>,
+    body: Option<Json<FsckRequest>>,
+) -> ApiResult<Json<crate::fsck::Report>> {
+    let req = body.map(|Json(b)| b).unwrap_or_default();
+    let report = gw.fsck(req.repair).await?;
+    if req.repair {
+        let repaired = report
+            .problems
+            .iter()
+            .filter(|p| p.repaired.is_some())
+            .count();
+        gw.state
+            .record(HistoryEntry {
+                seq: 0,
+                at: gw.clock.now(),
+                action: "fsck-repair".into(),
+                release: None,
+                before: None,
+                after: None,
+                actor: actor.name.to_string(),
+                detail: Some(format!(
+                    "{} problems, {repaired} repaired",
+                    report.problems.len()
+                )),
+            })
+            .await?;
+    }
+    Ok(Json(report))
 }
 
 async fn status(State(gw): State<Arc<Gateway>>) -> ApiResult<Json<serde_json::Value>> {

@@ -9,6 +9,7 @@ mod clock;
 mod config;
 mod error;
 mod events;
+mod fsck;
 mod gateway;
 mod listener;
 mod metrics;

@@ -23,6 +23,8 @@ pub fn routes() -> Router<Arc<Gateway>> {
         .route("/_skewless/events", get(events))
         .route("/_skewless/diff", get(diff))
         .route("/_skewless/metrics", get(crate::metrics::endpoint))
+        .route("/_skewless/dashboard", get(dashboard))
+        .route("/_skewless/dashboard/{file}", get(dashboard))
         .route("/_skewless/{module}", get(client_module))
 }
 
@@ -141,5 +143,37 @@ async fn client_module(
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/javascript; charset=utf-8")
         .body(Body::from(m.body.clone()))
+        .unwrap_or_default()
+}
+
+/// The Content-Security-Policy of every page the server itself produces: its
+/// own scripts, styles and API only; no inline code, no framing.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// `GET /_skewless/dashboard` and its script and stylesheet.
+async fn dashboard(file: Option<Path<String>>) -> Response {
+    let (body, content_type) = match file.as_ref().map(|p| p.0.as_str()) {
+        None => (
+            include_str!("../dashboard/index.html"),
+            "text/html; charset=utf-8",
+        ),
+        Some("app.js") => (
+            include_str!("../dashboard/app.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        Some("style.css") => (
+            include_str!("../dashboard/style.css"),
+            "text/css; charset=utf-8",
+        ),
+        Some(_) => return json_error(StatusCode::NOT_FOUND, "no such dashboard file"),
+    };
+    Response::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header(header::CONTENT_SECURITY_POLICY, CSP)
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::X_FRAME_OPTIONS, "DENY")
+        .header(header::REFERRER_POLICY, "no-referrer")
+        .body(Body::from(body))
         .unwrap_or_default()
 }

@@ -101,6 +101,18 @@ pub trait BlobStore: Send + Sync + 'static {
         range: Option<(u64, u64)>,
     ) -> Result<Bytes, StoreError>;
 
+    /// Size of a stored variant, `None` if it is not stored.
+    async fn stat(&self, hash: &BlobHash, variant: Variant) -> Result<Option<u64>, StoreError>;
+
+    /// Whether the stored bytes still hash to `hash`.
+    async fn verify(&self, hash: &BlobHash) -> Result<bool, StoreError>;
+
+    /// Deletes the compressed variants only, so they can be made again.
+    async fn delete_variants(&self, hash: &BlobHash) -> Result<(), StoreError>;
+
+    /// Files a crash left half-written.
+    async fn leftovers(&self) -> Result<usize, StoreError>;
+
     /// Deletes a blob and its variants; returns the bytes freed.
     async fn delete(&self, hash: &BlobHash) -> Result<u64, StoreError>;
 

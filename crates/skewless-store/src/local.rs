@@ -221,6 +221,43 @@ impl BlobStore for LocalDir {
         }
     }
 
+    async fn stat(&self, hash: &BlobHash, variant: Variant) -> Result<Option<u64>, StoreError> {
+        Ok(tokio::fs::metadata(self.path(hash, suffix(variant)))
+            .await
+            .ok()
+            .map(|m| m.len()))
+    }
+
+    async fn verify(&self, hash: &BlobHash) -> Result<bool, StoreError> {
+        let path = self.path(hash, "");
+        let want = hash.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut f = std::fs::File::open(&path).map_err(|e| StoreError::io(&path, e))?;
+            let mut h = blake3::Hasher::new();
+            std::io::copy(&mut f, &mut h).map_err(|e| StoreError::io(&path, e))?;
+            Ok(BlobHash::from_bytes(h.finalize().as_bytes()) == want)
+        })
+        .await
+        .map_err(|e| StoreError::Interrupted(e.to_string()))?
+    }
+
+    async fn delete_variants(&self, hash: &BlobHash) -> Result<(), StoreError> {
+        for s in [".br", ".gz", ".raw"] {
+            let p = self.path(hash, s);
+            match tokio::fs::remove_file(&p).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StoreError::io(&p, e)),
+            }
+        }
+        Ok(())
+    }
+
+    async fn leftovers(&self) -> Result<usize, StoreError> {
+        let tmp = self.root.join("tmp");
+        Ok(std::fs::read_dir(&tmp).map_or(0, |d| d.count()))
+    }
+
     async fn delete(&self, hash: &BlobHash) -> Result<u64, StoreError> {
         let mut freed = 0;
         for s in [".br", ".gz", ".raw", ""] {

@@ -51,6 +51,8 @@ async fn main() {
         .route("/api/echo", post(echo))
         .route("/api/download", get(download))
         .route("/api/hang", get(hang))
+        .route("/api/slow", get(slow))
+        .route("/api/stats", get(stats))
         .route("/api/ws", get(ws))
         .with_state(app.clone());
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -142,6 +144,28 @@ async fn download(Query(q): Query<DownloadQuery>) -> Response {
         Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b'x'; len]))
     });
     Body::from_stream(stream).into_response()
+}
+
+/// Requests being answered by `/api/slow` right now.
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+#[derive(serde::Deserialize)]
+struct SlowQuery {
+    ms: u64,
+}
+
+/// Answers after `ms` milliseconds.
+async fn slow(State(app): State<App>, Query(q): Query<SlowQuery>) -> Response {
+    use std::sync::atomic::Ordering;
+    IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(std::time::Duration::from_millis(q.ms)).await;
+    IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+    tagged(&app, json!({ "slept_ms": q.ms }))
+}
+
+async fn stats() -> Response {
+    let n = IN_FLIGHT.load(std::sync::atomic::Ordering::SeqCst);
+    Json(json!({ "in_flight": n })).into_response()
 }
 
 /// Accepts the request and never answers.

@@ -2,6 +2,7 @@
 
 pub mod canary;
 pub mod deploy;
+pub mod fsck;
 pub mod gc;
 pub mod history;
 pub mod promote;
@@ -48,6 +49,8 @@ pub enum Command {
     Retire(retire::RetireArgs),
     /// Collect retired releases and delete blobs no release needs.
     Gc(gc::GcArgs),
+    /// Check the blob store and state against each other (and --repair).
+    Fsck(fsck::FsckArgs),
     /// Show the history of admin actions.
     History(history::HistoryArgs),
 }
