@@ -70,7 +70,7 @@ fn deploys_under_load_break_no_client() {
     let mut dirs: Vec<tempfile::TempDir> = Vec::new();
     let deploy = |n: usize, dirs: &mut Vec<tempfile::TempDir>| {
         let (dir, files) = make_release(n);
-        let (url, name) = if n % 2 == 0 {
+        let (url, name) = if n.is_multiple_of(2) {
             (&b1.url, "b1")
         } else {
             (&b2.url, "b2")
@@ -238,7 +238,7 @@ fn deploys_under_load_break_no_client() {
     let mut rollbacks = 0;
     while started.elapsed() < RUN {
         let cycle_start = Instant::now();
-        if n % 4 == 0 {
+        if n.is_multiple_of(4) {
             if s.cli(&["rollback"]).status.success() {
                 rollbacks += 1;
             }
