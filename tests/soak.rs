@@ -234,7 +234,7 @@ fn deploys_under_load_break_no_client() {
 
     // The deployer: a release every 2 s, every fourth cycle a rollback.
     let started = Instant::now();
-    let mut n = 1;
+    let mut n: usize = 1;
     let mut rollbacks = 0;
     while started.elapsed() < RUN {
         let cycle_start = Instant::now();
