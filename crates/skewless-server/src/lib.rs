@@ -17,7 +17,7 @@ mod presence;
 mod proxy;
 mod reaper;
 mod serve;
-mod shell;
+pub mod shell;
 mod snapshot;
 mod supervisor;
 mod system;

@@ -223,4 +223,22 @@ mod tests {
         assert!(out.contains(r#"src="/../a.js""#));
         assert!(out.contains(r#"src="/_r/v0/a.js""#));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// Whatever the HTML, the rewriter never panics, injects the release
+        /// exactly once, and never rewrites to a path outside `/_r/<id>/`.
+        #[test]
+        fn rewriter_survives_any_html(html in "(<[a-z]{1,6}( [a-z]{1,6}=\"[^\"_]{0,20}\")*>|</?head>|[^<_]{0,20}|<!--|-->|<script src=\"[./a-z%]{0,12}\">){0,30}") {
+            let m = manifest(&["index.html", "a.js", "assets/b.css"]);
+            let id = ReleaseId::parse("v9").unwrap();
+            if let Ok(out) = rewrite(&html, &id, &m) {
+                proptest::prop_assert_eq!(out.matches("<meta name=\"skewless-release\" content=\"v9\">").count(), 1, "{}", out);
+                for part in out.split("/_r/").skip(1) {
+                    proptest::prop_assert!(part.starts_with("v9/"), "{}", out);
+                }
+            }
+        }
+    }
 }
