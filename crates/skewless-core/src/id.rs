@@ -75,6 +75,14 @@ impl From<ReleaseId> for String {
     }
 }
 
+// Hash and Eq are the inner String's, so maps keyed by ReleaseId can be
+// looked up by &str without allocating.
+impl std::borrow::Borrow<str> for ReleaseId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl AsRef<str> for ReleaseId {
     fn as_ref(&self) -> &str {
         &self.0

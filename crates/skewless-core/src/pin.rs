@@ -12,12 +12,19 @@ pub const COOKIE: &str = "skewless_release";
 /// The pin a request carries: header first, then cookie. Values that break the
 /// id rule are ignored rather than refused: a pin is a hint, never an error.
 pub fn pin_from(header: Option<&str>, cookie_header: Option<&str>) -> Option<ReleaseId> {
+    pin_str(header, cookie_header).and_then(|p| ReleaseId::parse(p).ok())
+}
+
+/// [`pin_from`] without allocating: the pin as a slice of the header text,
+/// already checked against the id rule.
+pub fn pin_str<'a>(header: Option<&'a str>, cookie_header: Option<&'a str>) -> Option<&'a str> {
     header
-        .and_then(|h| ReleaseId::parse(h.trim()).ok())
+        .map(str::trim)
+        .filter(|h| crate::id::is_valid(h))
         .or_else(|| {
             cookie_header
                 .and_then(|c| cookie(c, COOKIE))
-                .and_then(|v| ReleaseId::parse(v).ok())
+                .filter(|v| crate::id::is_valid(v))
         })
 }
 

@@ -301,13 +301,17 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 /// client should run) and, when its release must upgrade now,
 /// `Skewless-Required`; records presence and request metrics.
 async fn stamp(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
-    let headers = req.headers();
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let pin = pin::pin_from(text(pin::HEADER), text("cookie"));
-    let client = headers.get(CLIENT_HEADER).cloned();
+    // Header values are reference-counted slices of the request buffer:
+    // keeping them costs no copy.
+    let pin_header = req.headers().get(pin::HEADER).cloned();
+    let cookie = req.headers().get(header::COOKIE).cloned();
+    let client = req.headers().get(CLIENT_HEADER).cloned();
     let mut resp = next.run(req).await;
+    fn text(v: &Option<HeaderValue>) -> Option<&str> {
+        v.as_ref().and_then(|v| v.to_str().ok())
+    }
+    let pin_str = pin::pin_str(text(&pin_header), text(&cookie));
     let snap = gw.snapshot.load();
-    let pin_str = pin.as_ref().map(ReleaseId::as_str);
     let current = snap.current_for(pin_str);
     if !current.is_empty() {
         resp.headers_mut()
@@ -317,9 +321,9 @@ async fn stamp(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Resp
                 .insert("skewless-required", current.clone());
         }
     }
-    if let (Some(pin), Some(client)) = (&pin, client.as_ref().and_then(|c| c.to_str().ok())) {
-        if snap.view(pin.as_str()).is_some() {
-            gw.presence.seen(pin, client, gw.clock.now());
+    if let (Some(pin), Some(client)) = (pin_str, text(&client)) {
+        if let Some(view) = snap.view(pin) {
+            gw.presence.seen(&view.record.id, client, gw.clock.now());
         }
     }
     let kind = resp
@@ -370,8 +374,7 @@ async fn resolve_request(State(gw): State<Arc<Gateway>>, req: Request) -> Respon
     }
     let headers = req.headers();
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let pin = pin::pin_from(text(pin::HEADER), text("cookie"));
-    let pin_str = pin.as_ref().map(|p| p.as_str());
+    let pin_str = pin::pin_str(text(pin::HEADER), text("cookie"));
     let navigation = is_navigation(true, text("sec-fetch-mode"), text("accept"));
     let snap = gw.snapshot.load();
     let resolution = resolve(

@@ -154,10 +154,7 @@ impl Snapshot {
 
     /// A served release by id text.
     pub fn view(&self, id: &str) -> Option<&Arc<ReleaseView>> {
-        let id = ReleaseId::parse(id).ok()?;
-        self.releases
-            .get(&id)
-            .filter(|v| v.record.state.is_served())
+        self.releases.get(id).filter(|v| v.record.state.is_served())
     }
 
     /// Whether a client running `release` must upgrade now: its release is
@@ -166,9 +163,7 @@ impl Snapshot {
         let Some(release) = release else {
             return false;
         };
-        if self.pointer.current.is_some()
-            && ReleaseId::parse(release).is_ok_and(|r| self.gone.contains(&r))
-        {
+        if self.pointer.current.is_some() && self.gone.contains(release) {
             return true;
         }
         let Some(min) = self.required_min_seq else {
