@@ -43,7 +43,7 @@ pub enum Command {
     Rollback(rollback::RollbackArgs),
     /// List releases: id, state, age, live clients, size, back end.
     Releases(releases::ReleasesArgs),
-    /// Show the current release, generation and release counts.
+    /// Show the current release, canary, generation and live clients per release.
     Status(status::StatusArgs),
     /// Stop serving a release.
     Retire(retire::RetireArgs),
