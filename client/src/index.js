@@ -12,7 +12,7 @@ import { pinRequests, readRelease } from './pin.js';
 import { effectivePolicy, interceptNavigation, reloadWhenHidden } from './policy.js';
 import { schedulePolling, versionCheck } from './poll.js';
 import { watchChunkFailures } from './recovery.js';
-import { clearPinCookie, sessionRecords } from './reload.js';
+import { clearPinCookie, randomClientId, sessionRecords } from './reload.js';
 import { migrate } from './storage.js';
 import { openStream } from './stream.js';
 import { onlyStylesheets, swapStylesheets, swapping } from './stylesheet.js';
@@ -96,6 +96,8 @@ export function createClient(options = {}, env = {}) {
     // Storage disabled: no snapshots and no reload guards beyond this page.
   }
   const session = sessionRecords(sessionStore);
+  // For presence: one id per tab, kept across its reloads.
+  const clientId = session.takeClientId() || randomClientId(win.crypto);
   const rawFetch = win.fetch.bind(win);
   /** @type {(() => void)[]} */
   const stops = [];
@@ -241,7 +243,7 @@ export function createClient(options = {}, env = {}) {
       generation = state.generation;
     }
     if (state.current !== current) {
-      if (source !== 'tab') tabs.post({ current: state.current, generation: state.generation });
+      if (source !== 'tab') tabs.post({ release, current: state.current, generation: state.generation });
       required = false;
     }
     current = state.current;
@@ -250,7 +252,7 @@ export function createClient(options = {}, env = {}) {
     evaluate();
   };
 
-  const versionOf = versionCheck(rawFetch, () => release);
+  const versionOf = versionCheck(rawFetch, () => release, clientId);
   /** @returns {Promise<ReleaseState | null>} */
   const check = () =>
     release
@@ -261,7 +263,12 @@ export function createClient(options = {}, env = {}) {
       : Promise.resolve(null);
 
   const tabs = openTabs((message) => {
-    if (message && message.current) learn(message, 'tab');
+    if (!message || !message.current || message.current === current) return;
+    // The gateway answers per release (a canary's clients are told the
+    // canary): another tab's news holds for this one only if it runs the same
+    // release; otherwise it is a reason to ask.
+    if (message.release === release) learn(message, 'tab');
+    else check();
   });
   stops.push(tabs.close);
 
@@ -276,7 +283,7 @@ export function createClient(options = {}, env = {}) {
   const stream =
     release && opts.stream && win.EventSource
       ? openStream(
-          () => '/_skewless/events?release=' + encodeURIComponent(/** @type {string} */ (release)),
+          () => '/_skewless/events?release=' + encodeURIComponent(/** @type {string} */ (release)) + '&client=' + clientId,
           (type, state) => learn(type === 'required' ? { ...state, required: true } : state, 'stream'),
           win.EventSource,
         )
@@ -286,10 +293,12 @@ export function createClient(options = {}, env = {}) {
   let poller = null;
   if (release) {
     stops.push(
-      pinRequests(win, () => release, (seen) => {
+      pinRequests(win, () => release, clientId, (seen, to) => {
+        // Skewless-Required: this release must go now, to `to`.
+        if (to) learn({ current: to, required: true }, 'header');
         // A header only names the current release; ask the gateway for the
         // rest (generation, required), trusting the header if that fails.
-        if (seen && seen !== current) check().then((state) => state || learn({ current: seen }, 'header'));
+        else if (seen && seen !== current) check().then((state) => state || learn({ current: seen }, 'header'));
       }),
       interceptNavigation(
         win,
@@ -300,6 +309,10 @@ export function createClient(options = {}, env = {}) {
     const polling = schedulePolling(win, () => opts.pollInterval, check);
     poller = polling;
     stops.push(polling.stop);
+    // The id waits in sessionStorage only while no page of this tab runs, so
+    // that a duplicated tab (which gets a copy of sessionStorage) makes its own.
+    /** @param {PageTransitionEvent} event */
+    const keepId = (event) => (event.type === 'pagehide' ? session.keepClientId(clientId) : session.takeClientId());
     /** @param {Event} event */
     const resume = (event) => {
       // Back online, or restored from the back/forward cache: the stream may
@@ -309,10 +322,14 @@ export function createClient(options = {}, env = {}) {
     };
     win.addEventListener('online', resume);
     win.addEventListener('pageshow', resume);
+    win.addEventListener('pagehide', keepId);
+    win.addEventListener('pageshow', keepId);
     stops.push(() => {
       if (stream) stream.close();
       win.removeEventListener('online', resume);
       win.removeEventListener('pageshow', resume);
+      win.removeEventListener('pagehide', keepId);
+      win.removeEventListener('pageshow', keepId);
     });
   }
 
@@ -342,6 +359,10 @@ export function createClient(options = {}, env = {}) {
     /** The current release as last heard from the gateway; null until first heard. */
     get current() {
       return current;
+    },
+    /** This tab's random id, sent as `Skewless-Client` for presence; kept across reloads of the tab. */
+    get clientId() {
+      return clientId;
     },
     /** The policy in force for a release that is not required. */
     get policy() {

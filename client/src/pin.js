@@ -6,8 +6,12 @@
 
 /** Request header naming the release a client runs. */
 export const RELEASE_HEADER = 'Skewless-Release';
-/** Response header naming the current release. */
+/** Request header carrying the tab's random client id (presence). */
+export const CLIENT_HEADER = 'Skewless-Client';
+/** Response header naming the current release (for this client: a canary's clients are told the canary). */
 export const CURRENT_HEADER = 'Skewless-Current';
+/** Response header naming the release to go to when the client's release must upgrade now. */
+export const REQUIRED_HEADER = 'Skewless-Required';
 
 /**
  * The release this page was built from, as injected into the shell.
@@ -34,34 +38,50 @@ export function isSameOrigin(url, base) {
 
 /**
  * Wraps `win.fetch` and `win.XMLHttpRequest` so that same-origin requests
- * carry the release header and their responses report the current release.
- * Other origins are left untouched: the header would leak the release and
- * trigger CORS preflights.
+ * carry the release and client id headers and their responses report the
+ * current release, and whether this release must upgrade now. Other origins
+ * are left untouched: the headers would leak the release and trigger CORS
+ * preflights.
  * @param {Window & typeof globalThis} win
  * @param {() => string | null} getRelease
- * @param {(current: string | null) => void} observe
+ * @param {string} client this tab's id, sent as `Skewless-Client`
+ * @param {(current: string | null, required: string | null) => void} observe
+ *   gets `Skewless-Current` and `Skewless-Required`; the latter only from
+ *   requests that ran under this tab's release (not one the app set itself,
+ *   nor the shared pin cookie's)
  * @returns {() => void} undoes the wrapping
  */
-export function pinRequests(win, getRelease, observe) {
+export function pinRequests(win, getRelease, client, observe) {
   const fetch = win.fetch;
   const xhr = win.XMLHttpRequest && win.XMLHttpRequest.prototype;
   const { open, send, setRequestHeader } = xhr || {};
-  /** @type {WeakMap<XMLHttpRequest, {url: string, pinned: boolean}>} */
+  /** @type {WeakMap<XMLHttpRequest, {url: string, headers: Record<string, string>}>} */
   const requests = new WeakMap();
-  const local = (/** @type {string} */ url) =>
-    !!getRelease() && isSameOrigin(url, win.location.href);
+  const release = RELEASE_HEADER.toLowerCase();
+  const id = CLIENT_HEADER.toLowerCase();
+  /** This tab's release if a request for `url` goes to the gateway, else null. @param {string} url */
+  const local = (url) => {
+    const ours = getRelease();
+    return ours && isSameOrigin(url, win.location.href) ? ours : null;
+  };
+  /**
+   * @param {(name: string) => string | null} get a response header
+   * @param {boolean} mine whether the request ran under this tab's release
+   */
+  const report = (get, mine) => observe(get(CURRENT_HEADER), mine ? get(REQUIRED_HEADER) : null);
 
   if (fetch) {
     /** @type {typeof fetch} */
     win.fetch = function (input, init) {
       const request = input instanceof win.Request ? input : null;
-      if (!local(request ? request.url : String(input))) {
-        return fetch.call(win, input, init);
-      }
+      const ours = local(request ? request.url : String(input));
+      if (!ours) return fetch.call(win, input, init);
       const headers = new Headers((init && init.headers) || (request ? request.headers : undefined));
-      if (!headers.has(RELEASE_HEADER)) headers.set(RELEASE_HEADER, /** @type {string} */ (getRelease()));
+      if (!headers.has(release)) headers.set(RELEASE_HEADER, ours);
+      if (!headers.has(id)) headers.set(CLIENT_HEADER, client);
+      const mine = headers.get(release) === ours;
       return fetch.call(win, input, { ...init, headers }).then((response) => {
-        observe(response.headers.get(CURRENT_HEADER));
+        report((name) => response.headers.get(name), mine);
         return response;
       });
     };
@@ -71,19 +91,24 @@ export function pinRequests(win, getRelease, observe) {
     /** @type {any} */
     const patched = xhr;
     patched.open = function (/** @type {string} */ _method, /** @type {string | URL} */ url) {
-      requests.set(this, { url: String(url), pinned: false });
+      requests.set(this, { url: String(url), headers: {} });
       return open.apply(this, /** @type {any} */ (arguments));
     };
     patched.setRequestHeader = function (/** @type {string} */ name, /** @type {string} */ value) {
       const state = requests.get(this);
-      if (state && name.toLowerCase() === RELEASE_HEADER.toLowerCase()) state.pinned = true;
+      if (state) state.headers[name.toLowerCase()] = value;
       return setRequestHeader.call(this, name, value);
     };
     patched.send = function (/** @type {any} */ body) {
       const state = requests.get(this);
-      if (state && local(state.url)) {
-        if (!state.pinned) setRequestHeader.call(this, RELEASE_HEADER, /** @type {string} */ (getRelease()));
-        this.addEventListener('load', () => observe(this.getResponseHeader(CURRENT_HEADER)));
+      const ours = state && local(state.url);
+      if (state && ours) {
+        const set = state.headers;
+        // setRequestHeader would join a second value to the app's own.
+        if (!(release in set)) setRequestHeader.call(this, RELEASE_HEADER, (set[release] = ours));
+        if (!(id in set)) setRequestHeader.call(this, CLIENT_HEADER, client);
+        const mine = set[release] === ours;
+        this.addEventListener('load', () => report((name) => this.getResponseHeader(name), mine));
       }
       return send.call(this, body);
     };

@@ -4,6 +4,8 @@
  * and on focus, visibility and network recovery.
  */
 
+import { CLIENT_HEADER, RELEASE_HEADER } from './pin.js';
+
 /**
  * What the gateway says about releases, relative to the release that asked.
  * @typedef {{
@@ -15,28 +17,32 @@
  */
 
 /**
- * Returns a function that fetches the version document, reusing the last
- * answer on 304. Concurrent calls share one request.
+ * Returns a function that fetches the version document for this tab's
+ * release, reusing the last answer on 304. Concurrent calls share one request.
+ * The tab's client id goes in the query (it counts the tab as a live client of
+ * its release) and, with the release, in the request headers, so that the
+ * gateway also sees the tab on a bodiless 304.
  * @param {typeof fetch} fetchFn
  * @param {() => string | null} getRelease
+ * @param {string} client this tab's id
  * @returns {() => Promise<ReleaseState>}
  */
-export function versionCheck(fetchFn, getRelease) {
+export function versionCheck(fetchFn, getRelease, client) {
   /** @type {{key: string, etag: string, state: ReleaseState} | null} */
   let last = null;
   /** @type {Promise<ReleaseState> | null} */
   let inflight = null;
 
   const run = async () => {
-    const release = getRelease();
-    const key = release ? '?release=' + encodeURIComponent(release) : '';
-    // The answer depends on the asking release (its `required` flag), so an
-    // ETag is only reused for the same question.
+    const release = getRelease() || '';
+    const key = '?release=' + encodeURIComponent(release) + '&client=' + client;
+    // The answer depends on the asking release (its `required` flag, its
+    // canary), so an ETag is only reused for the same question.
     const cached = last && last.key === key ? last : null;
-    const response = await fetchFn('/_skewless/version' + key, {
-      cache: 'no-store',
-      headers: cached ? { 'If-None-Match': cached.etag } : {},
-    });
+    /** @type {Record<string, string>} */
+    const headers = { [RELEASE_HEADER]: release, [CLIENT_HEADER]: client };
+    if (cached) headers['If-None-Match'] = cached.etag;
+    const response = await fetchFn('/_skewless/version' + key, { cache: 'no-store', headers });
     if (response.status === 304 && cached) return cached.state;
     if (!response.ok) throw new Error('skewless: version check failed with HTTP ' + response.status);
     /** @type {ReleaseState} */

@@ -1,13 +1,23 @@
 /**
  * Reload bookkeeping kept in sessionStorage, which survives a reload of the
  * same tab and nothing else: the app's snapshot, what the last reload was for
- * (so a reload that lands on the same release is not repeated), and which
- * releases already spent their one chunk-error reload.
+ * (so a reload that lands on the same release is not repeated), which
+ * releases already spent their one chunk-error reload, and the tab's client id.
  */
 
 const SNAPSHOT = 'skewless:snapshot';
 const LAST = 'skewless:reload';
 const CHUNK = 'skewless:chunk';
+const CLIENT = 'skewless:client';
+const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+/**
+ * A random client id: 22 characters of `[A-Za-z0-9_-]` (132 bits).
+ * @param {Crypto} crypto
+ */
+export function randomClientId(crypto) {
+  return Array.from(crypto.getRandomValues(new Uint8Array(22)), (byte) => ALPHABET[byte & 63]).join('');
+}
 
 /**
  * Why the client reloads a tab.
@@ -74,6 +84,21 @@ export function sessionRecords(store) {
     markChunkReload(/** @type {string | null} */ release) {
       const done = read(CHUNK);
       write(CHUNK, [...(Array.isArray(done) ? done : []), release]);
+    },
+    /**
+     * Removes and returns the client id the previous page of this tab left,
+     * if it is well-formed. The id is only stored while no page of the tab
+     * runs (see `keepClientId`): a duplicated tab, or a window opened from
+     * this one, gets a copy of sessionStorage, and must not get the id too.
+     * @returns {string | undefined}
+     */
+    takeClientId() {
+      const id = take(CLIENT);
+      return typeof id === 'string' && /^[\w-]{16,64}$/.test(id) ? id : undefined;
+    },
+    /** Leaves the client id to the next page of this tab (call on pagehide). */
+    keepClientId(/** @type {string | undefined} */ id) {
+      write(CLIENT, id);
     },
   };
 }

@@ -10,14 +10,17 @@
  */
 export function openTabs(onMessage, name = 'skewless') {
   if (typeof BroadcastChannel !== 'function') return { post() {}, close() {} };
-  const channel = new BroadcastChannel(name);
+  /** @type {BroadcastChannel | null} */
+  let channel = new BroadcastChannel(name);
   channel.onmessage = (event) => onMessage(event.data);
   return {
     post(message) {
-      channel.postMessage(message);
+      // A request still under way when the client stopped may finish later.
+      if (channel) channel.postMessage(message);
     },
     close() {
-      channel.close();
+      if (channel) channel.close();
+      channel = null;
     },
   };
 }

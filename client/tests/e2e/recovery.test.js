@@ -21,12 +21,17 @@ describe('chunk-load recovery', () => {
     await server?.stop();
   });
 
-  it('a tab whose release was retired reloads onto the current one when a lazy chunk is gone', async () => {
+  it('a tab that missed the retirement of its release (stream down) reloads when a lazy chunk is gone', async () => {
     const context = await browser.newContext();
     const errors = collectErrors(context);
     await server.deploy('app-v1', 'r1', { promote: true });
     const page = await context.newPage();
+    // A retirement reaches an open stream as `event: required` (tested in
+    // lifecycle.test.js); this tab's stream is down, so only the failed chunk
+    // tells it. (A pattern, not a glob: /_skewless/events.js is a module.)
+    await page.route(/\/_skewless\/events\?/, (route) => route.fulfill({ status: 503, body: '' }));
     await page.goto(server.url + '/');
+    await page.evaluate(() => window.skewless.check());
     await page.waitForFunction(() => window.skewless.current === 'r1');
     await page.evaluate(() => window.skewless.configure({ policy: 'prompt' }));
     const r1Document = await markDocument(page);
@@ -39,8 +44,8 @@ describe('chunk-load recovery', () => {
     expect(await page.evaluate(() => window.skewless.release)).toBe('r2');
     expect(await reload.reasons()).toEqual(['chunk-error']);
     await screenshot(page, '08-retired-release-recovered');
-    // The only errors are the browser's report of the missing chunk.
-    expect(errors.filter((e) => !/404/.test(e))).toEqual([]);
+    // The only errors are the browser's report of the missing chunk and of the refused stream.
+    expect(errors.filter((e) => !/404|status of 503/.test(e))).toEqual([]);
     await context.close();
   });
 

@@ -28,11 +28,14 @@ function run(file, args) {
   });
 }
 
-/** Starts `skewless serve` and resolves once it printed its address. */
-export async function startServer() {
+/**
+ * Starts `skewless serve` and resolves once it printed its address.
+ * @param {{args?: string[]}} [options] `args`: more `serve` flags
+ */
+export async function startServer({ args = [] } = {}) {
   if (!existsSync(BIN)) throw new Error(`skewless binary not found at ${BIN}: run cargo build or set SKEWLESS_BIN`);
   const data = mkdtempSync(path.join(tmpdir(), 'skewless-e2e-'));
-  const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data', data, '--admin-token', TOKEN], {
+  const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data', data, '--admin-token', TOKEN, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, SKEWLESS_LOG: process.env.SKEWLESS_LOG || 'warn' },
   });
@@ -64,13 +67,30 @@ export async function startServer() {
   const cli = (/** @type {string[]} */ ...args) => run(BIN, [...args, '--server', url, '--token', TOKEN]);
   return {
     url,
-    /** Deploys a fixture directory as release `id`. */
-    deploy: (/** @type {string} */ fixture, /** @type {string} */ id, { promote = false } = {}) =>
-      cli('deploy', path.join(FIXTURES, fixture), '--release', id, ...(promote ? ['--promote'] : [])),
-    promote: (/** @type {string} */ id, { required = false } = {}) =>
-      cli('promote', id, ...(required ? ['--required'] : [])),
+    /** Deploys a fixture directory as release `id`, optionally with a back-end URL. */
+    deploy: (/** @type {string} */ fixture, /** @type {string} */ id, { promote = false, backend = '' } = {}) =>
+      cli(
+        'deploy',
+        path.join(FIXTURES, fixture),
+        '--release',
+        id,
+        ...(promote ? ['--promote'] : []),
+        ...(backend ? ['--backend', backend] : []),
+      ),
+    promote: (/** @type {string} */ id, { required = false, percent = 100 } = {}) =>
+      cli('promote', id, ...(required ? ['--required'] : []), ...(percent < 100 ? ['--percent', String(percent)] : [])),
+    abortCanary: () => cli('canary', 'abort'),
     rollback: () => cli('rollback'),
     retire: (/** @type {string} */ id) => cli('retire', id),
+    /**
+     * `GET /_skewless/api/v1/status` with the admin token.
+     * @returns {Promise<{current: string, clients: Record<string, {streams: number, recent: number, total: number}>}>}
+     */
+    async status() {
+      const response = await fetch(`${url}/_skewless/api/v1/status`, { headers: { Authorization: `Bearer ${TOKEN}` } });
+      if (!response.ok) throw new Error(`GET /_skewless/api/v1/status: HTTP ${response.status}`);
+      return response.json();
+    },
     get stderr() {
       return stderr;
     },

@@ -9,8 +9,10 @@ autoStart().configure({ policy: 'when-hidden' });
 
 const release: string | null = skewless.release;
 const current: string | null = skewless.current;
+const clientId: string = skewless.clientId;
 void release;
 void current;
+void clientId;
 
 skewless.on('update-available', ({ current, apply }) => {
   const next: string = current;

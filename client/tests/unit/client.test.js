@@ -56,11 +56,12 @@ afterEach(() => {
 });
 
 describe('client', () => {
-  it('knows its release from the page and connects the stream for it', () => {
+  it('knows its release from the page and connects the stream for it, with its client id', () => {
     const { client, stream } = setup();
     expect(client.release).toBe('v1');
     expect(client.current).toBeNull();
-    expect(stream.url).toBe('/_skewless/events?release=v1');
+    expect(client.clientId).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    expect(stream.url).toBe('/_skewless/events?release=v1&client=' + client.clientId);
   });
 
   it('stays passive on a page without a release', async () => {
@@ -187,7 +188,7 @@ describe('client', () => {
     expect(events[0][1]).toEqual({ from: 'v1', to: 'v2' });
     expect(client.release).toBe('v2');
     expect(document.querySelector('meta[name="skewless-release"]').content).toBe('v2');
-    expect(FakeEventSource.latest().url).toBe('/_skewless/events?release=v2');
+    expect(FakeEventSource.latest().url).toBe('/_skewless/events?release=v2&client=' + client.clientId);
     expect(load).not.toHaveBeenCalled();
   });
 
@@ -203,8 +204,9 @@ describe('client', () => {
     });
     await window.fetch('/api/items');
     expect(fetch.mock.calls[0][1].headers.get('Skewless-Release')).toBe('v1');
+    expect(fetch.mock.calls[0][1].headers.get('Skewless-Client')).toBe(client.clientId);
     await vi.waitFor(() => expect(types(events)).toEqual(['update-available']));
-    expect(fetch.mock.calls.map(([url]) => String(url))).toContain('/_skewless/version?release=v1');
+    expect(fetch.mock.calls.map(([url]) => String(url))).toContain('/_skewless/version?release=v1&client=' + client.clientId);
     expect(client.current).toBe('v2');
   });
 
@@ -286,6 +288,146 @@ describe('client', () => {
   });
 });
 
+describe('presence', () => {
+  it('gives each tab its own id, kept across a reload of that tab', () => {
+    const first = setup();
+    const id = first.client.clientId;
+    // Another tab has its own sessionStorage.
+    sessionStorage.clear();
+    const other = setup();
+    expect(other.client.clientId).not.toBe(id);
+    other.client.stop();
+    // Reload of the first tab: the page leaves the id to the next one on pagehide.
+    sessionStorage.clear();
+    window.dispatchEvent(Object.assign(new Event('pagehide'), { persisted: false }));
+    first.client.stop();
+    const reloaded = setup();
+    expect(reloaded.client.clientId).toBe(id);
+    expect(reloaded.stream.url).toContain('&client=' + id);
+  });
+
+  it('does not hand its id to a duplicated tab, which copies sessionStorage while the page runs', () => {
+    const original = setup();
+    const copy = setup();
+    expect(copy.client.clientId).not.toBe(original.client.clientId);
+  });
+
+  it('takes the id back out of sessionStorage when restored from the back/forward cache', () => {
+    const { client } = setup();
+    window.dispatchEvent(Object.assign(new Event('pagehide'), { persisted: true }));
+    expect(sessionStorage.getItem('skewless:client')).toBe(JSON.stringify(client.clientId));
+    window.dispatchEvent(Object.assign(new Event('pageshow'), { persisted: true }));
+    expect(sessionStorage.getItem('skewless:client')).toBeNull();
+  });
+});
+
+describe('required upgrades', () => {
+  it('reloads at once on Skewless-Required from an API response, whatever the policy, keeping the snapshot', async () => {
+    const { client, load, events } = setup({
+      options: { policy: 'prompt', cssSwap: false },
+      gateway: {
+        '/api/save': () => json({}, { headers: { 'Skewless-Current': 'v2', 'Skewless-Required': 'v2' } }),
+      },
+    });
+    client.onBeforeReload(() => ({ draft: 'kept' }));
+    await window.fetch('/api/save', { method: 'POST' });
+    await vi.waitFor(() => expect(load).toHaveBeenCalledWith(undefined));
+    expect(types(events)).toEqual(['update-required', 'reloading']);
+    expect(events[0][1]).toEqual({ release: 'v1', current: 'v2', reason: 'release' });
+    expect(events[1][1].reason).toBe('required');
+    expect(client.current).toBe('v2');
+    expect(JSON.parse(sessionStorage.getItem('skewless:snapshot'))).toEqual({ data: { draft: 'kept' } });
+  });
+
+  it('also from an XMLHttpRequest, and only once for many such responses', async () => {
+    const original = window.XMLHttpRequest;
+    const sent = [];
+    // Answers every request like the gateway answers a tab on a retired release.
+    window.XMLHttpRequest = class {
+      headers = {};
+      open() {}
+      setRequestHeader(name, value) {
+        this.headers[name] = value;
+      }
+      addEventListener(type, fn) {
+        if (type === 'load') this.onload = fn;
+      }
+      getResponseHeader(name) {
+        return { 'Skewless-Current': 'v3', 'Skewless-Required': 'v3' }[name] ?? null;
+      }
+      send() {
+        sent.push(this.headers);
+        queueMicrotask(() => this.onload && this.onload());
+      }
+    };
+    try {
+      const { client, load, events } = setup({ options: { policy: 'prompt' } });
+      for (let i = 0; i < 3; i++) {
+        const xhr = new window.XMLHttpRequest();
+        xhr.open('GET', '/api/items');
+        xhr.send();
+      }
+      await vi.waitFor(() => expect(load).toHaveBeenCalledTimes(1));
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(load).toHaveBeenCalledTimes(1);
+      expect(types(events)).toEqual(['update-required', 'reloading']);
+      expect(sent[0]).toEqual({ 'Skewless-Release': 'v1', 'Skewless-Client': client.clientId });
+    } finally {
+      window.XMLHttpRequest = original;
+    }
+  });
+
+  it('ignores Skewless-Required on a request the app pinned to another release', async () => {
+    const { load, events, fetch } = setup({
+      options: { policy: 'prompt', cssSwap: false },
+      gateway: {
+        '/api/old': () => json({}, { headers: { 'Skewless-Current': 'v2', 'Skewless-Required': 'v2' } }),
+        '/_skewless/version': () => json({ current: 'v2', generation: 2, required_min: null, required: false }),
+      },
+    });
+    await window.fetch('/api/old', { headers: { 'Skewless-Release': 'v0' } });
+    await vi.waitFor(() => expect(types(events)).toEqual(['update-available']));
+    expect(fetch.mock.calls.map(([url]) => String(url).split('?')[0])).toContain('/_skewless/version');
+    expect(load).not.toHaveBeenCalled();
+  });
+
+  it('reloads when the version check says its (retired) release is required', async () => {
+    const { client, load, events } = setup({
+      options: { policy: 'prompt' },
+      gateway: { '/_skewless/version': () => json({ current: 'v2', generation: 5, required_min: null, required: true }) },
+    });
+    await client.check();
+    await vi.waitFor(() => expect(load).toHaveBeenCalledTimes(1));
+    expect(types(events)).toEqual(['update-required', 'reloading']);
+  });
+});
+
+describe('canary', () => {
+  it("takes another tab's news only from a tab on the same release, and asks the gateway otherwise", async () => {
+    // This tab runs the canary c1; the gateway tells it so.
+    const canary = setup({
+      release: 'c1',
+      options: { policy: 'prompt' },
+      gateway: { '/_skewless/version': () => json({ current: 'c1', generation: 7, required_min: null, required: false }) },
+    });
+    canary.stream.emit('release', { current: 'c1', generation: 7 });
+    expect(canary.client.current).toBe('c1');
+    // A tab on v1 hears current = v2 (everyone but the canary's clients).
+    const before = canary.fetch.mock.calls.length;
+    const channel = new BroadcastChannel('skewless');
+    channel.postMessage({ release: 'v1', current: 'v2', generation: 7 });
+    await vi.waitFor(() => expect(canary.fetch.mock.calls.length).toBeGreaterThan(before));
+    expect(String(canary.fetch.mock.calls.at(-1)[0])).toContain('/_skewless/version?release=c1');
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(canary.client.current).toBe('c1');
+    expect(canary.events).toEqual([]);
+    // A tab on the same release is trusted as before.
+    channel.postMessage({ release: 'c1', current: 'c2', generation: 8 });
+    await vi.waitFor(() => expect(canary.client.current).toBe('c2'));
+    channel.close();
+  });
+});
+
 describe('configuration', () => {
   it('reads options from skewless-* meta tags', () => {
     document.head.innerHTML = `
@@ -317,6 +459,6 @@ describe('resuming', () => {
     expect(FakeEventSource.instances).toHaveLength(2);
     window.dispatchEvent(Object.assign(new Event('pageshow'), { persisted: true }));
     await vi.waitFor(() => expect(client.current).toBe('v2'));
-    expect(fetch.mock.calls.map(([url]) => String(url))).toContain('/_skewless/version?release=v1');
+    expect(fetch.mock.calls.map(([url]) => String(url))).toContain('/_skewless/version?release=v1&client=' + client.clientId);
   });
 });

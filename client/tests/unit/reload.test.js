@@ -1,5 +1,5 @@
 import { beforeEach, describe, expect, it } from 'vitest';
-import { clearPinCookie, sessionRecords } from '../../src/reload.js';
+import { clearPinCookie, randomClientId, sessionRecords } from '../../src/reload.js';
 
 describe('sessionRecords', () => {
   beforeEach(() => sessionStorage.clear());
@@ -45,6 +45,32 @@ describe('sessionRecords', () => {
     const records = sessionRecords(throwing);
     records.saveSnapshot(1);
     expect(records.takeSnapshot()).toBeUndefined();
+  });
+});
+
+describe('client ids', () => {
+  beforeEach(() => sessionStorage.clear());
+
+  it('are 22 random characters the gateway accepts', () => {
+    const ids = new Set(Array.from({ length: 100 }, () => randomClientId(crypto)));
+    expect(ids.size).toBe(100);
+    for (const id of ids) expect(id).toMatch(/^[A-Za-z0-9_-]{22}$/);
+  });
+
+  it('are handed from a page to the next page of the tab once', () => {
+    sessionRecords(sessionStorage).keepClientId('abcdefghijklmnop-_01');
+    const next = sessionRecords(sessionStorage);
+    expect(next.takeClientId()).toBe('abcdefghijklmnop-_01');
+    expect(next.takeClientId()).toBeUndefined();
+  });
+
+  it('are not taken when malformed', () => {
+    const records = sessionRecords(sessionStorage);
+    for (const bad of ['short', 'has space in it!!!!!', 'x'.repeat(65), 42]) {
+      sessionStorage.setItem('skewless:client', JSON.stringify(bad));
+      expect(records.takeClientId()).toBeUndefined();
+    }
+    expect(sessionRecords(undefined).takeClientId()).toBeUndefined();
   });
 });
 

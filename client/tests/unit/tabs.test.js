@@ -14,6 +14,13 @@ describe('openTabs', () => {
     expect(await received).toEqual({ current: 'v2', generation: 4 });
     a.close();
   });
+
+  it('ignores posts after it was closed', () => {
+    const a = openTabs(() => {}, 'skewless-test');
+    a.close();
+    expect(() => a.post({ current: 'v3' })).not.toThrow();
+    a.close();
+  });
 });
 
 describe('staggerDelay', () => {
