@@ -129,7 +129,24 @@ describe('presence', () => {
     await page.close();
   });
 
-  it('logged no errors in the console other than the API call without a back end', () => {
+  it('counts a tab that only polls, also when the version check answers 304', async () => {
+    const page = await context.newPage();
+    await page.route(/\/_skewless\/events\?/, (route) => route.fulfill({ status: 503, body: '' }));
+    await page.goto(server.url + '/');
+    await expect.poll(async () => (await clients('v1')).total, { timeout: 5000 }).toBe(0);
+    const statuses = [];
+    page.on('response', (r) => r.url().includes('/_skewless/version?') && statuses.push(r.status()));
+    await page.evaluate(() => window.skewless.check());
+    expect(await clients('v1')).toMatchObject({ streams: 0, total: 1 });
+    // Out of the 2 s window, then seen again through a 304.
+    await expect.poll(async () => (await clients('v1')).total, { timeout: 8000, interval: 500 }).toBe(0);
+    await page.evaluate(() => window.skewless.check());
+    expect(statuses).toEqual([200, 304]);
+    expect(await clients('v1')).toMatchObject({ streams: 0, total: 1 });
+    await page.close();
+  });
+
+  it('logged no errors in the console other than the API call without a back end and the refused stream', () => {
     expect(errors.filter((e) => !/api\/anything|status of 50\d/.test(e))).toEqual([]);
   });
 });
