@@ -58,6 +58,14 @@ fn presence_counts_rise_and_fall_with_real_streams() {
                 .unwrap();
         }
     }
+    // A poll of the version endpoint counts, even when answered 304.
+    let etag = s.get("/_skewless/version").send().unwrap().headers()[header::ETAG].clone();
+    let polled = s
+        .get("/_skewless/version?release=v2&client=tab-v2-poller")
+        .header(header::IF_NONE_MATCH, etag)
+        .send()
+        .unwrap();
+    assert_eq!(polled.status(), 304);
     let c = clients(&s, "v2");
     assert_eq!(
         (
@@ -65,7 +73,7 @@ fn presence_counts_rise_and_fall_with_real_streams() {
             c["recent"].as_u64(),
             c["total"].as_u64()
         ),
-        (Some(1), Some(2), Some(3)),
+        (Some(1), Some(3), Some(4)),
         "{c}"
     );
     let table = s.ok(&["releases"]);

@@ -60,6 +60,12 @@ async fn version(
         snap.pointer.canary_percent,
         snap.pointer.canary.as_ref().map_or("", |c| c.as_str())
     );
+    // A poll counts the tab as live whether or not anything changed.
+    if let (Some(release), Some(client)) = (&q.release, &q.client) {
+        if let Some(v) = snap.view(release) {
+            gw.presence.seen(&v.record.id, client, gw.clock.now());
+        }
+    }
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
@@ -69,11 +75,6 @@ async fn version(
             .body(Body::empty())
             .unwrap_or_default()
     } else {
-        if let (Some(release), Some(client)) = (&q.release, &q.client) {
-            if let Some(v) = snap.view(release) {
-                gw.presence.seen(&v.record.id, client, gw.clock.now());
-            }
-        }
         json(StatusCode::OK, state_json(&snap, q.release.as_deref()))
     };
     let h = resp.headers_mut();
