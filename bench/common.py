@@ -1,0 +1,439 @@
+"""Shared plumbing of the benchmark scripts: tools, the build, starting and
+stopping skewless, nginx and the example back end on loopback, running wrk,
+and writing results (JSON under bench/results/, a table on stdout).
+
+Only the Python standard library is used. Every process a script starts is
+stopped by its pid when the script ends, also on error or Ctrl-C.
+"""
+
+import atexit
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+BENCH = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH)
+RESULTS = os.path.join(BENCH, "results")
+TARGET = os.path.join(REPO, "target", "release")
+SKEWLESS = os.path.join(TARGET, "skewless")
+BACKEND = os.path.join(TARGET, "example-backend")
+TOKEN = "bench-admin-token-0123456789"
+
+CORES = os.cpu_count() or 1
+# Server side on the first core(s), load generator on the last one.
+SERVER_CPUS = os.environ.get("BENCH_SERVER_CPUS", "0" if CORES > 1 else "")
+CLIENT_CPUS = os.environ.get("BENCH_CLIENT_CPUS", str(CORES - 1) if CORES > 1 else "")
+WORKERS = int(os.environ.get("BENCH_WORKERS", "1"))
+
+_procs = []
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def ensure_tools(nginx=True, wrk=True):
+    """Installs Debian's wrk, nginx and nginx's brotli_static module when
+    missing."""
+    want = []
+    if wrk and not shutil.which("wrk"):
+        want.append("wrk")
+    if nginx and not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"):
+        want.append("nginx")
+    if nginx and not os.path.exists("/usr/lib/nginx/modules/ngx_http_brotli_static_module.so"):
+        want.append("libnginx-mod-http-brotli-static")
+    if not want:
+        return
+    log(f"installing {' '.join(want)} from Debian's packages")
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    run(sudo + ["apt-get", "update", "-qq"], env=env, stdout=subprocess.DEVNULL)
+    run(sudo + ["apt-get", "install", "-y", "-qq", *want], env=env, stdout=subprocess.DEVNULL)
+
+
+def build():
+    """Builds the release binaries unless BENCH_SKIP_BUILD is set."""
+    if os.environ.get("BENCH_SKIP_BUILD"):
+        return
+    log("building target/release/skewless and example-backend")
+    run(["cargo", "build", "--release", "-q", "-p", "skewless", "-p", "skewless-example-backend"],
+        cwd=REPO)
+
+
+def taskset(cpus):
+    return ["taskset", "-c", cpus] if cpus and shutil.which("taskset") else []
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, host="127.0.0.1", deadline_s=20):
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on {host}:{port} after {deadline_s}s")
+
+
+class Proc:
+    """A started server process, stopped (SIGTERM, then SIGKILL) by pid."""
+
+    def __init__(self, name, cmd, env=None, cpus=None, log_path=None):
+        self.name = name
+        self.log_path = log_path or tempfile.mktemp(prefix=f"bench-{name}-", suffix=".log")
+        self.log_file = open(self.log_path, "wb")
+        full = taskset(cpus) + cmd
+        self.p = subprocess.Popen(full, env=dict(os.environ, **(env or {})),
+                                  stdout=self.log_file, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        _procs.append(self)
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+    def rss_kib(self):
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def threads(self):
+        return len(os.listdir(f"/proc/{self.pid}/task"))
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout=8)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self.log_file.close()
+        if self in _procs:
+            _procs.remove(self)
+
+
+def _stop_all(*_):
+    for p in list(reversed(_procs)):
+        try:
+            p.stop()
+        except Exception:
+            pass
+
+
+atexit.register(_stop_all)
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
+
+
+def start_skewless(data_dir, workers=WORKERS, cpus=SERVER_CPUS, args=(), env=None):
+    """Starts `skewless serve` with `workers` tokio worker threads. Returns
+    (proc, base_url)."""
+    port = free_port()
+    e = {"TOKIO_WORKER_THREADS": str(workers), "SKEWLESS_LOG": "warn"}
+    e.update(env or {})
+    p = Proc("skewless", [SKEWLESS, "serve", "--listen", f"127.0.0.1:{port}", "--data", data_dir,
+                          "--admin-token", TOKEN, *args], env=e, cpus=cpus)
+    wait_port(port)
+    return p, f"http://127.0.0.1:{port}"
+
+
+def start_backend(name="bench", api=1, cpus=SERVER_CPUS, workers=1):
+    port = free_port()
+    p = Proc(f"backend-{name}", [BACKEND, "--port", str(port), "--api", str(api), "--name", name],
+             env={"TOKIO_WORKER_THREADS": str(workers)}, cpus=cpus)
+    wait_port(port)
+    return p, f"http://127.0.0.1:{port}"
+
+
+NGINX_CONF = """
+worker_processes {workers};
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+load_module /usr/lib/nginx/modules/ngx_http_brotli_static_module.so;
+events {{ worker_connections 8192; }}
+http {{
+    include /etc/nginx/mime.types;
+    default_type application/octet-stream;
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 1000000;
+    open_file_cache max=1000 inactive=60s;
+    open_file_cache_valid 60s;
+    gzip_static on;
+    brotli_static on;
+    upstream api {{
+        server {upstream};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        etag on;
+        location / {{
+            try_files $uri /index.html;
+        }}
+        location = /index.html {{
+            add_header Cache-Control "no-cache";
+        }}
+        location /assets/ {{
+            add_header Cache-Control "public, max-age=31536000, immutable";
+        }}
+        location /api/ {{
+            proxy_pass http://api;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }}
+    }}
+}}
+"""
+
+
+def start_nginx(root, upstream="127.0.0.1:9", workers=WORKERS, cpus=SERVER_CPUS):
+    """Starts nginx (one master, `workers` worker processes) serving `root`
+    and proxying /api/ to `upstream` with keep-alive. Returns (proc, url)."""
+    d = tempfile.mkdtemp(prefix="bench-nginx-")
+    port = free_port()
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF.format(workers=workers, dir=d, port=port, root=root,
+                                  upstream=upstream.replace("http://", "")))
+    p = Proc("nginx", ["nginx", "-c", conf, "-e", os.path.join(d, "error.log")], cpus=cpus)
+    wait_port(port)
+    return p, f"http://127.0.0.1:{port}"
+
+
+def http(method, url, body=None, headers=None, timeout=60):
+    """One HTTP request. Returns (status, headers dict lower-cased, body)."""
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+def admin(method, base, path, body=None):
+    status, _, data = http(method, f"{base}/_skewless/api/v1{path}", body,
+                           {"Authorization": f"Bearer {TOKEN}"})
+    if status >= 300:
+        raise RuntimeError(f"{method} {path}: {status} {data[:200]!r}")
+    return json.loads(data) if data else None
+
+
+def deploy(base, directory, release, backend=None, promote=True):
+    """`skewless deploy`, timed. Returns (report dict, seconds)."""
+    cmd = [SKEWLESS, "deploy", directory, "--release", release, "--server", base,
+           "--token", TOKEN, "--json"]
+    if promote:
+        cmd.append("--promote")
+    if backend:
+        cmd += ["--backend", backend]
+    t = time.monotonic()
+    out = subprocess.run(cmd, check=True, capture_output=True, env=dict(os.environ, SKEWLESS_LOG="warn"))
+    secs = time.monotonic() - t
+    return json.loads(out.stdout), secs
+
+
+WRK_LUA = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"bytes":%d,' ..
+    '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},' ..
+    '"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"mean_us":%.1f}\n',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency.max, latency.mean))
+end
+"""
+
+
+def wrk(url, headers=(), connections=64, duration=4, threads=1, cpus=CLIENT_CPUS):
+    """Runs wrk against `url`. Returns requests/s, latency percentiles (µs),
+    bytes per response and error counts."""
+    lua = os.path.join(tempfile.gettempdir(), "bench-wrk-report.lua")
+    with open(lua, "w") as f:
+        f.write(WRK_LUA)
+    cmd = taskset(cpus) + ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s",
+                           "--timeout", "5s", "-s", lua]
+    for h in headers:
+        cmd += ["-H", h]
+    cmd.append(url)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=duration + 30).stdout
+    m = re.search(r"^WRKJSON (.*)$", out, re.M)
+    if not m:
+        raise RuntimeError(f"wrk printed no report:\n{out}")
+    r = json.loads(m.group(1))
+    secs = r["duration_us"] / 1e6
+    r["rps"] = r["requests"] / secs if secs else 0.0
+    r["bytes_per_response"] = r["bytes"] / r["requests"] if r["requests"] else 0
+    r["error_total"] = sum(r["errors"].values())
+    return r
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    if not n:
+        return None
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def percentile(xs, p):
+    xs = sorted(xs)
+    if not xs:
+        return None
+    k = min(len(xs) - 1, max(0, int(round(p / 100 * (len(xs) - 1)))))
+    return xs[k]
+
+
+def machine():
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    mem_gib = 0.0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_gib = int(line.split()[1]) / 1024 / 1024
+    nginx_v = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip() \
+        if shutil.which("nginx") else None
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
+                             text=True).stdout.strip()
+    except OSError:
+        rev = None
+    import resource
+    return {
+        "cpu": cpu,
+        "cores": CORES,
+        "memory_gib": round(mem_gib, 1),
+        "kernel": platform.release(),
+        "open_files_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        "nginx": nginx_v,
+        "commit": rev,
+    }
+
+
+def save(name, data):
+    """Writes bench/results/<name>.json with the date and machine."""
+    os.makedirs(RESULTS, exist_ok=True)
+    out = {
+        "benchmark": name,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        **data,
+    }
+    path = os.path.join(RESULTS, f"{name}.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=2)
+        f.write("\n")
+    log(f"wrote {os.path.relpath(path, REPO)}")
+    return out
+
+
+def table(headers, rows):
+    """Prints a plain aligned table."""
+    cells = [[str(h) for h in headers]] + [[("" if c is None else str(c)) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    for j, r in enumerate(cells):
+        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+    sys.stdout.flush()
+
+
+def compare(cases, rounds=3, duration=4, connections=64, reference="nginx"):
+    """Runs every case against every target, alternating the order each
+    round, and summarises each (case, target) by the median over rounds.
+    Ratios to `reference` are the medians of the per-round ratios, so both
+    sides of a ratio always come from the same moment of the same run.
+
+    `cases` is a list of (case name, {target: (url, [headers])})."""
+    runs = {}
+    for rnd in range(rounds):
+        for case, targets in cases:
+            order = list(targets)
+            if rnd % 2:
+                order.reverse()
+            for target in order:
+                url, headers = targets[target]
+                r = wrk(url, headers, connections=connections, duration=duration)
+                log(f"  round {rnd + 1}/{rounds} {case:<14} {target:<9} {r['rps']:>9.0f} req/s  "
+                    f"p50 {r['p50_us']:>6} µs  p99 {r['p99_us']:>6} µs  errors {r['error_total']}")
+                runs.setdefault((case, target), []).append(r)
+    summary = []
+    for case, targets in cases:
+        for target in targets:
+            rs = runs[(case, target)]
+            row = {
+                "case": case,
+                "target": target,
+                "connections": connections,
+                "rps": round(median([r["rps"] for r in rs])),
+                "p50_us": median([r["p50_us"] for r in rs]),
+                "p99_us": median([r["p99_us"] for r in rs]),
+                "bytes_per_response": round(median([r["bytes_per_response"] for r in rs])),
+                "errors": sum(r["error_total"] for r in rs),
+                "rounds": rs,
+            }
+            if reference in targets and target != reference:
+                ref = runs[(case, reference)]
+                row["rps_ratio"] = round(median([a["rps"] / b["rps"] for a, b in zip(rs, ref)]), 3)
+                row["p99_ratio"] = round(median([a["p99_us"] / b["p99_us"] for a, b in zip(rs, ref)]), 3)
+                row["p50_ratio"] = round(median([a["p50_us"] / b["p50_us"] for a, b in zip(rs, ref)]), 3)
+            summary.append(row)
+    return summary
+
+
+def print_comparison(summary):
+    rows = []
+    for s in summary:
+        rows.append([s["case"], s["target"], s["connections"], s["rps"], s["p50_us"], s["p99_us"],
+                     s["bytes_per_response"], s["errors"],
+                     s.get("rps_ratio", ""), s.get("p99_ratio", "")])
+    table(["case", "target", "conns", "req/s", "p50 µs", "p99 µs", "bytes/resp", "errors",
+           "req/s ratio", "p99 ratio"], rows)

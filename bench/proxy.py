@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""API proxying: `/api/items` of the example back end, hit directly, through
+skewless (pinned with `Skewless-Release`, routed to that release's back end)
+and through nginx (`proxy_pass` with `keepalive 64` to the same back end).
+
+The server side (the proxy under test and the back end, each with the same
+worker count) shares the server core(s); wrk runs on the other core. Each
+target is measured at 64 connections (throughput) and at 1 connection (the
+latency one request pays, where the added hop shows). Writes
+bench/results/proxy.json.
+
+Usage: bench/proxy.py [--rounds N] [--duration S] [--connections C]
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import apps  # noqa: E402
+import common  # noqa: E402
+from common import http, log  # noqa: E402
+
+RELEASE = "proxy-1"
+PATH = "/api/items"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
+    ap.add_argument("--connections", type=int, default=64)
+    args = ap.parse_args()
+
+    common.ensure_tools()
+    common.build()
+    work = tempfile.mkdtemp(prefix="bench-proxy-")
+    os.chmod(work, 0o755)
+    app = os.path.join(work, "app")
+    apps.static_app(app)
+    be, be_url = common.start_backend(RELEASE)
+    sk, sk_url = common.start_skewless(os.path.join(work, "data"))
+    common.deploy(sk_url, app, RELEASE, backend=be_url)
+    ng, ng_url = common.start_nginx(app, upstream=be_url)
+
+    pin = f"Skewless-Release: {RELEASE}"
+    targets = {
+        "skewless": (f"{sk_url}{PATH}", [pin]),
+        "nginx": (f"{ng_url}{PATH}", []),
+        "direct": (f"{be_url}{PATH}", []),
+    }
+    checks = {}
+    for t, (url, hdrs) in targets.items():
+        status, h, body = http("GET", url, headers=dict(x.split(": ", 1) for x in hdrs))
+        if status != 200:
+            raise RuntimeError(f"GET {url}: {status}")
+        checks[t] = {"status": status, "body_bytes": len(body),
+                     "served_by": h.get("skewless-served-by")}
+        log(f"  check {t}: {checks[t]}")
+    if checks["skewless"]["served_by"] != RELEASE:
+        raise RuntimeError("skewless did not route the pinned call to the release's back end")
+
+    log(f"skewless: {common.WORKERS} worker thread(s), nginx: {common.WORKERS} worker process(es), "
+        f"back end: 1 worker thread, all on CPU {common.SERVER_CPUS or 'any'}; "
+        f"wrk: 1 thread on CPU {common.CLIENT_CPUS or 'any'}")
+    summary = []
+    for conns in (args.connections, 1):
+        summary += common.compare([("api", targets)], rounds=args.rounds, duration=args.duration,
+                                  connections=conns)
+    # Added latency of each proxy over the direct hit, at 1 connection.
+    direct = {s["connections"]: s for s in summary if s["target"] == "direct"}
+    for s in summary:
+        if s["target"] != "direct":
+            d = direct[s["connections"]]
+            s["added_p50_us"] = s["p50_us"] - d["p50_us"]
+            s["added_p99_us"] = s["p99_us"] - d["p99_us"]
+    out = common.save("proxy", {
+        "setup": {
+            "workers": common.WORKERS,
+            "server_cpus": common.SERVER_CPUS,
+            "client_cpus": common.CLIENT_CPUS,
+            "backend_workers": 1,
+            "wrk_threads": 1,
+            "duration_s": args.duration,
+            "rounds": args.rounds,
+            "nginx": "proxy_pass, proxy_http_version 1.1, upstream keepalive 64",
+        },
+        "checks": checks,
+        "summary": summary,
+    })
+    common.print_comparison(out["summary"])
+    common.table(["target", "conns", "added p50 µs", "added p99 µs"],
+                 [[s["target"], s["connections"], s["added_p50_us"], s["added_p99_us"]]
+                  for s in out["summary"] if "added_p50_us" in s])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Static serving, skewless against nginx over the same bytes.
+
+Cases: the shell through an SPA fallback route, a 1 KB file, a 200 KB
+content-hashed bundle with `Accept-Encoding: br, gzip`, and a 304
+revalidation of the shell. nginx serves a directory holding exactly the bytes
+skewless serves (the rewritten shell and the deploy-time br/gzip variants)
+with `gzip_static on` and `brotli_static on`, so both answer the bundle with
+the same brotli bytes.
+
+Both servers run at once on the server core(s) with the same worker count
+(skewless: TOKIO_WORKER_THREADS, nginx: worker_processes); wrk runs on the
+other core. Writes bench/results/static.json.
+
+Usage: bench/static.py [--rounds N] [--duration S] [--connections C]
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import apps  # noqa: E402
+import common  # noqa: E402
+from common import http, log  # noqa: E402
+
+RELEASE = "static-1"
+SPA_ROUTE = "/inbox/42"
+HTML = "Accept: text/html,application/xhtml+xml"
+BR_GZIP = "Accept-Encoding: br, gzip"
+
+
+def mirror_for_nginx(base, manifest, root):
+    """Writes every file of the release as skewless serves it (identity, br,
+    gzip) under `root`, and the rewritten shell as root/index.html."""
+    def fetch(url, encoding, extra=()):
+        headers = {"Accept-Encoding": encoding}
+        headers.update(dict(h.split(": ", 1) for h in extra))
+        status, h, body = http("GET", url, headers=headers)
+        if status != 200:
+            raise RuntimeError(f"GET {url}: {status}")
+        got = h.get("content-encoding", "identity")
+        return body if got == encoding else None
+
+    def put(rel, url, extra=()):
+        for enc, suffix in (("identity", ""), ("br", ".br"), ("gzip", ".gz")):
+            body = fetch(url, enc, extra)
+            if body is not None:
+                apps.write(os.path.join(root, rel.lstrip("/") + suffix), body)
+
+    for path in manifest:
+        if path != "/index.html":
+            put(path, f"{base}/_r/{RELEASE}{path}")
+    put("/index.html", f"{base}{SPA_ROUTE}", [HTML])
+
+
+def check(url, headers, expect_status, expect_encoding):
+    h = dict(x.split(": ", 1) for x in headers)
+    status, rh, body = http("GET", url, headers=h)
+    enc = rh.get("content-encoding", "identity")
+    ok = status == expect_status and enc == expect_encoding
+    if not ok:
+        raise RuntimeError(f"GET {url} {headers}: {status} {enc}, wanted {expect_status} {expect_encoding}")
+    return {"status": status, "encoding": enc, "body_bytes": len(body), "etag": rh.get("etag")}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
+    ap.add_argument("--connections", type=int, default=64)
+    args = ap.parse_args()
+
+    common.ensure_tools()
+    common.build()
+    work = tempfile.mkdtemp(prefix="bench-static-")
+    os.chmod(work, 0o755)  # nginx's workers run unprivileged
+    app = os.path.join(work, "app")
+    files = apps.static_app(app)
+    sk, sk_url = common.start_skewless(os.path.join(work, "data"))
+    common.deploy(sk_url, app, RELEASE)
+    manifest = common.admin("GET", sk_url, f"/releases/{RELEASE}")["manifest"]
+    root = os.path.join(work, "nginx-root")
+    mirror_for_nginx(sk_url, manifest, root)
+    ng, ng_url = common.start_nginx(root)
+
+    js = files["js"]
+    urls = {
+        "shell": {"skewless": f"{sk_url}{SPA_ROUTE}", "nginx": f"{ng_url}{SPA_ROUTE}"},
+        "1k": {"skewless": f"{sk_url}/{files['small']}", "nginx": f"{ng_url}/{files['small']}"},
+        "js-200k-br": {"skewless": f"{sk_url}/_r/{RELEASE}/{js}", "nginx": f"{ng_url}/{js}"},
+    }
+    checks = {}
+    cases = []
+    for name, hdrs, enc in (("shell", [HTML, BR_GZIP], "br"), ("1k", [], "identity"),
+                            ("js-200k-br", [BR_GZIP], "br")):
+        targets = {}
+        for t, url in urls[name].items():
+            checks[f"{name}/{t}"] = check(url, hdrs, 200, enc)
+            targets[t] = (url, hdrs)
+        cases.append((name, targets))
+    targets = {}
+    for t, url in urls["shell"].items():
+        etag = checks[f"shell/{t}"]["etag"]
+        hdrs = [HTML, BR_GZIP, f"If-None-Match: {etag}"]
+        checks[f"shell-304/{t}"] = check(url, hdrs, 304, "identity")
+        targets[t] = (url, hdrs)
+    cases.append(("shell-304", targets))
+    for k, v in checks.items():
+        log(f"  check {k}: {v}")
+
+    log(f"skewless: {common.WORKERS} worker thread(s), nginx: {common.WORKERS} worker process(es), "
+        f"both on CPU {common.SERVER_CPUS or 'any'}; wrk: 1 thread on CPU {common.CLIENT_CPUS or 'any'}")
+    summary = common.compare(cases, rounds=args.rounds, duration=args.duration,
+                             connections=args.connections)
+    out = common.save("static", {
+        "setup": {
+            "workers": common.WORKERS,
+            "server_cpus": common.SERVER_CPUS,
+            "client_cpus": common.CLIENT_CPUS,
+            "wrk_threads": 1,
+            "connections": args.connections,
+            "duration_s": args.duration,
+            "rounds": args.rounds,
+            "skewless_threads": sk.threads(),
+            "nginx": "1 master + worker_processes, sendfile, open_file_cache, gzip_static, brotli_static",
+        },
+        "checks": checks,
+        "summary": summary,
+    })
+    common.print_comparison(out["summary"])
+
+
+if __name__ == "__main__":
+    main()
