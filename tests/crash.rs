@@ -286,6 +286,14 @@ fn fifty_kills_at_random_points_lose_nothing_acknowledged() {
             }
             *kills_by_op.entry(format!("{op:?}")).or_default() += 1;
             s.kill9();
+            // The CLI must give up on a dead server; if it has not within
+            // the deadline, its operation counts as unacknowledged.
+            let mut child = child;
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
             let out = child.wait_with_output().unwrap();
             acked.record(op, &args, &out);
             break;

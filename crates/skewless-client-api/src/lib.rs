@@ -31,6 +31,9 @@ impl Client {
         }
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
+            // A server that dies mid-request must not leave the CLI waiting
+            // for ever.
+            .read_timeout(std::time::Duration::from_secs(60))
             .pool_max_idle_per_host(16)
             .build()
             .map_err(|e| ClientError::Connect(e.to_string()))?;
