@@ -2,7 +2,7 @@
 //! variants, ETag and `If-None-Match`, `Range`, `HEAD`, cache headers.
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use skewless_core::header::{
     etag_matches, negotiate_encoding, parse_range, Encoding, RangeRequest,
@@ -28,6 +28,47 @@ const VARY_ENCODING: HeaderValue = HeaderValue::from_static("Accept-Encoding");
 const VARY_PIN: HeaderValue = HeaderValue::from_static("Accept-Encoding, Skewless-Release, Cookie");
 const NOSNIFF: HeaderValue = HeaderValue::from_static("nosniff");
 const BYTES: HeaderValue = HeaderValue::from_static("bytes");
+const OCTET_STREAM: HeaderValue = HeaderValue::from_static("application/octet-stream");
+const SERVED_BY: HeaderName = HeaderName::from_static("skewless-served-by");
+/// Headers a file response carries, with room for those added after it
+/// (`Skewless-Current`, `Set-Cookie`), so the map never grows.
+const RESPONSE_HEADERS: usize = 16;
+
+/// The `Content-Type` value of a manifest's content type and whether that
+/// type is compressible: the common types are static (no allocation or
+/// lower-casing per request), the rest are built.
+fn content_type_info(ct: &str) -> (HeaderValue, bool) {
+    macro_rules! known {
+        ($($t:literal => $compressible:literal),* $(,)?) => {
+            match ct {
+                $($t => (HeaderValue::from_static($t), $compressible),)*
+                other => (
+                    HeaderValue::from_str(other).unwrap_or(OCTET_STREAM),
+                    skewless_core::content::is_compressible(other),
+                ),
+            }
+        };
+    }
+    known!(
+        "text/html; charset=utf-8" => true,
+        "text/javascript; charset=utf-8" => true,
+        "text/css; charset=utf-8" => true,
+        "text/plain; charset=utf-8" => true,
+        "application/json" => true,
+        "application/manifest+json" => true,
+        "application/wasm" => true,
+        "application/octet-stream" => false,
+        "image/svg+xml" => true,
+        "image/x-icon" => true,
+        "image/png" => false,
+        "image/jpeg" => false,
+        "image/gif" => false,
+        "image/webp" => false,
+        "image/avif" => false,
+        "font/woff2" => false,
+        "font/woff" => false,
+    )
+}
 
 /// What to serve and how.
 pub struct FileRequest<'a> {
@@ -53,7 +94,7 @@ pub async fn file_response(
     let entry = f.entry;
     let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let range_header = text(header::RANGE);
-    let compressible = entry.compressible();
+    let (content_type, compressible) = content_type_info(&entry.content_type);
     let encoding = if range_header.is_some() || !compressible {
         Encoding::Identity
     } else {
@@ -73,36 +114,33 @@ pub async fn file_response(
         None => etag_for(entry.hash.as_str(), suffix),
     };
 
-    let mut builder = Response::builder();
-    {
-        let h = builder.headers_mut().expect("fresh builder has headers");
-        h.insert(header::ETAG, etag.clone());
+    let mut resp = Response::new(Body::empty());
+    let h = resp.headers_mut();
+    h.reserve(RESPONSE_HEADERS);
+    h.insert(header::ETAG, etag.clone());
+    h.insert(
+        header::CACHE_CONTROL,
+        match f.caching {
+            Caching::Immutable => IMMUTABLE,
+            Caching::Revalidate => NO_CACHE,
+        },
+    );
+    if compressible || f.varies_by_pin {
         h.insert(
-            header::CACHE_CONTROL,
-            match f.caching {
-                Caching::Immutable => IMMUTABLE,
-                Caching::Revalidate => NO_CACHE,
+            header::VARY,
+            if f.varies_by_pin {
+                VARY_PIN
+            } else {
+                VARY_ENCODING
             },
         );
-        if compressible || f.varies_by_pin {
-            h.insert(
-                header::VARY,
-                if f.varies_by_pin {
-                    VARY_PIN
-                } else {
-                    VARY_ENCODING
-                },
-            );
-        }
-        h.insert("skewless-served-by", f.served_by.clone());
-        h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
     }
+    h.insert(SERVED_BY, f.served_by.clone());
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
 
     if etag_matches(text(header::IF_NONE_MATCH), etag.to_str().unwrap_or("")) {
-        return builder
-            .status(StatusCode::NOT_MODIFIED)
-            .body(Body::empty())
-            .unwrap_or_default();
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        return resp;
     }
 
     let range = match (encoding, text(header::IF_RANGE)) {
@@ -112,15 +150,11 @@ pub async fn file_response(
         (Encoding::Identity, _) => parse_range(range_header, len),
         _ => RangeRequest::Full,
     };
-    let content_type = HeaderValue::from_str(&entry.content_type)
-        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    {
-        let h = builder.headers_mut().expect("fresh builder has headers");
-        h.insert(header::CONTENT_TYPE, content_type);
-        h.insert(header::ACCEPT_RANGES, BYTES);
-        if let Some(enc) = encoding.content_encoding() {
-            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(enc));
-        }
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, content_type);
+    h.insert(header::ACCEPT_RANGES, BYTES);
+    if let Some(enc) = encoding.content_encoding() {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(enc));
     }
     let (status, read) = match range {
         RangeRequest::Unsatisfiable => {
@@ -135,25 +169,24 @@ pub async fn file_response(
         }
         RangeRequest::Partial { start, end } => {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
-                builder = builder.header(header::CONTENT_RANGE, v);
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
             }
             (StatusCode::PARTIAL_CONTENT, Some((start, end - start + 1)))
         }
         RangeRequest::Full => (StatusCode::OK, None),
     };
     let body_len = read.map_or(len, |(_, n)| n);
-    builder = builder.header(header::CONTENT_LENGTH, body_len);
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
+    *resp.status_mut() = status;
     if method == Method::HEAD {
-        return builder
-            .status(status)
-            .body(Body::empty())
-            .unwrap_or_default();
+        return resp;
     }
     match store.read(&entry.hash, variant, read).await {
-        Ok(bytes) => builder
-            .status(status)
-            .body(Body::from(bytes))
-            .unwrap_or_default(),
+        Ok(bytes) => {
+            *resp.body_mut() = Body::from(bytes);
+            resp
+        }
         Err(StoreError::NotFound(h)) => {
             tracing::error!(blob = %h, "blob of a live release is missing from the store");
             json_error(
@@ -165,5 +198,49 @@ pub async fn file_response(
             tracing::error!(error = %e, "blob read failed");
             json_error(StatusCode::INTERNAL_SERVER_ERROR, "blob store read failed")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types_match_the_manifest_and_the_compression_rule() {
+        for path in [
+            "a.html",
+            "a.js",
+            "a.css",
+            "a.txt",
+            "a.json",
+            "a.webmanifest",
+            "a.wasm",
+            "a.svg",
+            "a.ico",
+            "a.png",
+            "a.jpg",
+            "a.gif",
+            "a.webp",
+            "a.avif",
+            "a.woff2",
+            "a.woff",
+            "a.xyz",
+            "a.md",
+            "a.ttf",
+            "noext",
+        ] {
+            let ct = skewless_core::content::content_type(path);
+            let (value, compressible) = content_type_info(&ct);
+            assert_eq!(value, ct.as_str(), "{path}");
+            assert_eq!(
+                compressible,
+                skewless_core::content::is_compressible(&ct),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            content_type_info("bad\nvalue").0,
+            "application/octet-stream"
+        );
     }
 }

@@ -1,10 +1,15 @@
 //! Blobs in a local directory: `<root>/<first two hex>/<hash>` plus
 //! `<hash>.br`, `<hash>.gz`, or a `<hash>.raw` marker when compression does
 //! not pay. Uploads land in `<root>/tmp/` and are renamed into place only
-//! after their hash is verified and their bytes are on disk.
+//! after their hash is verified and their bytes are on disk. Small blobs
+//! that are read are kept in memory ([`HotBlobs`]), so serving them costs
+//! no file system call and no hop to the blocking thread pool.
 
+use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
@@ -20,10 +25,148 @@ use crate::{BlobInfo, BlobStore, ByteStream, Put, StoreError, Variant, Variants}
 /// outweighs the gain for the rare huge text file.
 const MAX_COMPRESS: u64 = 64 * 1024 * 1024;
 
+/// Largest stored form kept in memory once read.
+const HOT_MAX_BLOB: u64 = 1024 * 1024;
+/// Memory the in-memory copies may take in total.
+const HOT_BUDGET: u64 = 128 * 1024 * 1024;
+const HOT_SHARDS: usize = 16;
+
 /// A blob store in a local directory.
 #[derive(Debug, Clone)]
 pub struct LocalDir {
     root: PathBuf,
+    hot: Arc<HotBlobs>,
+}
+
+/// In-memory copies of small blobs that have been read, by hash and variant.
+/// Blobs are immutable, so a copy is valid until the store deletes the blob
+/// or its variants, which remove it here too. Reads take a shard's shared
+/// lock only; eviction (second chance: entries read since the last sweep
+/// stay) runs when an insert would exceed the budget.
+#[derive(Debug)]
+struct HotBlobs {
+    shards: [RwLock<HashMap<BlobHash, HotEntry>>; HOT_SHARDS],
+    bytes: AtomicU64,
+    sweep_from: AtomicUsize,
+    budget: u64,
+    /// Bumped by every removal, so a read that raced a delete does not put
+    /// the deleted bytes back.
+    removals: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct HotEntry {
+    forms: [Option<Bytes>; 3],
+    used: AtomicBool,
+}
+
+impl HotEntry {
+    fn len(&self) -> u64 {
+        self.forms.iter().flatten().map(|b| b.len() as u64).sum()
+    }
+}
+
+fn form_index(v: Variant) -> usize {
+    match v {
+        Variant::Identity => 0,
+        Variant::Br => 1,
+        Variant::Gzip => 2,
+    }
+}
+
+impl HotBlobs {
+    fn new(budget: u64) -> Self {
+        HotBlobs {
+            shards: std::array::from_fn(|_| RwLock::new(HashMap::new())),
+            bytes: AtomicU64::new(0),
+            sweep_from: AtomicUsize::new(0),
+            budget,
+            removals: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, hash: &BlobHash) -> &RwLock<HashMap<BlobHash, HotEntry>> {
+        // Hashes are hex, so the last digit spreads evenly over 16 shards.
+        let digit = hash.as_str().as_bytes().last().copied().unwrap_or(b'0');
+        let i = (digit as char).to_digit(16).unwrap_or(0) as usize;
+        &self.shards[i % HOT_SHARDS]
+    }
+
+    fn get(&self, hash: &BlobHash, v: Variant) -> Option<Bytes> {
+        // A poisoned lock only means a panic elsewhere mid-insert; the map
+        // itself is always consistent.
+        let map = self.shard(hash).read().unwrap_or_else(|e| e.into_inner());
+        let entry = map.get(hash)?;
+        let bytes = entry.forms[form_index(v)].clone()?;
+        if !entry.used.load(Ordering::Relaxed) {
+            entry.used.store(true, Ordering::Relaxed);
+        }
+        Some(bytes)
+    }
+
+    /// Keeps `bytes`, read from disk after [`Self::removals`] returned
+    /// `seen`, unless something was removed meanwhile.
+    fn insert(&self, hash: &BlobHash, v: Variant, bytes: Bytes, seen: u64) {
+        let len = bytes.len() as u64;
+        if len > HOT_MAX_BLOB || len > self.budget {
+            return;
+        }
+        if self.bytes.load(Ordering::Relaxed) + len > self.budget {
+            self.evict(len);
+        }
+        let mut map = self.shard(hash).write().unwrap_or_else(|e| e.into_inner());
+        if self.removals.load(Ordering::Acquire) != seen {
+            return;
+        }
+        let entry = map.entry(hash.clone()).or_default();
+        let slot = &mut entry.forms[form_index(v)];
+        if let Some(old) = slot.replace(bytes) {
+            self.bytes.fetch_sub(old.len() as u64, Ordering::Relaxed);
+        }
+        self.bytes.fetch_add(len, Ordering::Relaxed);
+    }
+
+    /// Frees at least `need` bytes (if that much is held): first entries not
+    /// read since the last sweep, then, if that was not enough, any.
+    fn evict(&self, need: u64) {
+        let target = self.budget.saturating_sub(need);
+        for pass in 0..3 {
+            for _ in 0..HOT_SHARDS {
+                if self.bytes.load(Ordering::Relaxed) <= target {
+                    return;
+                }
+                let i = self.sweep_from.fetch_add(1, Ordering::Relaxed) % HOT_SHARDS;
+                let mut map = self.shards[i].write().unwrap_or_else(|e| e.into_inner());
+                map.retain(|_, e| {
+                    if pass < 2 && e.used.swap(false, Ordering::Relaxed) {
+                        return true;
+                    }
+                    self.bytes.fetch_sub(e.len(), Ordering::Relaxed);
+                    false
+                });
+            }
+        }
+    }
+
+    fn removals(&self) -> u64 {
+        self.removals.load(Ordering::Acquire)
+    }
+
+    fn remove(&self, hash: &BlobHash, forms: &[Variant]) {
+        let mut map = self.shard(hash).write().unwrap_or_else(|e| e.into_inner());
+        self.removals.fetch_add(1, Ordering::AcqRel);
+        let Some(entry) = map.get_mut(hash) else {
+            return;
+        };
+        for &v in forms {
+            if let Some(old) = entry.forms[form_index(v)].take() {
+                self.bytes.fetch_sub(old.len() as u64, Ordering::Relaxed);
+            }
+        }
+        if entry.forms.iter().all(Option::is_none) {
+            map.remove(hash);
+        }
+    }
 }
 
 impl LocalDir {
@@ -38,7 +181,10 @@ impl LocalDir {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-        Ok(LocalDir { root })
+        Ok(LocalDir {
+            root,
+            hot: Arc::new(HotBlobs::new(HOT_BUDGET)),
+        })
     }
 
     fn path(&self, hash: &BlobHash, suffix: &str) -> PathBuf {
@@ -192,6 +338,17 @@ impl BlobStore for LocalDir {
         variant: Variant,
         range: Option<(u64, u64)>,
     ) -> Result<Bytes, StoreError> {
+        if let Some(bytes) = self.hot.get(hash, variant) {
+            return Ok(match range {
+                None => bytes,
+                Some((offset, len)) => {
+                    let start = (offset as usize).min(bytes.len());
+                    let end = start.saturating_add(len as usize).min(bytes.len());
+                    bytes.slice(start..end)
+                }
+            });
+        }
+        let seen = self.hot.removals();
         let path = self.path(hash, suffix(variant));
         let not_found = |e: std::io::Error, path: &Path| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -201,10 +358,14 @@ impl BlobStore for LocalDir {
             }
         };
         match range {
-            None => tokio::fs::read(&path)
-                .await
-                .map(Bytes::from)
-                .map_err(|e| not_found(e, &path)),
+            None => {
+                let bytes = tokio::fs::read(&path)
+                    .await
+                    .map(Bytes::from)
+                    .map_err(|e| not_found(e, &path))?;
+                self.hot.insert(hash, variant, bytes.clone(), seen);
+                Ok(bytes)
+            }
             Some((offset, len)) => {
                 let p = path.clone();
                 let r = tokio::task::spawn_blocking(move || {
@@ -242,15 +403,20 @@ impl BlobStore for LocalDir {
     }
 
     async fn delete_variants(&self, hash: &BlobHash) -> Result<(), StoreError> {
-        for s in [".br", ".gz", ".raw"] {
-            let p = self.path(hash, s);
-            match tokio::fs::remove_file(&p).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::io(&p, e)),
+        let result = async {
+            for s in [".br", ".gz", ".raw"] {
+                let p = self.path(hash, s);
+                match tokio::fs::remove_file(&p).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::io(&p, e)),
+                }
             }
+            Ok(())
         }
-        Ok(())
+        .await;
+        self.hot.remove(hash, &[Variant::Br, Variant::Gzip]);
+        result
     }
 
     async fn leftovers(&self) -> Result<usize, StoreError> {
@@ -259,18 +425,26 @@ impl BlobStore for LocalDir {
     }
 
     async fn delete(&self, hash: &BlobHash) -> Result<u64, StoreError> {
-        let mut freed = 0;
-        for s in [".br", ".gz", ".raw", ""] {
-            let p = self.path(hash, s);
-            if let Some(len) = file_len(&p) {
-                match tokio::fs::remove_file(&p).await {
-                    Ok(()) => freed += len,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(StoreError::io(&p, e)),
+        let result = async {
+            let mut freed = 0;
+            for s in [".br", ".gz", ".raw", ""] {
+                let p = self.path(hash, s);
+                if let Some(len) = file_len(&p) {
+                    match tokio::fs::remove_file(&p).await {
+                        Ok(()) => freed += len,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(StoreError::io(&p, e)),
+                    }
                 }
             }
+            Ok(freed)
         }
-        Ok(freed)
+        .await;
+        // After the files are gone, so a read racing this cannot bring the
+        // bytes back (see `HotBlobs::removals`).
+        self.hot
+            .remove(hash, &[Variant::Identity, Variant::Br, Variant::Gzip]);
+        result
     }
 
     async fn list(&self) -> Result<Vec<BlobInfo>, StoreError> {
@@ -389,6 +563,93 @@ mod tests {
             std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
             0
         );
+    }
+
+    #[tokio::test]
+    async fn reads_are_kept_in_memory_until_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDir::open(dir.path()).unwrap();
+        let data: &'static [u8] = Box::leak(b"cached ".repeat(50).into_boxed_slice());
+        let h = hash_of(data);
+        store.put(&h, stream(data), 1 << 20).await.unwrap();
+        store.ensure_variants(&h).await.unwrap();
+        assert_eq!(&store.read(&h, Variant::Br, None).await.unwrap()[..], {
+            let br = std::fs::read(store.path(&h, ".br")).unwrap();
+            Box::leak(br.into_boxed_slice()) as &[u8]
+        });
+        assert_eq!(
+            &store.read(&h, Variant::Identity, None).await.unwrap()[..],
+            data
+        );
+        // Served from memory now: the file is not read again.
+        std::fs::remove_file(store.path(&h, "")).unwrap();
+        assert_eq!(
+            &store.read(&h, Variant::Identity, None).await.unwrap()[..],
+            data
+        );
+        assert_eq!(
+            &store
+                .read(&h, Variant::Identity, Some((7, 6)))
+                .await
+                .unwrap()[..],
+            b"cached"
+        );
+        // Deleting the variants drops their copies, not the blob's.
+        store.delete_variants(&h).await.unwrap();
+        assert!(store.read(&h, Variant::Br, None).await.is_err());
+        assert!(store.read(&h, Variant::Identity, None).await.is_ok());
+        store.delete(&h).await.unwrap();
+        assert!(matches!(
+            store.read(&h, Variant::Identity, None).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn hot_blobs_stay_within_budget_and_keep_what_is_read() {
+        let hot = HotBlobs::new(1000);
+        let hashes: Vec<BlobHash> = (0..8u8).map(|i| hash_of(&[i])).collect();
+        for h in &hashes[..4] {
+            hot.insert(h, Variant::Identity, Bytes::from(vec![0u8; 250]), 0);
+        }
+        assert_eq!(hot.bytes.load(Ordering::Relaxed), 1000);
+        // The first is read again, so it survives the next sweep.
+        assert!(hot.get(&hashes[0], Variant::Identity).is_some());
+        hot.insert(
+            &hashes[4],
+            Variant::Identity,
+            Bytes::from(vec![0u8; 250]),
+            0,
+        );
+        assert!(hot.bytes.load(Ordering::Relaxed) <= 1000);
+        assert!(hot.get(&hashes[0], Variant::Identity).is_some());
+        assert!(hot.get(&hashes[4], Variant::Identity).is_some());
+        // Too large for the budget: not kept, nothing evicted for it.
+        hot.insert(
+            &hashes[5],
+            Variant::Identity,
+            Bytes::from(vec![0u8; 1001]),
+            0,
+        );
+        assert!(hot.get(&hashes[5], Variant::Identity).is_none());
+        assert!(hot.get(&hashes[0], Variant::Identity).is_some());
+    }
+
+    #[test]
+    fn a_read_that_raced_a_delete_is_not_kept() {
+        let hot = HotBlobs::new(1000);
+        let h = hash_of(b"x");
+        let seen = hot.removals();
+        hot.remove(&h, &[Variant::Identity]);
+        hot.insert(&h, Variant::Identity, Bytes::from_static(b"x"), seen);
+        assert!(hot.get(&h, Variant::Identity).is_none());
+        hot.insert(
+            &h,
+            Variant::Identity,
+            Bytes::from_static(b"x"),
+            hot.removals(),
+        );
+        assert!(hot.get(&h, Variant::Identity).is_some());
     }
 
     #[tokio::test]
