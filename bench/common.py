@@ -25,7 +25,8 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
 RESULTS = os.path.join(BENCH, "results")
 TARGET = os.path.join(REPO, "target", "release")
-SKEWLESS = os.path.join(TARGET, "skewless")
+# BENCH_SKEWLESS points the scripts at another build, e.g. to compare a change.
+SKEWLESS = os.environ.get("BENCH_SKEWLESS", os.path.join(TARGET, "skewless"))
 BACKEND = os.path.join(TARGET, "example-backend")
 TOKEN = "bench-admin-token-0123456789"
 
@@ -355,6 +356,7 @@ def machine():
         "open_files_limit": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
         "nginx": nginx_v,
         "commit": rev,
+        "skewless_binary": os.path.relpath(SKEWLESS, REPO) if SKEWLESS.startswith(REPO) else SKEWLESS,
     }
 
 

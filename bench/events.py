@@ -79,6 +79,8 @@ def main():
     ap.add_argument("--streams", type=int, default=19_000)
     ap.add_argument("--procs", type=int, default=4)
     ap.add_argument("--deadline", type=int, default=30, help="seconds to wait for the event")
+    ap.add_argument("--label", default="",
+                    help="result name suffix, e.g. to keep a run of another build (BENCH_SKEWLESS)")
     args = ap.parse_args()
 
     common.ensure_tools(nginx=False, wrk=False)
@@ -168,7 +170,7 @@ def main():
         },
         "client_errors": [e for c in clients if c.result for e in c.result["errors"]][:10],
     }
-    out = common.save("events", result)
+    out = common.save("events" + (f"-{args.label}" if args.label else ""), result)
     d = out["delivery_ms"]
     common.table(
         ["streams open", "failed", "server fds", "RSS delta MiB", "bytes/stream", "promote call ms",

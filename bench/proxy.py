@@ -31,6 +31,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
     ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--label", default="",
+                    help="result name suffix, e.g. to keep a run of another build (BENCH_SKEWLESS)")
     args = ap.parse_args()
 
     common.ensure_tools()
@@ -75,7 +77,7 @@ def main():
             d = direct[s["connections"]]
             s["added_p50_us"] = s["p50_us"] - d["p50_us"]
             s["added_p99_us"] = s["p99_us"] - d["p99_us"]
-    out = common.save("proxy", {
+    out = common.save("proxy" + (f"-{args.label}" if args.label else ""), {
         "setup": {
             "workers": common.WORKERS,
             "server_cpus": common.SERVER_CPUS,

@@ -70,6 +70,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
     ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--label", default="",
+                    help="result name suffix, e.g. to keep a run of another build (BENCH_SKEWLESS)")
     args = ap.parse_args()
 
     common.ensure_tools()
@@ -114,7 +116,7 @@ def main():
         f"both on CPU {common.SERVER_CPUS or 'any'}; wrk: 1 thread on CPU {common.CLIENT_CPUS or 'any'}")
     summary = common.compare(cases, rounds=args.rounds, duration=args.duration,
                              connections=args.connections)
-    out = common.save("static", {
+    out = common.save("static" + (f"-{args.label}" if args.label else ""), {
         "setup": {
             "workers": common.WORKERS,
             "server_cpus": common.SERVER_CPUS,

@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""User-space instructions per request, skewless against nginx, counted by
+valgrind's callgrind (deterministic, unlike timings on a noisy machine).
+
+Each server runs alone under callgrind with one worker; wrk sends
+`--duration` seconds of the chosen case over 8 connections; the program's
+instruction total (start-up included, which is small next to tens of
+thousands of requests) is divided by the requests answered. Kernel time
+(the TCP stack) is not counted: it is about the same for both. The
+skewless profile is kept (bench/results/callgrind-<case>.out) for
+`callgrind_annotate --inclusive=yes`.
+
+Usage: bench/callgrind.py [--case 1k|shell|shell-304|js-200k-br|api] [--duration S]
+"""
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import apps  # noqa: E402
+import common  # noqa: E402
+from common import log  # noqa: E402
+from static import BR_GZIP, HTML, RELEASE, SPA_ROUTE, mirror_for_nginx  # noqa: E402
+
+
+def totals(out_file):
+    text = subprocess.run(["callgrind_annotate", out_file], capture_output=True, text=True).stdout
+    m = re.search(r"^\s*([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", text, re.M)
+    return int(m.group(1).replace(",", "")) if m else None
+
+
+def under_callgrind(cmd, out_file, env, port, url, headers, duration):
+    vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", "--dump-instr=no"]
+    p = common.Proc("callgrind", vg + cmd, env=env)
+    common.wait_port(port, deadline_s=60)
+    r = common.wrk(url, headers, connections=8, duration=duration, cpus="")
+    p.stop()
+    return r["requests"], totals(out_file)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--case", default="1k", choices=["1k", "shell", "shell-304", "js-200k-br", "api"])
+    ap.add_argument("--duration", type=int, default=8)
+    ap.add_argument("--label", default="", help="result name suffix (e.g. for another build)")
+    args = ap.parse_args()
+    if not shutil.which("valgrind"):
+        sys.exit("valgrind is needed: apt-get install valgrind")
+    common.ensure_tools()
+    common.build()
+    work = tempfile.mkdtemp(prefix="bench-callgrind-")
+    os.chmod(work, 0o755)
+    app = os.path.join(work, "app")
+    files = apps.static_app(app)
+    data = os.path.join(work, "data")
+    be, be_url = common.start_backend(RELEASE)
+    # Deploy with a normal server, then profile a fresh one over the same data.
+    sk, sk_url = common.start_skewless(data)
+    common.deploy(sk_url, app, RELEASE, backend=be_url)
+    manifest = common.admin("GET", sk_url, f"/releases/{RELEASE}")["manifest"]
+    root = os.path.join(work, "nginx-root")
+    mirror_for_nginx(sk_url, manifest, root)
+    etags = {}
+    for name, url in (("skewless", sk_url), ("nginx", None)):
+        if url:
+            etags[name] = common.http("GET", f"{url}{SPA_ROUTE}", headers={
+                "Accept": "text/html", "Accept-Encoding": "br, gzip"})[1]["etag"]
+    sk.stop()
+
+    case = args.case
+    paths = {"1k": f"/{files['small']}", "shell": SPA_ROUTE, "shell-304": SPA_ROUTE, "api": "/api/items"}
+    headers = {"shell": [HTML, BR_GZIP], "shell-304": [HTML, BR_GZIP], "js-200k-br": [BR_GZIP],
+               "api": [f"Skewless-Release: {RELEASE}"]}.get(case, [])
+    results = {}
+
+    port = common.free_port()
+    sk_path = f"/_r/{RELEASE}/{files['js']}" if case == "js-200k-br" else paths[case]
+    sk_headers = headers + ([f"If-None-Match: {etags['skewless']}"] if case == "shell-304" else [])
+    name = f"callgrind-{case}" + (f"-{args.label}" if args.label else "")
+    out_file = os.path.join(common.RESULTS, f"{name}.out")
+    os.makedirs(common.RESULTS, exist_ok=True)
+    log(f"skewless under callgrind: {case}")
+    reqs, instr = under_callgrind(
+        [common.SKEWLESS, "serve", "--listen", f"127.0.0.1:{port}", "--data", data,
+         "--admin-token", common.TOKEN],
+        out_file, {"TOKIO_WORKER_THREADS": "1", "SKEWLESS_LOG": "warn"}, port,
+        f"http://127.0.0.1:{port}{sk_path}", sk_headers, args.duration)
+    results["skewless"] = {"requests": reqs, "instructions": instr,
+                           "per_request": round(instr / reqs) if reqs else None}
+
+    d = tempfile.mkdtemp(prefix="bench-callgrind-nginx-")
+    port = common.free_port()
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(common.NGINX_CONF.format(workers=1, dir=d, port=port, root=root,
+                                         upstream=be_url.replace("http://", ""))
+                .replace("daemon off;", "daemon off;\nmaster_process off;"))
+    ng_path = f"/{files['js']}" if case == "js-200k-br" else paths[case]
+    ng_headers = list(headers)
+    if case == "api":
+        ng_headers = []
+    if case == "shell-304":
+        # nginx's ETag of the shell, from a plain nginx run.
+        ng, ng_url = common.start_nginx(root)
+        etag = common.http("GET", f"{ng_url}{SPA_ROUTE}", headers={
+            "Accept": "text/html", "Accept-Encoding": "br, gzip"})[1]["etag"]
+        ng.stop()
+        ng_headers.append(f"If-None-Match: {etag}")
+    log(f"nginx under callgrind: {case}")
+    nout = os.path.join(d, "callgrind-nginx.out")
+    reqs, instr = under_callgrind(["nginx", "-c", conf, "-e", os.path.join(d, "error.log")], nout, {},
+                                  port, f"http://127.0.0.1:{port}{ng_path}", ng_headers, args.duration)
+    results["nginx"] = {"requests": reqs, "instructions": instr,
+                        "per_request": round(instr / reqs) if reqs else None}
+    ratio = (results["skewless"]["per_request"] / results["nginx"]["per_request"]
+             if results["nginx"]["per_request"] else None)
+    out = common.save(name, {"case": case, "results": results,
+                                            "skewless_nginx_ratio": round(ratio, 2) if ratio else None})
+    common.table(["server", "requests", "instructions", "per request"],
+                 [[k, v["requests"], v["instructions"], v["per_request"]] for k, v in out["results"].items()])
+    print(f"skewless/nginx instructions per request: {out['skewless_nginx_ratio']}")
+
+
+if __name__ == "__main__":
+    main()
