@@ -85,7 +85,7 @@ impl Drop for Slot {
     }
 }
 
-fn take_slot(gw: &Arc<Gateway>, ip: IpAddr) -> Result<Slot, ServerError> {
+pub(crate) fn take_slot(gw: &Arc<Gateway>, ip: IpAddr) -> Result<Slot, ServerError> {
     let slots = &gw.stream_slots;
     let mut per_ip = slots.per_ip.lock().unwrap_or_else(|e| e.into_inner());
     let mine = per_ip.entry(ip).or_default();
@@ -115,7 +115,7 @@ pub struct EventsQuery {
 }
 
 /// Reconnect delay suggested to clients, in milliseconds.
-const RETRY_MS: u64 = 3000;
+pub(crate) const RETRY_MS: u64 = 3000;
 
 fn event_for(gw: &Gateway, release: Option<&str>) -> Event {
     let snap = gw.snapshot.load();

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
@@ -292,7 +292,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .nest("/_skewless/api/v1", admin::routes(gw.clone()))
         .merge(system::routes())
-        .fallback(resolve_request)
+        .fallback(resolve_fallback)
         .layer(middleware::from_fn_with_state(gw.clone(), stamp))
         .with_state(gw)
 }
@@ -301,38 +301,104 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 /// client should run) and, when its release must upgrade now,
 /// `Skewless-Required`; records presence and request metrics.
 async fn stamp(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
-    // Header values are reference-counted slices of the request buffer:
-    // keeping them costs no copy.
-    let pin_header = req.headers().get(pin::HEADER).cloned();
-    let cookie = req.headers().get(header::COOKIE).cloned();
-    let client = req.headers().get(CLIENT_HEADER).cloned();
-    let mut resp = next.run(req).await;
-    fn text(v: &Option<HeaderValue>) -> Option<&str> {
-        v.as_ref().and_then(|v| v.to_str().ok())
-    }
-    let pin_str = pin::pin_str(text(&pin_header), text(&cookie));
-    let snap = gw.snapshot.load();
-    let current = snap.current_for(pin_str);
-    if !current.is_empty() {
-        resp.headers_mut()
-            .insert("skewless-current", current.clone());
-        if snap.upgrade_required(pin_str) {
-            resp.headers_mut()
-                .insert("skewless-required", current.clone());
+    let seen = Seen::of(&req);
+    let resp = next.run(req).await;
+    seen.stamp(&gw, resp)
+}
+
+/// What [`Seen::stamp`] needs of a request once its response is built.
+/// Header values are reference-counted slices of the request buffer:
+/// keeping them costs no copy.
+struct Seen {
+    pin: Option<HeaderValue>,
+    cookie: Option<HeaderValue>,
+    client: Option<HeaderValue>,
+}
+
+const CURRENT_HEADER: HeaderName = HeaderName::from_static("skewless-current");
+const REQUIRED_HEADER: HeaderName = HeaderName::from_static("skewless-required");
+const PIN_HEADER: HeaderName = HeaderName::from_static(pin::HEADER);
+const CLIENT: HeaderName = HeaderName::from_static(CLIENT_HEADER);
+
+impl Seen {
+    fn of<B>(req: &axum::http::Request<B>) -> Seen {
+        let h = req.headers();
+        Seen {
+            pin: h.get(&PIN_HEADER).cloned(),
+            cookie: h.get(header::COOKIE).cloned(),
+            client: h.get(&CLIENT).cloned(),
         }
     }
-    if let (Some(pin), Some(client)) = (pin_str, text(&client)) {
+
+    fn stamp(&self, gw: &Gateway, mut resp: Response) -> Response {
+        fn text(v: &Option<HeaderValue>) -> Option<&str> {
+            v.as_ref().and_then(|v| v.to_str().ok())
+        }
+        let (current, required) =
+            release_headers(gw, text(&self.pin), text(&self.cookie), text(&self.client));
+        if let Some(required) = required {
+            resp.headers_mut().insert(REQUIRED_HEADER, required);
+        }
+        if let Some(current) = current {
+            resp.headers_mut().insert(CURRENT_HEADER, current);
+        }
+        let kind = resp
+            .extensions()
+            .get::<Kind>()
+            .copied()
+            .unwrap_or(Kind::System);
+        metrics::request(kind, resp.status().as_u16());
+        resp
+    }
+}
+
+/// The `Skewless-Current` and `Skewless-Required` values for a request with
+/// these pin header, cookie and client id headers; records the client as
+/// live on its release.
+pub(crate) fn release_headers(
+    gw: &Gateway,
+    pin_header: Option<&str>,
+    cookie: Option<&str>,
+    client: Option<&str>,
+) -> (Option<HeaderValue>, Option<HeaderValue>) {
+    let pin_str = pin::pin_str(pin_header, cookie);
+    let snap = gw.snapshot.load();
+    let current = snap.current_for(pin_str);
+    let headers = if current.is_empty() {
+        (None, None)
+    } else {
+        let required = snap.upgrade_required(pin_str).then(|| current.clone());
+        (Some(current.clone()), required)
+    };
+    if let (Some(pin), Some(client)) = (pin_str, client) {
         if let Some(view) = snap.view(pin) {
             gw.presence.seen(&view.record.id, client, gw.clock.now());
         }
     }
-    let kind = resp
-        .extensions()
-        .get::<Kind>()
-        .copied()
-        .unwrap_or(Kind::System);
-    metrics::request(kind, resp.status().as_u16());
-    resp
+    headers
+}
+
+/// Answers one request. Paths under `/_skewless/` go through the router
+/// (system and admin routes); every other path (shell, files, API calls)
+/// is resolved directly, which spares the hot path the router's matching
+/// and boxing.
+pub async fn handle(
+    gw: Arc<Gateway>,
+    app: Router,
+    peer: SocketAddr,
+    req: axum::http::Request<hyper::body::Incoming>,
+) -> Response {
+    let mut req = req.map(axum::body::Body::new);
+    if req.uri().path().starts_with("/_skewless") {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        return match tower::ServiceExt::oneshot(app, req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        };
+    }
+    let seen = Seen::of(&req);
+    let resp = resolve_request(&gw, req, peer).await;
+    seen.stamp(&gw, resp)
 }
 
 /// The request header carrying a tab's random client id.
@@ -343,8 +409,17 @@ fn tagged(mut resp: Response, kind: Kind) -> Response {
     resp
 }
 
+/// `/_skewless/…` paths no system route claimed.
+async fn resolve_fallback(
+    State(gw): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    resolve_request(&gw, req, peer).await
+}
+
 /// Resolution rules 2 to 5 for every path no system route claimed.
-async fn resolve_request(State(gw): State<Arc<Gateway>>, req: Request) -> Response {
+async fn resolve_request(gw: &Arc<Gateway>, req: Request, peer: SocketAddr) -> Response {
     let path = match normalize_request_path(req.uri().path()) {
         Ok(p) => p,
         Err(e) => {
@@ -360,7 +435,7 @@ async fn resolve_request(State(gw): State<Arc<Gateway>>, req: Request) -> Respon
         .iter()
         .any(|p| path.starts_with(p.as_str()) || p.strip_suffix('/') == Some(path.as_str()))
     {
-        return tagged(proxy_api(gw, req).await, Kind::Api);
+        return tagged(proxy_api(gw, req, peer).await, Kind::Api);
     }
     let method = req.method();
     if method != Method::GET && method != Method::HEAD {
@@ -481,7 +556,7 @@ async fn resolve_request(State(gw): State<Arc<Gateway>>, req: Request) -> Respon
 }
 
 /// Resolution rule 3: API calls go to the back end of the client's release.
-async fn proxy_api(gw: Arc<Gateway>, req: Request) -> Response {
+async fn proxy_api(gw: &Gateway, req: Request, client: SocketAddr) -> Response {
     let limit = gw.config.max_proxy_body_bytes;
     let declared = req
         .headers()
@@ -499,10 +574,6 @@ async fn proxy_api(gw: Arc<Gateway>, req: Request) -> Response {
     let headers = req.headers();
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let pin = pin::pin_from(text(pin::HEADER), text("cookie"));
-    let client = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(SocketAddr::from(([127, 0, 0, 1], 0)), |c| c.0);
     let snap = gw.snapshot.load();
     let candidates: Vec<Candidate<Arc<Upstream>>> = snap
         .ordered
@@ -575,6 +646,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     };
     crate::listener::serve(
         listener,
+        gw.clone(),
         app,
         Duration::from_secs(gw.config.header_read_timeout_secs.max(1)),
         stop,

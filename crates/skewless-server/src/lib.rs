@@ -19,6 +19,7 @@ mod reaper;
 mod serve;
 pub mod shell;
 mod snapshot;
+mod sse;
 mod supervisor;
 mod system;
 

@@ -3,22 +3,25 @@
 //! HTTP/2, upgrades, and graceful shutdown that lets in-flight requests
 //! finish.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
+use std::convert::Infallible;
+use std::sync::Arc;
+
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tower::ServiceExt;
 
-/// Serves `app` on `listener` until `stop` resolves, then waits up to
-/// `grace` for open connections to finish their requests.
+use crate::gateway::{handle, Gateway};
+
+/// Serves the gateway (with `app` for its `/_skewless/` routes) on
+/// `listener` until `stop` resolves, then waits up to `grace` for open
+/// connections to finish their requests.
 pub async fn serve(
     listener: TcpListener,
+    gw: Arc<Gateway>,
     app: Router,
     header_read_timeout: Duration,
     stop: impl std::future::Future<Output = ()>,
@@ -32,6 +35,9 @@ pub async fn serve(
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
+    // Held by every connection until it is an ordinary one and by every
+    // event stream until it ends; shutdown waits for all to be dropped.
+    let (streams_open, mut streams_done) = tokio::sync::mpsc::channel::<()>(1);
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -47,28 +53,43 @@ pub async fn serve(
             () = &mut stop => break,
         };
         let _ = stream.set_nodelay(true);
-        let app =
-            app.clone()
-                .map_request(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                    req
-                });
-        let service = TowerToHyperService::new(app);
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let (gw, app) = (gw.clone(), app.clone());
+        let watcher = graceful.watcher();
+        let streams = streams_open.clone();
+        let builder = builder.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // Event streams take a lean path of their own; everything else
+            // goes through hyper.
+            let mut first = [0u8; 24];
+            let n = match tokio::time::timeout(header_read_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => return,
+            };
+            if crate::sse::is_event_stream(&first[..n]) {
+                crate::sse::serve(gw, stream, peer, header_read_timeout).await;
+                drop(streams);
+                return;
+            }
+            drop(streams);
+            let service = hyper::service::service_fn(
+                move |req: axum::http::Request<hyper::body::Incoming>| {
+                    let (gw, app) = (gw.clone(), app.clone());
+                    async move { Ok::<_, Infallible>(handle(gw, app, peer, req).await) }
+                },
+            );
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    drop(streams_open);
+    let all_done = async {
+        graceful.shutdown().await;
+        streams_done.recv().await;
+    };
+    if tokio::time::timeout(grace, all_done).await.is_err() {
         tracing::warn!("grace period over; closing remaining connections");
     }
 }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::http::uri::{Authority, PathAndQuery, Scheme};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri};
 use axum::response::Response;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -18,8 +19,8 @@ use crate::error::json_error;
 /// A back end address: scheme, authority and an optional path prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
-    scheme: String,
-    authority: String,
+    scheme: Scheme,
+    authority: Authority,
     prefix: String,
     /// The URL as configured, for messages.
     pub url: String,
@@ -31,8 +32,8 @@ impl Upstream {
         let uri: Uri = url
             .parse()
             .map_err(|_| format!("back end {url:?} is not a URL"))?;
-        let scheme = match uri.scheme_str() {
-            Some(s @ ("http" | "https")) => s.to_owned(),
+        let scheme = match uri.scheme() {
+            Some(s) if matches!(s.as_str(), "http" | "https") => s.clone(),
             _ => {
                 return Err(format!(
                     "back end {url:?} must be an http:// or https:// URL"
@@ -42,7 +43,7 @@ impl Upstream {
         let authority = uri
             .authority()
             .ok_or_else(|| format!("back end {url:?} has no host"))?
-            .to_string();
+            .clone();
         if uri.query().is_some() {
             return Err(format!("back end {url:?} must not have a query"));
         }
@@ -57,20 +58,29 @@ impl Upstream {
     /// A local back end on a port.
     pub fn local(port: u16) -> Upstream {
         Upstream {
-            scheme: "http".into(),
-            authority: format!("127.0.0.1:{port}"),
+            scheme: Scheme::HTTP,
+            authority: Authority::try_from(format!("127.0.0.1:{port}"))
+                .expect("an IPv4 address and port is an authority"),
             prefix: String::new(),
             url: format!("http://127.0.0.1:{port}"),
         }
     }
 
-    fn uri_for(&self, path_and_query: &str) -> Result<Uri, String> {
-        format!(
-            "{}://{}{}{}",
-            self.scheme, self.authority, self.prefix, path_and_query
-        )
-        .parse()
-        .map_err(|e| format!("cannot build the back-end URL: {e}"))
+    fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, String> {
+        let path_and_query = match (path_and_query, self.prefix.is_empty()) {
+            (Some(pq), true) => pq.clone(),
+            (None, true) => PathAndQuery::from_static("/"),
+            (pq, false) => {
+                let rest = pq.map_or("/", |p| p.as_str());
+                PathAndQuery::try_from(format!("{}{rest}", self.prefix))
+                    .map_err(|e| format!("cannot build the back-end URL: {e}"))?
+            }
+        };
+        let mut parts = axum::http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts).map_err(|e| format!("cannot build the back-end URL: {e}"))
     }
 }
 
@@ -84,30 +94,41 @@ pub struct Proxy {
 }
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const SERVED_BY: HeaderName = HeaderName::from_static("skewless-served-by");
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    // One pass over the (few) present names is cheaper than a lookup per
+    // hop-by-hop name.
+    if headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
     }
 }
 
@@ -158,18 +179,12 @@ impl Proxy {
         let upgrade = upgrade_of(req.headers());
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        let uri = match upstream.uri_for(&path_and_query) {
+        let uri = match upstream.uri_for(parts.uri.path_and_query()) {
             Ok(u) => u,
             Err(e) => return json_error(StatusCode::BAD_GATEWAY, &e),
         };
-        let host = parts.headers.get(header::HOST).cloned();
         strip_hop_by_hop(&mut parts.headers);
-        parts.headers.remove(header::HOST);
+        let host = parts.headers.remove(header::HOST);
         forwarded_headers(&mut parts.headers, client, host.as_ref());
         if let Some(proto) = &upgrade {
             parts
@@ -258,29 +273,62 @@ fn too_large(e: &(dyn std::error::Error + 'static)) -> bool {
 
 fn stamp(headers: &mut HeaderMap, served_by: &str) {
     if let Ok(v) = HeaderValue::from_str(served_by) {
-        headers.insert("skewless-served-by", v);
+        headers.insert(SERVED_BY, v);
+    }
+}
+
+/// Writes an address as `Forwarded` and `X-Forwarded-For` spell it, without
+/// going through `fmt` for the common IPv4 case.
+fn push_ip(out: &mut String, ip: std::net::IpAddr, quoted_v6: bool) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                if octet >= 100 {
+                    out.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    out.push(char::from(b'0' + octet / 10 % 10));
+                }
+                out.push(char::from(b'0' + octet % 10));
+            }
+        }
+        std::net::IpAddr::V6(v6) if quoted_v6 => {
+            use std::fmt::Write;
+            let _ = write!(out, "\"[{v6}]\"");
+        }
+        std::net::IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{v6}");
+        }
     }
 }
 
 /// Sets `X-Forwarded-For` (appended), `-Proto`, `-Host` and `Forwarded`.
 fn forwarded_headers(headers: &mut HeaderMap, client: SocketAddr, host: Option<&HeaderValue>) {
-    let ip = client.ip().to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip.clone(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
-    }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    let mut forwarded = match client.ip() {
-        std::net::IpAddr::V4(v4) => format!("for={v4}"),
-        std::net::IpAddr::V6(v6) => format!("for=\"[{v6}]\""),
-    };
-    if let Some(h) = host.and_then(|h| h.to_str().ok()) {
-        if let Ok(v) = HeaderValue::from_str(h) {
-            headers.insert("x-forwarded-host", v);
+    let mut xff = String::with_capacity(48);
+    if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        if !prev.trim().is_empty() {
+            xff.push_str(prev);
+            xff.push_str(", ");
         }
+    }
+    push_ip(&mut xff, client.ip(), false);
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let mut forwarded = String::with_capacity(64);
+    if let Some(prev) = headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+        forwarded.push_str(prev);
+        forwarded.push_str(", ");
+    }
+    forwarded.push_str("for=");
+    push_ip(&mut forwarded, client.ip(), true);
+    if let Some((value, h)) = host.and_then(|v| Some((v, v.to_str().ok()?))) {
+        headers.insert(X_FORWARDED_HOST, value.clone());
         if h.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
         {
@@ -289,10 +337,6 @@ fn forwarded_headers(headers: &mut HeaderMap, client: SocketAddr, host: Option<&
         }
     }
     forwarded.push_str(";proto=http");
-    let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {forwarded}"),
-        None => forwarded,
-    };
     if let Ok(v) = HeaderValue::from_str(&forwarded) {
         headers.insert(header::FORWARDED, v);
     }
@@ -304,10 +348,27 @@ mod tests {
 
     #[test]
     fn parses_upstreams() {
+        let pq = |s: &'static str| PathAndQuery::from_static(s);
         let u = Upstream::parse("http://127.0.0.1:9001/base/").unwrap();
         assert_eq!(
-            u.uri_for("/api/x?y=1").unwrap().to_string(),
+            u.uri_for(Some(&pq("/api/x?y=1"))).unwrap().to_string(),
             "http://127.0.0.1:9001/base/api/x?y=1"
+        );
+        let u = Upstream::parse("https://api.example.com").unwrap();
+        assert_eq!(
+            u.uri_for(Some(&pq("/api/x?y=1"))).unwrap().to_string(),
+            "https://api.example.com/api/x?y=1"
+        );
+        assert_eq!(
+            u.uri_for(None).unwrap().to_string(),
+            "https://api.example.com/"
+        );
+        assert_eq!(
+            Upstream::local(8080)
+                .uri_for(Some(&pq("/a")))
+                .unwrap()
+                .to_string(),
+            "http://127.0.0.1:8080/a"
         );
         assert!(Upstream::parse("ftp://x").is_err());
         assert!(Upstream::parse("127.0.0.1:9001").is_err());
@@ -342,5 +403,25 @@ mod tests {
             h[header::FORWARDED],
             "for=127.0.0.2;host=app.example.com;proto=http"
         );
+
+        let mut h = HeaderMap::new();
+        h.insert(header::FORWARDED, HeaderValue::from_static("for=10.0.0.1"));
+        forwarded_headers(&mut h, "[::1]:5000".parse().unwrap(), None);
+        assert_eq!(h["x-forwarded-for"], "::1");
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=10.0.0.1, for=\"[::1]\";proto=http"
+        );
+        assert!(!h.contains_key("x-forwarded-host"));
+
+        for (addr, want) in [
+            ("0.0.0.0:1", "0.0.0.0"),
+            ("10.9.100.255:1", "10.9.100.255"),
+            ("192.168.10.99:1", "192.168.10.99"),
+        ] {
+            let mut h = HeaderMap::new();
+            forwarded_headers(&mut h, addr.parse().unwrap(), None);
+            assert_eq!(h["x-forwarded-for"], want);
+        }
     }
 }

@@ -1,0 +1,279 @@
+//! A lean HTTP/1.1 path for `GET /_skewless/events`.
+//!
+//! An open event stream does nothing for minutes but wait for the next
+//! release, and a gateway holds tens of thousands of them. Through the
+//! general HTTP stack each one keeps a full connection state with 8 KiB read
+//! and write buffers; here a stream is one small task holding the socket,
+//! its broadcast receiver and a keep-alive timer. The accept loop hands a
+//! connection over when its first bytes are an event-stream request line;
+//! everything else (and HTTP/2, `HEAD`, a request line split across
+//! packets) goes through the general stack, whose `/_skewless/events`
+//! handler behaves the same.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::events::{take_slot, EventsQuery, RETRY_MS};
+use crate::gateway::{release_headers, Gateway};
+use crate::metrics::{self, Kind};
+
+const PREFIX: &[u8] = b"GET /_skewless/events";
+/// The longest request head read on this path.
+const MAX_HEAD: usize = 16 * 1024;
+const MAX_HEADERS: usize = 64;
+
+/// Whether the first bytes of a connection are an event-stream request.
+pub fn is_event_stream(first: &[u8]) -> bool {
+    first.len() > PREFIX.len()
+        && first.starts_with(PREFIX)
+        && matches!(first[PREFIX.len()], b'?' | b' ')
+}
+
+/// Serves one event-stream connection to its end.
+pub async fn serve(gw: Arc<Gateway>, mut stream: TcpStream, peer: SocketAddr, timeout: Duration) {
+    let head = match tokio::time::timeout(timeout, read_head(&mut stream)).await {
+        Ok(Ok(head)) => head,
+        Ok(Err(Some(status))) => {
+            let _ = write_error(&mut stream, status, "malformed or oversized request head").await;
+            return;
+        }
+        Ok(Err(None)) | Err(_) => return,
+    };
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    if !matches!(req.parse(&head), Ok(httparse::Status::Complete(_))) {
+        let _ = write_error(
+            &mut stream,
+            StatusCode::BAD_REQUEST,
+            "malformed request head",
+        )
+        .await;
+        return;
+    }
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .and_then(|h| std::str::from_utf8(h.value).ok())
+    };
+    let (current, required) = release_headers(
+        &gw,
+        header(skewless_core::pin::HEADER),
+        header("cookie"),
+        header(crate::gateway::CLIENT_HEADER),
+    );
+    let query = req
+        .path
+        .and_then(|p| p.split_once('?'))
+        .map_or("", |(_, q)| q);
+    let q: EventsQuery = match serde_urlencoded::from_str(query) {
+        Ok(q) => q,
+        Err(e) => {
+            let msg = format!("Failed to deserialize query string: {e}");
+            let _ = write_error(&mut stream, StatusCode::BAD_REQUEST, &msg).await;
+            return;
+        }
+    };
+    // HTTP/1.0 has no chunked bodies: the stream ends with the connection.
+    let chunked = req.version != Some(0);
+    drop(head);
+
+    let _slot = match take_slot(&gw, peer.ip()) {
+        Ok(s) => s,
+        Err(e) => {
+            let status = e.status();
+            metrics::request(Kind::System, status.as_u16());
+            let _ = write_error(&mut stream, status, &e.to_string()).await;
+            return;
+        }
+    };
+    metrics::request(Kind::System, 200);
+    let release = q.release.filter(|r| skewless_core::id::is_valid(r));
+    let mut rx = gw.notices.subscribe();
+    let mut shutdown = gw.shutdown.clone();
+    let _presence = release
+        .as_deref()
+        .and_then(|r| gw.snapshot.load().view(r).map(|v| v.record.id.clone()))
+        .map(|id| {
+            gw.presence
+                .open_stream(&id, q.client.as_deref(), gw.clock.clone())
+        });
+
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\
+          x-accel-buffering: no\r\n",
+    );
+    out.extend_from_slice(if chunked {
+        b"transfer-encoding: chunked\r\n".as_slice()
+    } else {
+        b"connection: close\r\n".as_slice()
+    });
+    for (name, value) in [
+        ("skewless-current", current),
+        ("skewless-required", required),
+    ] {
+        if let Some(v) = value {
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"date: ");
+    out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+    let chunk = |out: &mut Vec<u8>, data: &[u8]| {
+        if chunked {
+            chunk(out, data)
+        } else {
+            out.extend_from_slice(data)
+        }
+    };
+    let end: &[u8] = if chunked { b"0\r\n\r\n" } else { b"" };
+    chunk(
+        &mut out,
+        event_text(&gw, release.as_deref(), Some(RETRY_MS)).as_bytes(),
+    );
+    if stream.write_all(&out).await.is_err() {
+        return;
+    }
+    drop(out);
+
+    let period = Duration::from_secs(gw.config.event_keepalive_secs.max(1));
+    let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut scratch = [0u8; 64];
+    loop {
+        let mut frame = Vec::new();
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                // Every notice, and a lag past some, means the same: send
+                // the latest state.
+                Ok(_) | Err(RecvError::Lagged(_)) => {
+                    chunk(&mut frame, event_text(&gw, release.as_deref(), None).as_bytes());
+                    keepalive.reset();
+                }
+                Err(RecvError::Closed) => {
+                    let _ = stream.write_all(end).await;
+                    return;
+                }
+            },
+            () = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+                // Tell the client to come back soon, to the restarted server.
+                chunk(&mut frame, b"event: shutdown\ndata: {}\nretry: 1000\n\n");
+                frame.extend_from_slice(end);
+                let _ = stream.write_all(&frame).await;
+                return;
+            }
+            _ = keepalive.tick() => chunk(&mut frame, b":ping\n\n"),
+            // The client sends nothing more; a read ends when it goes away.
+            n = stream.read(&mut scratch) => match n {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            },
+        }
+        if stream.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads up to the end of the request head. `Err(Some(status))` answers the
+/// client; `Err(None)` means it went away.
+async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, Option<StatusCode>> {
+    let mut buf = Vec::with_capacity(1024);
+    loop {
+        if buf.len() >= MAX_HEAD {
+            return Err(Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+        }
+        let want = (buf.len() + 1024).min(MAX_HEAD);
+        let start = buf.len();
+        buf.resize(want, 0);
+        let n = stream.read(&mut buf[start..]).await.map_err(|_| None)?;
+        buf.truncate(start + n);
+        if n == 0 {
+            return Err(None);
+        }
+        let from = start.saturating_sub(3);
+        if buf[from..].windows(4).any(|w| w == b"\r\n\r\n") {
+            return Ok(buf);
+        }
+    }
+}
+
+/// Appends `data` as one chunk of a chunked body.
+fn chunk(out: &mut Vec<u8>, data: &[u8]) {
+    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// One event as the stream sends it: `release`, or `required` when the
+/// stream's release must upgrade now.
+fn event_text(gw: &Gateway, release: Option<&str>, retry_ms: Option<u64>) -> String {
+    let snap = gw.snapshot.load();
+    let name = if snap.upgrade_required(release) {
+        "required"
+    } else {
+        "release"
+    };
+    let data = crate::events::state_json(&snap, release);
+    match retry_ms {
+        Some(ms) => format!("event: {name}\ndata: {data}\nretry: {ms}\n\n"),
+        None => format!("event: {name}\ndata: {data}\n\n"),
+    }
+}
+
+async fn write_error(
+    stream: &mut TcpStream,
+    status: StatusCode,
+    message: &str,
+) -> std::io::Result<()> {
+    let body = serde_json::json!({ "error": message }).to_string();
+    let head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nx-content-type-options: nosniff\r\n\
+         content-length: {}\r\nconnection: close\r\ndate: {}\r\n\r\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len(),
+        httpdate::fmt_http_date(std::time::SystemTime::now()),
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognizes_event_stream_request_lines() {
+        assert!(is_event_stream(
+            b"GET /_skewless/events?release=v1 HTTP/1.1\r\n"
+        ));
+        assert!(is_event_stream(b"GET /_skewless/events HTTP/1.1\r\n"));
+        assert!(!is_event_stream(b"GET /_skewless/events2 HTTP/1.1\r\n"));
+        assert!(!is_event_stream(b"GET /_skewless/eve"));
+        assert!(!is_event_stream(b"HEAD /_skewless/events HTTP/1.1\r\n"));
+        assert!(!is_event_stream(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+    }
+
+    #[test]
+    fn frames_chunks() {
+        let mut out = Vec::new();
+        chunk(&mut out, b":ping\n\n");
+        chunk(&mut out, &[b'x'; 26]);
+        let mut want = b"7\r\n:ping\n\n\r\n1a\r\n".to_vec();
+        want.extend_from_slice(&[b'x'; 26]);
+        want.extend_from_slice(b"\r\n");
+        assert_eq!(out, want);
+    }
+}
