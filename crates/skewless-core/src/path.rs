@@ -43,6 +43,13 @@ pub fn normalize_request_path(raw: &str) -> Result<String, PathError> {
     if raw.len() > MAX_PATH_LEN * 3 {
         return Err(PathError::TooLong);
     }
+    if is_already_normal(raw) {
+        return Ok(raw.to_owned());
+    }
+    decode_and_normalize(raw)
+}
+
+fn decode_and_normalize(raw: &str) -> Result<String, PathError> {
     let decoded = percent_decode_str(raw)
         .decode_utf8()
         .map_err(|_| PathError::NotUtf8)?;
@@ -62,6 +69,22 @@ pub fn normalize_request_path(raw: &str) -> Result<String, PathError> {
         out.push('/');
     }
     Ok(out)
+}
+
+/// Whether `raw` (absolute, not too long) is its own normal form: printable
+/// ASCII without escapes or backslashes, and no empty, `.` or `..` segment.
+/// Most requests are, and skip decoding and rebuilding.
+fn is_already_normal(raw: &str) -> bool {
+    if raw == "/" {
+        return true;
+    }
+    raw.len() <= MAX_PATH_LEN
+        && raw
+            .bytes()
+            .all(|b| (0x21..=0x7e).contains(&b) && b != b'%' && b != b'\\')
+        && raw[1..]
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
 }
 
 fn check_segment(seg: &str) -> Result<(), PathError> {
@@ -137,6 +160,28 @@ pub fn split_versioned(path: &str) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn already_normal_paths_are_what_decoding_makes_of_them() {
+        for raw in [
+            "/",
+            "/app.js",
+            "/assets/app-3f9a2b1c.js",
+            "/a/b/c",
+            "/_r/v1/index.html",
+            "/a.b/.c/d..e",
+            "/~user/x=y&z",
+        ] {
+            assert!(is_already_normal(raw), "{raw}");
+            assert_eq!(decode_and_normalize(raw).unwrap(), raw);
+        }
+        for raw in [
+            "/a//b", "/a/", "/a/./b", "/a/../b", "/./a", "/a%20b", "/a b", "/a\\b", "/é", "/a/.",
+            "/a/..",
+        ] {
+            assert!(!is_already_normal(raw), "{raw}");
+        }
+    }
 
     #[test]
     fn canonicalises() {

@@ -319,6 +319,7 @@ const CURRENT_HEADER: HeaderName = HeaderName::from_static("skewless-current");
 const REQUIRED_HEADER: HeaderName = HeaderName::from_static("skewless-required");
 const PIN_HEADER: HeaderName = HeaderName::from_static(pin::HEADER);
 const CLIENT: HeaderName = HeaderName::from_static(CLIENT_HEADER);
+const SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
 
 impl Seen {
     fn of<B>(req: &axum::http::Request<B>) -> Seen {
@@ -448,9 +449,9 @@ async fn resolve_request(gw: &Arc<Gateway>, req: Request, peer: SocketAddr) -> R
         return tagged(resp, Kind::Asset);
     }
     let headers = req.headers();
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let pin_str = pin::pin_str(text(pin::HEADER), text("cookie"));
-    let navigation = is_navigation(true, text("sec-fetch-mode"), text("accept"));
+    let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let pin_str = pin::pin_str(text(&PIN_HEADER), text(&header::COOKIE));
+    let navigation = is_navigation(true, text(&SEC_FETCH_MODE), text(&header::ACCEPT));
     let snap = gw.snapshot.load();
     let resolution = resolve(
         &**snap,
@@ -572,8 +573,8 @@ async fn proxy_api(gw: &Gateway, req: Request, client: SocketAddr) -> Response {
     let req =
         req.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, limit as usize)));
     let headers = req.headers();
-    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let pin = pin::pin_from(text(pin::HEADER), text("cookie"));
+    let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let pin = pin::pin_from(text(&PIN_HEADER), text(&header::COOKIE));
     let snap = gw.snapshot.load();
     let candidates: Vec<Candidate<Arc<Upstream>>> = snap
         .ordered
