@@ -510,3 +510,65 @@ fn event_stream_sees_promotion_from_a_second_client_quickly() {
         started.elapsed()
     );
 }
+
+#[test]
+fn event_streams_speak_http_1_0_and_refuse_oversized_heads() {
+    use std::io::{BufRead, BufReader, Write};
+    let s = two_releases();
+    let addr = s.url.trim_start_matches("http://").to_owned();
+
+    // HTTP/1.0 has no chunked bodies: the events come as they are, and the
+    // body ends with the connection.
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"GET /_skewless/events?release=v1 HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let mut r = BufReader::new(c);
+    let mut head = Vec::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        head.push(line.trim_end().to_ascii_lowercase());
+    }
+    assert!(head[0].contains(" 200 "), "{head:?}");
+    assert!(
+        head.contains(&"content-type: text/event-stream".into()),
+        "{head:?}"
+    );
+    assert!(head.contains(&"connection: close".into()), "{head:?}");
+    assert!(
+        !head.iter().any(|h| h.starts_with("transfer-encoding")),
+        "{head:?}"
+    );
+    let mut first = String::new();
+    r.read_line(&mut first).unwrap();
+    assert_eq!(first, "event: release\n");
+    s.ok(&["promote", "v2"]);
+    let mut seen = String::new();
+    while !seen.contains("\"current\":\"v2\"") {
+        let mut line = String::new();
+        assert!(r.read_line(&mut line).unwrap() > 0, "stream closed: {seen}");
+        assert!(
+            !line.ends_with("\r\n"),
+            "chunk framing in HTTP/1.0: {line:?}"
+        );
+        seen.push_str(&line);
+    }
+
+    // A request head that reaches 16 KiB without ending is refused.
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut big = b"GET /_skewless/events HTTP/1.1\r\nx-pad: ".to_vec();
+    big.resize(16 * 1024, b'a');
+    c.write_all(&big).unwrap();
+    let mut answer = String::new();
+    c.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    assert!(
+        answer.contains("request head is larger than 16 KiB"),
+        "{answer}"
+    );
+}

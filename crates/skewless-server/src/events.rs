@@ -85,7 +85,7 @@ impl Drop for Slot {
     }
 }
 
-pub(crate) fn take_slot(gw: &Arc<Gateway>, ip: IpAddr) -> Result<Slot, ServerError> {
+fn take_slot(gw: &Arc<Gateway>, ip: IpAddr) -> Result<Slot, ServerError> {
     let slots = &gw.stream_slots;
     let mut per_ip = slots.per_ip.lock().unwrap_or_else(|e| e.into_inner());
     let mine = per_ip.entry(ip).or_default();
@@ -117,12 +117,46 @@ pub struct EventsQuery {
 /// Reconnect delay suggested to clients, in milliseconds.
 pub(crate) const RETRY_MS: u64 = 3000;
 
-fn event_for(gw: &Gateway, release: Option<&str>) -> Event {
+/// The name and data of the event a stream of `release` is sent now:
+/// `release`, or `required` when that release must upgrade at once.
+pub(crate) fn event_parts(gw: &Gateway, release: Option<&str>) -> (&'static str, String) {
     let snap = gw.snapshot.load();
-    let required = snap.upgrade_required(release);
-    Event::default()
-        .event(if required { "required" } else { "release" })
-        .data(state_json(&snap, release))
+    let name = if snap.upgrade_required(release) {
+        "required"
+    } else {
+        "release"
+    };
+    (name, state_json(&snap, release))
+}
+
+fn event_for(gw: &Gateway, release: Option<&str>) -> Event {
+    let (name, data) = event_parts(gw, release);
+    Event::default().event(name).data(data)
+}
+
+/// An event stream being opened: the release it follows and what it holds
+/// until it ends (its slot, and its count as a live client).
+pub(crate) struct Opened {
+    pub release: Option<String>,
+    pub held: (Option<StreamGuard>, Slot),
+}
+
+/// Opens a stream for a client at `ip`: takes a slot (or refuses with 429
+/// or 503) and counts the client as live on its release.
+pub(crate) fn open(gw: &Arc<Gateway>, ip: IpAddr, q: EventsQuery) -> Result<Opened, ServerError> {
+    let slot = take_slot(gw, ip)?;
+    let release = q.release.filter(|r| skewless_core::id::is_valid(r));
+    let presence = release
+        .as_deref()
+        .and_then(|r| gw.snapshot.load().view(r).map(|v| v.record.id.clone()))
+        .map(|id| {
+            gw.presence
+                .open_stream(&id, q.client.as_deref(), gw.clock.clone())
+        });
+    Ok(Opened {
+        release,
+        held: (presence, slot),
+    })
 }
 
 /// `GET /_skewless/events?release=<id>`.
@@ -131,23 +165,15 @@ pub async fn events(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<EventsQuery>,
 ) -> Response {
-    let slot = match take_slot(&gw, peer.ip()) {
-        Ok(s) => s,
+    let Opened { release, held } = match open(&gw, peer.ip(), q) {
+        Ok(o) => o,
         Err(e) => return e.into_response(),
     };
-    let release = q.release.filter(|r| skewless_core::id::is_valid(r));
     let rx = gw.notices.subscribe();
     let shutdown = gw.shutdown.clone();
     let first = event_for(&gw, release.as_deref()).retry(Duration::from_millis(RETRY_MS));
-    let presence = release
-        .as_deref()
-        .and_then(|r| gw.snapshot.load().view(r).map(|v| v.record.id.clone()))
-        .map(|id| {
-            gw.presence
-                .open_stream(&id, q.client.as_deref(), gw.clock.clone())
-        });
     let keepalive = gw.config.event_keepalive_secs.max(1);
-    let stream = notice_stream(gw, release, rx, shutdown, first, (presence, slot));
+    let stream = notice_stream(gw, release, rx, shutdown, first, held);
     let mut resp = Sse::new(stream)
         .keep_alive(
             KeepAlive::new()

@@ -34,6 +34,7 @@ pub async fn serve(
         .header_read_timeout(header_read_timeout)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
+    let builder = std::sync::Arc::new(builder);
     let graceful = GracefulShutdown::new();
     // Held by every connection until it is an ordinary one and by every
     // event stream until it ends; shutdown waits for all to be dropped.

@@ -80,53 +80,55 @@ fn describe() {
     metrics::describe_gauge!("skewless_releases", "Releases by lifecycle state.");
 }
 
-/// The status labels requests are counted under: common codes by name,
-/// the rest by class.
-const STATUS_LABELS: [&str; 23] = [
-    "200", "206", "101", "304", "400", "401", "403", "404", "405", "409", "413", "416", "422",
-    "429", "500", "502", "503", "504", "1xx", "2xx", "3xx", "4xx", "5xx",
+/// Statuses counted under their own label; the rest are counted by class
+/// (`1xx` … `5xx`).
+const NAMED_STATUSES: [(u16, &str); 18] = [
+    (200, "200"),
+    (206, "206"),
+    (101, "101"),
+    (304, "304"),
+    (400, "400"),
+    (401, "401"),
+    (403, "403"),
+    (404, "404"),
+    (405, "405"),
+    (409, "409"),
+    (413, "413"),
+    (416, "416"),
+    (422, "422"),
+    (429, "429"),
+    (500, "500"),
+    (502, "502"),
+    (503, "503"),
+    (504, "504"),
 ];
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const STATUS_SLOTS: usize = NAMED_STATUSES.len() + CLASSES.len();
 
-fn status_index(code: u16) -> usize {
-    match code {
-        200 => 0,
-        206 => 1,
-        101 => 2,
-        304 => 3,
-        400 => 4,
-        401 => 5,
-        403 => 6,
-        404 => 7,
-        405 => 8,
-        409 => 9,
-        413 => 10,
-        416 => 11,
-        422 => 12,
-        429 => 13,
-        500 => 14,
-        502 => 15,
-        503 => 16,
-        504 => 17,
-        c if c < 200 => 18,
-        c if c < 300 => 19,
-        c if c < 400 => 20,
-        c if c < 500 => 21,
-        _ => 22,
+/// The counter slot of a status and its label.
+fn status_slot(code: u16) -> (usize, &'static str) {
+    match NAMED_STATUSES.iter().position(|&(c, _)| c == code) {
+        Some(i) => (i, NAMED_STATUSES[i].1),
+        None => {
+            let class = usize::from(code / 100).clamp(1, 5) - 1;
+            (NAMED_STATUSES.len() + class, CLASSES[class])
+        }
     }
 }
 
 /// Counter handles, each registered on its first use, so counting a
 /// request is an atomic add, not a registry lookup.
-static REQUESTS: [OnceLock<Counter>; 4 * 23] = [const { OnceLock::new() }; 4 * 23];
+static REQUESTS: [OnceLock<Counter>; 4 * STATUS_SLOTS] =
+    [const { OnceLock::new() }; 4 * STATUS_SLOTS];
 static SKEW_SAVED: [OnceLock<Counter>; 4] = [const { OnceLock::new() }; 4];
 
 /// Counts one answered request.
 pub fn request(kind: Kind, status: u16) {
-    let status = status_index(status);
-    REQUESTS[kind as usize * 23 + status]
-        .get_or_init(|| {
-            counter!("skewless_requests_total", "kind" => kind.as_str(), "status" => STATUS_LABELS[status])
-        })
+    let (slot, label) = status_slot(status);
+    REQUESTS[kind as usize * STATUS_SLOTS + slot]
+        .get_or_init(
+            || counter!("skewless_requests_total", "kind" => kind.as_str(), "status" => label),
+        )
         .increment(1);
 }
 
@@ -185,4 +187,24 @@ pub async fn endpoint(State(gw): State<Arc<Gateway>>) -> Response {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_their_own_slot_or_their_class() {
+        assert_eq!(status_slot(200), (0, "200"));
+        assert_eq!(status_slot(504), (17, "504"));
+        assert_eq!(status_slot(201), (19, "2xx"));
+        assert_eq!(status_slot(418), (21, "4xx"));
+        assert_eq!(status_slot(599), (22, "5xx"));
+        assert_eq!(status_slot(99), (18, "1xx"));
+        assert_eq!(status_slot(700), (22, "5xx"));
+        let mut slots: Vec<usize> = (0..1000).map(|c| status_slot(c).0).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(slots, (0..STATUS_SLOTS).collect::<Vec<_>>());
+    }
 }

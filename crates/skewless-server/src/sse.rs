@@ -19,7 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::events::{take_slot, EventsQuery, RETRY_MS};
+use crate::events::{event_parts, open, EventsQuery, Opened, RETRY_MS};
 use crate::gateway::{release_headers, Gateway};
 use crate::metrics::{self, Kind};
 
@@ -40,7 +40,8 @@ pub async fn serve(gw: Arc<Gateway>, mut stream: TcpStream, peer: SocketAddr, ti
     let head = match tokio::time::timeout(timeout, read_head(&mut stream)).await {
         Ok(Ok(head)) => head,
         Ok(Err(Some(status))) => {
-            let _ = write_error(&mut stream, status, "malformed or oversized request head").await;
+            let msg = format!("request head is larger than {} KiB", MAX_HEAD / 1024);
+            let _ = write_error(&mut stream, status, &msg).await;
             return;
         }
         Ok(Err(None)) | Err(_) => return,
@@ -84,26 +85,19 @@ pub async fn serve(gw: Arc<Gateway>, mut stream: TcpStream, peer: SocketAddr, ti
     let chunked = req.version != Some(0);
     drop(head);
 
-    let _slot = match take_slot(&gw, peer.ip()) {
-        Ok(s) => s,
+    let Opened {
+        release,
+        held: _held,
+    } = match open(&gw, peer.ip(), q) {
+        Ok(o) => o,
         Err(e) => {
-            let status = e.status();
-            metrics::request(Kind::System, status.as_u16());
-            let _ = write_error(&mut stream, status, &e.to_string()).await;
+            let _ = write_error(&mut stream, e.status(), &e.to_string()).await;
             return;
         }
     };
     metrics::request(Kind::System, 200);
-    let release = q.release.filter(|r| skewless_core::id::is_valid(r));
     let mut rx = gw.notices.subscribe();
     let mut shutdown = gw.shutdown.clone();
-    let _presence = release
-        .as_deref()
-        .and_then(|r| gw.snapshot.load().view(r).map(|v| v.record.id.clone()))
-        .map(|id| {
-            gw.presence
-                .open_stream(&id, q.client.as_deref(), gw.clock.clone())
-        });
 
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(
@@ -215,27 +209,23 @@ fn chunk(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// One event as the stream sends it: `release`, or `required` when the
-/// stream's release must upgrade now.
+/// One event as the stream sends it.
 fn event_text(gw: &Gateway, release: Option<&str>, retry_ms: Option<u64>) -> String {
-    let snap = gw.snapshot.load();
-    let name = if snap.upgrade_required(release) {
-        "required"
-    } else {
-        "release"
-    };
-    let data = crate::events::state_json(&snap, release);
+    let (name, data) = event_parts(gw, release);
     match retry_ms {
         Some(ms) => format!("event: {name}\ndata: {data}\nretry: {ms}\n\n"),
         None => format!("event: {name}\ndata: {data}\n\n"),
     }
 }
 
+/// Answers an error as the general stack would (`{"error": …}`), counts it,
+/// and closes the connection.
 async fn write_error(
     stream: &mut TcpStream,
     status: StatusCode,
     message: &str,
 ) -> std::io::Result<()> {
+    metrics::request(Kind::System, status.as_u16());
     let body = serde_json::json!({ "error": message }).to_string();
     let head = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nx-content-type-options: nosniff\r\n\
