@@ -34,15 +34,7 @@ fn pinned_clients_keep_their_back_end() {
     let b2 = Backend::start(2, "b2");
     let s = Server::start();
     let deploy = |version: &str, id: &str, backend: &str| {
-        s.ok(&[
-            "deploy",
-            example(version).to_str().unwrap(),
-            "--release",
-            id,
-            "--backend",
-            backend,
-            "--promote",
-        ]);
+        s.deploy_with(&example(version), id, &["--backend", backend, "--promote"]);
     };
     deploy("v1", "v1", &b1.url);
     deploy("v2", "v2", &b2.url);
@@ -120,24 +112,8 @@ fn websockets_reach_the_pinned_back_end() {
     let b1 = Backend::start(1, "b1");
     let b2 = Backend::start(2, "b2");
     let s = Server::start();
-    s.ok(&[
-        "deploy",
-        example("v1").to_str().unwrap(),
-        "--release",
-        "v1",
-        "--backend",
-        &b1.url,
-        "--promote",
-    ]);
-    s.ok(&[
-        "deploy",
-        example("v2").to_str().unwrap(),
-        "--release",
-        "v2",
-        "--backend",
-        &b2.url,
-        "--promote",
-    ]);
+    s.deploy_with(&example("v1"), "v1", &["--backend", &b1.url, "--promote"]);
+    s.deploy_with(&example("v2"), "v2", &["--backend", &b2.url, "--promote"]);
     let ws_url = format!("{}/api/ws", s.url.replace("http://", "ws://"));
     for (pin, expect) in [(Some("v1"), "b1: hello"), (None, "b2: hello")] {
         let mut req =
@@ -171,15 +147,7 @@ fn dead_and_slow_back_ends_get_clear_errors() {
     let b1 = Backend::start(1, "slow");
     let s = Server::start_with(tempfile::tempdir().unwrap(), &["--read-timeout-secs", "1"]);
     let closed = format!("http://127.0.0.1:{}", support::free_port());
-    s.ok(&[
-        "deploy",
-        example("v1").to_str().unwrap(),
-        "--release",
-        "dead",
-        "--backend",
-        &closed,
-        "--promote",
-    ]);
+    s.deploy_with(&example("v1"), "dead", &["--backend", &closed, "--promote"]);
     let r = s.get("/api/items").send().unwrap();
     assert_eq!(r.status(), 502);
     assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
@@ -189,15 +157,7 @@ fn dead_and_slow_back_ends_get_clear_errors() {
         "{body}"
     );
 
-    s.ok(&[
-        "deploy",
-        example("v2").to_str().unwrap(),
-        "--release",
-        "slow",
-        "--backend",
-        &b1.url,
-        "--promote",
-    ]);
+    s.deploy_with(&example("v2"), "slow", &["--backend", &b1.url, "--promote"]);
     // While one request hangs, the gateway keeps answering.
     let url = format!("{}/api/hang", s.url);
     let hanging = std::thread::spawn(move || reqwest::blocking::get(url).unwrap());
@@ -257,15 +217,7 @@ fn bodies_stream_both_ways_and_disconnects_leak_nothing() {
         tempfile::tempdir().unwrap(),
         &["--max-proxy-body-bytes", "1073741824"],
     );
-    s.ok(&[
-        "deploy",
-        example("v1").to_str().unwrap(),
-        "--release",
-        "v1",
-        "--backend",
-        &b1.url,
-        "--promote",
-    ]);
+    s.deploy_with(&example("v1"), "v1", &["--backend", &b1.url, "--promote"]);
     let rss_before = rss_kib(s.pid());
 
     // 256 MiB up, generated on the fly.
@@ -339,15 +291,7 @@ fn proxied_bodies_past_the_limit_are_refused() {
         tempfile::tempdir().unwrap(),
         &["--max-proxy-body-bytes", "100000"],
     );
-    s.ok(&[
-        "deploy",
-        example("v1").to_str().unwrap(),
-        "--release",
-        "v1",
-        "--backend",
-        &b1.url,
-        "--promote",
-    ]);
+    s.deploy_with(&example("v1"), "v1", &["--backend", &b1.url, "--promote"]);
     // Declared too large: refused before the back end sees it.
     let r = s
         .http
@@ -540,23 +484,8 @@ fn promote_and_rollback_twenty_times_under_load() {
     let b1 = Backend::start(1, "b1");
     let b2 = Backend::start(2, "b2");
     let s = Arc::new(Server::start());
-    s.ok(&[
-        "deploy",
-        example("v1").to_str().unwrap(),
-        "--release",
-        "v1",
-        "--backend",
-        &b1.url,
-        "--promote",
-    ]);
-    s.ok(&[
-        "deploy",
-        example("v2").to_str().unwrap(),
-        "--release",
-        "v2",
-        "--backend",
-        &b2.url,
-    ]);
+    s.deploy_with(&example("v1"), "v1", &["--backend", &b1.url, "--promote"]);
+    s.deploy_with(&example("v2"), "v2", &["--backend", &b2.url]);
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = [Some("v1"), Some("v2"), None, None]

@@ -471,24 +471,13 @@ fn sigterm_finishes_in_flight_requests_and_stops_everything() {
         tempfile::tempdir().unwrap(),
         &["--shutdown-grace-secs", "10"],
     );
-    s.ok(&[
-        "deploy",
-        example("v1").to_str().unwrap(),
-        "--release",
+    s.deploy_with(
+        &example("v1"),
         "v1",
-        "--backend",
-        &backend.url,
-        "--promote",
-    ]);
+        &["--backend", &backend.url, "--promote"],
+    );
     let cmd = format!("{} --port {{port}} --api 2", example_backend().display());
-    s.ok(&[
-        "deploy",
-        example("v2").to_str().unwrap(),
-        "--release",
-        "v2",
-        "--backend-cmd",
-        &cmd,
-    ]);
+    s.deploy_with(&example("v2"), "v2", &["--backend-cmd", &cmd]);
     wait_for("v2's managed back end", Duration::from_secs(30), || {
         let list: serde_json::Value = serde_json::from_str(&s.ok(&["releases", "--json"])).unwrap();
         list[1]["backend_status"]["health"] == "healthy"

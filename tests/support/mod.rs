@@ -138,11 +138,15 @@ impl Server {
     }
 
     pub fn deploy(&self, dir: &Path, id: &str, promote: bool) {
+        self.deploy_with(dir, id, if promote { &["--promote"] } else { &[] });
+    }
+
+    /// Deploys `dir` as release `id` with more `deploy` flags (`--backend
+    /// URL`, `--promote`, …).
+    pub fn deploy_with(&self, dir: &Path, id: &str, flags: &[&str]) {
         let dir = dir.to_str().expect("utf-8 path");
         let mut args = vec!["deploy", dir, "--release", id];
-        if promote {
-            args.push("--promote");
-        }
+        args.extend_from_slice(flags);
         let out = self.ok(&args);
         assert_eq!(out.trim(), id);
     }
