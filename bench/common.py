@@ -6,6 +6,7 @@ Only the Python standard library is used. Every process a script starts is
 stopped by its pid when the script ends, also on error or Ctrl-C.
 """
 
+import argparse
 import atexit
 import datetime
 import json
@@ -386,6 +387,17 @@ def table(headers, rows):
         if j == 0:
             print("  ".join("-" * w for w in widths))
     sys.stdout.flush()
+
+
+def comparison_args(doc):
+    """Parses the flags shared by the scripts that compare against nginx."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--label", default="",
+                    help="result name suffix, e.g. to keep a run of another build (BENCH_SKEWLESS)")
+    return ap.parse_args()
 
 
 def compare(cases, rounds=3, duration=4, connections=64, reference="nginx"):

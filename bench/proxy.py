@@ -12,7 +12,6 @@ bench/results/proxy.json.
 Usage: bench/proxy.py [--rounds N] [--duration S] [--connections C]
 """
 
-import argparse
 import os
 import sys
 import tempfile
@@ -27,13 +26,7 @@ PATH = "/api/items"
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
-    ap.add_argument("--connections", type=int, default=64)
-    ap.add_argument("--label", default="",
-                    help="result name suffix, e.g. to keep a run of another build (BENCH_SKEWLESS)")
-    args = ap.parse_args()
+    args = common.comparison_args(__doc__)
 
     common.ensure_tools()
     common.build()
