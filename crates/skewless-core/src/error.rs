@@ -27,4 +27,13 @@ pub enum CoreError {
         from: &'static str,
         action: &'static str,
     },
+    /// An operation names a release that does not exist.
+    #[error("release {0} does not exist")]
+    UnknownRelease(String),
+    /// A rollback has no earlier release to go back to.
+    #[error("nothing to roll back to: {0}")]
+    NoRollback(String),
+    /// The change conflicts with the current pointer.
+    #[error("{0}")]
+    Refused(String),
 }

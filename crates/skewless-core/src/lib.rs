@@ -1,6 +1,6 @@
 //! The skewless domain, free of I/O: release ids, blob hashes, manifests,
 //! lifecycle transitions, request path normalisation, pins, HTTP header
-//! parsing and the gateway's resolution order.
+//! parsing, the gateway's resolution order and the pointer rules.
 
 pub mod content;
 pub mod error;
@@ -14,6 +14,7 @@ pub mod path;
 pub mod pin;
 pub mod resolve;
 pub mod retention;
+pub mod transition;
 pub mod upstream;
 
 pub use error::CoreError;
@@ -21,3 +22,4 @@ pub use hash::BlobHash;
 pub use id::ReleaseId;
 pub use lifecycle::Lifecycle;
 pub use manifest::{Entry, Manifest, ManifestDiff};
+pub use transition::{Action, Pointer};

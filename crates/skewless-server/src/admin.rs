@@ -522,7 +522,7 @@ async fn fsck(
             .record(HistoryEntry {
                 seq: 0,
                 at: gw.clock.now(),
-                action: "fsck-repair".into(),
+                action: skewless_core::Action::FsckRepair,
                 release: None,
                 before: None,
                 after: None,

@@ -64,7 +64,10 @@ impl ServerError {
             ServerError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ServerError::TooMany(_) => StatusCode::TOO_MANY_REQUESTS,
             ServerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ServerError::Core(CoreError::Transition { .. }) => StatusCode::CONFLICT,
+            ServerError::Core(CoreError::UnknownRelease(_)) => StatusCode::NOT_FOUND,
+            ServerError::Core(
+                CoreError::Transition { .. } | CoreError::NoRollback(_) | CoreError::Refused(_),
+            ) => StatusCode::CONFLICT,
             ServerError::Core(_) => StatusCode::BAD_REQUEST,
             ServerError::State(e) => match e {
                 StateError::Exists(_) => StatusCode::CONFLICT,

@@ -116,14 +116,7 @@ impl Gateway {
             store,
             state,
             snapshot: ArcSwap::from_pointee(Snapshot::build(
-                skewless_state::Pointer {
-                    current: None,
-                    generation: 0,
-                    required_min: None,
-                    changed_at: 0,
-                    canary: None,
-                    canary_percent: 0,
-                },
+                skewless_state::Pointer::empty(),
                 Vec::new(),
                 Default::default(),
             )),
@@ -268,7 +261,7 @@ impl Gateway {
                 .record(HistoryEntry {
                     seq: 0,
                     at: now,
-                    action: "gc".into(),
+                    action: skewless_core::Action::Gc,
                     release: None,
                     before: None,
                     after: None,

@@ -14,7 +14,7 @@ pub enum StateError {
     NotFound(String),
     /// A lifecycle rule forbids the change.
     #[error(transparent)]
-    Rule(#[from] CoreError),
+    Rule(CoreError),
     /// The change conflicts with the current pointer.
     #[error("{0}")]
     Conflict(String),
@@ -29,5 +29,16 @@ pub enum StateError {
 impl From<rusqlite::Error> for StateError {
     fn from(e: rusqlite::Error) -> Self {
         StateError::Database(e.to_string())
+    }
+}
+
+impl From<CoreError> for StateError {
+    fn from(e: CoreError) -> Self {
+        match e {
+            CoreError::UnknownRelease(id) => StateError::NotFound(id),
+            CoreError::NoRollback(why) => StateError::NoRollback(why),
+            CoreError::Refused(why) => StateError::Conflict(why),
+            other => StateError::Rule(other),
+        }
     }
 }

@@ -1,17 +1,20 @@
 //! Release state: releases with their manifests, the current pointer with its
 //! generation number, and the history of every change. [`StateStore`] is the
 //! seam; [`Sqlite`] is the embedded implementation (WAL, full sync), so an
-//! acknowledged promotion survives `kill -9`.
+//! acknowledged promotion survives `kill -9`. The release rules are not here:
+//! an adapter stores what [`skewless_core::transition::decide`] decided.
 
 mod error;
 mod model;
 mod sqlite;
 
 use async_trait::async_trait;
+use skewless_core::transition::{Decision, Operation};
 use skewless_core::{BlobHash, Lifecycle, ReleaseId};
 
 pub use error::StateError;
-pub use model::{HistoryEntry, NewRelease, Pointer, ReleaseRecord};
+pub use model::{HistoryEntry, NewRelease, ReleaseRecord};
+pub use skewless_core::transition::Pointer;
 pub use sqlite::Sqlite;
 
 /// Where release state lives. Every mutating call is one atomic transaction
@@ -39,6 +42,11 @@ pub trait StateStore: Send + Sync + 'static {
     /// The current pointer.
     async fn pointer(&self) -> Result<Pointer, StateError>;
 
+    /// Decides `op` with the pointer rules of [`skewless_core::transition`]
+    /// over the stored pointer and releases, and stores the outcome (pointer,
+    /// release standings, history) in the same transaction.
+    async fn apply(&self, op: Operation, actor: &str, at: i64) -> Result<Decision, StateError>;
+
     /// Makes `id` current; the previous current starts draining. With
     /// `required`, clients of older releases must upgrade now.
     async fn promote(
@@ -47,14 +55,28 @@ pub trait StateStore: Send + Sync + 'static {
         required: bool,
         actor: &str,
         at: i64,
-    ) -> Result<Pointer, StateError>;
+    ) -> Result<Pointer, StateError> {
+        let op = Operation::Promote {
+            release: id.clone(),
+            required,
+        };
+        Ok(self.apply(op, actor, at).await?.pointer)
+    }
 
     /// Makes the release that was current before the current one current
     /// again.
-    async fn rollback(&self, actor: &str, at: i64) -> Result<Pointer, StateError>;
+    async fn rollback(&self, actor: &str, at: i64) -> Result<Pointer, StateError> {
+        Ok(self.apply(Operation::Rollback, actor, at).await?.pointer)
+    }
 
-    /// Stops serving a release. The current release cannot be retired.
-    async fn retire(&self, id: &ReleaseId, actor: &str, at: i64) -> Result<(), StateError>;
+    /// Stops serving a release. The current release and the canary cannot be
+    /// retired.
+    async fn retire(&self, id: &ReleaseId, actor: &str, at: i64) -> Result<(), StateError> {
+        let op = Operation::Retire {
+            release: id.clone(),
+        };
+        self.apply(op, actor, at).await.map(|_| ())
+    }
 
     /// Gives `id` to `percent` % of new sessions (`None` ends the canary).
     async fn set_canary(
@@ -63,7 +85,16 @@ pub trait StateStore: Send + Sync + 'static {
         percent: u8,
         actor: &str,
         at: i64,
-    ) -> Result<Pointer, StateError>;
+    ) -> Result<Pointer, StateError> {
+        let op = match id {
+            Some(id) => Operation::Canary {
+                release: id.clone(),
+                percent,
+            },
+            None => Operation::CanaryAbort,
+        };
+        Ok(self.apply(op, actor, at).await?.pointer)
+    }
 
     /// Sets (or clears) the release every client must run at least.
     async fn set_required_min(
@@ -71,10 +102,17 @@ pub trait StateStore: Send + Sync + 'static {
         id: Option<&ReleaseId>,
         actor: &str,
         at: i64,
-    ) -> Result<Pointer, StateError>;
+    ) -> Result<Pointer, StateError> {
+        let op = Operation::Require {
+            release: id.cloned(),
+        };
+        Ok(self.apply(op, actor, at).await?.pointer)
+    }
 
     /// Marks every retired release collected; returns their ids.
-    async fn collect_retired(&self, actor: &str, at: i64) -> Result<Vec<ReleaseId>, StateError>;
+    async fn collect_retired(&self, actor: &str, at: i64) -> Result<Vec<ReleaseId>, StateError> {
+        Ok(self.apply(Operation::Collect, actor, at).await?.collected())
+    }
 
     /// Every (blob, release state) pair: each release's files and rewritten
     /// shell, for garbage collection.

@@ -1,7 +1,7 @@
 //! The records the state store keeps.
 
 use serde::{Deserialize, Serialize};
-use skewless_core::{Entry, Lifecycle, Manifest, ReleaseId};
+use skewless_core::{Action, Entry, Lifecycle, Manifest, ReleaseId};
 
 /// A release as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,23 +56,6 @@ pub struct NewRelease {
     pub created_at: i64,
 }
 
-/// The current pointer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Pointer {
-    /// The release new page loads get.
-    pub current: Option<ReleaseId>,
-    /// Bumped by every promote and rollback.
-    pub generation: u64,
-    /// Clients of releases older than this one must upgrade now.
-    pub required_min: Option<ReleaseId>,
-    /// Unix seconds of the last change.
-    pub changed_at: i64,
-    /// The canary release, if one is running.
-    pub canary: Option<ReleaseId>,
-    /// Share of new sessions the canary gets, 1 to 99 (0 without canary).
-    pub canary_percent: u8,
-}
-
 /// One entry of the change history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HistoryEntry {
@@ -80,8 +63,8 @@ pub struct HistoryEntry {
     pub seq: i64,
     /// Unix seconds.
     pub at: i64,
-    /// `deploy`, `promote`, `rollback`, `retire`, `collect`, `gc`.
-    pub action: String,
+    /// What happened.
+    pub action: Action,
     /// The release acted on.
     pub release: Option<String>,
     /// The current release before the action (or the prior state).

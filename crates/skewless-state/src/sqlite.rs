@@ -1,5 +1,6 @@
 //! The embedded state store: one SQLite file in WAL mode with
-//! `synchronous=FULL`, so a transaction that returned is on disk.
+//! `synchronous=FULL`, so a transaction that returned is on disk. It stores
+//! what the domain decides; it decides nothing itself.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -7,7 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use skewless_core::{BlobHash, Entry, Lifecycle, Manifest, ReleaseId};
+use skewless_core::transition::{decide, Decision, Operation, Standing};
+use skewless_core::{Action, BlobHash, Entry, Lifecycle, Manifest, ReleaseId};
 
 use crate::{HistoryEntry, NewRelease, Pointer, ReleaseRecord, StateError, StateStore};
 
@@ -15,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_managed_backends.sql"),
     include_str!("../migrations/sqlite/0003_lifecycle.sql"),
+    include_str!("../migrations/sqlite/0004_rollback_target.sql"),
 ];
 
 /// SQLite-backed state.
@@ -247,59 +250,49 @@ fn get_pointer(conn: &Connection) -> Result<Pointer, StateError> {
 fn insert_history(tx: &Transaction<'_>, e: &HistoryEntry) -> Result<(), StateError> {
     tx.execute(
         "INSERT INTO history (at, action, release, before, after, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![e.at, e.action, e.release, e.before, e.after, e.actor, e.detail],
+        params![e.at, e.action.as_str(), e.release, e.before, e.after, e.actor, e.detail],
     )?;
     Ok(())
 }
 
-fn set_state(tx: &Transaction<'_>, id: &str, state: Lifecycle) -> Result<(), StateError> {
-    tx.execute(
-        "UPDATE releases SET state = ?2 WHERE id = ?1",
-        params![id, state.as_str()],
+fn get_standings(conn: &Connection) -> Result<Vec<Standing>, StateError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, seq, state, promoted_at, drained_at, retired_at, rollback_to FROM releases ORDER BY seq",
     )?;
-    Ok(())
-}
-
-/// Switches the pointer to `target` inside `tx`: the old current drains, the
-/// target becomes current, the generation grows by one.
-fn switch_current(
-    tx: &Transaction<'_>,
-    target: &ReleaseRecord,
-    required_min: Option<String>,
-    at: i64,
-) -> Result<Pointer, StateError> {
-    let before = get_pointer(tx)?;
-    let next = target.state.promote(target.id.as_str())?;
-    if let Some(old) = &before.current {
-        if old != &target.id {
-            let old_state: String = tx.query_row(
-                "SELECT state FROM releases WHERE id = ?1",
-                [old.as_str()],
-                |r| r.get(0),
-            )?;
-            let old_state: Lifecycle = old_state.parse().map_err(StateError::Database)?;
-            set_state(tx, old.as_str(), old_state.demote())?;
-            tx.execute(
-                "UPDATE releases SET drained_at = ?2 WHERE id = ?1",
-                params![old.as_str(), at],
-            )?;
-        }
+    type Row = (
+        String,
+        i64,
+        String,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<String>,
+    );
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, seq, state, promoted_at, drained_at, retired_at, rollback_to): Row = row?;
+        out.push(Standing {
+            id: parse_id(id)?,
+            seq,
+            state: state.parse().map_err(StateError::Database)?,
+            promoted_at,
+            drained_at,
+            retired_at,
+            rollback_to: rollback_to.map(parse_id).transpose()?,
+        });
     }
-    set_state(tx, target.id.as_str(), next)?;
-    tx.execute(
-        "UPDATE releases SET promoted_at = ?2, drained_at = NULL WHERE id = ?1",
-        params![target.id.as_str(), at],
-    )?;
-    // Promoting the canary to everyone ends the canary.
-    tx.execute(
-        "UPDATE pointer SET canary = NULL, canary_percent = 0 WHERE one = 1 AND canary = ?1",
-        params![target.id.as_str()],
-    )?;
-    tx.execute(
-        "UPDATE pointer SET current = ?1, generation = generation + 1, required_min = ?2, changed_at = ?3 WHERE one = 1",
-        params![target.id.as_str(), required_min, at],
-    )?;
-    get_pointer(tx)
+    Ok(out)
 }
 
 fn seq_of(conn: &Connection, id: &str) -> Result<Option<i64>, StateError> {
@@ -359,7 +352,7 @@ impl StateStore for Sqlite {
                 &HistoryEntry {
                     seq: 0,
                     at: new.created_at,
-                    action: "deploy".into(),
+                    action: Action::Deploy,
                     release: Some(new.id.to_string()),
                     before: None,
                     after: Some(Lifecycle::Uploaded.as_str().into()),
@@ -419,256 +412,55 @@ impl StateStore for Sqlite {
         self.with(|conn| get_pointer(conn)).await
     }
 
-    async fn promote(
-        &self,
-        id: &ReleaseId,
-        required: bool,
-        actor: &str,
-        at: i64,
-    ) -> Result<Pointer, StateError> {
-        let id = id.clone();
+    async fn apply(&self, op: Operation, actor: &str, at: i64) -> Result<Decision, StateError> {
         let actor = actor.to_owned();
         self.with(move |conn| {
             let tx = conn.transaction()?;
-            let target = get_release(&tx, id.as_str())?;
-            let before = get_pointer(&tx)?;
-            let required_min = if required {
-                Some(id.to_string())
-            } else {
-                before.required_min.as_ref().map(|r| r.to_string())
-            };
-            let after = switch_current(&tx, &target, required_min, at)?;
-            insert_history(
-                &tx,
-                &HistoryEntry {
-                    seq: 0,
-                    at,
-                    action: "promote".into(),
-                    release: Some(id.to_string()),
-                    before: before.current.map(|c| c.to_string()),
-                    after: Some(id.to_string()),
-                    actor,
-                    detail: required.then(|| "required".to_owned()),
-                },
-            )?;
-            tx.commit()?;
-            Ok(after)
-        })
-        .await
-    }
-
-    async fn rollback(&self, actor: &str, at: i64) -> Result<Pointer, StateError> {
-        let actor = actor.to_owned();
-        self.with(move |conn| {
-            let tx = conn.transaction()?;
-            let before = get_pointer(&tx)?;
-            let Some(current) = before.current.clone() else {
-                return Err(StateError::NoRollback("no release is current".into()));
-            };
-            let previous: Option<Option<String>> = tx
-                .query_row(
-                    "SELECT before FROM history WHERE action = 'promote' AND after = ?1 ORDER BY seq DESC LIMIT 1",
-                    [current.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let Some(Some(previous)) = previous else {
-                return Err(StateError::NoRollback(format!(
-                    "{current} was the first release made current"
-                )));
-            };
-            let target = get_release(&tx, &previous)?;
-            if !target.state.is_served() {
-                return Err(StateError::NoRollback(format!(
-                    "the previous release {previous} is {}",
-                    target.state
-                )));
+            let pointer = get_pointer(&tx)?;
+            let standings = get_standings(&tx)?;
+            let decision = decide(&pointer, &standings, &op, at)?;
+            for s in &decision.changed {
+                tx.execute(
+                    "UPDATE releases SET state = ?2, promoted_at = ?3, drained_at = ?4, retired_at = ?5, rollback_to = ?6 WHERE id = ?1",
+                    params![
+                        s.id.as_str(),
+                        s.state.as_str(),
+                        s.promoted_at,
+                        s.drained_at,
+                        s.retired_at,
+                        s.rollback_to.as_ref().map(|r| r.as_str()),
+                    ],
+                )?;
             }
-            // A requirement newer than the release rolled back to would
-            // order its own clients to upgrade to nothing.
-            let required_min = match &before.required_min {
-                Some(min) if seq_of(&tx, min.as_str())?.unwrap_or(i64::MAX) > target.seq => None,
-                other => other.as_ref().map(|r| r.to_string()),
-            };
-            let after = switch_current(&tx, &target, required_min, at)?;
-            insert_history(
-                &tx,
-                &HistoryEntry {
-                    seq: 0,
-                    at,
-                    action: "rollback".into(),
-                    release: Some(previous.clone()),
-                    before: Some(current.to_string()),
-                    after: Some(previous),
-                    actor,
-                    detail: None,
-                },
-            )?;
-            tx.commit()?;
-            Ok(after)
-        })
-        .await
-    }
-
-    async fn retire(&self, id: &ReleaseId, actor: &str, at: i64) -> Result<(), StateError> {
-        let id = id.clone();
-        let actor = actor.to_owned();
-        self.with(move |conn| {
-            let tx = conn.transaction()?;
-            let rec = get_release(&tx, id.as_str())?;
-            if get_pointer(&tx)?.canary.as_ref() == Some(&id) {
-                return Err(StateError::Conflict(format!(
-                    "release {id} is the canary; abort the canary first"
-                )));
-            }
-            let next = rec.state.retire(id.as_str())?;
-            if rec.state == next {
-                return Ok(());
-            }
-            set_state(&tx, id.as_str(), next)?;
+            let p = &decision.pointer;
             tx.execute(
-                "UPDATE releases SET retired_at = ?2 WHERE id = ?1",
-                params![id.as_str(), at],
+                "UPDATE pointer SET current = ?1, generation = ?2, required_min = ?3, changed_at = ?4, canary = ?5, canary_percent = ?6 WHERE one = 1",
+                params![
+                    p.current.as_ref().map(|c| c.as_str()),
+                    p.generation as i64,
+                    p.required_min.as_ref().map(|c| c.as_str()),
+                    p.changed_at,
+                    p.canary.as_ref().map(|c| c.as_str()),
+                    i64::from(p.canary_percent),
+                ],
             )?;
-            insert_history(
-                &tx,
-                &HistoryEntry {
-                    seq: 0,
-                    at,
-                    action: "retire".into(),
-                    release: Some(id.to_string()),
-                    before: Some(rec.state.as_str().into()),
-                    after: Some(next.as_str().into()),
-                    actor,
-                    detail: None,
-                },
-            )?;
-            tx.commit()?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn collect_retired(&self, actor: &str, at: i64) -> Result<Vec<ReleaseId>, StateError> {
-        let actor = actor.to_owned();
-        self.with(move |conn| {
-            let tx = conn.transaction()?;
-            let ids: Vec<String> = {
-                let mut stmt =
-                    tx.prepare("SELECT id FROM releases WHERE state = 'retired' ORDER BY seq")?;
-                let rows = stmt.query_map([], |r| r.get(0))?;
-                rows.collect::<Result<_, _>>()?
-            };
-            for id in &ids {
-                set_state(&tx, id, Lifecycle::Collected)?;
+            for n in &decision.history {
                 insert_history(
                     &tx,
                     &HistoryEntry {
                         seq: 0,
                         at,
-                        action: "collect".into(),
-                        release: Some(id.clone()),
-                        before: Some("retired".into()),
-                        after: Some("collected".into()),
+                        action: n.action,
+                        release: n.release.clone(),
+                        before: n.before.clone(),
+                        after: n.after.clone(),
                         actor: actor.clone(),
-                        detail: None,
+                        detail: n.detail.clone(),
                     },
                 )?;
             }
             tx.commit()?;
-            ids.into_iter().map(parse_id).collect()
-        })
-        .await
-    }
-
-    async fn set_canary(
-        &self,
-        id: Option<&ReleaseId>,
-        percent: u8,
-        actor: &str,
-        at: i64,
-    ) -> Result<Pointer, StateError> {
-        let id = id.cloned();
-        let actor = actor.to_owned();
-        self.with(move |conn| {
-            let tx = conn.transaction()?;
-            let before = get_pointer(&tx)?;
-            if let Some(id) = &id {
-                let rec = get_release(&tx, id.as_str())?;
-                if !rec.state.is_served() {
-                    return Err(StateError::Conflict(format!("release {id} is {}", rec.state)));
-                }
-                if before.current.as_ref() == Some(id) {
-                    return Err(StateError::Conflict(format!("release {id} is already current")));
-                }
-                if !(1..=99).contains(&percent) {
-                    return Err(StateError::Conflict("a canary share must be 1 to 99 percent".into()));
-                }
-            } else if before.canary.is_none() {
-                return Err(StateError::Conflict("there is no canary to abort".into()));
-            }
-            tx.execute(
-                "UPDATE pointer SET canary = ?1, canary_percent = ?2, changed_at = ?3 WHERE one = 1",
-                params![id.as_ref().map(|i| i.as_str()), if id.is_some() { percent as i64 } else { 0 }, at],
-            )?;
-            let fmt = |c: &Option<ReleaseId>, p: u8| c.as_ref().map(|c| format!("{c} at {p}%"));
-            insert_history(
-                &tx,
-                &HistoryEntry {
-                    seq: 0,
-                    at,
-                    action: if id.is_some() { "canary" } else { "canary-abort" }.into(),
-                    release: id.as_ref().or(before.canary.as_ref()).map(|i| i.to_string()),
-                    before: fmt(&before.canary, before.canary_percent),
-                    after: fmt(&id, percent),
-                    actor,
-                    detail: None,
-                },
-            )?;
-            let after = get_pointer(&tx)?;
-            tx.commit()?;
-            Ok(after)
-        })
-        .await
-    }
-
-    async fn set_required_min(
-        &self,
-        id: Option<&ReleaseId>,
-        actor: &str,
-        at: i64,
-    ) -> Result<Pointer, StateError> {
-        let id = id.cloned();
-        let actor = actor.to_owned();
-        self.with(move |conn| {
-            let tx = conn.transaction()?;
-            let before = get_pointer(&tx)?;
-            if let Some(id) = &id {
-                let rec = get_release(&tx, id.as_str())?;
-                if !rec.state.is_served() {
-                    return Err(StateError::Conflict(format!("release {id} is {}", rec.state)));
-                }
-            }
-            tx.execute(
-                "UPDATE pointer SET required_min = ?1, generation = generation + 1, changed_at = ?2 WHERE one = 1",
-                params![id.as_ref().map(|i| i.as_str()), at],
-            )?;
-            insert_history(
-                &tx,
-                &HistoryEntry {
-                    seq: 0,
-                    at,
-                    action: "require".into(),
-                    release: id.as_ref().map(|i| i.to_string()),
-                    before: before.required_min.map(|r| r.to_string()),
-                    after: id.as_ref().map(|i| i.to_string()),
-                    actor,
-                    detail: None,
-                },
-            )?;
-            let after = get_pointer(&tx)?;
-            tx.commit()?;
-            Ok(after)
+            Ok(decision)
         })
         .await
     }
@@ -707,18 +499,26 @@ impl StateStore for Sqlite {
                 "SELECT seq, at, action, release, before, after, actor, detail FROM history ORDER BY seq DESC LIMIT ?1",
             )?;
             let rows = stmt.query_map([limit as i64], |r| {
-                Ok(HistoryEntry {
-                    seq: r.get(0)?,
-                    at: r.get(1)?,
-                    action: r.get(2)?,
-                    release: r.get(3)?,
-                    before: r.get(4)?,
-                    after: r.get(5)?,
-                    actor: r.get(6)?,
-                    detail: r.get(7)?,
-                })
+                Ok((
+                    HistoryEntry {
+                        seq: r.get(0)?,
+                        at: r.get(1)?,
+                        action: Action::Deploy,
+                        release: r.get(3)?,
+                        before: r.get(4)?,
+                        after: r.get(5)?,
+                        actor: r.get(6)?,
+                        detail: r.get(7)?,
+                    },
+                    r.get::<_, String>(2)?,
+                ))
             })?;
-            let mut out: Vec<HistoryEntry> = rows.collect::<Result<_, _>>()?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (mut entry, action) = row?;
+                entry.action = action.parse().map_err(StateError::Database)?;
+                out.push(entry);
+            }
             out.reverse();
             Ok(out)
         })
