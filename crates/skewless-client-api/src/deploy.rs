@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use futures::{StreamExt, TryStreamExt};
 use reqwest::Method;
 use serde::Serialize;
-use serde_json::{json, Value};
+use skewless_core::manifest::FileSpec;
+use skewless_core::BlobHash;
+use skewless_wire::{CreateRelease, MissingRequest, MissingResponse, Release};
 
 use crate::{api_error, Client, ClientError};
 
@@ -152,13 +154,6 @@ fn path_has_symlink(root: &Path, rel: &Path) -> bool {
     false
 }
 
-#[derive(Serialize)]
-struct Spec<'a> {
-    path: &'a str,
-    hash: &'a str,
-    size: u64,
-}
-
 impl Client {
     /// Deploys `dir`: uploads what the server lacks and registers a release.
     pub async fn deploy(
@@ -186,11 +181,7 @@ impl Client {
                 other => break other?,
             }
         };
-        let id = release
-            .get("id")
-            .and_then(Value::as_str)
-            .ok_or_else(|| ClientError::Protocol("the server did not return a release id".into()))?
-            .to_owned();
+        let id = release.id.to_string();
         if opts.promote {
             self.promote(&id, false, false).await?;
         }
@@ -209,22 +200,20 @@ impl Client {
         for f in files {
             by_hash.entry(f.hash.as_str()).or_insert(f);
         }
-        let hashes: Vec<&str> = by_hash.keys().copied().collect();
-        let resp: Value = self
+        let hashes = by_hash
+            .keys()
+            .map(|h| BlobHash::parse(h).map_err(|e| ClientError::Input(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        let resp: MissingResponse = self
             .send(
                 self.request(Method::POST, "/blobs/missing")
-                    .json(&json!({ "hashes": hashes })),
+                    .json(&MissingRequest { hashes }),
             )
             .await?;
         let missing: Vec<LocalFile> = resp
-            .get("missing")
-            .and_then(Value::as_array)
-            .ok_or_else(|| {
-                ClientError::Protocol("the server's missing-blob answer has no list".into())
-            })?
+            .missing
             .iter()
-            .filter_map(Value::as_str)
-            .filter_map(|h| by_hash.get(h).map(|f| (*f).clone()))
+            .filter_map(|h| by_hash.get(h.as_str()).map(|f| (*f).clone()))
             .collect();
         let count = missing.len();
         let bytes = missing.iter().map(|f| f.size).sum();
@@ -272,22 +261,26 @@ impl Client {
         &self,
         files: &[LocalFile],
         opts: &DeployOptions,
-    ) -> Result<Value, ClientError> {
-        let specs: Vec<Spec<'_>> = files
+    ) -> Result<Release, ClientError> {
+        let files = files
             .iter()
-            .map(|f| Spec {
-                path: &f.rel,
-                hash: &f.hash,
-                size: f.size,
+            .map(|f| {
+                Ok(FileSpec {
+                    path: f.rel.clone(),
+                    hash: BlobHash::parse(&f.hash)
+                        .map_err(|e| ClientError::Input(e.to_string()))?,
+                    size: f.size,
+                })
             })
-            .collect();
-        self.send(self.request(Method::POST, "/releases").json(&json!({
-            "id": opts.release,
-            "files": specs,
-            "backend": opts.backend,
-            "backend_cmd": opts.backend_cmd,
-            "health": opts.health,
-        })))
-        .await
+            .collect::<Result<Vec<_>, ClientError>>()?;
+        let body = CreateRelease {
+            id: opts.release.clone(),
+            files,
+            backend: opts.backend.clone(),
+            backend_cmd: opts.backend_cmd.clone(),
+            health: opts.health.clone(),
+        };
+        self.send(self.request(Method::POST, "/releases").json(&body))
+            .await
     }
 }

@@ -7,10 +7,14 @@ mod error;
 
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use skewless_wire::{
+    FsckReport, FsckRequest, GcReport, GcRequest, HistoryEntry, PointerState, PromoteRequest,
+    Release, ReleaseDetail, RequiredRequest, Retired, Status,
+};
 
 pub use deploy::{scan, DeployOptions, DeployReport, LocalFile};
 pub use error::ClientError;
+pub use skewless_wire as wire;
 
 /// A connection to one skewless server's admin API.
 #[derive(Debug, Clone)]
@@ -89,7 +93,7 @@ impl Client {
         id: &str,
         required: bool,
         force: bool,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<PointerState, ClientError> {
         self.promote_to(id, 100, required, force).await
     }
 
@@ -101,71 +105,76 @@ impl Client {
         percent: u8,
         required: bool,
         force: bool,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<PointerState, ClientError> {
         check_id(id)?;
+        let body = PromoteRequest {
+            required,
+            force,
+            percent: Some(percent),
+        };
         self.send(
             self.request(Method::POST, &format!("/releases/{id}/promote"))
-                .json(&json!({ "required": required, "force": force, "percent": percent })),
+                .json(&body),
         )
         .await
     }
 
     /// Ends the canary; its clients stay on it until they navigate.
-    pub async fn abort_canary(&self) -> Result<Value, ClientError> {
+    pub async fn abort_canary(&self) -> Result<PointerState, ClientError> {
         self.send(self.request(Method::POST, "/canary/abort")).await
     }
 
     /// Sets (or, with `None`, clears) the release every client must run at least.
-    pub async fn set_required(&self, min: Option<&str>) -> Result<Value, ClientError> {
+    pub async fn set_required(&self, min: Option<&str>) -> Result<PointerState, ClientError> {
         if let Some(id) = min {
             check_id(id)?;
         }
-        self.send(
-            self.request(Method::POST, "/required")
-                .json(&json!({ "min": min })),
-        )
-        .await
+        let body = RequiredRequest {
+            min: min.map(str::to_owned),
+        };
+        self.send(self.request(Method::POST, "/required").json(&body))
+            .await
     }
 
     /// Makes the previous current release current again.
-    pub async fn rollback(&self) -> Result<Value, ClientError> {
+    pub async fn rollback(&self) -> Result<PointerState, ClientError> {
         self.send(self.request(Method::POST, "/rollback")).await
     }
 
     /// Every release, oldest first.
-    pub async fn releases(&self) -> Result<Vec<Value>, ClientError> {
+    pub async fn releases(&self) -> Result<Vec<Release>, ClientError> {
         self.send(self.request(Method::GET, "/releases")).await
     }
 
     /// One release with its manifest.
-    pub async fn release(&self, id: &str) -> Result<Value, ClientError> {
+    pub async fn release(&self, id: &str) -> Result<ReleaseDetail, ClientError> {
         check_id(id)?;
         self.send(self.request(Method::GET, &format!("/releases/{id}")))
             .await
     }
 
     /// Stops serving a release.
-    pub async fn retire(&self, id: &str) -> Result<Value, ClientError> {
+    pub async fn retire(&self, id: &str) -> Result<Retired, ClientError> {
         check_id(id)?;
         self.send(self.request(Method::POST, &format!("/releases/{id}/retire")))
             .await
     }
 
     /// Collects retired releases and deletes unreferenced blobs.
-    pub async fn gc(&self, dry_run: bool) -> Result<Value, ClientError> {
+    pub async fn gc(&self, dry_run: bool) -> Result<GcReport, ClientError> {
         self.send(
             self.request(Method::POST, "/gc")
-                .json(&json!({ "dry_run": dry_run })),
+                .json(&GcRequest { dry_run }),
         )
         .await
     }
 
     /// Checks store and state against each other; `repair` mends what it can.
-    pub async fn fsck(&self, repair: bool) -> Result<Value, ClientError> {
+    pub async fn fsck(&self, repair: bool) -> Result<FsckReport, ClientError> {
         if repair {
             self.send(
                 self.request(Method::POST, "/fsck")
-                    .json(&json!({ "repair": true })),
+                    .json(&FsckRequest { repair: true }),
             )
             .await
         } else {
@@ -174,12 +183,12 @@ impl Client {
     }
 
     /// Current, generation and release counts.
-    pub async fn status(&self) -> Result<Value, ClientError> {
+    pub async fn status(&self) -> Result<Status, ClientError> {
         self.send(self.request(Method::GET, "/status")).await
     }
 
     /// The newest `limit` history entries.
-    pub async fn history(&self, limit: usize) -> Result<Vec<Value>, ClientError> {
+    pub async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, ClientError> {
         self.send(self.request(Method::GET, &format!("/history?limit={limit}")))
             .await
     }
@@ -193,9 +202,9 @@ fn check_id(id: &str) -> Result<(), ClientError> {
 }
 
 pub(crate) fn api_error(status: StatusCode, body: &[u8]) -> ClientError {
-    let message = serde_json::from_slice::<Value>(body)
+    let message = serde_json::from_slice::<skewless_wire::ErrorBody>(body)
         .ok()
-        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned))
+        .map(|b| b.error)
         .unwrap_or_else(|| String::from_utf8_lossy(body).chars().take(200).collect());
     ClientError::Api {
         status: status.as_u16(),

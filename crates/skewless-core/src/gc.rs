@@ -1,52 +1,60 @@
-//! Garbage collection planning: which stored blobs no live release needs.
+//! Garbage collection rules: which stored blobs no live release needs, and
+//! which of those a deploy in flight may still count on.
 
-use std::collections::{HashMap, HashSet};
+use crate::Lifecycle;
 
-use crate::{BlobHash, Lifecycle};
-
-/// A stored blob as the planner sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredBlob {
-    /// Its hash.
-    pub hash: BlobHash,
-    /// Bytes on disk, variants included.
-    pub bytes: u64,
-    /// Unix seconds when it was written.
-    pub written_at: i64,
+/// One release's use of a blob, as the collector sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Use {
+    /// The release's lifecycle state.
+    pub state: Lifecycle,
+    /// Unix seconds of the release's retirement.
+    pub retired_at: Option<i64>,
 }
 
-/// The blobs to delete. A blob is kept while any release that is not
-/// collected refers to it (with `retired_counts_as_collected`, retired
-/// releases count as collected: the plan of a gc that will collect them). A
-/// blob no release refers to at all is an upload whose deploy has not
-/// registered yet, or a crash's leftover: it is deleted only once older than
-/// `grace_secs`, so a deploy in flight never loses its blobs.
-pub fn plan(
-    refs: &[(BlobHash, Lifecycle)],
-    stored: &[StoredBlob],
+/// Whether a stored blob may be deleted now.
+///
+/// A blob is kept while any release that is not collected uses it (with
+/// `retired_counts_as_collected`, retired releases count as collected: the
+/// plan of a gc that will collect them). An unused blob was last *touched*
+/// (uploaded, reported present to a deploy, or registered) at `touched_at`:
+///
+/// - one that only collected releases used goes at once, unless a deploy
+///   touched it after the last of them was retired (that deploy is about to
+///   use it again);
+/// - any other goes once untouched for `grace_secs` (an upload whose deploy
+///   has not registered yet, or a crash's leftover).
+///
+/// The state store evaluates this inside the transaction that marks the blob
+/// `deleting`, and registration requires every blob of a release to be
+/// present in its own transaction, so a registered release never misses a
+/// blob however deploys and collections interleave.
+pub fn deletable(
+    touched_at: i64,
+    uses: &[Use],
     retired_counts_as_collected: bool,
     now: i64,
     grace_secs: i64,
-) -> Vec<StoredBlob> {
-    let mut live: HashSet<&BlobHash> = HashSet::new();
-    let mut known: HashMap<&BlobHash, ()> = HashMap::new();
-    for (hash, state) in refs {
-        known.insert(hash, ());
-        let dead = match state {
+) -> bool {
+    let mut last_retired: Option<i64> = None;
+    for u in uses {
+        let dead = match u.state {
             Lifecycle::Collected => true,
             Lifecycle::Retired => retired_counts_as_collected,
             _ => false,
         };
         if !dead {
-            live.insert(hash);
+            return false;
         }
+        // A collected release always went through retirement; without the
+        // time, count it as retired long ago.
+        let at = u.retired_at.unwrap_or(i64::MIN);
+        last_retired = Some(last_retired.map_or(at, |l| l.max(at)));
     }
-    stored
-        .iter()
-        .filter(|b| !live.contains(&b.hash))
-        .filter(|b| known.contains_key(&b.hash) || now - b.written_at >= grace_secs)
-        .cloned()
-        .collect()
+    if now - touched_at >= grace_secs {
+        return true;
+    }
+    last_retired.is_some_and(|retired| touched_at <= retired)
 }
 
 #[cfg(test)]
@@ -54,45 +62,57 @@ mod tests {
     use super::*;
     use Lifecycle::*;
 
-    fn h(n: u8) -> BlobHash {
-        BlobHash::from_bytes(&[n; 32])
-    }
-
-    fn blob(n: u8, written_at: i64) -> StoredBlob {
-        StoredBlob {
-            hash: h(n),
-            bytes: 10,
-            written_at,
+    fn used(state: Lifecycle) -> Use {
+        Use {
+            state,
+            retired_at: matches!(state, Retired | Collected).then_some(995),
         }
     }
 
     #[test]
     fn keeps_live_and_young_orphans() {
-        let refs = vec![
-            (h(1), Current),
-            (h(2), Collected),
-            (h(3), Retired),
-            (h(1), Collected),
-            (h(5), Draining),
+        // (blob, touched_at, uses)
+        let blobs: Vec<(u8, i64, Vec<Use>)> = vec![
+            (1, 0, vec![used(Current), used(Collected)]),
+            (2, 990, vec![used(Collected)]),
+            (3, 0, vec![used(Retired)]),
+            (4, 995, vec![]),
+            (6, 0, vec![]),
+            (5, 0, vec![used(Draining)]),
         ];
-        let stored = vec![
-            blob(1, 0),
-            blob(2, 990),
-            blob(3, 0),
-            blob(4, 995),
-            blob(6, 0),
-            blob(5, 0),
-        ];
-        let hashes = |v: Vec<StoredBlob>| v.into_iter().map(|b| b.hash).collect::<Vec<_>>();
+        let doomed = |dry: bool| {
+            blobs
+                .iter()
+                .filter(|(_, touched, uses)| deletable(*touched, uses, dry, 1000, 60))
+                .map(|(n, _, _)| *n)
+                .collect::<Vec<_>>()
+        };
         // Shared blob 1 stays; collected-only 2 goes however young; retired 3
         // stays unless counted collected; young orphan 4 stays; old orphan 6 goes.
-        assert_eq!(
-            hashes(plan(&refs, &stored, false, 1000, 60)),
-            vec![h(2), h(6)]
-        );
-        assert_eq!(
-            hashes(plan(&refs, &stored, true, 1000, 60)),
-            vec![h(2), h(3), h(6)]
-        );
+        assert_eq!(doomed(false), vec![2, 6]);
+        assert_eq!(doomed(true), vec![2, 3, 6]);
+    }
+
+    #[test]
+    fn a_deploy_that_touched_a_collected_blob_keeps_it() {
+        let collected = [Use {
+            state: Collected,
+            retired_at: Some(100),
+        }];
+        // Touched before (or in the second of) the retirement: garbage.
+        assert!(deletable(90, &collected, false, 200, 3600));
+        assert!(deletable(100, &collected, false, 200, 3600));
+        // Touched after it: a deploy counts on it, for the grace period.
+        assert!(!deletable(150, &collected, false, 200, 3600));
+        assert!(deletable(150, &collected, false, 150 + 3600, 3600));
+        // The latest retirement counts.
+        let two = [
+            collected[0],
+            Use {
+                state: Collected,
+                retired_at: Some(160),
+            },
+        ];
+        assert!(deletable(150, &two, false, 200, 3600));
     }
 }

@@ -22,4 +22,4 @@ pub use hash::BlobHash;
 pub use id::ReleaseId;
 pub use lifecycle::Lifecycle;
 pub use manifest::{Entry, Manifest, ManifestDiff};
-pub use transition::{Action, Pointer};
+pub use transition::{Action, HistoryEntry, Pointer};

@@ -142,6 +142,27 @@ impl PartialEq<&str> for Action {
     }
 }
 
+/// One entry of the change history, as stored and shown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Order of the entry (0 when not yet stored).
+    pub seq: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// What happened.
+    pub action: Action,
+    /// The release acted on.
+    pub release: Option<String>,
+    /// The current release before the action (or the prior state).
+    pub before: Option<String>,
+    /// The current release after the action (or the new state).
+    pub after: Option<String>,
+    /// Name of the admin token that acted.
+    pub actor: String,
+    /// Free text, e.g. bytes freed by gc.
+    pub detail: Option<String>,
+}
+
 /// A change asked of the pointer rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {

@@ -8,7 +8,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use crate::gateway::Gateway;
 use crate::{Role, ServerConfig, ServerError};
 
 /// File name of the generated token inside the data directory.
@@ -103,10 +102,40 @@ pub struct Token {
     pub role: Role,
 }
 
+/// The accepted admin tokens and who may present them.
+#[derive(Debug)]
+pub struct Tokens {
+    tokens: Vec<Token>,
+    allow_remote: bool,
+}
+
+impl Tokens {
+    /// The admin token (configured, stored or generated) and the named
+    /// tokens of the configuration.
+    pub fn from_config(config: &ServerConfig) -> Result<Self, ServerError> {
+        let mut tokens = vec![Token {
+            name: "admin".into(),
+            secret: load_or_create_token(config)?,
+            role: Role::Admin,
+        }];
+        for t in &config.tokens {
+            tokens.push(Token {
+                name: t.name.as_str().into(),
+                secret: t.token.trim().to_owned(),
+                role: t.role,
+            });
+        }
+        Ok(Tokens {
+            tokens,
+            allow_remote: config.admin_allow_remote,
+        })
+    }
+}
+
 /// Refuses admin requests without a known bearer token, and mutating ones
 /// with a read-only token; passes the [`Actor`] on to the handler.
 pub async fn require_admin(
-    State(gw): State<Arc<Gateway>>,
+    State(tokens): State<Arc<Tokens>>,
     mut req: Request,
     next: Next,
 ) -> Response {
@@ -114,7 +143,7 @@ pub async fn require_admin(
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
-    if !admin_reachable(peer, gw.config.admin_allow_remote) {
+    if !admin_reachable(peer, tokens.allow_remote) {
         return ServerError::Forbidden(
             "the admin API answers loopback clients only; put a TLS-terminating proxy in front and set admin_allow_remote = true".into(),
         )
@@ -134,7 +163,7 @@ pub async fn require_admin(
     };
     // Compare against every token so timing says nothing about which matched.
     let mut found: Option<&Token> = None;
-    for t in &gw.tokens {
+    for t in &tokens.tokens {
         if token_matches(given, &t.secret) {
             found = Some(t);
         }

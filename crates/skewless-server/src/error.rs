@@ -76,6 +76,7 @@ impl ServerError {
                 StateError::Rule(_) => StatusCode::BAD_REQUEST,
                 StateError::NoRollback(_) => StatusCode::CONFLICT,
                 StateError::Conflict(_) => StatusCode::CONFLICT,
+                StateError::MissingBlobs(_) => StatusCode::UNPROCESSABLE_ENTITY,
                 StateError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ServerError::Store(e) => match e {

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use skewless_core::ReleaseId;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::gateway::Gateway;
+use crate::gateway::{AppState, Gateway};
 use crate::presence::StreamGuard;
 use crate::snapshot::Snapshot;
 use crate::ServerError;
@@ -120,7 +120,7 @@ pub(crate) const RETRY_MS: u64 = 3000;
 /// The name and data of the event a stream of `release` is sent now:
 /// `release`, or `required` when that release must upgrade at once.
 pub(crate) fn event_parts(gw: &Gateway, release: Option<&str>) -> (&'static str, String) {
-    let snap = gw.snapshot.load();
+    let snap = gw.routing.load();
     let name = if snap.upgrade_required(release) {
         "required"
     } else {
@@ -148,7 +148,7 @@ pub(crate) fn open(gw: &Arc<Gateway>, ip: IpAddr, q: EventsQuery) -> Result<Open
     let release = q.release.filter(|r| skewless_core::id::is_valid(r));
     let presence = release
         .as_deref()
-        .and_then(|r| gw.snapshot.load().view(r).map(|v| v.record.id.clone()))
+        .and_then(|r| gw.routing.load().view(r).map(|v| v.record.id.clone()))
         .map(|id| {
             gw.presence
                 .open_stream(&id, q.client.as_deref(), gw.clock.clone())
@@ -161,7 +161,7 @@ pub(crate) fn open(gw: &Arc<Gateway>, ip: IpAddr, q: EventsQuery) -> Result<Open
 
 /// `GET /_skewless/events?release=<id>`.
 pub async fn events(
-    State(gw): State<Arc<Gateway>>,
+    State(AppState(gw)): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(q): Query<EventsQuery>,
 ) -> Response {
@@ -169,7 +169,7 @@ pub async fn events(
         Ok(o) => o,
         Err(e) => return e.into_response(),
     };
-    let rx = gw.notices.subscribe();
+    let rx = gw.routing.subscribe();
     let shutdown = gw.shutdown.clone();
     let first = event_for(&gw, release.as_deref()).retry(Duration::from_millis(RETRY_MS));
     let keepalive = gw.config.event_keepalive_secs.max(1);

@@ -1,110 +1,108 @@
-//! The gateway: shared state, the router, the resolution handler and the
-//! server loop with graceful shutdown.
+//! The gateway: the state every way in shares, built over the adapters it
+//! is given, the router, and the resolution handler.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, FromRef, Request, State};
 use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
-use skewless_core::gc::{plan, StoredBlob};
 use skewless_core::path::normalize_request_path;
 use skewless_core::resolve::{is_navigation, resolve, Resolution, Source};
 use skewless_core::retention::{choose_shell, ShellChoice};
 use skewless_core::upstream::{self, Candidate};
-use skewless_core::Lifecycle;
 use skewless_core::{content::is_content_hashed, pin, ReleaseId};
-use skewless_state::{HistoryEntry, Sqlite, StateStore};
-use skewless_store::{BlobStore, LocalDir};
+use skewless_state::StateStore;
+use skewless_store::BlobStore;
 use std::net::SocketAddr;
-use tokio::sync::{broadcast, watch, RwLock};
+use tokio::sync::watch;
 
-use crate::auth::Token;
+use crate::auth::Tokens;
 use crate::client_js::{self, Module};
-use crate::events::Notice;
 use crate::metrics::{self, Kind};
+use crate::operations::{Operations, Settings};
 use crate::presence::Presence;
 use crate::proxy::{Proxy, Upstream};
 use crate::serve::{file_response, Caching, FileRequest};
-use crate::snapshot::{ReleaseView, Snapshot};
-use crate::supervisor::{Supervisor, Wanted};
-use crate::{
-    admin, auth, error::json_error, system, Clock, Role, ServerConfig, ServerError, SystemClock,
-};
+use crate::snapshot::Routing;
+use crate::supervisor::Supervisor;
+use crate::{admin, error::json_error, system, Clock, ServerConfig, ServerError};
 
-/// Everything a request handler needs, shared by all of them.
-pub struct Gateway {
-    /// Blob storage.
-    pub store: Arc<dyn BlobStore>,
+/// The adapters the server runs on, chosen by the caller (the `serve`
+/// command, or a test): where state lives, where blobs live, and time.
+#[derive(Clone)]
+pub struct Adapters {
     /// Release state.
     pub state: Arc<dyn StateStore>,
-    /// The routing snapshot, swapped on every change.
-    pub snapshot: ArcSwap<Snapshot>,
-    /// Release notices to open event streams.
-    pub notices: broadcast::Sender<Arc<Notice>>,
-    /// Flips to true when the server shuts down.
-    pub shutdown: watch::Receiver<bool>,
-    /// Accepted admin tokens.
-    pub tokens: Vec<Token>,
-    /// Live clients per release.
-    pub presence: Arc<Presence>,
-    /// The metrics recorder's handle.
-    pub metrics: PrometheusHandle,
-    /// Held shared by deploy registration, exclusively by gc, so gc never
-    /// deletes a blob a registration has just checked.
-    pub gc_lock: RwLock<()>,
-    /// Serialises snapshot rebuilds.
-    refresh_lock: tokio::sync::Mutex<()>,
-    /// Embedded browser-library modules by file name.
-    pub client_modules: HashMap<&'static str, Module>,
+    /// Blob storage.
+    pub blobs: Arc<dyn BlobStore>,
     /// Time.
     pub clock: Arc<dyn Clock>,
+}
+
+/// The state every way into the server shares. Admin handlers and the
+/// reaper take only the [`Operations`] from it.
+pub struct Gateway {
+    /// The release operations; the only writer of state.
+    pub(crate) ops: Arc<Operations>,
+    /// The routing snapshot and the event-stream notices.
+    pub(crate) routing: Arc<Routing>,
+    /// Blob storage, read by the request path.
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    /// Live clients per release.
+    pub(crate) presence: Arc<Presence>,
+    /// Time.
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Accepted admin tokens.
+    pub(crate) tokens: Arc<Tokens>,
+    /// The metrics recorder's handle.
+    pub(crate) metrics: PrometheusHandle,
+    /// Embedded browser-library modules by file name.
+    pub(crate) client_modules: HashMap<&'static str, Module>,
     /// The reverse proxy to back ends.
-    pub proxy: Proxy,
+    pub(crate) proxy: Proxy,
     /// Managed back ends.
-    pub supervisor: Supervisor,
+    pub(crate) supervisor: Arc<Supervisor>,
     /// Where API calls go when no release has a back end.
-    pub default_upstream: Option<Arc<Upstream>>,
+    pub(crate) default_upstream: Option<Arc<Upstream>>,
     /// Open event streams, in total and per client address.
-    pub stream_slots: crate::events::StreamSlots,
+    pub(crate) stream_slots: crate::events::StreamSlots,
+    /// Flips to true when the server shuts down.
+    pub(crate) shutdown: watch::Receiver<bool>,
     /// Configuration.
-    pub config: ServerConfig,
+    pub(crate) config: ServerConfig,
+}
+
+/// The state the router's handlers extract their parts from.
+#[derive(Clone)]
+pub struct AppState(pub(crate) Arc<Gateway>);
+
+impl FromRef<AppState> for Arc<Operations> {
+    fn from_ref(app: &AppState) -> Self {
+        app.0.ops.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Tokens> {
+    fn from_ref(app: &AppState) -> Self {
+        app.0.tokens.clone()
+    }
 }
 
 impl Gateway {
-    /// Opens the embedded stores under the data directory.
-    pub async fn open(
+    /// Builds the gateway over the given adapters: finishes a garbage
+    /// collection a crash interrupted and loads the routing snapshot.
+    pub async fn new(
         config: ServerConfig,
+        adapters: Adapters,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Self>, ServerError> {
-        let data = &config.data;
-        std::fs::create_dir_all(data).map_err(|e| {
-            ServerError::Startup(format!(
-                "cannot create data directory {}: {e}",
-                data.display()
-            ))
-        })?;
-        let store: Arc<dyn BlobStore> = Arc::new(LocalDir::open(data.join("blobs"))?);
-        let state: Arc<dyn StateStore> = Arc::new(Sqlite::open(&data.join("state.db"))?);
         config.validate()?;
-        let mut tokens = vec![Token {
-            name: "admin".into(),
-            secret: auth::load_or_create_token(&config)?,
-            role: Role::Admin,
-        }];
-        for t in &config.tokens {
-            tokens.push(Token {
-                name: t.name.as_str().into(),
-                secret: t.token.trim().to_owned(),
-                role: t.role,
-            });
-        }
-        let (notices, _) = broadcast::channel(64);
+        let tokens = Arc::new(Tokens::from_config(&config)?);
         let default_upstream = config
             .default_upstream
             .as_deref()
@@ -112,188 +110,74 @@ impl Gateway {
             .transpose()
             .map_err(ServerError::Startup)?
             .map(Arc::new);
-        let gw = Gateway {
-            store,
-            state,
-            snapshot: ArcSwap::from_pointee(Snapshot::build(
-                skewless_state::Pointer::empty(),
-                Vec::new(),
-                Default::default(),
-            )),
-            notices,
-            shutdown,
+        let routing = Arc::new(Routing::default());
+        let presence = Arc::new(Presence::new(config.retention.presence_window_secs));
+        let supervisor = Arc::new(Supervisor::new(config.backend.clone()));
+        let ops = Arc::new(Operations::new(
+            adapters.state,
+            adapters.blobs.clone(),
+            adapters.clock.clone(),
+            routing.clone(),
+            presence.clone(),
+            supervisor.clone(),
+            Settings {
+                default_health_path: config.backend.health_path.clone(),
+                gc_grace_secs: config.gc_grace_secs,
+                max_upload_bytes: config.max_upload_bytes,
+            },
+        ));
+        let finished = ops.finish_collection().await?;
+        if finished > 0 {
+            tracing::info!(
+                blobs = finished,
+                "finished an interrupted garbage collection"
+            );
+        }
+        ops.refresh().await?;
+        Ok(Arc::new(Gateway {
+            ops,
+            routing,
+            blobs: adapters.blobs,
+            presence,
+            clock: adapters.clock,
             tokens,
-            presence: Arc::new(Presence::new(config.retention.presence_window_secs)),
             metrics: metrics::install(),
-            gc_lock: RwLock::new(()),
-            refresh_lock: tokio::sync::Mutex::new(()),
             client_modules: client_js::modules()
                 .into_iter()
                 .map(|m| (m.name, m))
                 .collect(),
-            clock: Arc::new(SystemClock),
             proxy: Proxy::new(
                 Duration::from_millis(config.connect_timeout_ms),
                 Duration::from_secs(config.read_timeout_secs),
             ),
-            supervisor: Supervisor::new(config.backend.clone()),
+            supervisor,
             default_upstream,
             stream_slots: Default::default(),
+            shutdown,
             config,
-        };
-        gw.refresh().await?;
-        Ok(Arc::new(gw))
+        }))
     }
 
-    /// Rebuilds the routing snapshot from state and, if the current release
-    /// or its generation changed, notifies every open event stream. Manifests
-    /// are immutable, so those already loaded are reused.
-    pub async fn refresh(&self) -> Result<(), ServerError> {
-        let _guard = self.refresh_lock.lock().await;
-        let old = self.snapshot.load_full();
-        let pointer = self.state.pointer().await?;
-        let summaries = self.state.release_summaries().await?;
-        let mut views = Vec::with_capacity(summaries.len());
-        let mut gone = std::collections::HashSet::new();
-        for mut rec in summaries {
-            if !rec.state.holds_blobs() {
-                gone.insert(rec.id);
-                continue;
-            }
-            rec.manifest = match old.releases.get(&rec.id) {
-                Some(v) => v.record.manifest.clone(),
-                None => self.state.release(&rec.id).await?.manifest,
-            };
-            views.push(Arc::new(ReleaseView::new(rec)));
-        }
-        let snap = Snapshot::build(pointer, views, gone);
-        // Streams hear of every change of what a client should run: the
-        // pointer, the canary, and releases that stopped being served.
-        let changed = snap.pointer.generation != old.pointer.generation
-            || snap.pointer.current != old.pointer.current
-            || snap.pointer.required_min != old.pointer.required_min
-            || snap.pointer.canary != old.pointer.canary
-            || snap.gone.len() != old.gone.len();
-        for id in snap.gone.difference(&old.gone) {
-            self.presence.forget(id);
-        }
-        let notice = Notice::from_snapshot(&snap);
-        let wanted = snap
-            .ordered
-            .iter()
-            .filter(|v| v.record.state.is_served())
-            .filter_map(|v| {
-                Some(Wanted {
-                    id: v.record.id.clone(),
-                    command: v.record.backend_cmd.clone()?,
-                    health_path: v
-                        .record
-                        .health_path
-                        .clone()
-                        .unwrap_or_else(|| self.config.backend.health_path.clone()),
-                })
-            })
-            .collect();
-        self.snapshot.store(Arc::new(snap));
-        self.supervisor.sync(wanted);
-        if changed {
-            // No receivers is fine: no stream is open.
-            let _ = self.notices.send(Arc::new(notice));
-        }
-        Ok(())
-    }
-}
-
-/// What a garbage collection did (or, dry, would do).
-#[derive(Debug)]
-pub struct GcReport {
-    /// Releases marked collected.
-    pub collected: Vec<ReleaseId>,
-    /// Blobs deleted.
-    pub blobs: Vec<StoredBlob>,
-    /// Bytes freed.
-    pub bytes: u64,
-}
-
-impl Gateway {
-    /// Marks retired releases collected and deletes the blobs no uncollected
-    /// release refers to (see [`skewless_core::gc::plan`]). A dry run changes
-    /// nothing and reports what would go.
-    pub async fn collect_garbage(
-        &self,
-        dry_run: bool,
-        actor: &str,
-    ) -> Result<GcReport, ServerError> {
-        let _gc = self.gc_lock.write().await;
-        let now = self.clock.now();
-        let collected: Vec<ReleaseId> = if dry_run {
-            self.state
-                .release_summaries()
-                .await?
-                .into_iter()
-                .filter(|r| r.state == Lifecycle::Retired)
-                .map(|r| r.id)
-                .collect()
-        } else {
-            self.state.collect_retired(actor, now).await?
-        };
-        let refs = self.state.blob_refs().await?;
-        let stored: Vec<StoredBlob> = self
-            .store
-            .list()
-            .await?
-            .into_iter()
-            .map(|b| StoredBlob {
-                hash: b.hash,
-                bytes: b.bytes,
-                written_at: b.written_at as i64,
-            })
-            .collect();
-        let blobs = plan(&refs, &stored, dry_run, now, self.config.gc_grace_secs);
-        let mut bytes = 0u64;
-        if dry_run {
-            bytes = blobs.iter().map(|b| b.bytes).sum();
-        } else {
-            for b in &blobs {
-                bytes += self.store.delete(&b.hash).await?;
-            }
-            self.state
-                .record(HistoryEntry {
-                    seq: 0,
-                    at: now,
-                    action: skewless_core::Action::Gc,
-                    release: None,
-                    before: None,
-                    after: None,
-                    actor: actor.into(),
-                    detail: Some(format!("{} blobs, {bytes} bytes freed", blobs.len())),
-                })
-                .await?;
-            self.refresh().await?;
-        }
-        tracing::info!(blobs = blobs.len(), bytes, dry_run, "gc");
-        Ok(GcReport {
-            collected,
-            blobs,
-            bytes,
-        })
+    /// The release operations.
+    pub fn operations(&self) -> &Arc<Operations> {
+        &self.ops
     }
 }
 
 /// Builds the router over a gateway.
 pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
-        .nest("/_skewless/api/v1", admin::routes(gw.clone()))
+        .nest("/_skewless/api/v1", admin::routes(gw.tokens.clone()))
         .merge(system::routes())
         .fallback(resolve_fallback)
-        .layer(middleware::from_fn_with_state(gw.clone(), stamp))
-        .with_state(gw)
+        .layer(middleware::from_fn_with_state(AppState(gw.clone()), stamp))
+        .with_state(AppState(gw))
 }
 
 /// Runs on every request: afterwards adds `Skewless-Current` (the release this
 /// client should run) and, when its release must upgrade now,
 /// `Skewless-Required`; records presence and request metrics.
-async fn stamp(State(gw): State<Arc<Gateway>>, req: Request, next: Next) -> Response {
+async fn stamp(State(AppState(gw)): State<AppState>, req: Request, next: Next) -> Response {
     let seen = Seen::of(&req);
     let resp = next.run(req).await;
     seen.stamp(&gw, resp)
@@ -356,7 +240,7 @@ pub(crate) fn release_headers(
     client: Option<&str>,
 ) -> (Option<HeaderValue>, Option<HeaderValue>) {
     let pin_str = pin::pin_str(pin_header, cookie);
-    let snap = gw.snapshot.load();
+    let snap = gw.routing.load();
     let current = snap.current_for(pin_str);
     let headers = if current.is_empty() {
         (None, None)
@@ -405,7 +289,7 @@ fn tagged(mut resp: Response, kind: Kind) -> Response {
 
 /// `/_skewless/…` paths no system route claimed.
 async fn resolve_fallback(
-    State(gw): State<Arc<Gateway>>,
+    State(AppState(gw)): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
@@ -445,7 +329,7 @@ async fn resolve_request(gw: &Arc<Gateway>, req: Request, peer: SocketAddr) -> R
     let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let pin_str = pin::pin_str(text(&PIN_HEADER), text(&header::COOKIE));
     let navigation = is_navigation(true, text(&SEC_FETCH_MODE), text(&header::ACCEPT));
-    let snap = gw.snapshot.load();
+    let snap = gw.routing.load();
     let resolution = resolve(
         &**snap,
         skewless_core::resolve::Request {
@@ -477,7 +361,7 @@ async fn resolve_request(gw: &Arc<Gateway>, req: Request, peer: SocketAddr) -> R
             }
             let immutable = source == Source::Versioned || is_content_hashed(path);
             let resp = file_response(
-                &*gw.store,
+                &*gw.blobs,
                 method,
                 headers,
                 FileRequest {
@@ -514,7 +398,7 @@ async fn resolve_request(gw: &Arc<Gateway>, req: Request, peer: SocketAddr) -> R
                 return tagged(not_found(), Kind::Shell);
             };
             let mut resp = file_response(
-                &*gw.store,
+                &*gw.blobs,
                 method,
                 headers,
                 FileRequest {
@@ -568,7 +452,7 @@ async fn proxy_api(gw: &Gateway, req: Request, client: SocketAddr) -> Response {
     let headers = req.headers();
     let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
     let pin = pin::pin_from(text(&PIN_HEADER), text(&header::COOKIE));
-    let snap = gw.snapshot.load();
+    let snap = gw.routing.load();
     let candidates: Vec<Candidate<Arc<Upstream>>> = snap
         .ordered
         .iter()
@@ -613,63 +497,4 @@ async fn proxy_api(gw: &Gateway, req: Request, client: SocketAddr) -> Response {
 
 fn not_found() -> Response {
     json_error(StatusCode::NOT_FOUND, "not found")
-}
-
-/// Runs the gateway until SIGTERM or Ctrl-C, then drains in-flight requests
-/// for up to the configured grace.
-pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| ServerError::Startup(format!("cannot listen on {}: {e}", config.listen)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| ServerError::Startup(e.to_string()))?;
-    let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let gw = Gateway::open(config, stop_rx).await?;
-    let reaper = tokio::spawn(crate::reaper::run(gw.clone()));
-    let app = router(gw.clone());
-    println!("skewless listening on http://{addr}");
-    tracing::info!(%addr, data = %gw.config.data.display(), "gateway started");
-    let stop = async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: draining in-flight requests");
-        // Ends event streams (with a reconnect hint) so they do not hold
-        // the shutdown for the whole grace period.
-        let _ = stop_tx.send(true);
-    };
-    crate::listener::serve(
-        listener,
-        gw.clone(),
-        app,
-        Duration::from_secs(gw.config.header_read_timeout_secs.max(1)),
-        stop,
-        grace,
-    )
-    .await;
-    let result = Ok(());
-    reaper.abort();
-    gw.supervisor.stop_all().await;
-    result
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }

@@ -3,7 +3,7 @@
 //! and, at scrape time, live clients, event streams, back-end health and
 //! releases by state.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use metrics::{counter, gauge, Counter};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::gateway::Gateway;
+use crate::gateway::AppState;
 use crate::supervisor::Health;
 
 /// What a request was.
@@ -155,8 +155,8 @@ pub fn rollback() {
 }
 
 /// `GET /_skewless/metrics`.
-pub async fn endpoint(State(gw): State<Arc<Gateway>>) -> Response {
-    let snap = gw.snapshot.load();
+pub async fn endpoint(State(AppState(gw)): State<AppState>) -> Response {
+    let snap = gw.routing.load();
     let counts = gw.presence.counts(gw.clock.now());
     let mut by_state = std::collections::HashMap::<&'static str, f64>::new();
     for v in &snap.ordered {
@@ -180,7 +180,7 @@ pub async fn endpoint(State(gw): State<Arc<Gateway>>) -> Response {
         gauge!("skewless_releases", "state" => state)
             .set(by_state.get(state).copied().unwrap_or(0.0));
     }
-    gauge!("skewless_event_streams").set(gw.notices.receiver_count() as f64);
+    gauge!("skewless_event_streams").set(gw.routing.streams() as f64);
     let mut resp = gw.metrics.render().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -4,23 +4,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
 use skewless_core::ReleaseId;
 
 /// Most client ids remembered per release; beyond it the oldest are dropped.
 const MAX_IDS_PER_RELEASE: usize = 100_000;
 
-/// Live clients of one release.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Counts {
-    /// Open event streams.
-    pub streams: usize,
-    /// Distinct client ids seen within the window (streams' included).
-    pub recent: usize,
-    /// Distinct clients: ids seen recently or holding a stream, plus streams
-    /// that sent no id.
-    pub total: usize,
-}
+pub use skewless_wire::Counts;
 
 #[derive(Debug, Default)]
 struct Release {

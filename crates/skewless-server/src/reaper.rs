@@ -1,30 +1,37 @@
 //! The reaper: on a schedule, retires draining releases whose clients are
-//! gone (or that are too old), and collects garbage.
+//! gone (or that are too old), and collects garbage, through
+//! [`Operations`] like any other caller.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use skewless_core::retention::{to_retire, Candidate, Policy};
 
-use crate::gateway::Gateway;
+use crate::operations::Operations;
+use crate::presence::Presence;
+use crate::snapshot::Routing;
+use crate::Retention;
 
 /// The actor name the reaper's actions are recorded under.
 pub const ACTOR: &str = "reaper";
 
 /// Runs until the task is aborted.
-pub async fn run(gw: Arc<Gateway>) {
-    let r = &gw.config.retention;
-    let interval = Duration::from_millis(r.reaper_interval_ms.max(50));
-    let gc_every = (r.gc_interval_secs > 0).then(|| Duration::from_secs(r.gc_interval_secs));
+pub async fn run(
+    ops: Arc<Operations>,
+    presence: Arc<Presence>,
+    routing: Arc<Routing>,
+    retention: Retention,
+) {
+    let interval = Duration::from_millis(retention.reaper_interval_ms.max(50));
+    let gc_every =
+        (retention.gc_interval_secs > 0).then(|| Duration::from_secs(retention.gc_interval_secs));
     let mut last_gc = Instant::now();
     loop {
         tokio::time::sleep(interval).await;
-        if let Err(e) = reap(&gw).await {
-            tracing::error!(error = %e, "reaper failed");
-        }
+        reap(&ops, &presence, &routing, &retention).await;
         if gc_every.is_some_and(|every| last_gc.elapsed() >= every) {
             last_gc = Instant::now();
-            match gw.collect_garbage(false, ACTOR).await {
+            match ops.collect_garbage(false, ACTOR).await {
                 Ok(report) => tracing::info!(
                     blobs = report.blobs.len(),
                     bytes = report.bytes,
@@ -36,18 +43,23 @@ pub async fn run(gw: Arc<Gateway>) {
     }
 }
 
-/// One pass: retire what the retention policy says.
-pub async fn reap(gw: &Gateway) -> Result<usize, crate::ServerError> {
-    let r = &gw.config.retention;
+/// One pass: retire what the retention policy says. Returns how many
+/// releases were retired.
+pub async fn reap(
+    ops: &Operations,
+    presence: &Presence,
+    routing: &Routing,
+    r: &Retention,
+) -> usize {
     let policy = Policy {
         keep_last: r.keep_last,
         min_drain_secs: r.min_drain_secs,
         idle_secs: r.idle_secs,
         max_age_secs: r.max_age_secs,
     };
-    let now = gw.clock.now();
-    let snap = gw.snapshot.load_full();
-    let counts = gw.presence.counts(now);
+    let now = ops.now();
+    let snap = routing.load_full();
+    let counts = presence.counts(now);
     let candidates: Vec<Candidate<'_>> = snap
         .ordered
         .iter()
@@ -57,7 +69,7 @@ pub async fn reap(gw: &Gateway) -> Result<usize, crate::ServerError> {
             state: v.record.state,
             created_at: v.record.created_at,
             drained_at: v.record.drained_at,
-            last_seen: gw.presence.last_seen(&v.record.id, now),
+            last_seen: presence.last_seen(&v.record.id, now),
             live: counts.get(&v.record.id).map_or(0, |c| c.total),
         })
         .collect();
@@ -70,16 +82,13 @@ pub async fn reap(gw: &Gateway) -> Result<usize, crate::ServerError> {
     );
     let mut retired = 0;
     for (id, reason) in doomed {
-        match gw.state.retire(id, ACTOR, now).await {
+        match ops.retire(id, ACTOR).await {
             Ok(()) => {
-                tracing::info!(release = %id, reason = reason.as_str(), "retired");
+                tracing::info!(release = %id, reason = reason.as_str(), "reaped");
                 retired += 1;
             }
             Err(e) => tracing::warn!(release = %id, error = %e, "could not retire"),
         }
     }
-    if retired > 0 {
-        gw.refresh().await?;
-    }
-    Ok(retired)
+    retired
 }

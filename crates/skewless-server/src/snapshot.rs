@@ -1,6 +1,7 @@
 //! The routing snapshot: an immutable picture of releases and the current
 //! pointer, rebuilt after each change and swapped in atomically, so the
-//! request path reads it without locks.
+//! request path reads it without locks; and [`Routing`], which holds it and
+//! tells open event streams when it changed.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -10,7 +11,69 @@ use skewless_core::resolve::Catalog;
 use skewless_core::ReleaseId;
 use skewless_state::{Pointer, ReleaseRecord};
 
+use crate::events::Notice;
 use crate::proxy::Upstream;
+
+/// The snapshot every request reads, and the channel that tells open event
+/// streams of a change. Written only by [`crate::operations::Operations`].
+pub struct Routing {
+    snapshot: arc_swap::ArcSwap<Snapshot>,
+    notices: tokio::sync::broadcast::Sender<Arc<Notice>>,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            snapshot: arc_swap::ArcSwap::from_pointee(Snapshot::build(
+                skewless_state::Pointer::empty(),
+                Vec::new(),
+                HashSet::new(),
+            )),
+            notices: tokio::sync::broadcast::channel(64).0,
+        }
+    }
+}
+
+impl Routing {
+    /// The snapshot now, for one request.
+    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    /// The snapshot now, to keep.
+    pub fn load_full(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Notices of every change from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Notice>> {
+        self.notices.subscribe()
+    }
+
+    /// Event streams listening now.
+    pub fn streams(&self) -> usize {
+        self.notices.receiver_count()
+    }
+
+    /// Swaps in a new snapshot and, if what a client should run changed (the
+    /// pointer, the canary, releases that stopped being served), tells every
+    /// open event stream.
+    pub(crate) fn publish(&self, snap: Snapshot) {
+        let old = self.snapshot.load();
+        let changed = snap.pointer.generation != old.pointer.generation
+            || snap.pointer.current != old.pointer.current
+            || snap.pointer.required_min != old.pointer.required_min
+            || snap.pointer.canary != old.pointer.canary
+            || snap.gone.len() != old.gone.len();
+        drop(old);
+        let notice = Notice::from_snapshot(&snap);
+        self.snapshot.store(Arc::new(snap));
+        if changed {
+            // No receivers is fine: no stream is open.
+            let _ = self.notices.send(Arc::new(notice));
+        }
+    }
+}
 
 /// One release as the gateway serves it.
 #[derive(Debug)]

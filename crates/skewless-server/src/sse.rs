@@ -96,7 +96,7 @@ pub async fn serve(gw: Arc<Gateway>, mut stream: TcpStream, peer: SocketAddr, ti
         }
     };
     metrics::request(Kind::System, 200);
-    let mut rx = gw.notices.subscribe();
+    let mut rx = gw.routing.subscribe();
     let mut shutdown = gw.shutdown.clone();
 
     let mut out = Vec::with_capacity(512);

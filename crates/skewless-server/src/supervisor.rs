@@ -11,7 +11,6 @@ use arc_swap::ArcSwap;
 use axum::body::Body;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use serde::Serialize;
 use skewless_core::ReleaseId;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -27,40 +26,7 @@ const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// Consecutive failed health checks that take a running back end out.
 const FAILS_TO_UNHEALTHY: u32 = 3;
 
-/// What a managed back end is doing.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Health {
-    /// Started, health check not passed yet.
-    Starting,
-    /// Passing its health check; takes traffic.
-    Healthy,
-    /// Exited or failing its health check.
-    Unhealthy,
-    /// Stopped on purpose.
-    Stopped,
-}
-
-/// The observable state of one managed back end.
-#[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    /// The command as deployed.
-    pub command: String,
-    /// Health now.
-    pub health: Health,
-    /// Why it is unhealthy, if it is.
-    pub reason: Option<String>,
-    /// The port it was given.
-    pub port: Option<u16>,
-    /// Its process id.
-    pub pid: Option<u32>,
-    /// How many times it was restarted.
-    pub restarts: u32,
-    /// How its last run ended.
-    pub last_exit: Option<String>,
-    /// Its last output lines.
-    pub last_lines: VecDeque<String>,
-}
+pub use skewless_wire::{BackendStatus as Status, Health};
 
 struct Managed {
     status: Arc<Mutex<Status>>,

@@ -1,8 +1,6 @@
 //! Public system endpoints under `/_skewless/`: version, events, diff and the
 //! browser library.
 
-use std::sync::Arc;
-
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -14,10 +12,10 @@ use skewless_core::header::etag_matches;
 
 use crate::error::json_error;
 use crate::events::{events, state_json};
-use crate::gateway::Gateway;
+use crate::gateway::AppState;
 
 /// The public system routes.
-pub fn routes() -> Router<Arc<Gateway>> {
+pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/_skewless/version", get(version))
         .route("/_skewless/events", get(events))
@@ -46,11 +44,11 @@ pub struct ReleaseQuery {
 
 /// `GET /_skewless/version[?release=<id>]`.
 async fn version(
-    State(gw): State<Arc<Gateway>>,
+    State(AppState(gw)): State<AppState>,
     Query(q): Query<ReleaseQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let snap = gw.snapshot.load();
+    let snap = gw.routing.load();
     // Everything the answer depends on besides the query: the pointer, the
     // retired releases, the canary.
     let etag = format!(
@@ -93,8 +91,8 @@ pub struct DiffQuery {
 }
 
 /// `GET /_skewless/diff?from=<id>&to=<id>`: which original files differ.
-async fn diff(State(gw): State<Arc<Gateway>>, Query(q): Query<DiffQuery>) -> Response {
-    let snap = gw.snapshot.load();
+async fn diff(State(AppState(gw)): State<AppState>, Query(q): Query<DiffQuery>) -> Response {
+    let snap = gw.routing.load();
     let (Some(from), Some(to)) = (snap.view(&q.from), snap.view(&q.to)) else {
         return json_error(
             StatusCode::NOT_FOUND,
@@ -120,7 +118,7 @@ async fn diff(State(gw): State<Arc<Gateway>>, Query(q): Query<DiffQuery>) -> Res
 
 /// `GET /_skewless/<module>.js`: the embedded browser library.
 async fn client_module(
-    State(gw): State<Arc<Gateway>>,
+    State(AppState(gw)): State<AppState>,
     Path(module): Path<String>,
     headers: HeaderMap,
 ) -> Response {

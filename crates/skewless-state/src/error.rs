@@ -21,6 +21,10 @@ pub enum StateError {
     /// There is no earlier release to go back to.
     #[error("nothing to roll back to: {0}")]
     NoRollback(String),
+    /// Blobs of a release being registered are not stored (or are being
+    /// collected).
+    #[error("{} blob(s) of this release are not uploaded, e.g. {}", .0.len(), sample(.0))]
+    MissingBlobs(Vec<skewless_core::BlobHash>),
     /// The database failed or holds data this version cannot read.
     #[error("state database error: {0}")]
     Database(String),
@@ -41,4 +45,9 @@ impl From<CoreError> for StateError {
             other => StateError::Rule(other),
         }
     }
+}
+
+fn sample(hashes: &[skewless_core::BlobHash]) -> String {
+    let some: Vec<&str> = hashes.iter().take(3).map(|h| h.as_str()).collect();
+    some.join(", ")
 }

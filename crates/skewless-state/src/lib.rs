@@ -13,8 +13,8 @@ use skewless_core::transition::{Decision, Operation};
 use skewless_core::{BlobHash, Lifecycle, ReleaseId};
 
 pub use error::StateError;
-pub use model::{HistoryEntry, NewRelease, ReleaseRecord};
-pub use skewless_core::transition::Pointer;
+pub use model::{NewRelease, ReleaseRecord};
+pub use skewless_core::transition::{HistoryEntry, Pointer};
 pub use sqlite::Sqlite;
 
 /// Where release state lives. Every mutating call is one atomic transaction
@@ -22,7 +22,9 @@ pub use sqlite::Sqlite;
 #[async_trait]
 pub trait StateStore: Send + Sync + 'static {
     /// Registers a release in state `uploaded`. Fails with
-    /// [`StateError::Exists`] if the id is taken; nothing is overwritten.
+    /// [`StateError::Exists`] if the id is taken (nothing is overwritten), and
+    /// with [`StateError::MissingBlobs`] unless every blob of its files and
+    /// shell is present; touches them in the same transaction.
     async fn create_release(
         &self,
         new: NewRelease,
@@ -117,6 +119,30 @@ pub trait StateStore: Send + Sync + 'static {
     /// Every (blob, release state) pair: each release's files and rewritten
     /// shell, for garbage collection.
     async fn blob_refs(&self) -> Result<Vec<(BlobHash, Lifecycle)>, StateError>;
+
+    /// Records that deploys want these stored blobs now: each is touched
+    /// (and recorded present if state did not know it yet). Returns those
+    /// being deleted by a garbage collection: they must be uploaded again.
+    async fn touch_blobs(&self, hashes: &[BlobHash], at: i64) -> Result<Vec<BlobHash>, StateError>;
+
+    /// In one transaction: records the `stored` blobs state does not know
+    /// yet (hash, unix seconds written) as present, marks `deleting` every
+    /// present blob that [`skewless_core::gc::deletable`] allows, and returns
+    /// every blob marked `deleting` (including those a crashed collection
+    /// left). A dry run changes nothing and returns what would be marked.
+    async fn mark_garbage(
+        &self,
+        stored: &[(BlobHash, i64)],
+        dry_run: bool,
+        now: i64,
+        grace_secs: i64,
+    ) -> Result<Vec<BlobHash>, StateError>;
+
+    /// Blobs marked `deleting` (a collection that did not finish).
+    async fn deleting_blobs(&self) -> Result<Vec<BlobHash>, StateError>;
+
+    /// Forgets blobs marked `deleting` once their bytes are gone.
+    async fn forget_blobs(&self, hashes: &[BlobHash]) -> Result<(), StateError>;
 
     /// Appends a history entry for an action with no state change of its own.
     async fn record(&self, entry: HistoryEntry) -> Result<(), StateError>;

@@ -1,7 +1,7 @@
 //! The records the state store keeps.
 
 use serde::{Deserialize, Serialize};
-use skewless_core::{Action, Entry, Lifecycle, Manifest, ReleaseId};
+use skewless_core::{Entry, Lifecycle, Manifest, ReleaseId};
 
 /// A release as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,25 +54,4 @@ pub struct NewRelease {
     pub health_path: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
-}
-
-/// One entry of the change history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HistoryEntry {
-    /// Order of the entry (0 when not yet stored).
-    pub seq: i64,
-    /// Unix seconds.
-    pub at: i64,
-    /// What happened.
-    pub action: Action,
-    /// The release acted on.
-    pub release: Option<String>,
-    /// The current release before the action (or the prior state).
-    pub before: Option<String>,
-    /// The current release after the action (or the new state).
-    pub after: Option<String>,
-    /// Name of the admin token that acted.
-    pub actor: String,
-    /// Free text, e.g. bytes freed by gc.
-    pub detail: Option<String>,
 }

@@ -2,12 +2,13 @@
 //! `synchronous=FULL`, so a transaction that returned is on disk. It stores
 //! what the domain decides; it decides nothing itself.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use skewless_core::gc::{deletable, Use};
 use skewless_core::transition::{decide, Decision, Operation, Standing};
 use skewless_core::{Action, BlobHash, Entry, Lifecycle, Manifest, ReleaseId};
 
@@ -18,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0002_managed_backends.sql"),
     include_str!("../migrations/sqlite/0003_lifecycle.sql"),
     include_str!("../migrations/sqlite/0004_rollback_target.sql"),
+    include_str!("../migrations/sqlite/0005_blobs.sql"),
 ];
 
 /// SQLite-backed state.
@@ -314,6 +316,25 @@ impl StateStore for Sqlite {
             if seq_of(&tx, new.id.as_str())?.is_some() {
                 return Err(StateError::Exists(new.id.to_string()));
             }
+            let mut hashes: Vec<&BlobHash> =
+                new.manifest.files.values().map(|e| &e.hash).collect();
+            hashes.push(&new.shell.hash);
+            hashes.sort();
+            hashes.dedup();
+            let mut missing = Vec::new();
+            {
+                let mut touch = tx.prepare_cached(
+                    "UPDATE blobs SET touched_at = MAX(touched_at, ?2) WHERE hash = ?1 AND state = 'present'",
+                )?;
+                for h in hashes {
+                    if touch.execute(params![h.as_str(), new.created_at])? == 0 {
+                        missing.push(h.clone());
+                    }
+                }
+            }
+            if !missing.is_empty() {
+                return Err(StateError::MissingBlobs(missing));
+            }
             tx.execute(
                 "INSERT INTO releases (id, created_at, state, backend, shell_hash, shell_size, shell_br, shell_gzip, backend_cmd, health_path) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -479,6 +500,133 @@ impl StateStore for Sqlite {
                 out.push((parse_hash(h)?, state.parse().map_err(StateError::Database)?));
             }
             Ok(out)
+        })
+        .await
+    }
+
+    async fn touch_blobs(&self, hashes: &[BlobHash], at: i64) -> Result<Vec<BlobHash>, StateError> {
+        let hashes = hashes.to_vec();
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            let mut deleting = Vec::new();
+            {
+                let mut touch = tx.prepare_cached(
+                    "INSERT INTO blobs (hash, state, touched_at) VALUES (?1, 'present', ?2) \
+                     ON CONFLICT (hash) DO UPDATE SET touched_at = MAX(touched_at, excluded.touched_at) \
+                     WHERE state = 'present'",
+                )?;
+                let mut state =
+                    tx.prepare_cached("SELECT state FROM blobs WHERE hash = ?1")?;
+                for h in hashes {
+                    touch.execute(params![h.as_str(), at])?;
+                    let s: String = state.query_row([h.as_str()], |r| r.get(0))?;
+                    if s != "present" {
+                        deleting.push(h);
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(deleting)
+        })
+        .await
+    }
+
+    async fn mark_garbage(
+        &self,
+        stored: &[(BlobHash, i64)],
+        dry_run: bool,
+        now: i64,
+        grace_secs: i64,
+    ) -> Result<Vec<BlobHash>, StateError> {
+        let stored = stored.to_vec();
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            // Blob → (state, touched_at), with stored blobs state did not
+            // know adopted as present since they were written.
+            let mut rows: BTreeMap<String, (String, i64)> = BTreeMap::new();
+            {
+                let mut stmt = tx.prepare("SELECT hash, state, touched_at FROM blobs")?;
+                let all = stmt.query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                })?;
+                for row in all {
+                    let (h, state, touched) = row?;
+                    rows.insert(h, (state, touched));
+                }
+                let mut adopt = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO blobs (hash, state, touched_at) VALUES (?1, 'present', ?2)",
+                )?;
+                for (h, written) in &stored {
+                    if rows.contains_key(h.as_str()) {
+                        continue;
+                    }
+                    if !dry_run {
+                        adopt.execute(params![h.as_str(), written])?;
+                    }
+                    rows.insert(h.to_string(), ("present".into(), *written));
+                }
+            }
+            let mut uses: HashMap<String, Vec<Use>> = HashMap::new();
+            {
+                let mut stmt = tx.prepare(
+                    "SELECT f.hash, r.state, r.retired_at FROM files f JOIN releases r ON r.seq = f.release_seq \
+                     UNION ALL SELECT shell_hash, state, retired_at FROM releases",
+                )?;
+                let all = stmt.query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?))
+                })?;
+                for row in all {
+                    let (h, state, retired_at) = row?;
+                    let state: Lifecycle = state.parse().map_err(StateError::Database)?;
+                    uses.entry(h).or_default().push(Use { state, retired_at });
+                }
+            }
+            let mut doomed = Vec::new();
+            {
+                let mut mark = tx.prepare_cached(
+                    "UPDATE blobs SET state = 'deleting' WHERE hash = ?1 AND state = 'present'",
+                )?;
+                for (h, (state, touched)) in &rows {
+                    let uses = uses.get(h).map_or(&[][..], Vec::as_slice);
+                    let goes = state == "deleting"
+                        || deletable(*touched, uses, dry_run, now, grace_secs);
+                    if !goes {
+                        continue;
+                    }
+                    if !dry_run {
+                        mark.execute([h.as_str()])?;
+                    }
+                    doomed.push(parse_hash(h.clone())?);
+                }
+            }
+            tx.commit()?;
+            Ok(doomed)
+        })
+        .await
+    }
+
+    async fn deleting_blobs(&self) -> Result<Vec<BlobHash>, StateError> {
+        self.with(|conn| {
+            let mut stmt = conn.prepare("SELECT hash FROM blobs WHERE state = 'deleting'")?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            rows.map(|h| parse_hash(h?)).collect()
+        })
+        .await
+    }
+
+    async fn forget_blobs(&self, hashes: &[BlobHash]) -> Result<(), StateError> {
+        let hashes = hashes.to_vec();
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut forget =
+                    tx.prepare_cached("DELETE FROM blobs WHERE hash = ?1 AND state = 'deleting'")?;
+                for h in hashes {
+                    forget.execute([h.as_str()])?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
         })
         .await
     }

@@ -35,20 +35,41 @@ fn new_release(id: &str, files: &[(&str, u8)]) -> NewRelease {
     }
 }
 
+/// Registers a release whose blobs a deploy has just touched.
+async fn create(
+    store: &dyn StateStore,
+    new: NewRelease,
+    actor: &str,
+) -> Result<skewless_state::ReleaseRecord, StateError> {
+    let mut hashes: Vec<BlobHash> = new
+        .manifest
+        .files
+        .values()
+        .map(|e| e.hash.clone())
+        .collect();
+    hashes.push(new.shell.hash.clone());
+    assert!(store
+        .touch_blobs(&hashes, new.created_at)
+        .await
+        .unwrap()
+        .is_empty());
+    store.create_release(new, actor).await
+}
+
 fn id(s: &str) -> ReleaseId {
     ReleaseId::parse(s).unwrap()
 }
 
 async fn conformance(store: &dyn StateStore) {
     let v1 = new_release("v1", &[("index.html", 1), ("a.js", 2)]);
-    let rec = store.create_release(v1.clone(), "test").await.unwrap();
+    let rec = create(store, v1.clone(), "test").await.unwrap();
     assert_eq!(rec.state, Lifecycle::Uploaded);
     assert_eq!(rec.files, 2);
     assert_eq!(rec.manifest, v1.manifest);
     assert_eq!(rec.backend_cmd.as_deref(), Some("./api --port {port}"));
     assert_eq!(rec.health_path.as_deref(), Some("/healthz"));
     assert!(matches!(
-        store.create_release(v1, "test").await,
+        create(store, v1, "test").await,
         Err(StateError::Exists(_))
     ));
     assert_eq!(store.pointer().await.unwrap().generation, 0);
@@ -71,12 +92,14 @@ async fn conformance(store: &dyn StateStore) {
         Err(StateError::NoRollback(_))
     ));
 
-    store
-        .create_release(new_release("v2", &[("index.html", 3), ("a.js", 2)]), "t")
-        .await
-        .unwrap();
-    store
-        .create_release(new_release("v3", &[("index.html", 4)]), "t")
+    create(
+        store,
+        new_release("v2", &[("index.html", 3), ("a.js", 2)]),
+        "t",
+    )
+    .await
+    .unwrap();
+    create(store, new_release("v3", &[("index.html", 4)]), "t")
         .await
         .unwrap();
     store.promote(&id("v2"), false, "t", 102).await.unwrap();
@@ -146,8 +169,7 @@ async fn conformance(store: &dyn StateStore) {
 
 async fn canary_and_requirements(store: &dyn StateStore) {
     for r in ["c1", "c2", "c3"] {
-        store
-            .create_release(new_release(r, &[("index.html", 1)]), "t")
+        create(store, new_release(r, &[("index.html", 1)]), "t")
             .await
             .unwrap();
     }
@@ -221,6 +243,76 @@ async fn canary_and_requirements(store: &dyn StateStore) {
     assert!(history.iter().any(|h| h.action == "require"));
 }
 
+async fn blobs_and_collection(store: &dyn StateStore) {
+    // Registration needs every blob present, files and shell.
+    let r1 = new_release("b1", &[("index.html", 1), ("a.js", 2)]);
+    assert!(store.touch_blobs(&[hash(1)], 100).await.unwrap().is_empty());
+    match store.create_release(r1.clone(), "t").await {
+        Err(StateError::MissingBlobs(missing)) => assert_eq!(missing, vec![hash(2), hash(200)]),
+        other => panic!("registered with missing blobs: {other:?}"),
+    }
+    create(store, r1, "t").await.unwrap();
+    // A stored blob state never heard of is adopted; unused and old, it goes.
+    let stored = [(hash(9), 0), (hash(1), 0)];
+    assert_eq!(
+        store.mark_garbage(&stored, true, 5000, 3600).await.unwrap(),
+        vec![hash(9)]
+    );
+    assert!(
+        store.deleting_blobs().await.unwrap().is_empty(),
+        "a dry run marks nothing"
+    );
+    assert_eq!(
+        store
+            .mark_garbage(&stored, false, 5000, 3600)
+            .await
+            .unwrap(),
+        vec![hash(9)]
+    );
+    assert_eq!(store.deleting_blobs().await.unwrap(), vec![hash(9)]);
+    // A blob being deleted is not present: touching reports it, registration refuses it.
+    assert_eq!(
+        store.touch_blobs(&[hash(9)], 5001).await.unwrap(),
+        vec![hash(9)]
+    );
+    let r2 = new_release("b2", &[("index.html", 9)]);
+    assert!(matches!(
+        store.create_release(r2.clone(), "t").await,
+        Err(StateError::MissingBlobs(_))
+    ));
+    // An unfinished collection is finished by the next one.
+    assert_eq!(
+        store.mark_garbage(&[], false, 5002, 3600).await.unwrap(),
+        vec![hash(9)]
+    );
+    store.forget_blobs(&[hash(9)]).await.unwrap();
+    assert!(store.deleting_blobs().await.unwrap().is_empty());
+    create(store, r2, "t").await.unwrap();
+
+    // b1 retired and collected: its blobs go, unless a deploy touched one
+    // after the retirement.
+    store.retire(&id("b1"), "t", 6000).await.unwrap();
+    store.collect_retired("t", 6000).await.unwrap();
+    assert!(store
+        .touch_blobs(&[hash(2)], 6001)
+        .await
+        .unwrap()
+        .is_empty());
+    let doomed = store.mark_garbage(&[], false, 6002, 3600).await.unwrap();
+    assert_eq!(
+        doomed,
+        vec![hash(1)],
+        "touched a.js and the shared shell stay"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_guards_blobs_between_registration_and_collection() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Sqlite::open(&dir.path().join("state.db")).unwrap();
+    blobs_and_collection(&store).await;
+}
+
 #[tokio::test]
 async fn sqlite_conforms() {
     let dir = tempfile::tempdir().unwrap();
@@ -241,8 +333,7 @@ async fn sqlite_state_survives_reopen() {
     let path = dir.path().join("state.db");
     {
         let store = Sqlite::open(&path).unwrap();
-        store
-            .create_release(new_release("v1", &[("index.html", 1)]), "t")
+        create(&store, new_release("v1", &[("index.html", 1)]), "t")
             .await
             .unwrap();
         store.promote(&id("v1"), false, "t", 1).await.unwrap();

@@ -25,7 +25,7 @@ pub async fn run(args: CanaryArgs) -> anyhow::Result<()> {
             let p = remote.client()?.abort_canary().await?;
             println!(
                 "canary aborted; {} is current for every new session",
-                p["current"].as_str().unwrap_or("?")
+                p.current.as_ref().map_or("?", |c| c.as_str())
             );
         }
     }

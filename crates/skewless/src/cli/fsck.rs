@@ -22,20 +22,19 @@ pub async fn run(args: FsckArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
-        let problems = r["problems"].as_array().cloned().unwrap_or_default();
-        if !problems.is_empty() {
-            let rows: Vec<Vec<String>> = problems
+        let s = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+        if !r.problems.is_empty() {
+            let rows: Vec<Vec<String>> = r
+                .problems
                 .iter()
                 .map(|p| {
-                    let hash = s(&p["hash"]);
                     vec![
-                        s(&p["kind"]),
-                        s(&p["release"]),
-                        s(&p["path"]),
-                        hash.chars().take(12).collect(),
-                        s(&p["detail"]),
-                        s(&p["repaired"]),
+                        p.kind.clone(),
+                        s(&p.release),
+                        s(&p.path),
+                        s(&p.hash).chars().take(12).collect(),
+                        p.detail.clone(),
+                        s(&p.repaired),
                     ]
                 })
                 .collect();
@@ -46,16 +45,12 @@ pub async fn run(args: FsckArgs) -> anyhow::Result<()> {
         }
         println!(
             "checked {} releases, {} blobs: {}",
-            r["releases"],
-            r["blobs"],
-            if r["ok"].as_bool() == Some(true) {
-                "ok"
-            } else {
-                "problems found"
-            }
+            r.releases,
+            r.blobs,
+            if r.ok { "ok" } else { "problems found" }
         );
     }
-    if r["ok"].as_bool() != Some(true) {
+    if !r.ok {
         anyhow::bail!(
             "fsck found problems{}",
             if args.repair {

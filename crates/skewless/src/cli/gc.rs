@@ -22,29 +22,21 @@ pub async fn run(args: GcArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(());
     }
-    let blobs = r["blobs"].as_array().cloned().unwrap_or_default();
     let verb = if args.dry_run {
         "would delete"
     } else {
         "deleted"
     };
     if args.dry_run {
-        for b in &blobs {
-            println!(
-                "{}  {}",
-                b["hash"].as_str().unwrap_or(""),
-                bytes(b["bytes"].as_u64().unwrap_or(0))
-            );
+        for b in &r.blobs {
+            println!("{}  {}", b.hash, bytes(b.bytes));
         }
     }
-    let releases: Vec<&str> = r["collected_releases"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-        .unwrap_or_default();
+    let releases: Vec<String> = r.collected_releases.iter().map(|i| i.to_string()).collect();
     println!(
         "{verb} {} blobs, {}{}",
-        blobs.len(),
-        bytes(r["bytes"].as_u64().unwrap_or(0)),
+        r.blobs.len(),
+        bytes(r.bytes),
         if releases.is_empty() {
             String::new()
         } else {

@@ -22,26 +22,25 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&h)?);
         return Ok(());
     }
-    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_owned();
+    let s = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
     let rows: Vec<Vec<String>> = h
         .iter()
         .map(|e| {
-            let at = e["at"].as_i64().unwrap_or(0);
-            let when = time::OffsetDateTime::from_unix_timestamp(at)
+            let when = time::OffsetDateTime::from_unix_timestamp(e.at)
                 .ok()
                 .and_then(|t| {
                     t.format(&time::format_description::well_known::Rfc3339)
                         .ok()
                 })
-                .unwrap_or_else(|| at.to_string());
+                .unwrap_or_else(|| e.at.to_string());
             vec![
                 when,
-                s(&e["action"]),
-                s(&e["release"]),
-                s(&e["before"]),
-                s(&e["after"]),
-                s(&e["actor"]),
-                s(&e["detail"]),
+                e.action.to_string(),
+                s(&e.release),
+                s(&e.before),
+                s(&e.after),
+                e.actor.clone(),
+                s(&e.detail),
             ]
         })
         .collect();

@@ -32,14 +32,14 @@ pub async fn run(args: PromoteArgs) -> anyhow::Result<()> {
             "{} is the canary for {}% of new sessions ({} stays current)",
             args.id,
             args.percent,
-            p["current"].as_str().unwrap_or("?")
+            p.current.as_ref().map_or("?", |c| c.as_str())
         );
         return Ok(());
     }
     println!(
         "{} is current (generation {}){}",
         args.id,
-        p["generation"],
+        p.generation,
         if args.required {
             "; older clients must reload"
         } else {

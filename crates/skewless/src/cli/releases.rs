@@ -1,6 +1,7 @@
 //! `skewless releases`.
 
 use clap::Args;
+use skewless_client_api::wire::{Health, Release};
 
 use super::{age, bytes, now, print_table, Remote};
 
@@ -14,44 +15,37 @@ pub struct ReleasesArgs {
 }
 
 /// The state column; the canary is marked.
-fn state(r: &serde_json::Value) -> String {
-    let s = r["state"].as_str().unwrap_or("").to_owned();
-    if r["canary"].as_bool() == Some(true) {
-        format!("{s} (canary)")
+fn state(r: &Release) -> String {
+    if r.canary {
+        format!("{} (canary)", r.state)
     } else {
-        s
+        r.state.to_string()
     }
 }
 
 /// The back end column: a URL, or a managed command's health.
-fn backend(r: &serde_json::Value) -> String {
-    if let Some(url) = r["backend"].as_str() {
-        return url.to_owned();
+fn backend(r: &Release) -> String {
+    if let Some(url) = &r.backend {
+        return url.clone();
     }
-    let st = &r["backend_status"];
-    if st.is_null() {
-        return match r["backend_cmd"].as_str() {
+    let Some(st) = &r.backend_status else {
+        return match r.backend_cmd {
             Some(_) => "managed (stopped)".into(),
             None => "-".into(),
         };
-    }
-    let health = st["health"].as_str().unwrap_or("?");
-    let mut s = format!("managed {health}");
-    if let Some(port) = st["port"].as_u64() {
+    };
+    let mut s = format!("managed {}", st.health.as_str());
+    if let Some(port) = st.port {
         s.push_str(&format!(" :{port}"));
     }
-    if let Some(reason) = st["reason"].as_str() {
+    if let Some(reason) = &st.reason {
         s.push_str(&format!(" ({reason})"));
     }
-    if let Some(n) = st["restarts"].as_u64().filter(|n| *n > 0) {
-        s.push_str(&format!(", {n} restarts"));
+    if st.restarts > 0 {
+        s.push_str(&format!(", {} restarts", st.restarts));
     }
-    if health == "unhealthy" {
-        let lines: Vec<&str> = st["last_lines"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|l| l.as_str()).collect())
-            .unwrap_or_default();
-        if let Some(last) = lines.last() {
+    if st.health == Health::Unhealthy {
+        if let Some(last) = st.last_lines.back() {
             s.push_str(&format!("; last output: {last}"));
         }
     }
@@ -69,12 +63,12 @@ pub async fn run(args: ReleasesArgs) -> anyhow::Result<()> {
         .iter()
         .map(|r| {
             vec![
-                r["id"].as_str().unwrap_or("").to_owned(),
+                r.id.to_string(),
                 state(r),
-                age(now, r["created_at"].as_i64().unwrap_or(now)),
-                r["clients"]["total"].as_u64().unwrap_or(0).to_string(),
-                r["files"].to_string(),
-                bytes(r["size"].as_u64().unwrap_or(0)),
+                age(now, r.created_at),
+                r.clients.total.to_string(),
+                r.files.to_string(),
+                bytes(r.size),
                 backend(r),
             ]
         })

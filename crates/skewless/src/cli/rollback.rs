@@ -14,8 +14,8 @@ pub async fn run(args: RollbackArgs) -> anyhow::Result<()> {
     let p = args.remote.client()?.rollback().await?;
     println!(
         "{} is current again (generation {})",
-        p["current"].as_str().unwrap_or("?"),
-        p["generation"]
+        p.current.as_ref().map_or("?", |c| c.as_str()),
+        p.generation
     );
     Ok(())
 }

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use skewless_server::ServerConfig;
+use std::sync::Arc;
+
+use skewless_server::{Adapters, ServerConfig, SystemClock};
+use skewless_state::Sqlite;
+use skewless_store::LocalDir;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -178,10 +182,26 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
     }
-    skewless_server::run(config)
+    let adapters = adapters(&config).context("gateway stopped")?;
+    skewless_server::run(config, adapters)
         .await
         .context("gateway stopped")?;
     Ok(())
+}
+
+/// The composition root: the embedded state store and blob directory under
+/// the data directory, and the system clock.
+fn adapters(config: &ServerConfig) -> anyhow::Result<Adapters> {
+    let data = &config.data;
+    std::fs::create_dir_all(data)
+        .with_context(|| format!("cannot create data directory {}", data.display()))?;
+    let blobs = LocalDir::open(data.join("blobs"))?;
+    let state = Sqlite::open(&data.join("state.db"))?;
+    Ok(Adapters {
+        state: Arc::new(state),
+        blobs: Arc::new(blobs),
+        clock: Arc::new(SystemClock),
+    })
 }
 
 /// Deploys the example app v1 to the server that is starting in this process.
@@ -201,10 +221,10 @@ async fn demo(listen: SocketAddr, data: PathBuf) -> anyhow::Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
     let status = client.status().await?;
-    if !status["current"].is_null() {
+    if let Some(current) = &status.current {
         println!(
-            "demo: {} is already current at {server}/",
-            status["current"]
+            "demo: {:?} is already current at {server}/",
+            current.as_str()
         );
         return Ok(());
     }

@@ -19,35 +19,28 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
+    let none = || "(none)".to_owned();
+    let name =
+        |id: &Option<skewless_core::ReleaseId>| id.as_ref().map_or_else(none, |i| i.to_string());
+    println!("current:       {}", name(&s.current));
+    println!("generation:    {}", s.generation);
+    println!("required min:  {}", name(&s.required_min));
+    println!("event streams: {}", s.event_streams);
+    let parts: Vec<String> = s.releases.iter().map(|(k, v)| format!("{v} {k}")).collect();
     println!(
-        "current:       {}",
-        s["current"].as_str().unwrap_or("(none)")
-    );
-    println!("generation:    {}", s["generation"]);
-    println!(
-        "required min:  {}",
-        s["required_min"].as_str().unwrap_or("(none)")
-    );
-    println!("event streams: {}", s["event_streams"]);
-    if let Some(counts) = s["releases"].as_object() {
-        let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-        println!(
-            "releases:      {}",
-            if parts.is_empty() {
-                "(none)".into()
-            } else {
-                parts.join(", ")
-            }
-        );
-    }
-    if let Some(clients) = s["clients"].as_object() {
-        println!("clients:");
-        for (id, c) in clients {
-            println!(
-                "  {id:<24} {} live ({} streams, {} recent)",
-                c["total"], c["streams"], c["recent"]
-            );
+        "releases:      {}",
+        if parts.is_empty() {
+            none()
+        } else {
+            parts.join(", ")
         }
+    );
+    println!("clients:");
+    for (id, c) in &s.clients {
+        println!(
+            "  {id:<24} {} live ({} streams, {} recent)",
+            c.total, c.streams, c.recent
+        );
     }
     Ok(())
 }

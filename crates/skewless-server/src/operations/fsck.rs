@@ -3,52 +3,33 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::Serialize;
-use skewless_core::{BlobHash, Entry};
+use skewless_core::{Action, BlobHash, Entry};
 use skewless_store::Variant;
+use skewless_wire::{FsckReport, Problem};
 
-use crate::gateway::Gateway;
+use super::Operations;
 use crate::ServerError;
 
-/// One finding.
-#[derive(Debug, Clone, Serialize)]
-pub struct Problem {
-    /// `missing-blob`, `corrupt-blob`, `missing-variant`, `bad-variant`,
-    /// `orphan-blob`, `leftover-upload`, `dangling-pointer`.
-    pub kind: &'static str,
-    /// The release concerned, if any.
-    pub release: Option<String>,
-    /// The file concerned, if any.
-    pub path: Option<String>,
-    /// The blob concerned, if any.
-    pub hash: Option<String>,
-    /// What was found.
-    pub detail: String,
-    /// What `repair` did about it, if anything.
-    pub repaired: Option<String>,
-}
-
-/// The whole report.
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    /// No problem found (orphans and leftovers do not count: gc and restarts
-    /// clear them).
-    pub ok: bool,
-    /// Releases checked.
-    pub releases: usize,
-    /// Distinct blobs checked.
-    pub blobs: usize,
-    /// Findings.
-    pub problems: Vec<Problem>,
-}
-
-impl Gateway {
+impl Operations {
     /// Checks every live release's blobs (presence, BLAKE3, variants), the
     /// pointer, and the store for orphans. With `repair`: remakes missing or
     /// wrong variants, and deletes corrupt blobs so the next deploy of those
-    /// files uploads them again.
-    pub async fn fsck(&self, repair: bool) -> Result<Report, ServerError> {
-        let _gc = self.gc_lock.write().await;
+    /// files uploads them again. A repair is recorded in the history.
+    pub async fn fsck(&self, repair: bool, actor: &str) -> Result<FsckReport, ServerError> {
+        let report = self.check(repair).await?;
+        if repair {
+            let repaired = report
+                .problems
+                .iter()
+                .filter(|p| p.repaired.is_some())
+                .count();
+            let detail = format!("{} problems, {repaired} repaired", report.problems.len());
+            self.record(Action::FsckRepair, actor, detail).await?;
+        }
+        Ok(report)
+    }
+
+    async fn check(&self, repair: bool) -> Result<FsckReport, ServerError> {
         let releases = self.state.releases().await?;
         let mut problems = Vec::new();
         // Blob → (release, path, entry) of its first use, for messages.
@@ -69,15 +50,15 @@ impl Gateway {
         }
         for (hash, users) in &uses {
             let (release, path, entry) = &users[0];
-            let finding = |kind, detail: String| Problem {
-                kind,
+            let finding = |kind: &str, detail: String| Problem {
+                kind: kind.to_owned(),
                 release: Some(release.clone()),
                 path: Some(path.clone()),
                 hash: Some(hash.to_string()),
                 detail,
                 repaired: None,
             };
-            let Some(size) = self.store.stat(hash, Variant::Identity).await? else {
+            let Some(size) = self.blobs.stat(hash, Variant::Identity).await? else {
                 problems.push(finding(
                     "missing-blob",
                     format!(
@@ -87,13 +68,13 @@ impl Gateway {
                 ));
                 continue;
             };
-            if size != entry.size || !self.store.verify(hash).await? {
+            if size != entry.size || !self.blobs.verify(hash).await? {
                 let mut p = finding(
                     "corrupt-blob",
                     format!("stored bytes ({size} bytes) do not hash to the blob's hash"),
                 );
                 if repair {
-                    self.store.delete(hash).await?;
+                    self.blobs.delete(hash).await?;
                     p.repaired =
                         Some("deleted; the next deploy of this file uploads it again".into());
                 }
@@ -105,7 +86,7 @@ impl Gateway {
                 (Variant::Gzip, entry.gzip, "gzip"),
             ] {
                 let Some(want) = want else { continue };
-                let have = self.store.stat(hash, variant).await?;
+                let have = self.blobs.stat(hash, variant).await?;
                 if have == Some(want) {
                     continue;
                 }
@@ -118,8 +99,8 @@ impl Gateway {
                     format!("{name} variant is {have:?} bytes, the manifest says {want}"),
                 );
                 if repair {
-                    self.store.delete_variants(hash).await?;
-                    let v = self.store.ensure_variants(hash).await?;
+                    self.blobs.delete_variants(hash).await?;
+                    let v = self.blobs.ensure_variants(hash).await?;
                     let made = if name == "br" { v.br } else { v.gzip };
                     p.repaired = Some(if made == Some(want) {
                         format!("{name} variant made again")
@@ -131,11 +112,11 @@ impl Gateway {
             }
         }
         let live: HashSet<&BlobHash> = uses.keys().collect();
-        let stored = self.store.list().await?;
+        let stored = self.blobs.list().await?;
         for b in &stored {
             if !live.contains(&b.hash) {
                 problems.push(Problem {
-                    kind: "orphan-blob",
+                    kind: "orphan-blob".into(),
                     release: None,
                     path: None,
                     hash: Some(b.hash.to_string()),
@@ -147,10 +128,10 @@ impl Gateway {
                 });
             }
         }
-        let leftovers = self.store.leftovers().await?;
+        let leftovers = self.blobs.leftovers().await?;
         if leftovers > 0 {
             problems.push(Problem {
-                kind: "leftover-upload",
+                kind: "leftover-upload".into(),
                 release: None,
                 path: None,
                 hash: None,
@@ -172,7 +153,7 @@ impl Gateway {
             if let Some(id) = id {
                 if !served.contains(id.as_str()) {
                     problems.push(Problem {
-                        kind: "dangling-pointer",
+                        kind: "dangling-pointer".into(),
                         release: Some(id.to_string()),
                         path: None,
                         hash: None,
@@ -182,10 +163,10 @@ impl Gateway {
                 }
             }
         }
-        let ok = problems
-            .iter()
-            .all(|p| matches!(p.kind, "orphan-blob" | "leftover-upload") || p.repaired.is_some());
-        Ok(Report {
+        let ok = problems.iter().all(|p| {
+            matches!(p.kind.as_str(), "orphan-blob" | "leftover-upload") || p.repaired.is_some()
+        });
+        Ok(FsckReport {
             ok,
             releases: releases.len(),
             blobs: uses.len(),

@@ -1,0 +1,242 @@
+//! The release operations: register, promote, canary, require, rollback,
+//! retire, collect garbage and fsck, each one function of [`Operations`].
+//! Each asks the domain ([`skewless_core::transition`]) through the state
+//! store, which stores the decision in one transaction, and then refreshes
+//! the routing snapshot, the managed back ends and the open event streams.
+//! Admin handlers, the reaper and tests call these functions; nobody else
+//! writes state.
+
+mod collect;
+mod fsck;
+mod register;
+mod views;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use skewless_core::transition::{Decision, Operation};
+use skewless_core::{HistoryEntry, ReleaseId};
+use skewless_state::StateStore;
+use skewless_store::BlobStore;
+use skewless_wire::PromoteRequest;
+
+use crate::presence::Presence;
+use crate::snapshot::{ReleaseView, Routing, Snapshot};
+use crate::supervisor::{Supervisor, Wanted};
+use crate::{Clock, ServerError};
+
+pub use skewless_state::Pointer;
+
+/// The settings the operations need.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Health-check path of managed back ends that name none.
+    pub default_health_path: String,
+    /// Blobs untouched for this long may be collected even if no release
+    /// ever referred to them.
+    pub gc_grace_secs: i64,
+    /// Largest blob upload accepted, in bytes.
+    pub max_upload_bytes: u64,
+}
+
+/// The one home of every release operation.
+pub struct Operations {
+    state: Arc<dyn StateStore>,
+    blobs: Arc<dyn BlobStore>,
+    clock: Arc<dyn Clock>,
+    routing: Arc<Routing>,
+    presence: Arc<Presence>,
+    supervisor: Arc<Supervisor>,
+    settings: Settings,
+    /// Serialises snapshot rebuilds.
+    refresh_lock: tokio::sync::Mutex<()>,
+}
+
+impl Operations {
+    /// The service over these adapters, publishing to `routing`.
+    pub fn new(
+        state: Arc<dyn StateStore>,
+        blobs: Arc<dyn BlobStore>,
+        clock: Arc<dyn Clock>,
+        routing: Arc<Routing>,
+        presence: Arc<Presence>,
+        supervisor: Arc<Supervisor>,
+        settings: Settings,
+    ) -> Self {
+        Operations {
+            state,
+            blobs,
+            clock,
+            routing,
+            presence,
+            supervisor,
+            settings,
+            refresh_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Time now, by the injected clock.
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Rebuilds the routing snapshot from state, brings the managed back
+    /// ends in line with it and, if what a client should run changed,
+    /// notifies every open event stream. Manifests are immutable, so those
+    /// already loaded are reused.
+    pub async fn refresh(&self) -> Result<(), ServerError> {
+        let _guard = self.refresh_lock.lock().await;
+        let old = self.routing.load_full();
+        let pointer = self.state.pointer().await?;
+        let summaries = self.state.release_summaries().await?;
+        let mut views = Vec::with_capacity(summaries.len());
+        let mut gone = HashSet::new();
+        for mut rec in summaries {
+            if !rec.state.holds_blobs() {
+                gone.insert(rec.id);
+                continue;
+            }
+            rec.manifest = match old.releases.get(&rec.id) {
+                Some(v) => v.record.manifest.clone(),
+                None => self.state.release(&rec.id).await?.manifest,
+            };
+            views.push(Arc::new(ReleaseView::new(rec)));
+        }
+        let snap = Snapshot::build(pointer, views, gone);
+        for id in snap.gone.difference(&old.gone) {
+            self.presence.forget(id);
+        }
+        let wanted = snap
+            .ordered
+            .iter()
+            .filter(|v| v.record.state.is_served())
+            .filter_map(|v| {
+                Some(Wanted {
+                    id: v.record.id.clone(),
+                    command: v.record.backend_cmd.clone()?,
+                    health_path: v
+                        .record
+                        .health_path
+                        .clone()
+                        .unwrap_or_else(|| self.settings.default_health_path.clone()),
+                })
+            })
+            .collect();
+        self.routing.publish(snap);
+        self.supervisor.sync(wanted);
+        Ok(())
+    }
+
+    /// Asks the domain through the state store, then refreshes.
+    async fn apply(&self, op: Operation, actor: &str) -> Result<Decision, ServerError> {
+        let decision = self.state.apply(op, actor, self.clock.now()).await?;
+        self.refresh().await?;
+        Ok(decision)
+    }
+
+    /// Appends a history entry for an action with no pointer change.
+    async fn record(
+        &self,
+        action: skewless_core::Action,
+        actor: &str,
+        detail: String,
+    ) -> Result<(), ServerError> {
+        self.state
+            .record(HistoryEntry {
+                seq: 0,
+                at: self.clock.now(),
+                action,
+                release: None,
+                before: None,
+                after: None,
+                actor: actor.to_owned(),
+                detail: Some(detail),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Makes a release current, or the canary below 100 %. A release with a
+    /// managed back end must be healthy first unless `force`.
+    pub async fn promote(
+        &self,
+        id: &ReleaseId,
+        req: &PromoteRequest,
+        actor: &str,
+    ) -> Result<Pointer, ServerError> {
+        let rec = self.state.release(id).await?;
+        if rec.backend_cmd.is_some() && !req.force {
+            if let Err(why) = self.supervisor.wait_healthy(id).await {
+                return Err(ServerError::Conflict(format!(
+                    "the back end of release {id} is not healthy ({why}); fix it or promote with --force"
+                )));
+            }
+        }
+        match req.percent {
+            Some(0) | Some(101..) => {
+                Err(ServerError::BadRequest("--percent must be 1 to 100".into()))
+            }
+            Some(percent @ 1..=99) => {
+                if req.required {
+                    return Err(ServerError::BadRequest(
+                        "a canary cannot be required; promote it to 100 % with --required".into(),
+                    ));
+                }
+                let op = Operation::Canary {
+                    release: id.clone(),
+                    percent,
+                };
+                let p = self.apply(op, actor).await?.pointer;
+                tracing::info!(release = %id, percent, "canary");
+                Ok(p)
+            }
+            _ => {
+                let op = Operation::Promote {
+                    release: id.clone(),
+                    required: req.required,
+                };
+                let p = self.apply(op, actor).await?.pointer;
+                crate::metrics::promotion();
+                tracing::info!(release = %id, generation = p.generation, required = req.required, "promoted");
+                Ok(p)
+            }
+        }
+    }
+
+    /// Ends the canary; its clients stay on it until they navigate.
+    pub async fn abort_canary(&self, actor: &str) -> Result<Pointer, ServerError> {
+        let p = self.apply(Operation::CanaryAbort, actor).await?.pointer;
+        tracing::info!("canary aborted");
+        Ok(p)
+    }
+
+    /// Sets (or clears) the release every client must run at least.
+    pub async fn require(
+        &self,
+        release: Option<ReleaseId>,
+        actor: &str,
+    ) -> Result<Pointer, ServerError> {
+        Ok(self
+            .apply(Operation::Require { release }, actor)
+            .await?
+            .pointer)
+    }
+
+    /// Makes the release current again that was current before.
+    pub async fn rollback(&self, actor: &str) -> Result<Pointer, ServerError> {
+        let p = self.apply(Operation::Rollback, actor).await?.pointer;
+        crate::metrics::rollback();
+        tracing::info!(current = ?p.current, generation = p.generation, "rolled back");
+        Ok(p)
+    }
+
+    /// Stops serving a release.
+    pub async fn retire(&self, id: &ReleaseId, actor: &str) -> Result<(), ServerError> {
+        let op = Operation::Retire {
+            release: id.clone(),
+        };
+        self.apply(op, actor).await?;
+        tracing::info!(release = %id, "retired");
+        Ok(())
+    }
+}

@@ -1,0 +1,91 @@
+//! What the admin API reads: releases with their live clients and back
+//! ends, the status, the history.
+
+use std::collections::BTreeMap;
+
+use skewless_core::{HistoryEntry, ReleaseId};
+use skewless_state::ReleaseRecord;
+use skewless_wire::{canary_of, Release, ReleaseDetail, Status};
+
+use super::Operations;
+use crate::ServerError;
+
+impl Operations {
+    /// A release as the admin API shows it.
+    pub fn release_view(&self, r: &ReleaseRecord) -> Release {
+        let snap = self.routing.load();
+        Release {
+            id: r.id.clone(),
+            state: r.state,
+            created_at: r.created_at,
+            promoted_at: r.promoted_at,
+            retired_at: r.retired_at,
+            files: r.files,
+            size: r.size,
+            backend: r.backend.clone(),
+            backend_cmd: r.backend_cmd.clone(),
+            health_path: r.health_path.clone(),
+            backend_status: self.supervisor.status(&r.id),
+            current: snap.pointer.current.as_ref() == Some(&r.id),
+            canary: snap.pointer.canary.as_ref() == Some(&r.id),
+            drained_at: r.drained_at,
+            clients: self
+                .presence
+                .counts(self.clock.now())
+                .get(&r.id)
+                .copied()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Every release, oldest first.
+    pub async fn releases(&self) -> Result<Vec<Release>, ServerError> {
+        let all = self.state.release_summaries().await?;
+        Ok(all.iter().map(|r| self.release_view(r)).collect())
+    }
+
+    /// One release with its files.
+    pub async fn release(&self, id: &ReleaseId) -> Result<ReleaseDetail, ServerError> {
+        let rec = self.state.release(id).await?;
+        Ok(ReleaseDetail {
+            release: self.release_view(&rec),
+            manifest: rec.manifest.files.clone(),
+        })
+    }
+
+    /// Current, canary, generation, releases per state, clients per
+    /// served release, open event streams.
+    pub async fn status(&self) -> Result<Status, ServerError> {
+        let snap = self.routing.load_full();
+        let all = self.state.release_summaries().await?;
+        let mut releases = BTreeMap::new();
+        for r in &all {
+            *releases.entry(r.state.as_str().to_owned()).or_insert(0) += 1;
+        }
+        let counts = self.presence.counts(self.clock.now());
+        let clients = snap
+            .ordered
+            .iter()
+            .filter(|v| v.record.state.is_served())
+            .map(|v| {
+                let c = counts.get(&v.record.id).copied().unwrap_or_default();
+                (v.record.id.to_string(), c)
+            })
+            .collect();
+        Ok(Status {
+            current: snap.pointer.current.clone(),
+            generation: snap.pointer.generation,
+            required_min: snap.pointer.required_min.clone(),
+            changed_at: snap.pointer.changed_at,
+            canary: canary_of(&snap.pointer),
+            releases,
+            clients,
+            event_streams: self.routing.streams(),
+        })
+    }
+
+    /// The newest `limit` history entries, oldest first.
+    pub async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, ServerError> {
+        Ok(self.state.history(limit).await?)
+    }
+}
