@@ -7,9 +7,10 @@ mod auth;
 mod client_js;
 mod clock;
 mod config;
+mod datadir;
 mod error;
 mod events;
-mod fsck;
+pub mod fsck;
 mod gateway;
 mod listener;
 mod metrics;
@@ -25,5 +26,6 @@ mod system;
 
 pub use clock::{Clock, SystemClock};
 pub use config::{BackendDefaults, Retention, Role, ServerConfig, TokenConfig};
+pub use datadir::DataLock;
 pub use error::ServerError;
 pub use gateway::{run, Gateway};
