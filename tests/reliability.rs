@@ -465,6 +465,88 @@ fn fsck_reports_and_repairs_without_changing_anything_otherwise() {
 }
 
 #[test]
+fn header_limits_hold_on_http1_and_http2_and_are_configurable() {
+    let s = Server::start();
+    s.deploy(&example("v1"), "v1", true);
+    let line = |len: usize| format!("x-big: {}\r\n", "a".repeat(len - 7));
+    // HTTP/1: a line of exactly 8 KiB passes, one byte more is refused with
+    // a JSON reason; a head of short lines over 32 KiB is refused too.
+    assert_eq!(raw(&s.url, &get_req("/", &line(8192))).0, 200);
+    let (code, answer) = raw(&s.url, &get_req("/", &line(8193)));
+    assert_eq!(code, 431, "{answer}");
+    assert!(
+        answer.contains("header line x-big is longer than 8 KiB"),
+        "{answer}"
+    );
+    let (code, answer) = raw(&s.url, &get_req("/api/x", &line(200 * 1024)));
+    assert_eq!(code, 431, "{answer}");
+    let short: String = (0..40)
+        .map(|i| format!("x-h{i}: {}\r\n", "b".repeat(900)))
+        .collect();
+    assert_eq!(raw(&s.url, &get_req("/", &short)).0, 431);
+    let (code, answer) = raw(&s.url, &get_req(&format!("/{}", "c".repeat(9000)), ""));
+    assert_eq!(code, 414, "{answer}");
+    // HTTP/2 (prior knowledge): the same limits.
+    let h2 = reqwest::blocking::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let get2 = |name: &str, len: usize| {
+        h2.get(format!("{}/style.css", s.url))
+            .header(name, "d".repeat(len))
+            .send()
+    };
+    let ok = get2("x-fine", 4000).unwrap();
+    assert_eq!(ok.version(), reqwest::Version::HTTP_2);
+    assert_eq!(ok.status(), 200);
+    let long = get2("x-big", 9000).unwrap();
+    assert_eq!(long.status(), 431);
+    assert!(long.text().unwrap().contains("longer than 8 KiB"));
+    let mut req = h2.get(format!("{}/style.css", s.url));
+    for i in 0..40 {
+        req = req.header(format!("x-h{i}"), "e".repeat(1000));
+    }
+    assert_eq!(req.send().unwrap().status(), 431);
+    // Healthy afterwards on both.
+    assert_eq!(get2("x-fine", 10).unwrap().status(), 200);
+    assert_eq!(raw(&s.url, &get_req("/", "")).0, 200);
+
+    // Configurable: larger limits let a 12 KiB line through.
+    let wide = Server::start_with(
+        tempfile::tempdir().unwrap(),
+        &[
+            "--max-header-line-bytes",
+            "16384",
+            "--max-request-head-bytes",
+            "65536",
+        ],
+    );
+    wide.deploy(&example("v1"), "v1", true);
+    assert_eq!(raw(&wide.url, &get_req("/", &line(12 * 1024))).0, 200);
+    assert_eq!(raw(&wide.url, &get_req("/", &line(17 * 1024))).0, 431);
+    // Nonsense limits stop the server with one line.
+    let bad = std::process::Command::new(support::bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-request-head-bytes",
+            "100",
+        ])
+        .arg("--data")
+        .arg(tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.trim_end().lines().count() == 1
+            && err.contains("max_request_head_bytes must be at least 8192"),
+        "{err}"
+    );
+}
+
+#[test]
 fn fsck_with_data_checks_and_repairs_a_stopped_servers_store() {
     let mut s = Server::start();
     s.deploy(&example("v1"), "v1", true);

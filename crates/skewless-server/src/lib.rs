@@ -12,6 +12,7 @@ mod error;
 mod events;
 pub mod fsck;
 mod gateway;
+mod limits;
 mod listener;
 mod metrics;
 mod presence;
