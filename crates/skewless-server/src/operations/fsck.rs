@@ -4,7 +4,8 @@
 use std::collections::{HashMap, HashSet};
 
 use skewless_core::{Action, BlobHash, Entry};
-use skewless_store::Variant;
+use skewless_state::StateStore;
+use skewless_store::{BlobStore, Variant};
 use skewless_wire::{FsckReport, Problem};
 
 use super::Operations;
@@ -30,147 +31,159 @@ impl Operations {
     }
 
     async fn check(&self, repair: bool) -> Result<FsckReport, ServerError> {
-        let releases = self.state.releases().await?;
-        let mut problems = Vec::new();
-        // Blob → (release, path, entry) of its first use, for messages.
-        let mut uses: HashMap<BlobHash, Vec<(String, String, Entry)>> = HashMap::new();
-        for r in &releases {
-            for (path, e) in &r.manifest.files {
-                uses.entry(e.hash.clone()).or_default().push((
-                    r.id.to_string(),
-                    path.clone(),
-                    e.clone(),
-                ));
-            }
-            uses.entry(r.shell.hash.clone()).or_default().push((
+        check(self.state.as_ref(), self.blobs.as_ref(), repair).await
+    }
+}
+
+/// Checks every live release's blobs (presence, BLAKE3, variants), the
+/// pointer, and the store for orphans. With `repair`: remakes missing or
+/// wrong variants, and deletes corrupt blobs so the next deploy of those
+/// files uploads them again. Used by a running server's [`Operations`] and,
+/// on a stopped server's data directory, by `skewless fsck --data`.
+pub async fn check(
+    state: &dyn StateStore,
+    blobs: &dyn BlobStore,
+    repair: bool,
+) -> Result<FsckReport, ServerError> {
+    let releases = state.releases().await?;
+    let mut problems = Vec::new();
+    // Blob → (release, path, entry) of its first use, for messages.
+    let mut uses: HashMap<BlobHash, Vec<(String, String, Entry)>> = HashMap::new();
+    for r in &releases {
+        for (path, e) in &r.manifest.files {
+            uses.entry(e.hash.clone()).or_default().push((
                 r.id.to_string(),
-                "(rewritten shell)".into(),
-                r.shell.clone(),
+                path.clone(),
+                e.clone(),
             ));
         }
-        for (hash, users) in &uses {
-            let (release, path, entry) = &users[0];
-            let finding = |kind: &str, detail: String| Problem {
-                kind: kind.to_owned(),
-                release: Some(release.clone()),
-                path: Some(path.clone()),
-                hash: Some(hash.to_string()),
-                detail,
-                repaired: None,
-            };
-            let Some(size) = self.blobs.stat(hash, Variant::Identity).await? else {
-                problems.push(finding(
-                    "missing-blob",
-                    format!(
-                        "not in the store ({} releases use it); deploy the files again",
-                        users.len()
-                    ),
-                ));
-                continue;
-            };
-            if size != entry.size || !self.blobs.verify(hash).await? {
-                let mut p = finding(
-                    "corrupt-blob",
-                    format!("stored bytes ({size} bytes) do not hash to the blob's hash"),
-                );
-                if repair {
-                    self.blobs.delete(hash).await?;
-                    p.repaired =
-                        Some("deleted; the next deploy of this file uploads it again".into());
-                }
-                problems.push(p);
-                continue;
+        uses.entry(r.shell.hash.clone()).or_default().push((
+            r.id.to_string(),
+            "(rewritten shell)".into(),
+            r.shell.clone(),
+        ));
+    }
+    for (hash, users) in &uses {
+        let (release, path, entry) = &users[0];
+        let finding = |kind: &str, detail: String| Problem {
+            kind: kind.to_owned(),
+            release: Some(release.clone()),
+            path: Some(path.clone()),
+            hash: Some(hash.to_string()),
+            detail,
+            repaired: None,
+        };
+        let Some(size) = blobs.stat(hash, Variant::Identity).await? else {
+            problems.push(finding(
+                "missing-blob",
+                format!(
+                    "not in the store ({} releases use it); deploy the files again",
+                    users.len()
+                ),
+            ));
+            continue;
+        };
+        if size != entry.size || !blobs.verify(hash).await? {
+            let mut p = finding(
+                "corrupt-blob",
+                format!("stored bytes ({size} bytes) do not hash to the blob's hash"),
+            );
+            if repair {
+                blobs.delete(hash).await?;
+                p.repaired = Some("deleted; the next deploy of this file uploads it again".into());
             }
-            for (variant, want, name) in [
-                (Variant::Br, entry.br, "br"),
-                (Variant::Gzip, entry.gzip, "gzip"),
-            ] {
-                let Some(want) = want else { continue };
-                let have = self.blobs.stat(hash, variant).await?;
-                if have == Some(want) {
-                    continue;
-                }
-                let mut p = finding(
-                    if have.is_none() {
-                        "missing-variant"
-                    } else {
-                        "bad-variant"
-                    },
-                    format!("{name} variant is {have:?} bytes, the manifest says {want}"),
-                );
-                if repair {
-                    self.blobs.delete_variants(hash).await?;
-                    let v = self.blobs.ensure_variants(hash).await?;
-                    let made = if name == "br" { v.br } else { v.gzip };
-                    p.repaired = Some(if made == Some(want) {
-                        format!("{name} variant made again")
-                    } else {
-                        format!("{name} variant made again but is {made:?} bytes; redeploy the release to record it")
-                    });
-                }
-                problems.push(p);
-            }
+            problems.push(p);
+            continue;
         }
-        let live: HashSet<&BlobHash> = uses.keys().collect();
-        let stored = self.blobs.list().await?;
-        for b in &stored {
-            if !live.contains(&b.hash) {
+        for (variant, want, name) in [
+            (Variant::Br, entry.br, "br"),
+            (Variant::Gzip, entry.gzip, "gzip"),
+        ] {
+            let Some(want) = want else { continue };
+            let have = blobs.stat(hash, variant).await?;
+            if have == Some(want) {
+                continue;
+            }
+            let mut p = finding(
+                if have.is_none() {
+                    "missing-variant"
+                } else {
+                    "bad-variant"
+                },
+                format!("{name} variant is {have:?} bytes, the manifest says {want}"),
+            );
+            if repair {
+                blobs.delete_variants(hash).await?;
+                let v = blobs.ensure_variants(hash).await?;
+                let made = if name == "br" { v.br } else { v.gzip };
+                p.repaired = Some(if made == Some(want) {
+                    format!("{name} variant made again")
+                } else {
+                    format!("{name} variant made again but is {made:?} bytes; redeploy the release to record it")
+                });
+            }
+            problems.push(p);
+        }
+    }
+    let live: HashSet<&BlobHash> = uses.keys().collect();
+    let stored = blobs.list().await?;
+    for b in &stored {
+        if !live.contains(&b.hash) {
+            problems.push(Problem {
+                kind: "orphan-blob".into(),
+                release: None,
+                path: None,
+                hash: Some(b.hash.to_string()),
+                detail: format!(
+                    "{} bytes no live release uses; `skewless gc` deletes it",
+                    b.bytes
+                ),
+                repaired: None,
+            });
+        }
+    }
+    let leftovers = blobs.leftovers().await?;
+    if leftovers > 0 {
+        problems.push(Problem {
+            kind: "leftover-upload".into(),
+            release: None,
+            path: None,
+            hash: None,
+            detail: format!("{leftovers} half-written uploads; a restart clears them"),
+            repaired: None,
+        });
+    }
+    let pointer = state.pointer().await?;
+    let served: HashSet<String> = releases
+        .iter()
+        .filter(|r| r.state.is_served())
+        .map(|r| r.id.to_string())
+        .collect();
+    for (what, id) in [
+        ("current", pointer.current.as_ref()),
+        ("canary", pointer.canary.as_ref()),
+        ("required_min", pointer.required_min.as_ref()),
+    ] {
+        if let Some(id) = id {
+            if !served.contains(id.as_str()) {
                 problems.push(Problem {
-                    kind: "orphan-blob".into(),
-                    release: None,
+                    kind: "dangling-pointer".into(),
+                    release: Some(id.to_string()),
                     path: None,
-                    hash: Some(b.hash.to_string()),
-                    detail: format!(
-                        "{} bytes no live release uses; `skewless gc` deletes it",
-                        b.bytes
-                    ),
+                    hash: None,
+                    detail: format!("{what} names a release that is not served"),
                     repaired: None,
                 });
             }
         }
-        let leftovers = self.blobs.leftovers().await?;
-        if leftovers > 0 {
-            problems.push(Problem {
-                kind: "leftover-upload".into(),
-                release: None,
-                path: None,
-                hash: None,
-                detail: format!("{leftovers} half-written uploads; a restart clears them"),
-                repaired: None,
-            });
-        }
-        let pointer = self.state.pointer().await?;
-        let served: HashSet<String> = releases
-            .iter()
-            .filter(|r| r.state.is_served())
-            .map(|r| r.id.to_string())
-            .collect();
-        for (what, id) in [
-            ("current", pointer.current.as_ref()),
-            ("canary", pointer.canary.as_ref()),
-            ("required_min", pointer.required_min.as_ref()),
-        ] {
-            if let Some(id) = id {
-                if !served.contains(id.as_str()) {
-                    problems.push(Problem {
-                        kind: "dangling-pointer".into(),
-                        release: Some(id.to_string()),
-                        path: None,
-                        hash: None,
-                        detail: format!("{what} names a release that is not served"),
-                        repaired: None,
-                    });
-                }
-            }
-        }
-        let ok = problems.iter().all(|p| {
-            matches!(p.kind.as_str(), "orphan-blob" | "leftover-upload") || p.repaired.is_some()
-        });
-        Ok(FsckReport {
-            ok,
-            releases: releases.len(),
-            blobs: uses.len(),
-            problems,
-        })
     }
+    let ok = problems.iter().all(|p| {
+        matches!(p.kind.as_str(), "orphan-blob" | "leftover-upload") || p.repaired.is_some()
+    });
+    Ok(FsckReport {
+        ok,
+        releases: releases.len(),
+        blobs: uses.len(),
+        problems,
+    })
 }

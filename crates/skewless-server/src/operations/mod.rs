@@ -25,6 +25,7 @@ use crate::snapshot::{ReleaseView, Routing, Snapshot};
 use crate::supervisor::{Supervisor, Wanted};
 use crate::{Clock, ServerError};
 
+pub use fsck::check;
 pub use skewless_state::Pointer;
 
 /// The settings the operations need.

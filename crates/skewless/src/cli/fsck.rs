@@ -1,10 +1,24 @@
-//! `skewless fsck [--repair]`.
+//! `skewless fsck [--repair]`: through a running server's admin API, or, with
+//! `--data DIR` naming a stopped server's data directory, on its embedded
+//! store directly.
 
+use std::path::Path;
+
+use anyhow::Context;
 use clap::Args;
+use skewless_client_api::wire::FsckReport;
+use skewless_server::DataLock;
+use skewless_state::Sqlite;
+use skewless_store::LocalDir;
 
 use super::{print_table, Remote};
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "With --data DIR and no server holding DIR (the server is stopped), fsck opens \
+                  the embedded store in DIR itself and holds DIR's lock while it runs, so a \
+                  server cannot start on it meanwhile. Otherwise it asks the running server."
+)]
 pub struct FsckArgs {
     /// Mend what can be mended: remake variants, delete corrupt blobs so the
     /// next deploy uploads them again. Without it nothing changes.
@@ -18,37 +32,14 @@ pub struct FsckArgs {
 }
 
 pub async fn run(args: FsckArgs) -> anyhow::Result<()> {
-    let r = args.remote.client()?.fsck(args.repair).await?;
+    let r = match args.remote.data.as_deref() {
+        Some(dir) if is_stopped_store(dir) => offline(dir, args.repair).await?,
+        _ => args.remote.client()?.fsck(args.repair).await?,
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
-        let s = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
-        if !r.problems.is_empty() {
-            let rows: Vec<Vec<String>> = r
-                .problems
-                .iter()
-                .map(|p| {
-                    vec![
-                        p.kind.clone(),
-                        s(&p.release),
-                        s(&p.path),
-                        s(&p.hash).chars().take(12).collect(),
-                        p.detail.clone(),
-                        s(&p.repaired),
-                    ]
-                })
-                .collect();
-            print_table(
-                &["PROBLEM", "RELEASE", "PATH", "BLOB", "DETAIL", "REPAIRED"],
-                &rows,
-            );
-        }
-        println!(
-            "checked {} releases, {} blobs: {}",
-            r.releases,
-            r.blobs,
-            if r.ok { "ok" } else { "problems found" }
-        );
+        print_report(&r);
     }
     if !r.ok {
         anyhow::bail!(
@@ -61,4 +52,52 @@ pub async fn run(args: FsckArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `dir` holds an embedded store that no process has open.
+fn is_stopped_store(dir: &Path) -> bool {
+    dir.join("state.db").is_file() && !DataLock::is_held(dir)
+}
+
+/// Checks the embedded store in `dir` without a server.
+async fn offline(dir: &Path, repair: bool) -> anyhow::Result<FsckReport> {
+    let _lock = DataLock::acquire(dir)?;
+    eprintln!(
+        "checking the embedded store in {} directly (no server is running on it)",
+        dir.display()
+    );
+    let state = Sqlite::open(&dir.join("state.db"))
+        .with_context(|| format!("cannot open {}", dir.join("state.db").display()))?;
+    let store = LocalDir::open(dir.join("blobs"))?;
+    Ok(skewless_server::operations::check(&state, &store, repair).await?)
+}
+
+fn print_report(r: &FsckReport) {
+    let s = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
+    if !r.problems.is_empty() {
+        let rows: Vec<Vec<String>> = r
+            .problems
+            .iter()
+            .map(|p| {
+                vec![
+                    p.kind.clone(),
+                    s(&p.release),
+                    s(&p.path),
+                    s(&p.hash).chars().take(12).collect(),
+                    p.detail.clone(),
+                    s(&p.repaired),
+                ]
+            })
+            .collect();
+        print_table(
+            &["PROBLEM", "RELEASE", "PATH", "BLOB", "DETAIL", "REPAIRED"],
+            &rows,
+        );
+    }
+    println!(
+        "checked {} releases, {} blobs: {}",
+        r.releases,
+        r.blobs,
+        if r.ok { "ok" } else { "problems found" }
+    );
 }

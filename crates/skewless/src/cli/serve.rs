@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args;
 use std::sync::Arc;
 
-use skewless_server::{Adapters, ServerConfig, SystemClock};
+use skewless_server::{Adapters, DataLock, ServerConfig, SystemClock};
 use skewless_state::Sqlite;
 use skewless_store::LocalDir;
 
@@ -56,6 +56,12 @@ pub struct ServeArgs {
     /// Largest request body proxied to a back end, in bytes [default: 104857600].
     #[arg(long, env = "SKEWLESS_MAX_PROXY_BODY_BYTES")]
     max_proxy_body_bytes: Option<u64>,
+    /// Longest request header line or request target, in bytes; longer ones get 431 (414 for the target) [default: 8192].
+    #[arg(long, env = "SKEWLESS_MAX_HEADER_LINE_BYTES")]
+    max_header_line_bytes: Option<usize>,
+    /// Largest request head (request line and headers), in bytes; larger ones get 431 [default: 32768].
+    #[arg(long, env = "SKEWLESS_MAX_REQUEST_HEAD_BYTES")]
+    max_request_head_bytes: Option<usize>,
     /// Most event streams open at once [default: 19000].
     #[arg(long, env = "SKEWLESS_MAX_EVENT_STREAMS")]
     max_event_streams: Option<usize>,
@@ -128,6 +134,8 @@ impl ServeArgs {
         set!(c.event_keepalive_secs, self.event_keepalive_secs);
         set!(c.header_read_timeout_secs, self.header_read_timeout_secs);
         set!(c.max_proxy_body_bytes, self.max_proxy_body_bytes);
+        set!(c.max_header_line_bytes, self.max_header_line_bytes);
+        set!(c.max_request_head_bytes, self.max_request_head_bytes);
         set!(c.max_event_streams, self.max_event_streams);
         set!(c.max_event_streams_per_ip, self.max_event_streams_per_ip);
         set!(c.admin_allow_remote, self.admin_allow_remote);
@@ -182,6 +190,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
     }
+    // Held until the server has stopped: one process owns the data directory.
+    let _lock = DataLock::acquire(&config.data).context("gateway stopped")?;
     let adapters = adapters(&config).context("gateway stopped")?;
     skewless_server::run(config, adapters)
         .await
@@ -193,8 +203,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// the data directory, and the system clock.
 fn adapters(config: &ServerConfig) -> anyhow::Result<Adapters> {
     let data = &config.data;
-    std::fs::create_dir_all(data)
-        .with_context(|| format!("cannot create data directory {}", data.display()))?;
     let blobs = LocalDir::open(data.join("blobs"))?;
     let state = Sqlite::open(&data.join("state.db"))?;
     Ok(Adapters {
