@@ -162,6 +162,24 @@ impl Gateway {
     pub fn operations(&self) -> &Arc<Operations> {
         &self.ops
     }
+
+    /// One pass of the reaper now: retires what the retention policy says;
+    /// returns how many releases it retired.
+    pub async fn reap(&self) -> usize {
+        crate::reaper::reap(
+            &self.ops,
+            &self.presence,
+            &self.routing,
+            &self.config.retention,
+        )
+        .await
+    }
+
+    /// Counts a client as live on a release, as a request carrying its pin
+    /// and client id does.
+    pub fn seen(&self, release: &skewless_core::ReleaseId, client: &str) {
+        self.presence.seen(release, client, self.clock.now());
+    }
 }
 
 /// Builds the router over a gateway.

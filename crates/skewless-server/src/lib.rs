@@ -26,7 +26,7 @@ mod sse;
 mod supervisor;
 mod system;
 
-pub use clock::{Clock, SystemClock};
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{BackendDefaults, Retention, Role, ServerConfig, TokenConfig};
 pub use datadir::DataLock;
 pub use error::ServerError;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use skewless_core::gc::{deletable, Use};
+use skewless_core::gc::{deletable, Touch, Use};
 use skewless_core::transition::{decide, Decision, Operation, Standing};
 use skewless_core::{Action, BlobHash, Entry, Lifecycle, Manifest, ReleaseId};
 
@@ -257,6 +257,15 @@ fn insert_history(tx: &Transaction<'_>, e: &HistoryEntry) -> Result<(), StateErr
     Ok(())
 }
 
+/// The newest history entry: where a touch stands in the change order.
+fn history_order(conn: &Connection) -> Result<i64, StateError> {
+    Ok(
+        conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM history", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
 fn get_standings(conn: &Connection) -> Result<Vec<Standing>, StateError> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, seq, state, promoted_at, drained_at, retired_at, rollback_to FROM releases ORDER BY seq",
@@ -324,10 +333,11 @@ impl StateStore for Sqlite {
             let mut missing = Vec::new();
             {
                 let mut touch = tx.prepare_cached(
-                    "UPDATE blobs SET touched_at = MAX(touched_at, ?2) WHERE hash = ?1 AND state = 'present'",
+                    "UPDATE blobs SET touched_at = MAX(touched_at, ?2), touched_seq = ?3 WHERE hash = ?1 AND state = 'present'",
                 )?;
+                let order = history_order(&tx)?;
                 for h in hashes {
-                    if touch.execute(params![h.as_str(), new.created_at])? == 0 {
+                    if touch.execute(params![h.as_str(), new.created_at, order])? == 0 {
                         missing.push(h.clone());
                     }
                 }
@@ -479,6 +489,14 @@ impl StateStore for Sqlite {
                         detail: n.detail.clone(),
                     },
                 )?;
+                if n.action == Action::Retire {
+                    // Where the retirement stands in the history: gc orders
+                    // touches of its blobs against it.
+                    tx.execute(
+                        "UPDATE releases SET retired_seq = ?2 WHERE id = ?1",
+                        params![n.release, tx.last_insert_rowid()],
+                    )?;
+                }
             }
             tx.commit()?;
             Ok(decision)
@@ -510,15 +528,16 @@ impl StateStore for Sqlite {
             let tx = conn.transaction()?;
             let mut deleting = Vec::new();
             {
+                let order = history_order(&tx)?;
                 let mut touch = tx.prepare_cached(
-                    "INSERT INTO blobs (hash, state, touched_at) VALUES (?1, 'present', ?2) \
-                     ON CONFLICT (hash) DO UPDATE SET touched_at = MAX(touched_at, excluded.touched_at) \
-                     WHERE state = 'present'",
+                    "INSERT INTO blobs (hash, state, touched_at, touched_seq) VALUES (?1, 'present', ?2, ?3) \
+                     ON CONFLICT (hash) DO UPDATE SET touched_at = MAX(touched_at, excluded.touched_at), \
+                     touched_seq = excluded.touched_seq WHERE state = 'present'",
                 )?;
                 let mut state =
                     tx.prepare_cached("SELECT state FROM blobs WHERE hash = ?1")?;
                 for h in hashes {
-                    touch.execute(params![h.as_str(), at])?;
+                    touch.execute(params![h.as_str(), at, order])?;
                     let s: String = state.query_row([h.as_str()], |r| r.get(0))?;
                     if s != "present" {
                         deleting.push(h);
@@ -543,42 +562,58 @@ impl StateStore for Sqlite {
             let tx = conn.transaction()?;
             // Blob → (state, touched_at), with stored blobs state did not
             // know adopted as present since they were written.
-            let mut rows: BTreeMap<String, (String, i64)> = BTreeMap::new();
+            let mut rows: BTreeMap<String, (String, Touch)> = BTreeMap::new();
             {
-                let mut stmt = tx.prepare("SELECT hash, state, touched_at FROM blobs")?;
+                let mut stmt =
+                    tx.prepare("SELECT hash, state, touched_at, touched_seq FROM blobs")?;
                 let all = stmt.query_map([], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        Touch {
+                            at: r.get(2)?,
+                            seq: r.get(3)?,
+                        },
+                    ))
                 })?;
                 for row in all {
                     let (h, state, touched) = row?;
                     rows.insert(h, (state, touched));
                 }
+                // Adopted as touched when written, and now in the history's
+                // order: an upload that raced a collection's deletion of the
+                // same blob is kept for the grace period.
+                let order = history_order(&tx)?;
                 let mut adopt = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO blobs (hash, state, touched_at) VALUES (?1, 'present', ?2)",
+                    "INSERT OR IGNORE INTO blobs (hash, state, touched_at, touched_seq) VALUES (?1, 'present', ?2, ?3)",
                 )?;
                 for (h, written) in &stored {
                     if rows.contains_key(h.as_str()) {
                         continue;
                     }
                     if !dry_run {
-                        adopt.execute(params![h.as_str(), written])?;
+                        adopt.execute(params![h.as_str(), written, order])?;
                     }
-                    rows.insert(h.to_string(), ("present".into(), *written));
+                    let touched = Touch {
+                        at: *written,
+                        seq: order,
+                    };
+                    rows.insert(h.to_string(), ("present".into(), touched));
                 }
             }
             let mut uses: HashMap<String, Vec<Use>> = HashMap::new();
             {
                 let mut stmt = tx.prepare(
-                    "SELECT f.hash, r.state, r.retired_at FROM files f JOIN releases r ON r.seq = f.release_seq \
-                     UNION ALL SELECT shell_hash, state, retired_at FROM releases",
+                    "SELECT f.hash, r.state, r.retired_seq FROM files f JOIN releases r ON r.seq = f.release_seq \
+                     UNION ALL SELECT shell_hash, state, retired_seq FROM releases",
                 )?;
                 let all = stmt.query_map([], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?))
                 })?;
                 for row in all {
-                    let (h, state, retired_at) = row?;
+                    let (h, state, retired_seq) = row?;
                     let state: Lifecycle = state.parse().map_err(StateError::Database)?;
-                    uses.entry(h).or_default().push(Use { state, retired_at });
+                    uses.entry(h).or_default().push(Use { state, retired_seq });
                 }
             }
             let mut doomed = Vec::new();
