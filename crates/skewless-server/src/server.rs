@@ -1,54 +1,121 @@
 //! Running the server: bind, build the gateway over the adapters the caller
 //! chose, serve until SIGTERM or Ctrl-C, then shut down gracefully.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::gateway::{router, Adapters, Gateway};
 use crate::{ServerConfig, ServerError};
 
-/// Runs the gateway until SIGTERM or Ctrl-C, then drains in-flight requests
-/// for up to the configured grace.
-pub async fn run(config: ServerConfig, adapters: Adapters) -> Result<(), ServerError> {
-    let (stop_tx, stop_rx) = watch::channel(false);
+/// A server that holds its listening socket and certificates but has not
+/// opened any adapter yet: binding and certificate errors stop a start
+/// before anything is opened or created.
+pub struct Bound {
+    listener: tokio::net::TcpListener,
+    addr: std::net::SocketAddr,
+    tls: Option<(TlsAcceptor, Arc<crate::tls::Certificates>)>,
+    config: ServerConfig,
+}
+
+/// Binds the configured address and loads the certificates, if any.
+pub async fn bind(config: ServerConfig) -> Result<Bound, ServerError> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServerError::Startup(format!("cannot listen on {}: {e}", config.listen)))?;
     let addr = listener
         .local_addr()
         .map_err(|e| ServerError::Startup(e.to_string()))?;
-    let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let gw = Gateway::new(config, adapters, stop_rx).await?;
-    let reaper = tokio::spawn(crate::reaper::run(
-        gw.ops.clone(),
-        gw.presence.clone(),
-        gw.routing.clone(),
-        gw.config.retention.clone(),
-    ));
-    let app = router(gw.clone());
-    println!("skewless listening on http://{addr}");
-    tracing::info!(%addr, data = %gw.config.data.display(), "gateway started");
-    let stop = async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: draining in-flight requests");
-        // Ends event streams (with a reconnect hint) so they do not hold
-        // the shutdown for the whole grace period.
-        let _ = stop_tx.send(true);
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let certs = crate::tls::Certificates::load(cert, key)?;
+            Some((certs.acceptor()?, certs))
+        }
+        _ => None,
     };
-    crate::listener::serve(
+    Ok(Bound {
         listener,
-        gw.clone(),
-        app,
-        Duration::from_secs(gw.config.header_read_timeout_secs.max(1)),
-        stop,
-        grace,
-    )
-    .await;
-    let result = Ok(());
-    reaper.abort();
-    gw.supervisor.stop_all().await;
-    result
+        addr,
+        tls,
+        config,
+    })
+}
+
+/// Binds, then serves over `adapters` (see [`Bound::serve`]).
+pub async fn run(config: ServerConfig, adapters: Adapters) -> Result<(), ServerError> {
+    bind(config).await?.serve(adapters).await
+}
+
+impl Bound {
+    /// The configuration the server was bound with.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Builds the gateway over the adapters the caller chose and runs it
+    /// until SIGTERM or Ctrl-C, then drains in-flight requests for up to the
+    /// configured grace.
+    pub async fn serve(self, adapters: Adapters) -> Result<(), ServerError> {
+        let Bound {
+            listener,
+            addr,
+            tls,
+            config,
+        } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let grace = Duration::from_secs(config.shutdown_grace_secs);
+        let gw = Gateway::new(config, adapters, stop_rx.clone()).await?;
+        let header_read_timeout = Duration::from_secs(gw.config.header_read_timeout_secs.max(1));
+        let tls = tls.map(|(acceptor, certs)| {
+            tokio::spawn(certs.watch());
+            acceptor
+        });
+        if let Some(redirect) = gw.config.http_redirect_listen {
+            let plain = tokio::net::TcpListener::bind(redirect)
+                .await
+                .map_err(|e| ServerError::Startup(format!("cannot listen on {redirect}: {e}")))?;
+            tracing::info!(from = %redirect, "redirecting plain HTTP to HTTPS");
+            tokio::spawn(crate::redirect::serve(
+                plain,
+                addr.port(),
+                crate::limits::HeadLimits::of(&gw.config),
+                header_read_timeout,
+                stop_rx,
+            ));
+        }
+        let reaper = tokio::spawn(crate::reaper::run(
+            gw.ops.clone(),
+            gw.presence.clone(),
+            gw.routing.clone(),
+            gw.config.retention.clone(),
+        ));
+        let app = router(gw.clone());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        println!("skewless listening on {scheme}://{addr}");
+        tracing::info!(%addr, data = %gw.config.data.display(), "gateway started");
+        let stop = async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: draining in-flight requests");
+            // Ends event streams (with a reconnect hint) so they do not hold
+            // the shutdown for the whole grace period.
+            let _ = stop_tx.send(true);
+        };
+        crate::listener::serve(
+            listener,
+            gw.clone(),
+            app,
+            header_read_timeout,
+            stop,
+            grace,
+            tls,
+        )
+        .await;
+        reaper.abort();
+        gw.supervisor.stop_all().await;
+        Ok(())
+    }
 }
 
 async fn shutdown_signal() {
