@@ -9,7 +9,6 @@ mod clock;
 mod config;
 mod datadir;
 mod error;
-mod events;
 mod gateway;
 mod limits;
 mod listener;
@@ -23,9 +22,7 @@ mod serve;
 mod server;
 pub mod shell;
 mod snapshot;
-mod sse;
 mod supervisor;
-mod system;
 mod tls;
 
 pub use clock::{Clock, ManualClock, SystemClock};

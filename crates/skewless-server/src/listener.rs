@@ -29,7 +29,7 @@ pub async fn serve(
     grace: Duration,
     tls: Option<TlsAcceptor>,
 ) {
-    let limits = crate::limits::HeadLimits::of(&gw.config);
+    let limits = crate::limits::HeadLimits::of(gw.config());
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -110,8 +110,9 @@ pub async fn serve(
                 Ok(Ok(n)) if n > 0 => n,
                 _ => return,
             };
-            if crate::sse::is_event_stream(&first[..n]) {
-                crate::sse::serve(gw, stream, peer, header_read_timeout, limits).await;
+            if crate::gateway::events::lean::is_event_stream(&first[..n]) {
+                crate::gateway::events::lean::serve(gw, stream, peer, header_read_timeout, limits)
+                    .await;
                 drop(streams);
                 return;
             }

@@ -67,12 +67,12 @@ impl Bound {
         let (stop_tx, stop_rx) = watch::channel(false);
         let grace = Duration::from_secs(config.shutdown_grace_secs);
         let gw = Gateway::new(config, adapters, stop_rx.clone()).await?;
-        let header_read_timeout = Duration::from_secs(gw.config.header_read_timeout_secs.max(1));
+        let header_read_timeout = Duration::from_secs(gw.config().header_read_timeout_secs.max(1));
         let tls = tls.map(|(acceptor, certs)| {
             tokio::spawn(certs.watch());
             acceptor
         });
-        if let Some(redirect) = gw.config.http_redirect_listen {
+        if let Some(redirect) = gw.config().http_redirect_listen {
             let plain = tokio::net::TcpListener::bind(redirect)
                 .await
                 .map_err(|e| ServerError::Startup(format!("cannot listen on {redirect}: {e}")))?;
@@ -80,21 +80,16 @@ impl Bound {
             tokio::spawn(crate::redirect::serve(
                 plain,
                 addr.port(),
-                crate::limits::HeadLimits::of(&gw.config),
+                crate::limits::HeadLimits::of(gw.config()),
                 header_read_timeout,
                 stop_rx,
             ));
         }
-        let reaper = tokio::spawn(crate::reaper::run(
-            gw.ops.clone(),
-            gw.presence.clone(),
-            gw.routing.clone(),
-            gw.config.retention.clone(),
-        ));
+        let reaper = tokio::spawn(gw.reaper());
         let app = router(gw.clone());
         let scheme = if tls.is_some() { "https" } else { "http" };
         println!("skewless listening on {scheme}://{addr}");
-        tracing::info!(%addr, data = %gw.config.data.display(), "gateway started");
+        tracing::info!(%addr, data = %gw.config().data.display(), "gateway started");
         let stop = async move {
             shutdown_signal().await;
             tracing::info!("shutting down: draining in-flight requests");
@@ -113,7 +108,7 @@ impl Bound {
         )
         .await;
         reaper.abort();
-        gw.supervisor.stop_all().await;
+        gw.stop_backends().await;
         Ok(())
     }
 }
