@@ -3,14 +3,12 @@
 //! without dropping open connections, the plain-HTTP redirect listener, and
 //! clear start-up errors.
 
-mod support;
-
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use support::{example, free_port, wait_for, Server, TOKEN};
+use crate::support::{example, free_port, wait_for, Server, TOKEN};
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, as PEM.
 fn pair() -> (String, String) {
@@ -34,7 +32,7 @@ fn client(cert_pem: &str, http1: bool) -> reqwest::blocking::Client {
 
 /// Runs the CLI against the HTTPS server, trusting the certificate in `ca`.
 fn cli(s: &Server, ca: &Path, args: &[&str]) -> Output {
-    Command::new(support::bin())
+    Command::new(crate::support::bin())
         .args(args)
         .env("SKEWLESS_SERVER", &s.url)
         .env("SKEWLESS_TOKEN", TOKEN)
@@ -88,7 +86,7 @@ fn https_serves_h2_and_http1_reloads_certificates_and_redirects_plain_http() {
     );
     assert!(out.status.success(), "{out:?}");
     // Without trusting it, the CLI refuses the connection.
-    let untrusted = Command::new(support::bin())
+    let untrusted = Command::new(crate::support::bin())
         .args(["status"])
         .env("SKEWLESS_SERVER", &s.url)
         .env("SKEWLESS_TOKEN", TOKEN)
@@ -165,7 +163,10 @@ fn https_serves_h2_and_http1_reloads_certificates_and_redirects_plain_http() {
             .send()
             .is_ok()
     });
-    assert!(support::alive(s.pid()), "SIGHUP does not stop the server");
+    assert!(
+        crate::support::alive(s.pid()),
+        "SIGHUP does not stop the server"
+    );
 
     // A changed file alone reloads too.
     let (cert_c, key_c) = pair();
@@ -280,7 +281,7 @@ fn bad_tls_settings_stop_the_server_with_one_line() {
     write(&key, &key_b);
     let start = |extra: &[&str]| {
         let data = tempfile::tempdir().unwrap();
-        let out = Command::new(support::bin())
+        let out = Command::new(crate::support::bin())
             .args([
                 "serve",
                 "--listen",
