@@ -222,7 +222,7 @@ async fn write_error(
     message: &str,
 ) -> std::io::Result<()> {
     metrics::request(Kind::System, status.as_u16());
-    let body = serde_json::json!({ "error": message }).to_string();
+    let body = crate::error::error_body(message);
     let head = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nx-content-type-options: nosniff\r\n\
          content-length: {}\r\nconnection: close\r\ndate: {}\r\n\r\n",
