@@ -72,6 +72,8 @@ pub struct Gateway {
     pub default_upstream: Option<Arc<Upstream>>,
     /// Open event streams, in total and per client address.
     pub stream_slots: crate::events::StreamSlots,
+    /// Where each request's line goes, if anywhere.
+    pub access_log: crate::access_log::AccessLog,
     /// Configuration.
     pub config: ServerConfig,
     /// This process's hold on the data directory.
@@ -109,6 +111,10 @@ impl Gateway {
             .transpose()
             .map_err(ServerError::Startup)?
             .map(Arc::new);
+        let access_log = match &config.access_log {
+            Some(target) => crate::access_log::AccessLog::open(target)?,
+            None => crate::access_log::AccessLog::off(),
+        };
         let gw = Gateway {
             store,
             state,
@@ -143,6 +149,7 @@ impl Gateway {
             supervisor: Supervisor::new(config.backend.clone()),
             default_upstream,
             stream_slots: Default::default(),
+            access_log,
             config,
             _data_lock: data_lock,
         };
@@ -632,6 +639,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         .map_err(|e| ServerError::Startup(e.to_string()))?;
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let gw = Gateway::open(config, stop_rx).await?;
+    gw.access_log.reopen_on_hangup();
     let reaper = tokio::spawn(crate::reaper::run(gw.clone()));
     let app = router(gw.clone());
     println!("skewless listening on http://{addr}");
@@ -655,6 +663,8 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
     let result = Ok(());
     reaper.abort();
     gw.supervisor.stop_all().await;
+    let log = gw.access_log.clone();
+    let _ = tokio::task::spawn_blocking(move || log.close()).await;
     result
 }
 

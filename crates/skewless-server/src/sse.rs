@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::access_log::{events_release, ReleaseText, StreamRecord};
 use crate::events::{event_parts, open, EventsQuery, Opened, RETRY_MS};
 use crate::gateway::{release_headers, Gateway};
 use crate::limits::{kib, HeadLimits};
@@ -42,10 +43,13 @@ pub async fn serve(
     timeout: Duration,
     limits: HeadLimits,
 ) {
+    // Written when this function returns, however the stream ends.
+    let mut log = gw.access_log.stream(peer);
+    let log = &mut log;
     let head = match tokio::time::timeout(timeout, read_head(&mut stream, limits)).await {
         Ok(Ok(head)) => head,
         Ok(Err(Some((status, msg)))) => {
-            let _ = write_error(&mut stream, status, &msg).await;
+            let _ = write_error(&mut stream, log, status, &msg).await;
             return;
         }
         Ok(Err(None)) | Err(_) => return,
@@ -55,6 +59,7 @@ pub async fn serve(
     if !matches!(req.parse(&head), Ok(httparse::Status::Complete(_))) {
         let _ = write_error(
             &mut stream,
+            log,
             StatusCode::BAD_REQUEST,
             "malformed request head",
         )
@@ -65,7 +70,7 @@ pub async fn serve(
         req.path.map_or(0, str::len),
         req.headers.iter().map(|h| (h.name.as_bytes(), h.value)),
     ) {
-        let _ = write_error(&mut stream, status, &msg).await;
+        let _ = write_error(&mut stream, log, status, &msg).await;
         return;
     }
     let header = |name: &str| {
@@ -74,6 +79,10 @@ pub async fn serve(
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .and_then(|h| std::str::from_utf8(h.value).ok())
     };
+    log.pin = ReleaseText::of(
+        skewless_core::pin::pin_str(header(skewless_core::pin::HEADER), header("cookie"))
+            .or_else(|| events_release(req.path.and_then(|p| p.split_once('?')).map(|(_, q)| q))),
+    );
     let (current, required) = release_headers(
         &gw,
         header(skewless_core::pin::HEADER),
@@ -88,7 +97,7 @@ pub async fn serve(
         Ok(q) => q,
         Err(e) => {
             let msg = format!("Failed to deserialize query string: {e}");
-            let _ = write_error(&mut stream, StatusCode::BAD_REQUEST, &msg).await;
+            let _ = write_error(&mut stream, log, StatusCode::BAD_REQUEST, &msg).await;
             return;
         }
     };
@@ -102,10 +111,13 @@ pub async fn serve(
     } = match open(&gw, peer.ip(), q) {
         Ok(o) => o,
         Err(e) => {
-            let _ = write_error(&mut stream, e.status(), &e.to_string()).await;
+            let _ = write_error(&mut stream, log, e.status(), &e.to_string()).await;
             return;
         }
     };
+    if release.is_some() {
+        log.pin = ReleaseText::of(release.as_deref());
+    }
     metrics::request(Kind::System, 200);
     let mut rx = gw.notices.subscribe();
     let mut shutdown = gw.shutdown.clone();
@@ -142,13 +154,13 @@ pub async fn serve(
         }
     };
     let end: &[u8] = if chunked { b"0\r\n\r\n" } else { b"" };
-    chunk(
-        &mut out,
-        event_text(&gw, release.as_deref(), Some(RETRY_MS)).as_bytes(),
-    );
+    let first = event_text(&gw, release.as_deref(), Some(RETRY_MS));
+    chunk(&mut out, first.as_bytes());
     if stream.write_all(&out).await.is_err() {
         return;
     }
+    log.status = 200;
+    log.bytes = first.len() as u64;
     drop(out);
 
     let period = Duration::from_secs(gw.config.event_keepalive_secs.max(1));
@@ -157,12 +169,16 @@ pub async fn serve(
     let mut scratch = [0u8; 64];
     loop {
         let mut frame = Vec::new();
+        // Body bytes in `frame`, without the chunk framing.
+        let payload: usize;
         tokio::select! {
             msg = rx.recv() => match msg {
                 // Every notice, and a lag past some, means the same: send
                 // the latest state.
                 Ok(_) | Err(RecvError::Lagged(_)) => {
-                    chunk(&mut frame, event_text(&gw, release.as_deref(), None).as_bytes());
+                    let text = event_text(&gw, release.as_deref(), None);
+                    chunk(&mut frame, text.as_bytes());
+                    payload = text.len();
                     keepalive.reset();
                 }
                 Err(RecvError::Closed) => {
@@ -172,12 +188,19 @@ pub async fn serve(
             },
             () = async { let _ = shutdown.wait_for(|s| *s).await; } => {
                 // Tell the client to come back soon, to the restarted server.
-                chunk(&mut frame, b"event: shutdown\ndata: {}\nretry: 1000\n\n");
+                const BYE: &[u8] = b"event: shutdown\ndata: {}\nretry: 1000\n\n";
+                chunk(&mut frame, BYE);
                 frame.extend_from_slice(end);
-                let _ = stream.write_all(&frame).await;
+                if stream.write_all(&frame).await.is_ok() {
+                    log.bytes += BYE.len() as u64;
+                }
                 return;
             }
-            _ = keepalive.tick() => chunk(&mut frame, b":ping\n\n"),
+            _ = keepalive.tick() => {
+                const PING: &[u8] = b":ping\n\n";
+                chunk(&mut frame, PING);
+                payload = PING.len();
+            }
             // The client sends nothing more; a read ends when it goes away.
             n = stream.read(&mut scratch) => match n {
                 Ok(0) | Err(_) => return,
@@ -187,6 +210,7 @@ pub async fn serve(
         if stream.write_all(&frame).await.is_err() {
             return;
         }
+        log.bytes += payload as u64;
     }
 }
 
@@ -257,11 +281,13 @@ fn event_text(gw: &Gateway, release: Option<&str>, retry_ms: Option<u64>) -> Str
 /// and closes the connection.
 async fn write_error(
     stream: &mut TcpStream,
+    log: &mut StreamRecord,
     status: StatusCode,
     message: &str,
 ) -> std::io::Result<()> {
     metrics::request(Kind::System, status.as_u16());
     let body = serde_json::json!({ "error": message }).to_string();
+    log.status = status.as_u16();
     let head = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nx-content-type-options: nosniff\r\n\
          content-length: {}\r\nconnection: close\r\ndate: {}\r\n\r\n",
@@ -272,6 +298,7 @@ async fn write_error(
     );
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
+    log.bytes = body.len() as u64;
     stream.shutdown().await
 }
 
