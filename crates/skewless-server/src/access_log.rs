@@ -185,7 +185,8 @@ struct Shared {
     tx: SyncSender<Msg>,
     /// Whether the target is a file (which `SIGHUP` reopens).
     file: bool,
-    reopen: AtomicBool,
+    /// Set on `SIGHUP`; the writer reopens the file when it sees it.
+    reopen: Arc<AtomicBool>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -241,19 +242,18 @@ impl AccessLog {
             ))
         })?;
         let (tx, rx) = mpsc::sync_channel(QUEUE_LINES);
+        // The writer holds no sender: once every handle is gone it sees
+        // the channel close, flushes and ends.
+        let reopen = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared {
             tx,
             file: matches!(target, Target::File(_)),
-            reopen: AtomicBool::new(false),
+            reopen: reopen.clone(),
             writer: Mutex::new(None),
         });
-        let for_writer = shared.clone();
         let handle = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || {
-                let reopen = &for_writer.reopen;
-                write_loop(rx, target, sink, reopen);
-            })
+            .spawn(move || write_loop(rx, target, sink, &reopen))
             .map_err(|e| ServerError::Startup(format!("cannot start the access log: {e}")))?;
         *shared.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         Ok(AccessLog {

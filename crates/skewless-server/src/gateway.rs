@@ -91,6 +91,10 @@ impl Gateway {
         let store: Arc<dyn BlobStore> = Arc::new(LocalDir::open(data.join("blobs"))?);
         let state: Arc<dyn StateStore> = Arc::new(Sqlite::open(&data.join("state.db"))?);
         config.validate()?;
+        let access_log = match &config.access_log {
+            Some(target) => crate::access_log::AccessLog::open(target)?,
+            None => crate::access_log::AccessLog::off(),
+        };
         let mut tokens = vec![Token {
             name: "admin".into(),
             secret: auth::load_or_create_token(&config)?,
@@ -111,10 +115,6 @@ impl Gateway {
             .transpose()
             .map_err(ServerError::Startup)?
             .map(Arc::new);
-        let access_log = match &config.access_log {
-            Some(target) => crate::access_log::AccessLog::open(target)?,
-            None => crate::access_log::AccessLog::off(),
-        };
         let gw = Gateway {
             store,
             state,
