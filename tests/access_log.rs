@@ -402,3 +402,57 @@ fn a_log_that_cannot_be_written_loses_lines_not_the_server() {
         "{err}"
     );
 }
+
+#[test]
+fn https_and_the_redirect_listener_are_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, g.cert.pem()).unwrap();
+    std::fs::write(&key, g.signing_key.serialize_pem()).unwrap();
+    let log = dir.path().join("access.log");
+    let redirect = format!("127.0.0.1:{}", support::free_port());
+    let s = Server::start_with(
+        tempfile::tempdir().unwrap(),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+            "--http-redirect-listen",
+            &redirect,
+            "--access-log",
+            log.to_str().unwrap(),
+        ],
+    );
+    let https = reqwest::blocking::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(g.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let resp = https
+        .get(format!("{}/_skewless/version", s.url))
+        .header(header::AUTHORIZATION, format!("Bearer {AUTH_SECRET}"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    let (code, _) = raw(
+        &format!("http://{redirect}"),
+        format!("GET /somewhere?key={QUERY_SECRET} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(code, 308);
+
+    let over_tls = wait_line(&log, "the HTTPS request's line", |l| {
+        l["path"] == "/_skewless/version"
+    });
+    assert_eq!(over_tls["status"], 200);
+    assert_eq!(over_tls["kind"], "system");
+    let redirected = wait_line(&log, "the redirect's line", |l| l["path"] == "/somewhere");
+    assert_eq!(redirected["status"], 308);
+    assert_eq!(redirected["kind"], "system");
+    lines(&log).iter().for_each(well_formed);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(AUTH_SECRET) && !text.contains(QUERY_SECRET));
+}

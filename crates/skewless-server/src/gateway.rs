@@ -665,6 +665,7 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
             crate::limits::HeadLimits::of(&gw.config),
             header_read_timeout,
             stop_rx,
+            gw.access_log.clone(),
         ));
     }
     let reaper = tokio::spawn(crate::reaper::run(gw.clone()));
