@@ -855,6 +855,25 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_that_falls_behind_never_holds_up_a_request() {
+        // A writer that never reads: the queue fills, then lines are
+        // dropped at once instead of waiting.
+        let (tx, rx) = mpsc::sync_channel(QUEUE_LINES);
+        let log = AccessLog {
+            shared: Some(Arc::new(Shared {
+                tx,
+                file: false,
+                reopen: Arc::default(),
+                writer: Mutex::new(None),
+            })),
+        };
+        for _ in 0..QUEUE_LINES + 1000 {
+            log.log(&fields(Some("/x")));
+        }
+        assert_eq!(rx.try_iter().count(), QUEUE_LINES);
+    }
+
+    #[test]
     fn a_full_disk_loses_lines_but_never_stops_the_writer() {
         // /dev/full fails every write with ENOSPC.
         let Ok(log) = tokio::runtime::Builder::new_current_thread()
