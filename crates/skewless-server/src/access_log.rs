@@ -4,7 +4,7 @@
 //! A request's line is formatted on its own task, when its response ends,
 //! straight into a fixed-size slot, and handed over a bounded channel to
 //! the writer thread, which batches lines in a buffer flushed every
-//! [`FLUSH_INTERVAL`] and on shutdown. When the channel is full the line is
+//! [`writer::FLUSH_INTERVAL`] and on shutdown. When the channel is full the line is
 //! dropped and counted (`skewless_access_log_dropped_total`); a failing
 //! write (a full disk) is counted (`skewless_access_log_write_errors_total`)
 //! and never stops the server. A log file is opened for appending and
@@ -14,12 +14,14 @@
 //! written: the path is logged without its query, and the only thing taken
 //! from the headers is the release id the client says it runs.
 
-use std::io::{self, Write};
+mod line;
+mod writer;
+
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -31,155 +33,19 @@ use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use metrics::Counter;
 use skewless_core::{id, pin};
-use time::OffsetDateTime;
 
 use crate::metrics::Kind;
 use crate::ServerError;
+use line::Line;
+pub use line::{Fields, LogKind};
+use writer::{target_name, write_loop, Msg, Sink, Target};
 
-/// Longest time a written line waits in the buffer before it is flushed.
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// Lines waiting for the writer at most; more are dropped and counted.
 const QUEUE_LINES: usize = 4096;
-/// Bytes of a line kept inline in its channel slot; longer lines (long
-/// paths) take a heap buffer.
-const INLINE: usize = 440;
-/// Size of the writer's buffer.
-const WRITE_BUFFER: usize = 64 * 1024;
 
 const SERVED_BY: HeaderName = HeaderName::from_static("skewless-served-by");
 const PIN_HEADER: HeaderName = HeaderName::from_static(pin::HEADER);
 const EVENTS_PATH: &str = "/_skewless/events";
-
-/// What a request was, as the log names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogKind {
-    /// The shell (a page load).
-    Shell,
-    /// A file of a release.
-    Asset,
-    /// A proxied API call.
-    Api,
-    /// Anything else under `/_skewless/`, and refusals before routing.
-    System,
-    /// `/_skewless/events`.
-    EventStream,
-}
-
-impl LogKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            LogKind::Shell => "shell",
-            LogKind::Asset => "asset",
-            LogKind::Api => "api",
-            LogKind::System => "system",
-            LogKind::EventStream => "event-stream",
-        }
-    }
-}
-
-/// One line's fields.
-#[derive(Debug, Clone)]
-pub struct Fields<'a> {
-    /// When the request arrived.
-    pub time: SystemTime,
-    /// The client's address.
-    pub client: IpAddr,
-    /// The request method; `None` when the request could not be parsed.
-    pub method: Option<&'a str>,
-    /// The request path without its query; `None` when unparsable.
-    pub path: Option<&'a str>,
-    /// The response status.
-    pub status: u16,
-    /// Response body bytes written.
-    pub bytes: u64,
-    /// From the request's arrival to the last body byte handed to the
-    /// connection.
-    pub duration: Duration,
-    /// The release that answered (`Skewless-Served-By`).
-    pub release: Option<&'a str>,
-    /// The release the client says it runs.
-    pub pin: Option<&'a str>,
-    /// What the request was.
-    pub kind: LogKind,
-}
-
-/// Writes one line, newline included.
-pub fn write_line(w: &mut impl Write, f: &Fields<'_>) -> io::Result<()> {
-    const TIME: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    w.write_all(b"{\"time\":\"")?;
-    OffsetDateTime::from(f.time)
-        .format_into(w, TIME)
-        .map_err(io::Error::other)?;
-    write!(w, "\",\"client\":\"{}\",\"method\":", f.client)?;
-    string(w, f.method)?;
-    w.write_all(b",\"path\":")?;
-    string(w, f.path)?;
-    let micros = f.duration.as_micros();
-    write!(
-        w,
-        ",\"status\":{},\"bytes\":{},\"duration_ms\":{}.{:03},\"release\":",
-        f.status,
-        f.bytes,
-        micros / 1000,
-        micros % 1000
-    )?;
-    string(w, f.release)?;
-    w.write_all(b",\"pin\":")?;
-    string(w, f.pin)?;
-    writeln!(w, ",\"kind\":\"{}\"}}", f.kind.as_str())
-}
-
-/// A JSON string, or `null`.
-fn string(w: &mut impl Write, s: Option<&str>) -> io::Result<()> {
-    match s {
-        Some(s) => serde_json::to_writer(w, s).map_err(io::Error::other),
-        None => w.write_all(b"null"),
-    }
-}
-
-/// One formatted line on its way to the writer.
-// Large on purpose: a usual line crosses the channel in its slot, with no
-// heap allocation per request.
-#[allow(clippy::large_enum_variant)]
-enum Line {
-    Inline { len: u16, bytes: [u8; INLINE] },
-    Heap(Vec<u8>),
-}
-
-impl Line {
-    fn format(f: &Fields<'_>) -> Line {
-        let mut bytes = [0u8; INLINE];
-        let mut cursor = io::Cursor::new(&mut bytes[..]);
-        if write_line(&mut cursor, f).is_ok() {
-            // The cursor is over INLINE bytes, which fits u16.
-            let len = cursor.position() as u16;
-            return Line::Inline { len, bytes };
-        }
-        let mut v = Vec::with_capacity(INLINE * 2 + f.path.map_or(0, str::len));
-        // Writing into a Vec cannot fail.
-        let _ = write_line(&mut v, f);
-        Line::Heap(v)
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            Line::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Line::Heap(v) => v,
-        }
-    }
-}
-
-// See `Line`.
-#[allow(clippy::large_enum_variant)]
-enum Msg {
-    Line(Line),
-    /// Look at the reopen flag.
-    Wake,
-    /// Flush, stop, and say so.
-    Close(SyncSender<()>),
-}
 
 struct Shared {
     tx: SyncSender<Msg>,
@@ -196,21 +62,9 @@ pub struct AccessLog {
     shared: Option<Arc<Shared>>,
 }
 
-/// Where lines go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Target {
-    Stdout,
-    File(PathBuf),
-}
-
 fn dropped() -> &'static Counter {
     static C: OnceLock<Counter> = OnceLock::new();
     C.get_or_init(|| metrics::counter!("skewless_access_log_dropped_total"))
-}
-
-fn write_errors() -> &'static Counter {
-    static C: OnceLock<Counter> = OnceLock::new();
-    C.get_or_init(|| metrics::counter!("skewless_access_log_write_errors_total"))
 }
 
 impl AccessLog {
@@ -610,209 +464,10 @@ impl Drop for StreamRecord {
     }
 }
 
-fn target_name(t: &Target) -> String {
-    match t {
-        Target::Stdout => "-".into(),
-        Target::File(p) => p.display().to_string(),
-    }
-}
-
-/// Standard output or an append-mode file.
-enum Sink {
-    Stdout(io::Stdout),
-    File(std::fs::File),
-}
-
-impl Sink {
-    fn open(t: &Target) -> io::Result<Sink> {
-        Ok(match t {
-            Target::Stdout => Sink::Stdout(io::stdout()),
-            Target::File(p) => Sink::File(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p)?,
-            ),
-        })
-    }
-}
-
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            // One lock per batch: lines never interleave with other output.
-            Sink::Stdout(s) => s.lock().write(buf),
-            Sink::File(f) => f.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Sink::Stdout(s) => s.flush(),
-            Sink::File(f) => f.flush(),
-        }
-    }
-}
-
-/// Tracks write failures so a full disk is reported once, not per line.
-struct Health {
-    failing: bool,
-}
-
-impl Health {
-    fn result(&mut self, what: &str, r: io::Result<()>) {
-        match r {
-            Ok(()) => {
-                if self.failing {
-                    tracing::warn!("access log writable again");
-                    self.failing = false;
-                }
-            }
-            Err(e) => {
-                write_errors().increment(1);
-                if !self.failing {
-                    tracing::warn!(error = %e, "access log {what} failed; lines are lost until it works again");
-                    self.failing = true;
-                }
-            }
-        }
-    }
-}
-
-fn write_loop(rx: Receiver<Msg>, target: Target, sink: Sink, reopen: &AtomicBool) {
-    let mut out = io::BufWriter::with_capacity(WRITE_BUFFER, sink);
-    let mut health = Health { failing: false };
-    // When the oldest unflushed line was written.
-    let mut dirty_since: Option<Instant> = None;
-    loop {
-        let msg = match dirty_since {
-            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-            Some(t) => {
-                rx.recv_timeout((t + FLUSH_INTERVAL).saturating_duration_since(Instant::now()))
-            }
-        };
-        match msg {
-            Ok(Msg::Line(line)) => {
-                let r = out.write_all(line.as_bytes());
-                health.result("write", r);
-                dirty_since.get_or_insert_with(Instant::now);
-            }
-            Ok(Msg::Wake) | Err(RecvTimeoutError::Timeout) => {}
-            Ok(Msg::Close(ack)) => {
-                let r = out.flush();
-                health.result("flush", r);
-                let _ = ack.send(());
-                return;
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                let r = out.flush();
-                health.result("flush", r);
-                return;
-            }
-        }
-        if reopen.swap(false, Ordering::Acquire) {
-            let r = out.flush();
-            health.result("flush", r);
-            dirty_since = None;
-            match Sink::open(&target) {
-                Ok(sink) => {
-                    // Whatever the old file could not take is lost with it.
-                    let _ = std::mem::replace(
-                        &mut out,
-                        io::BufWriter::with_capacity(WRITE_BUFFER, sink),
-                    )
-                    .into_parts();
-                    tracing::info!(file = %target_name(&target), "access log reopened");
-                }
-                Err(e) => {
-                    write_errors().increment(1);
-                    tracing::warn!(error = %e, file = %target_name(&target), "cannot reopen the access log; still writing to the old file");
-                }
-            }
-            continue;
-        }
-        if dirty_since.is_some_and(|t| t.elapsed() >= FLUSH_INTERVAL) {
-            let r = out.flush();
-            health.result("flush", r);
-            dirty_since = None;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::line::tests::fields;
     use super::*;
-
-    fn fields(path: Option<&str>) -> Fields<'_> {
-        Fields {
-            time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_479_223_045),
-            client: "2001:db8::1".parse().unwrap(),
-            method: Some("GET"),
-            path,
-            status: 200,
-            bytes: 1234,
-            duration: Duration::from_micros(2_005_007),
-            release: Some("v2"),
-            pin: Some("v1"),
-            kind: LogKind::Asset,
-        }
-    }
-
-    fn line(f: &Fields<'_>) -> String {
-        let l = Line::format(f);
-        String::from_utf8(l.as_bytes().to_vec()).unwrap()
-    }
-
-    #[test]
-    fn a_line_is_one_json_object_with_every_field() {
-        let text = line(&fields(Some("/assets/app.js")));
-        assert_eq!(
-            text,
-            "{\"time\":\"2025-11-30T05:07:03.045Z\",\"client\":\"2001:db8::1\",\"method\":\"GET\",\
-             \"path\":\"/assets/app.js\",\"status\":200,\"bytes\":1234,\"duration_ms\":2005.007,\
-             \"release\":\"v2\",\"pin\":\"v1\",\"kind\":\"asset\"}\n"
-        );
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v["duration_ms"].as_f64(), Some(2005.007));
-    }
-
-    #[test]
-    fn quotes_backslashes_and_control_characters_are_escaped() {
-        let nasty = "/a\"b\\c\nd\re\u{1}f\u{7f}g\u{e9}\t\"}{";
-        let text = line(&fields(Some(nasty)));
-        assert_eq!(text.matches('\n').count(), 1, "{text}");
-        assert!(text.ends_with("}\n"));
-        assert!(!text.bytes().any(|b| b < 0x20 && b != b'\n'), "{text}");
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v["path"], nasty);
-        assert_eq!(v["kind"], "asset");
-    }
-
-    #[test]
-    fn unknown_fields_are_null() {
-        let mut f = fields(None);
-        f.method = None;
-        f.release = None;
-        f.pin = None;
-        f.kind = LogKind::EventStream;
-        f.client = "127.0.0.1".parse().unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line(&f)).unwrap();
-        assert!(v["method"].is_null() && v["path"].is_null());
-        assert!(v["release"].is_null() && v["pin"].is_null());
-        assert_eq!(v["kind"], "event-stream");
-        assert_eq!(v["client"], "127.0.0.1");
-    }
-
-    #[test]
-    fn long_lines_leave_the_inline_slot_whole() {
-        let long = format!("/{}", "x".repeat(5000));
-        let l = Line::format(&fields(Some(&long)));
-        assert!(matches!(l, Line::Heap(_)));
-        let v: serde_json::Value = serde_json::from_slice(l.as_bytes()).unwrap();
-        assert_eq!(v["path"], long.as_str());
-        let short = Line::format(&fields(Some("/")));
-        assert!(matches!(short, Line::Inline { .. }));
-    }
 
     #[test]
     fn pins_come_from_the_path_or_the_event_query() {
