@@ -134,6 +134,21 @@ fn every_way_in_writes_one_json_line_without_secrets() {
         .unwrap();
     assert_eq!(api.status(), 200);
     let api_len = api.bytes().unwrap().len() as u64;
+    // A WebSocket through the back end: logged when it is switched.
+    let ws_url = format!("{}/api/ws", s.url.replace("http://", "ws://"));
+    let mut ws_req =
+        tungstenite::client::IntoClientRequest::into_client_request(ws_url.as_str()).unwrap();
+    ws_req
+        .headers_mut()
+        .insert("skewless-release", "v1".parse().unwrap());
+    let (mut socket, resp) = tungstenite::connect(ws_req).expect("websocket");
+    assert_eq!(resp.status(), 101);
+    socket
+        .send(tungstenite::Message::Text("hello".into()))
+        .unwrap();
+    assert!(socket.read().unwrap().to_text().unwrap().ends_with("hello"));
+    let _ = socket.close(None);
+    drop(socket);
     // System.
     let version = s.get("/_skewless/version").send().unwrap();
     assert_eq!(version.status(), 200);
@@ -214,6 +229,12 @@ fn every_way_in_writes_one_json_line_without_secrets() {
     assert_eq!(api_line["bytes"], api_len);
     assert_eq!(api_line["release"], "v1");
     assert_eq!(api_line["pin"], "v1");
+
+    let ws_line = wait_line(&log, "the WebSocket's line", |l| l["status"] == 101);
+    assert_eq!(ws_line["path"], "/api/ws");
+    assert_eq!(ws_line["kind"], "api");
+    assert_eq!(ws_line["release"], "v1");
+    assert_eq!(ws_line["pin"], "v1");
 
     let version_line = wait_line(&log, "the version line", |l| {
         l["path"] == "/_skewless/version"
