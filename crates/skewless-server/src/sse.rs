@@ -80,8 +80,9 @@ pub async fn serve(
             .and_then(|h| std::str::from_utf8(h.value).ok())
     };
     log.pin = ReleaseText::of(
-        skewless_core::pin::pin_str(header(skewless_core::pin::HEADER), header("cookie"))
-            .or_else(|| events_release(req.path.and_then(|p| p.split_once('?')).map(|(_, q)| q))),
+        events_release(req.path.and_then(|p| p.split_once('?')).map(|(_, q)| q)).or_else(|| {
+            skewless_core::pin::pin_str(header(skewless_core::pin::HEADER), header("cookie"))
+        }),
     );
     let (current, required) = release_headers(
         &gw,
@@ -115,9 +116,6 @@ pub async fn serve(
             return;
         }
     };
-    if release.is_some() {
-        log.pin = ReleaseText::of(release.as_deref());
-    }
     metrics::request(Kind::System, 200);
     let mut rx = gw.notices.subscribe();
     let mut shutdown = gw.shutdown.clone();
@@ -156,10 +154,10 @@ pub async fn serve(
     let end: &[u8] = if chunked { b"0\r\n\r\n" } else { b"" };
     let first = event_text(&gw, release.as_deref(), Some(RETRY_MS));
     chunk(&mut out, first.as_bytes());
+    log.status = 200;
     if stream.write_all(&out).await.is_err() {
         return;
     }
-    log.status = 200;
     log.bytes = first.len() as u64;
     drop(out);
 
