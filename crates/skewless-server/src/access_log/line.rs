@@ -1,6 +1,7 @@
 //! One access-log line: its fields and their JSON form.
 
-use std::io::{self, Write};
+use std::cell::{Cell, RefCell};
+use std::io::Write;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
@@ -63,39 +64,94 @@ pub struct Fields<'a> {
     pub kind: LogKind,
 }
 
-/// Writes one line, newline included.
-pub fn write_line(w: &mut impl Write, f: &Fields<'_>) -> io::Result<()> {
-    const TIME: &[time::format_description::FormatItem<'static>] = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
-    w.write_all(b"{\"time\":\"")?;
-    OffsetDateTime::from(f.time)
-        .format_into(w, TIME)
-        .map_err(io::Error::other)?;
-    write!(w, "\",\"client\":\"{}\",\"method\":", f.client)?;
-    string(w, f.method)?;
-    w.write_all(b",\"path\":")?;
-    string(w, f.path)?;
+/// Appends one line, newline included, to `out`.
+///
+/// Formatting is by hand, not through `format_args!`: a line is written
+/// for every request, and this keeps it to a few hundred instructions.
+pub fn write_line(out: &mut Vec<u8>, f: &Fields<'_>) {
+    out.extend_from_slice(b"{\"time\":\"");
+    timestamp(out, f.time);
+    out.extend_from_slice(b"\",\"client\":\"");
+    match f.client {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+            }
+        }
+        // Writing into a Vec cannot fail.
+        IpAddr::V6(v6) => drop(write!(out, "{v6}")),
+    }
+    out.extend_from_slice(b"\",\"method\":");
+    string(out, f.method);
+    out.extend_from_slice(b",\"path\":");
+    string(out, f.path);
+    out.extend_from_slice(b",\"status\":");
+    out.extend_from_slice(itoa::Buffer::new().format(f.status).as_bytes());
+    out.extend_from_slice(b",\"bytes\":");
+    out.extend_from_slice(itoa::Buffer::new().format(f.bytes).as_bytes());
+    out.extend_from_slice(b",\"duration_ms\":");
     let micros = f.duration.as_micros();
-    write!(
-        w,
-        ",\"status\":{},\"bytes\":{},\"duration_ms\":{}.{:03},\"release\":",
-        f.status,
-        f.bytes,
-        micros / 1000,
-        micros % 1000
-    )?;
-    string(w, f.release)?;
-    w.write_all(b",\"pin\":")?;
-    string(w, f.pin)?;
-    writeln!(w, ",\"kind\":\"{}\"}}", f.kind.as_str())
+    out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+    out.push(b'.');
+    three_digits(out, (micros % 1000) as u16);
+    out.extend_from_slice(b",\"release\":");
+    string(out, f.release);
+    out.extend_from_slice(b",\"pin\":");
+    string(out, f.pin);
+    out.extend_from_slice(b",\"kind\":\"");
+    out.extend_from_slice(f.kind.as_str().as_bytes());
+    out.extend_from_slice(b"\"}\n");
+}
+
+/// `n` (below 1000) as three digits.
+fn three_digits(out: &mut Vec<u8>, n: u16) {
+    out.extend_from_slice(&[
+        b'0' + (n / 100 % 10) as u8,
+        b'0' + (n / 10 % 10) as u8,
+        b'0' + (n % 10) as u8,
+    ]);
+}
+
+/// RFC 3339 in UTC with milliseconds. The part up to the seconds changes
+/// once a second, so each thread keeps its last one.
+fn timestamp(out: &mut Vec<u8>, t: SystemTime) {
+    const SECONDS: &[time::format_description::FormatItem<'static>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    thread_local! {
+        static LAST: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+    }
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (cached, mut text) = LAST.get();
+    if cached != secs {
+        let mut buf = Vec::with_capacity(19);
+        let formatted = i64::try_from(secs)
+            .ok()
+            .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+            .and_then(|dt| dt.format_into(&mut buf, SECONDS).ok());
+        // Years past 9999 do not fit the format; they never occur.
+        if formatted.is_none() || buf.len() != text.len() {
+            out.extend_from_slice(b"0000-00-00T00:00:00.000Z");
+            return;
+        }
+        text.copy_from_slice(&buf);
+        LAST.set((secs, text));
+    }
+    out.extend_from_slice(&text);
+    out.push(b'.');
+    three_digits(out, (since.subsec_millis()) as u16);
+    out.push(b'Z');
 }
 
 /// A JSON string, or `null`.
-fn string(w: &mut impl Write, s: Option<&str>) -> io::Result<()> {
+fn string(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
-        Some(s) => serde_json::to_writer(w, s).map_err(io::Error::other),
-        None => w.write_all(b"null"),
+        // Writing into a Vec cannot fail.
+        Some(s) => drop(serde_json::to_writer(&mut *out, s)),
+        None => out.extend_from_slice(b"null"),
     }
 }
 
@@ -109,18 +165,30 @@ pub(super) enum Line {
 }
 
 impl Line {
+    /// Formats the line in this thread's reusable buffer, then copies it
+    /// into the slot (or, when long, into a buffer of its own).
     pub(super) fn format(f: &Fields<'_>) -> Line {
-        let mut bytes = [0u8; INLINE];
-        let mut cursor = io::Cursor::new(&mut bytes[..]);
-        if write_line(&mut cursor, f).is_ok() {
-            // The cursor is over INLINE bytes, which fits u16.
-            let len = cursor.position() as u16;
-            return Line::Inline { len, bytes };
+        thread_local! {
+            static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
         }
-        let mut v = Vec::with_capacity(INLINE * 2 + f.path.map_or(0, str::len));
-        // Writing into a Vec cannot fail.
-        let _ = write_line(&mut v, f);
-        Line::Heap(v)
+        BUF.with_borrow_mut(|buf| {
+            buf.clear();
+            write_line(buf, f);
+            if buf.len() <= INLINE {
+                let mut bytes = [0u8; INLINE];
+                bytes[..buf.len()].copy_from_slice(buf);
+                // At most INLINE, which fits u16.
+                Line::Inline {
+                    len: buf.len() as u16,
+                    bytes,
+                }
+            } else {
+                let line = Line::Heap(buf.clone());
+                // A very long path must not keep a large buffer alive.
+                buf.shrink_to(INLINE * 2);
+                line
+            }
+        })
     }
 
     pub(super) fn as_bytes(&self) -> &[u8] {
@@ -205,5 +273,40 @@ pub(crate) mod tests {
         assert_eq!(v["path"], long.as_str());
         let short = Line::format(&fields(Some("/")));
         assert!(matches!(short, Line::Inline { .. }));
+    }
+
+    #[test]
+    fn times_and_addresses_are_exact_across_seconds() {
+        let at = |ms: u64, ip: &str| {
+            let mut f = fields(Some("/"));
+            f.time = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+            f.client = ip.parse().unwrap();
+            f.duration = Duration::from_micros(7);
+            let v: serde_json::Value = serde_json::from_str(&line(&f)).unwrap();
+            (
+                v["time"].as_str().unwrap().to_owned(),
+                v["client"].as_str().unwrap().to_owned(),
+                v["duration_ms"].as_f64().unwrap(),
+            )
+        };
+        // The same second twice, the next one, then back: the cached part
+        // follows.
+        assert_eq!(
+            at(1_764_479_223_999, "10.0.255.1").0,
+            "2025-11-30T05:07:03.999Z"
+        );
+        assert_eq!(
+            at(1_764_479_223_000, "0.0.0.0").0,
+            "2025-11-30T05:07:03.000Z"
+        );
+        assert_eq!(
+            at(1_764_479_224_001, "1.2.3.4").0,
+            "2025-11-30T05:07:04.001Z"
+        );
+        assert_eq!(at(951_782_400_010, "1.2.3.4").0, "2000-02-29T00:00:00.010Z");
+        assert_eq!(at(0, "255.255.255.255").1, "255.255.255.255");
+        assert_eq!(at(0, "10.0.255.1").1, "10.0.255.1");
+        assert_eq!(at(0, "::ffff:10.0.0.1").1, "::ffff:10.0.0.1");
+        assert_eq!(at(0, "1.2.3.4").2, 0.007);
     }
 }
