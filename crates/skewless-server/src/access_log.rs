@@ -1,14 +1,15 @@
 //! The access log: one JSON line per request, written by a thread of its
 //! own so the request path never waits on the disk.
 //!
-//! A request's line is formatted on its own task, when its response ends,
-//! straight into a fixed-size slot, and handed over a bounded channel to
-//! the writer thread, which batches lines in a buffer flushed every
-//! [`writer::FLUSH_INTERVAL`] and on shutdown. When the channel is full the line is
-//! dropped and counted (`skewless_access_log_dropped_total`); a failing
-//! write (a full disk) is counted (`skewless_access_log_write_errors_total`)
-//! and never stops the server. A log file is opened for appending and
-//! reopened on `SIGHUP`, for rotation.
+//! A request's line is formatted on its own task when its response ends,
+//! in a per-thread buffer, copied into a fixed-size slot and handed over a
+//! bounded channel to the writer thread, which polls the channel and
+//! batches lines in a buffer flushed every [`writer::FLUSH_INTERVAL`] and on
+//! shutdown. When the channel is full the line is dropped and counted
+//! (`skewless_access_log_dropped_total`); a failing write (a full disk) is
+//! counted (`skewless_access_log_write_errors_total`) and never stops the
+//! server. A log file is opened for appending and reopened on `SIGHUP`, for
+//! rotation.
 //!
 //! Query strings, cookies and the `Authorization` header are never
 //! written: the path is logged without its query, and the only thing taken
