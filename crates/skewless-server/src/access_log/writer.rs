@@ -133,8 +133,11 @@ pub(super) fn write_loop(rx: Receiver<Msg>, target: Target, sink: Sink, reopen: 
         while taken < ROUND {
             match rx.try_recv() {
                 Ok(Msg::Line(line)) => {
-                    let r = out.write_all(line.as_bytes());
-                    health.result("write", r);
+                    // Most writes only fill the buffer: a success says
+                    // nothing about the file, a failure does.
+                    if let Err(e) = out.write_all(line.as_bytes()) {
+                        health.result("write", Err(e));
+                    }
                     dirty_since.get_or_insert_with(Instant::now);
                     taken += 1;
                 }
