@@ -67,6 +67,7 @@ impl Bound {
         let (stop_tx, stop_rx) = watch::channel(false);
         let grace = Duration::from_secs(config.shutdown_grace_secs);
         let gw = Gateway::new(config, adapters, stop_rx.clone()).await?;
+        gw.access_log().reopen_on_hangup();
         let header_read_timeout = Duration::from_secs(gw.config().header_read_timeout_secs.max(1));
         let tls = tls.map(|(acceptor, certs)| {
             tokio::spawn(certs.watch());
@@ -83,6 +84,7 @@ impl Bound {
                 crate::limits::HeadLimits::of(gw.config()),
                 header_read_timeout,
                 stop_rx,
+                gw.access_log().clone(),
             ));
         }
         let reaper = tokio::spawn(gw.reaper());
@@ -109,6 +111,8 @@ impl Bound {
         .await;
         reaper.abort();
         gw.stop_backends().await;
+        let log = gw.access_log().clone();
+        let _ = tokio::task::spawn_blocking(move || log.close()).await;
         Ok(())
     }
 }
