@@ -7,6 +7,7 @@ mod auth;
 mod client_js;
 mod clock;
 mod config;
+mod conns;
 mod error;
 mod events;
 mod fsck;
