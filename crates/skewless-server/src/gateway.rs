@@ -74,6 +74,8 @@ pub struct Gateway {
     pub stream_slots: crate::events::StreamSlots,
     /// Configuration.
     pub config: ServerConfig,
+    /// This process's hold on the data directory.
+    _data_lock: crate::datadir::DataLock,
 }
 
 impl Gateway {
@@ -83,12 +85,7 @@ impl Gateway {
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Self>, ServerError> {
         let data = &config.data;
-        std::fs::create_dir_all(data).map_err(|e| {
-            ServerError::Startup(format!(
-                "cannot create data directory {}: {e}",
-                data.display()
-            ))
-        })?;
+        let data_lock = crate::datadir::DataLock::acquire(data)?;
         let store: Arc<dyn BlobStore> = Arc::new(LocalDir::open(data.join("blobs"))?);
         let state: Arc<dyn StateStore> = Arc::new(Sqlite::open(&data.join("state.db"))?);
         config.validate()?;
@@ -147,6 +144,7 @@ impl Gateway {
             default_upstream,
             stream_slots: Default::default(),
             config,
+            _data_lock: data_lock,
         };
         gw.refresh().await?;
         Ok(Arc::new(gw))
