@@ -19,12 +19,14 @@ mod metrics;
 mod presence;
 mod proxy;
 mod reaper;
+mod redirect;
 mod serve;
 pub mod shell;
 mod snapshot;
 mod sse;
 mod supervisor;
 mod system;
+mod tls;
 
 pub use clock::{Clock, SystemClock};
 pub use config::{BackendDefaults, Retention, Role, ServerConfig, TokenConfig};
