@@ -147,7 +147,9 @@ impl Pool {
                 Err(Exchange::Failed(e)) => return Err(Failure::Http(e)),
             }
         }
-        let open = self.connect(key).await?;
+        // Boxed: connecting is rare, and its large future would otherwise
+        // be part of (and copied with) every request's.
+        let open = Box::pin(self.connect(key)).await?;
         match self.exchange(key, open, req).await {
             Ok(resp) => Ok(resp),
             Err(Exchange::Unsent(_)) => Err(Failure::Connect(
@@ -205,7 +207,7 @@ impl Pool {
         key: &Key,
         req: Request<Body>,
     ) -> Result<Response<Incoming>, Failure> {
-        let Open { mut send, conn } = *self.connect(key).await?;
+        let Open { mut send, conn } = *Box::pin(self.connect(key)).await?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });

@@ -236,7 +236,7 @@ impl Proxy {
         }
         let sent = tokio::time::timeout(
             self.read_timeout,
-            self.pool.send_upgrade(&upstream.key, out),
+            Box::pin(self.pool.send_upgrade(&upstream.key, out)),
         )
         .await;
         let mut resp = match sent {

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use crate::ByteStream;
 
 /// Bytes read from disk per step of a streamed file.
-pub const CHUNK: usize = 256 * 1024;
+pub const CHUNK: usize = 128 * 1024;
 
 /// An open stored file: its length, and the descriptor positioned nowhere
 /// in particular.
