@@ -14,8 +14,15 @@ use std::time::Duration;
 use support::Server;
 
 /// The served file: 96 MiB, so one buffered copy alone would exceed the
-/// bound, and sixteen would take 1.5 GiB.
-const SIZE: usize = 96 * 1024 * 1024;
+/// bound, and sixteen would take 1.5 GiB (`SKEWLESS_TEST_LARGE_FILE_MIB`
+/// sets another size, e.g. 500).
+fn size() -> usize {
+    std::env::var("SKEWLESS_TEST_LARGE_FILE_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(96)
+        << 20
+}
 const DOWNLOADS: usize = 16;
 /// Allowed rise of the gateway's resident memory while serving them.
 const BOUND_KIB: u64 = 64 * 1024;
@@ -156,7 +163,8 @@ fn large_files_stream_in_constant_memory_and_survive_changes_underneath() {
         "<!doctype html><title>big</title>",
     )
     .unwrap();
-    let data = content(SIZE, 0x5eed);
+    let size = size();
+    let data = content(size, 0x5eed);
     let whole = Digest::of(&data);
     std::fs::write(app.path().join("media/big.bin"), &data).unwrap();
     let s = Server::start();
@@ -168,7 +176,7 @@ fn large_files_stream_in_constant_memory_and_survive_changes_underneath() {
     // creates are in the baseline; then the peak is reset.
     let (status, _, mut r) = open_get(&s.url, "/media/big.bin", "");
     assert_eq!(status, 200);
-    assert_eq!(drain(&mut r).unwrap(), (SIZE as u64, whole));
+    assert_eq!(drain(&mut r).unwrap(), (size as u64, whole));
     std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
     let before = status_kib(pid, "VmRSS:");
 
@@ -180,25 +188,25 @@ fn large_files_stream_in_constant_memory_and_survive_changes_underneath() {
                 assert_eq!(status, 200);
                 assert_eq!(
                     header(&headers, "content-length"),
-                    Some(SIZE.to_string().as_str())
+                    Some(size.to_string().as_str())
                 );
                 drain(&mut r).unwrap()
             })
         })
         .collect();
     for d in downloads {
-        assert_eq!(d.join().unwrap(), (SIZE as u64, whole));
+        assert_eq!(d.join().unwrap(), (size as u64, whole));
     }
     let peak = status_kib(pid, "VmHWM:");
     println!(
         "{DOWNLOADS} concurrent downloads of {} MiB: RSS {before} KiB before, peak {peak} KiB",
-        SIZE >> 20
+        size >> 20
     );
     assert!(
         peak < before + BOUND_KIB,
         "{DOWNLOADS} downloads of a {} MiB file raised the gateway's RSS from {before} KiB to a \
          peak of {peak} KiB (bound: {BOUND_KIB} KiB)",
-        SIZE >> 20
+        size >> 20
     );
 
     // A range far larger than a chunk, and one past the end.
@@ -211,7 +219,7 @@ fn large_files_stream_in_constant_memory_and_survive_changes_underneath() {
     assert_eq!(status, 206);
     assert_eq!(
         header(&headers, "content-range"),
-        Some(format!("bytes {from}-{to}/{SIZE}").as_str())
+        Some(format!("bytes {from}-{to}/{size}").as_str())
     );
     assert_eq!(
         drain(&mut r).unwrap(),
@@ -220,7 +228,7 @@ fn large_files_stream_in_constant_memory_and_survive_changes_underneath() {
     let (status, _, _) = open_get(
         &s.url,
         "/media/big.bin",
-        &format!("Range: bytes={SIZE}-\r\n"),
+        &format!("Range: bytes={size}-\r\n"),
     );
     assert_eq!(status, 416);
 
@@ -234,11 +242,11 @@ fn large_files_stream_in_constant_memory_and_survive_changes_underneath() {
     let mut first = vec![0u8; 1 << 20];
     inflight.read_exact(&mut first).unwrap();
     let other = blob.with_extension("other");
-    std::fs::write(&other, &data[..SIZE / 2]).unwrap();
+    std::fs::write(&other, &data[..size / 2]).unwrap();
     std::fs::rename(&other, &blob).unwrap();
     assert_eq!(
         drain_from(&mut inflight, Digest::of(&first)).unwrap(),
-        (SIZE as u64, whole)
+        (size as u64, whole)
     );
     let r = s.get("/media/big.bin").send().unwrap();
     assert_eq!(r.status(), 500);
@@ -253,7 +261,7 @@ fn large_files_stream_in_constant_memory_and_survive_changes_underneath() {
     std::fs::remove_file(&blob).unwrap();
     assert_eq!(
         drain_from(&mut inflight, Digest::of(&first)).unwrap(),
-        (SIZE as u64, whole)
+        (size as u64, whole)
     );
     let r = s.get("/media/big.bin").send().unwrap();
     assert_eq!(r.status(), 500);
