@@ -140,15 +140,14 @@ pub async fn file_response(
     h.insert(SERVED_BY, f.served_by.clone());
     h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
 
-    if etag_matches(text(header::IF_NONE_MATCH), etag.to_str().unwrap_or("")) {
+    let etag_text = etag.to_str().unwrap_or("");
+    if etag_matches(text(header::IF_NONE_MATCH), etag_text) {
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
         return resp;
     }
 
     let range = match (encoding, text(header::IF_RANGE)) {
-        (Encoding::Identity, Some(if_range)) if if_range.trim() != etag.to_str().unwrap_or("") => {
-            RangeRequest::Full
-        }
+        (Encoding::Identity, Some(if_range)) if if_range.trim() != etag_text => RangeRequest::Full,
         (Encoding::Identity, _) => parse_range(range_header, len),
         _ => RangeRequest::Full,
     };
