@@ -8,6 +8,7 @@ mod auth;
 mod client_js;
 mod clock;
 mod config;
+mod conns;
 mod datadir;
 mod error;
 mod events;
