@@ -74,6 +74,8 @@ pub struct Gateway {
     pub stream_slots: crate::events::StreamSlots,
     /// Configuration.
     pub config: ServerConfig,
+    /// Rename-aware release diffs, once per pair.
+    pub diffs: Arc<crate::restyle::Diffs>,
 }
 
 impl Gateway {
@@ -147,6 +149,7 @@ impl Gateway {
             default_upstream,
             stream_slots: Default::default(),
             config,
+            diffs: Default::default(),
         };
         gw.refresh().await?;
         Ok(Arc::new(gw))
@@ -201,7 +204,9 @@ impl Gateway {
                 })
             })
             .collect();
-        self.snapshot.store(Arc::new(snap));
+        let snap = Arc::new(snap);
+        self.diffs.refresh(&self.store, &snap);
+        self.snapshot.store(snap);
         self.supervisor.sync(wanted);
         if changed {
             // No receivers is fine: no stream is open.

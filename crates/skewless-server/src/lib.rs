@@ -16,6 +16,7 @@ mod metrics;
 mod presence;
 mod proxy;
 mod reaper;
+mod restyle;
 mod serve;
 pub mod shell;
 mod snapshot;
