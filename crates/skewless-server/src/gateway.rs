@@ -455,8 +455,19 @@ async fn resolve_request(gw: &Arc<Gateway>, req: Request, peer: SocketAddr) -> R
     }
     let headers = req.headers();
     let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let pin_str = pin::pin_str(text(&PIN_HEADER), text(&header::COOKIE));
     let navigation = is_navigation(true, text(&SEC_FETCH_MODE), text(&header::ACCEPT));
+    // A page load is pinned by the cookie alone (it keeps a canary sticky);
+    // what a page loads by itself may name its release by `Referer` too.
+    let pin_str = if navigation {
+        pin::pin_str(text(&PIN_HEADER), text(&header::COOKIE))
+    } else {
+        pin::pin_of(
+            text(&PIN_HEADER),
+            text(&header::REFERER),
+            request_host(&req),
+            text(&header::COOKIE),
+        )
+    };
     let snap = gw.snapshot.load();
     let resolution = resolve(
         &**snap,
@@ -579,7 +590,13 @@ async fn proxy_api(gw: &Gateway, req: Request, client: SocketAddr) -> Response {
         req.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, limit as usize)));
     let headers = req.headers();
     let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let pin = pin::pin_from(text(&PIN_HEADER), text(&header::COOKIE));
+    let pin = pin::pin_of(
+        text(&PIN_HEADER),
+        text(&header::REFERER),
+        request_host(&req),
+        text(&header::COOKIE),
+    )
+    .and_then(|p| ReleaseId::parse(p).ok());
     let snap = gw.snapshot.load();
     let candidates: Vec<Candidate<Arc<Upstream>>> = snap
         .ordered
@@ -621,6 +638,14 @@ async fn proxy_api(gw: &Gateway, req: Request, client: SocketAddr) -> Response {
             "no back end for this API call: no live release has a healthy back end and no default_upstream is configured",
         ),
     }
+}
+
+/// The host a request was sent to: `Host`, else the URI's authority (HTTP/2).
+fn request_host<B>(req: &axum::http::Request<B>) -> Option<&str> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri().authority().map(|a| a.as_str()))
 }
 
 fn not_found() -> Response {
