@@ -17,6 +17,7 @@ mod presence;
 mod proxy;
 mod reaper;
 mod restyle;
+mod service_worker;
 mod serve;
 pub mod shell;
 mod snapshot;

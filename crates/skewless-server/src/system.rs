@@ -26,6 +26,7 @@ pub fn routes() -> Router<Arc<Gateway>> {
         .route("/_skewless/dashboard", get(dashboard))
         .route("/_skewless/dashboard/{file}", get(dashboard))
         .route("/_skewless/{module}", get(client_module))
+        .merge(crate::service_worker::routes())
 }
 
 fn json(status: StatusCode, body: String) -> Response {
