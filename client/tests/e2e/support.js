@@ -1,6 +1,7 @@
 // Boilerplate for the end-to-end tests: start the real gateway on port 0
 // with a temporary data directory, drive its CLI, launch Debian's Chromium.
 import { execFile, spawn } from 'node:child_process';
+import { createServer } from 'node:http';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -67,11 +68,11 @@ export async function startServer({ args = [] } = {}) {
   const cli = (/** @type {string[]} */ ...args) => run(BIN, [...args, '--server', url, '--token', TOKEN]);
   return {
     url,
-    /** Deploys a fixture directory as release `id`, optionally with a back-end URL. */
+    /** Deploys a fixture directory (or any directory, by absolute path) as release `id`, optionally with a back-end URL. */
     deploy: (/** @type {string} */ fixture, /** @type {string} */ id, { promote = false, backend = '' } = {}) =>
       cli(
         'deploy',
-        path.join(FIXTURES, fixture),
+        path.resolve(FIXTURES, fixture),
         '--release',
         id,
         ...(promote ? ['--promote'] : []),
@@ -108,12 +109,13 @@ export async function startServer({ args = [] } = {}) {
  * @param {string} url
  */
 async function assertServesCurrentClient(url) {
-  const src = path.join(CLIENT_DIR, 'src');
-  for (const name of readdirSync(src).filter((n) => n.endsWith('.js'))) {
-    const response = await fetch(`${url}/_skewless/${name}`);
-    const served = response.ok ? await response.text() : `HTTP ${response.status}`;
-    if (served !== readFileSync(path.join(src, name), 'utf8')) {
-      throw new Error(`${BIN} serves a different /_skewless/${name} than client/src/${name}: rebuild it (cargo build -p skewless)`);
+  for (const dir of ['src', 'sw']) {
+    for (const name of readdirSync(path.join(CLIENT_DIR, dir)).filter((n) => n.endsWith('.js'))) {
+      const response = await fetch(`${url}/_skewless/${name}`);
+      const served = response.ok ? await response.text() : `HTTP ${response.status}`;
+      if (served !== readFileSync(path.join(CLIENT_DIR, dir, name), 'utf8')) {
+        throw new Error(`${BIN} serves a different /_skewless/${name} than client/${dir}/${name}: rebuild it (cargo build -p skewless)`);
+      }
     }
   }
 }
@@ -198,5 +200,30 @@ export async function recordReloadReasons(page) {
   );
   return {
     reasons: () => page.evaluate(() => JSON.parse(sessionStorage.getItem('e2e:reload-reasons') || '[]')),
+  };
+}
+
+/**
+ * A back end for the apps' `/api/` calls: answers every request with its
+ * name and the Skewless-* headers it received.
+ * @param {string} [name]
+ */
+export async function startBackend(name = 'backend') {
+  const server = createServer((req, res) => {
+    res.setHeader('Content-Type', 'application/json');
+    res.end(
+      JSON.stringify({
+        backend: name,
+        path: req.url,
+        release: req.headers['skewless-release'] ?? null,
+        client: req.headers['skewless-client'] ?? null,
+      }),
+    );
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(undefined)));
+  const { port } = /** @type {import('node:net').AddressInfo} */ (server.address());
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () => new Promise((resolve) => server.close(() => resolve(undefined))),
   };
 }
