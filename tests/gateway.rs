@@ -555,17 +555,34 @@ fn event_streams_speak_http_1_0_and_refuse_oversized_heads() {
         seen.push_str(&line);
     }
 
-    // A request head that reaches 16 KiB without ending is refused.
-    let mut c = std::net::TcpStream::connect(&addr).unwrap();
-    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // A header line over 8 KiB is refused as soon as it is seen, before the
+    // head ends; so is a head of short lines that reaches 32 KiB.
+    let refused = |head: Vec<u8>| {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.write_all(&head).unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        answer
+    };
     let mut big = b"GET /_skewless/events HTTP/1.1\r\nx-pad: ".to_vec();
     big.resize(16 * 1024, b'a');
-    c.write_all(&big).unwrap();
-    let mut answer = String::new();
-    c.read_to_string(&mut answer).unwrap();
+    let answer = refused(big);
     assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
     assert!(
-        answer.contains("request head is larger than 16 KiB"),
+        answer.contains("header line is longer than 8 KiB"),
+        "{answer}"
+    );
+    let mut many = b"GET /_skewless/events HTTP/1.1\r\n".to_vec();
+    while many.len() < 40 * 1024 {
+        many.extend_from_slice(
+            format!("x-pad-{}: {}\r\n", many.len(), "a".repeat(1000)).as_bytes(),
+        );
+    }
+    let answer = refused(many);
+    assert!(answer.starts_with("HTTP/1.1 431 "), "{answer}");
+    assert!(
+        answer.contains("request head is larger than 32 KiB"),
         "{answer}"
     );
 }

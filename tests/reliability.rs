@@ -465,6 +465,173 @@ fn fsck_reports_and_repairs_without_changing_anything_otherwise() {
 }
 
 #[test]
+fn header_limits_hold_on_http1_and_http2_and_are_configurable() {
+    let s = Server::start();
+    s.deploy(&example("v1"), "v1", true);
+    let line = |len: usize| format!("x-big: {}\r\n", "a".repeat(len - 7));
+    // HTTP/1: a line of exactly 8 KiB passes, one byte more is refused with
+    // a JSON reason; a head of short lines over 32 KiB is refused too.
+    assert_eq!(raw(&s.url, &get_req("/", &line(8192))).0, 200);
+    let (code, answer) = raw(&s.url, &get_req("/", &line(8193)));
+    assert_eq!(code, 431, "{answer}");
+    assert!(
+        answer.contains("header line x-big is longer than 8 KiB"),
+        "{answer}"
+    );
+    let (code, answer) = raw(&s.url, &get_req("/api/x", &line(200 * 1024)));
+    assert_eq!(code, 431, "{answer}");
+    let short: String = (0..40)
+        .map(|i| format!("x-h{i}: {}\r\n", "b".repeat(900)))
+        .collect();
+    assert_eq!(raw(&s.url, &get_req("/", &short)).0, 431);
+    let (code, answer) = raw(&s.url, &get_req(&format!("/{}", "c".repeat(9000)), ""));
+    assert_eq!(code, 414, "{answer}");
+    // HTTP/2 (prior knowledge): the same limits.
+    let h2 = reqwest::blocking::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let get2 = |name: &str, len: usize| {
+        h2.get(format!("{}/style.css", s.url))
+            .header(name, "d".repeat(len))
+            .send()
+    };
+    let ok = get2("x-fine", 4000).unwrap();
+    assert_eq!(ok.version(), reqwest::Version::HTTP_2);
+    assert_eq!(ok.status(), 200);
+    let long = get2("x-big", 9000).unwrap();
+    assert_eq!(long.status(), 431);
+    assert!(long.text().unwrap().contains("longer than 8 KiB"));
+    let mut req = h2.get(format!("{}/style.css", s.url));
+    for i in 0..40 {
+        req = req.header(format!("x-h{i}"), "e".repeat(1000));
+    }
+    assert_eq!(req.send().unwrap().status(), 431);
+    // Healthy afterwards on both.
+    assert_eq!(get2("x-fine", 10).unwrap().status(), 200);
+    assert_eq!(raw(&s.url, &get_req("/", "")).0, 200);
+
+    // Configurable: larger limits let a 12 KiB line through.
+    let wide = Server::start_with(
+        tempfile::tempdir().unwrap(),
+        &[
+            "--max-header-line-bytes",
+            "16384",
+            "--max-request-head-bytes",
+            "65536",
+        ],
+    );
+    wide.deploy(&example("v1"), "v1", true);
+    assert_eq!(raw(&wide.url, &get_req("/", &line(12 * 1024))).0, 200);
+    assert_eq!(raw(&wide.url, &get_req("/", &line(17 * 1024))).0, 431);
+    // Nonsense limits stop the server with one line.
+    let bad = std::process::Command::new(support::bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--max-request-head-bytes",
+            "100",
+        ])
+        .arg("--data")
+        .arg(tempfile::tempdir().unwrap().path())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.trim_end().lines().count() == 1
+            && err.contains("max_request_head_bytes must be at least 8192"),
+        "{err}"
+    );
+}
+
+#[test]
+fn fsck_with_data_checks_and_repairs_a_stopped_servers_store() {
+    let mut s = Server::start();
+    s.deploy(&example("v1"), "v1", true);
+    let dir = s.data.path().to_str().unwrap().to_owned();
+    // While the server runs, fsck with `--data` goes through it (and a second
+    // server cannot take the directory).
+    let online = std::process::Command::new(support::bin())
+        .args(["fsck", "--json", "--data", &dir])
+        .env("SKEWLESS_SERVER", &s.url)
+        .env("SKEWLESS_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert!(online.status.success(), "{online:?}");
+    assert!(
+        String::from_utf8_lossy(&online.stderr).is_empty(),
+        "{online:?}"
+    );
+    let second = std::process::Command::new(support::bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data", &dir])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.trim_end().lines().count() == 1
+            && err.contains("is in use by another skewless process"),
+        "{err}"
+    );
+    s.kill9();
+
+    // Damage the stopped server's store.
+    let css = std::fs::read(example("v1").join("style.css")).unwrap();
+    let h = blake3::hash(&css).to_hex().to_string();
+    let blob = s.data.path().join("blobs").join(&h[..2]).join(&h);
+    std::fs::write(&blob, b"tampered").unwrap();
+    // No server answers: the check runs on the files themselves.
+    let offline = |extra: &[&str]| {
+        std::process::Command::new(support::bin())
+            .args(["fsck", "--json", "--data", &dir])
+            .args(extra)
+            .env(
+                "SKEWLESS_SERVER",
+                format!("http://127.0.0.1:{}", free_port()),
+            )
+            .env_remove("SKEWLESS_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = offline(&[]);
+    assert!(!out.status.success(), "problems found: {out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let corrupt: Vec<&serde_json::Value> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "corrupt-blob")
+        .collect();
+    assert_eq!(corrupt.len(), 1, "{report}");
+    assert_eq!(corrupt[0]["hash"], h.as_str());
+    assert_eq!(
+        std::fs::read(&blob).unwrap(),
+        b"tampered",
+        "unchanged without --repair"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("directly"));
+
+    let fixed = offline(&["--repair"]);
+    assert!(fixed.status.success(), "{fixed:?}");
+    let report: serde_json::Value = serde_json::from_slice(&fixed.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert!(!blob.exists(), "the corrupt blob is deleted");
+
+    // The server starts again on the repaired directory, and a redeploy makes
+    // the release whole.
+    s.crash_and_restart();
+    s.deploy(&example("v1"), "v1b", false);
+    assert_eq!(
+        s.get("/_r/v1/style.css").send().unwrap().bytes().unwrap(),
+        css
+    );
+    let clean: serde_json::Value = serde_json::from_str(&s.ok(&["fsck", "--json"])).unwrap();
+    assert_eq!(clean["ok"], true, "{clean}");
+}
+
+#[test]
 fn sigterm_finishes_in_flight_requests_and_stops_everything() {
     let backend = Backend::start(1, "slow");
     let mut s = Server::start_with(

@@ -42,6 +42,12 @@ pub struct ServerConfig {
     pub header_read_timeout_secs: u64,
     /// Largest request body proxied to a back end, in bytes.
     pub max_proxy_body_bytes: u64,
+    /// Longest request header line (or request target), in bytes; longer
+    /// ones are answered 431 (414 for the target).
+    pub max_header_line_bytes: usize,
+    /// Largest request head (request line and all headers), in bytes;
+    /// larger ones are answered 431.
+    pub max_request_head_bytes: usize,
     /// Most event streams open at once.
     pub max_event_streams: usize,
     /// Most event streams open at once from one client address.
@@ -163,6 +169,8 @@ impl Default for ServerConfig {
             event_keepalive_secs: 15,
             header_read_timeout_secs: 20,
             max_proxy_body_bytes: 100 * 1024 * 1024,
+            max_header_line_bytes: 8 * 1024,
+            max_request_head_bytes: 32 * 1024,
             max_event_streams: 19_000,
             max_event_streams_per_ip: 1000,
             admin_allow_remote: false,
@@ -223,6 +231,20 @@ impl ServerConfig {
                     t.name
                 )));
             }
+        }
+        if self.max_request_head_bytes < crate::limits::MIN_HEAD_BYTES {
+            return Err(ServerError::Startup(format!(
+                "max_request_head_bytes must be at least {}",
+                crate::limits::MIN_HEAD_BYTES
+            )));
+        }
+        if self.max_header_line_bytes < 256
+            || self.max_header_line_bytes > self.max_request_head_bytes
+        {
+            return Err(ServerError::Startup(format!(
+                "max_header_line_bytes must be between 256 and max_request_head_bytes ({})",
+                self.max_request_head_bytes
+            )));
         }
         if let Some(u) = &self.default_upstream {
             crate::proxy::Upstream::parse(u).map_err(ServerError::Startup)?;

@@ -76,6 +76,8 @@ pub struct Gateway {
     pub config: ServerConfig,
     /// Rename-aware release diffs, once per pair.
     pub diffs: Arc<crate::restyle::Diffs>,
+    /// This process's hold on the data directory.
+    _data_lock: crate::datadir::DataLock,
 }
 
 impl Gateway {
@@ -85,12 +87,7 @@ impl Gateway {
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Self>, ServerError> {
         let data = &config.data;
-        std::fs::create_dir_all(data).map_err(|e| {
-            ServerError::Startup(format!(
-                "cannot create data directory {}: {e}",
-                data.display()
-            ))
-        })?;
+        let data_lock = crate::datadir::DataLock::acquire(data)?;
         let store: Arc<dyn BlobStore> = Arc::new(LocalDir::open(data.join("blobs"))?);
         let state: Arc<dyn StateStore> = Arc::new(Sqlite::open(&data.join("state.db"))?);
         config.validate()?;
@@ -150,6 +147,7 @@ impl Gateway {
             stream_slots: Default::default(),
             config,
             diffs: Default::default(),
+            _data_lock: data_lock,
         };
         gw.refresh().await?;
         Ok(Arc::new(gw))

@@ -27,13 +27,19 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()>,
     grace: Duration,
 ) {
+    let limits = crate::limits::HeadLimits::of(&gw.config);
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+        .keep_alive(true)
+        // A head that does not fit the read buffer is answered 431.
+        .max_buf_size(limits.max_head.max(crate::limits::MIN_HEAD_BYTES));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_head).unwrap_or(u32::MAX));
     let builder = std::sync::Arc::new(builder);
     let graceful = GracefulShutdown::new();
     // Held by every connection until it is an ordinary one and by every
@@ -67,7 +73,7 @@ pub async fn serve(
                 _ => return,
             };
             if crate::sse::is_event_stream(&first[..n]) {
-                crate::sse::serve(gw, stream, peer, header_read_timeout).await;
+                crate::sse::serve(gw, stream, peer, header_read_timeout, limits).await;
                 drop(streams);
                 return;
             }
@@ -75,7 +81,12 @@ pub async fn serve(
             let service = hyper::service::service_fn(
                 move |req: axum::http::Request<hyper::body::Incoming>| {
                     let (gw, app) = (gw.clone(), app.clone());
-                    async move { Ok::<_, Infallible>(handle(gw, app, peer, req).await) }
+                    async move {
+                        if let Some(refused) = limits.check(&req) {
+                            return Ok::<_, Infallible>(refused);
+                        }
+                        Ok::<_, Infallible>(handle(gw, app, peer, req).await)
+                    }
                 },
             );
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);

@@ -21,11 +21,10 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::events::{event_parts, open, EventsQuery, Opened, RETRY_MS};
 use crate::gateway::{release_headers, Gateway};
+use crate::limits::{kib, HeadLimits};
 use crate::metrics::{self, Kind};
 
 const PREFIX: &[u8] = b"GET /_skewless/events";
-/// The longest request head read on this path.
-const MAX_HEAD: usize = 16 * 1024;
 const MAX_HEADERS: usize = 64;
 
 /// Whether the first bytes of a connection are an event-stream request.
@@ -36,11 +35,16 @@ pub fn is_event_stream(first: &[u8]) -> bool {
 }
 
 /// Serves one event-stream connection to its end.
-pub async fn serve(gw: Arc<Gateway>, mut stream: TcpStream, peer: SocketAddr, timeout: Duration) {
-    let head = match tokio::time::timeout(timeout, read_head(&mut stream)).await {
+pub async fn serve(
+    gw: Arc<Gateway>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    timeout: Duration,
+    limits: HeadLimits,
+) {
+    let head = match tokio::time::timeout(timeout, read_head(&mut stream, limits)).await {
         Ok(Ok(head)) => head,
-        Ok(Err(Some(status))) => {
-            let msg = format!("request head is larger than {} KiB", MAX_HEAD / 1024);
+        Ok(Err(Some((status, msg)))) => {
             let _ = write_error(&mut stream, status, &msg).await;
             return;
         }
@@ -55,6 +59,13 @@ pub async fn serve(gw: Arc<Gateway>, mut stream: TcpStream, peer: SocketAddr, ti
             "malformed request head",
         )
         .await;
+        return;
+    }
+    if let Some((status, msg)) = limits.refusal(
+        req.path.map_or(0, str::len),
+        req.headers.iter().map(|h| (h.name.as_bytes(), h.value)),
+    ) {
+        let _ = write_error(&mut stream, status, &msg).await;
         return;
     }
     let header = |name: &str| {
@@ -179,15 +190,23 @@ pub async fn serve(gw: Arc<Gateway>, mut stream: TcpStream, peer: SocketAddr, ti
     }
 }
 
-/// Reads up to the end of the request head. `Err(Some(status))` answers the
-/// client; `Err(None)` means it went away.
-async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, Option<StatusCode>> {
+/// Reads up to the end of the request head, refusing one over the head
+/// limit and a line over the line limit as soon as it is seen.
+/// `Err(Some(..))` answers the client; `Err(None)` means it went away.
+async fn read_head(
+    stream: &mut TcpStream,
+    limits: HeadLimits,
+) -> Result<Vec<u8>, Option<(StatusCode, String)>> {
     let mut buf = Vec::with_capacity(1024);
+    let mut line_start = 0;
     loop {
-        if buf.len() >= MAX_HEAD {
-            return Err(Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+        if buf.len() >= limits.max_head {
+            return Err(Some((
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!("request head is larger than {}", kib(limits.max_head)),
+            )));
         }
-        let want = (buf.len() + 1024).min(MAX_HEAD);
+        let want = (buf.len() + 1024).min(limits.max_head);
         let start = buf.len();
         buf.resize(want, 0);
         let n = stream.read(&mut buf[start..]).await.map_err(|_| None)?;
@@ -198,6 +217,22 @@ async fn read_head(stream: &mut TcpStream) -> Result<Vec<u8>, Option<StatusCode>
         let from = start.saturating_sub(3);
         if buf[from..].windows(4).any(|w| w == b"\r\n\r\n") {
             return Ok(buf);
+        }
+        // A line still open past the line limit: refuse without waiting
+        // for the rest (the parsed head is checked again, exactly).
+        if let Some(i) = buf[line_start..].windows(2).rposition(|w| w == b"\r\n") {
+            line_start += i + 2;
+        }
+        if buf.len() - line_start > limits.max_line + 2 {
+            let (status, what) = if line_start == 0 {
+                (StatusCode::URI_TOO_LONG, "request line")
+            } else {
+                (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "header line")
+            };
+            return Err(Some((
+                status,
+                format!("{what} is longer than {}", kib(limits.max_line)),
+            )));
         }
     }
 }

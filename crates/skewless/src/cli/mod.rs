@@ -64,22 +64,25 @@ pub struct Remote {
     /// Admin token (default: the one in <data>/admin-token).
     #[arg(long, env = "SKEWLESS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Data directory to read the generated admin token from when no token is given.
-    #[arg(
-        long = "data",
-        env = "SKEWLESS_DATA",
-        default_value = "./skewless-data"
-    )]
-    pub data: PathBuf,
+    /// Data directory to read the generated admin token from when no token is given [default: ./skewless-data].
+    #[arg(long = "data", env = "SKEWLESS_DATA")]
+    pub data: Option<PathBuf>,
 }
 
 impl Remote {
+    /// The data directory: `--data`, else `./skewless-data`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("./skewless-data"))
+    }
+
     /// A client for the configured server.
     pub fn client(&self) -> anyhow::Result<Client> {
         let token = match &self.token {
             Some(t) => t.clone(),
             None => {
-                let path = self.data.join("admin-token");
+                let path = self.data_dir().join("admin-token");
                 std::fs::read_to_string(&path)
                     .with_context(|| {
                         format!(

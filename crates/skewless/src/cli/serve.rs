@@ -52,6 +52,12 @@ pub struct ServeArgs {
     /// Largest request body proxied to a back end, in bytes [default: 104857600].
     #[arg(long, env = "SKEWLESS_MAX_PROXY_BODY_BYTES")]
     max_proxy_body_bytes: Option<u64>,
+    /// Longest request header line or request target, in bytes; longer ones get 431 (414 for the target) [default: 8192].
+    #[arg(long, env = "SKEWLESS_MAX_HEADER_LINE_BYTES")]
+    max_header_line_bytes: Option<usize>,
+    /// Largest request head (request line and headers), in bytes; larger ones get 431 [default: 32768].
+    #[arg(long, env = "SKEWLESS_MAX_REQUEST_HEAD_BYTES")]
+    max_request_head_bytes: Option<usize>,
     /// Most event streams open at once [default: 19000].
     #[arg(long, env = "SKEWLESS_MAX_EVENT_STREAMS")]
     max_event_streams: Option<usize>,
@@ -124,6 +130,8 @@ impl ServeArgs {
         set!(c.event_keepalive_secs, self.event_keepalive_secs);
         set!(c.header_read_timeout_secs, self.header_read_timeout_secs);
         set!(c.max_proxy_body_bytes, self.max_proxy_body_bytes);
+        set!(c.max_header_line_bytes, self.max_header_line_bytes);
+        set!(c.max_request_head_bytes, self.max_request_head_bytes);
         set!(c.max_event_streams, self.max_event_streams);
         set!(c.max_event_streams_per_ip, self.max_event_streams_per_ip);
         set!(c.admin_allow_remote, self.admin_allow_remote);
