@@ -423,7 +423,10 @@ fn diff_names_the_files_that_differ() {
     );
     // Content-hashed files renamed between the releases are paired, not
     // listed as added and removed.
-    assert!(list("added").is_empty() && list("removed").is_empty(), "{v}");
+    assert!(
+        list("added").is_empty() && list("removed").is_empty(),
+        "{v}"
+    );
     assert_eq!(
         v["renamed"],
         serde_json::json!({

@@ -462,7 +462,7 @@ async fn resolve_request(gw: &Arc<Gateway>, req: Request, peer: SocketAddr) -> R
         pin::pin_of(
             text(&PIN_HEADER),
             text(&header::REFERER),
-            request_host(&req),
+            text(&header::HOST),
             text(&header::COOKIE),
         )
     };
@@ -591,7 +591,7 @@ async fn proxy_api(gw: &Gateway, req: Request, client: SocketAddr) -> Response {
     let pin = pin::pin_of(
         text(&PIN_HEADER),
         text(&header::REFERER),
-        request_host(&req),
+        text(&header::HOST),
         text(&header::COOKIE),
     )
     .and_then(|p| ReleaseId::parse(p).ok());
@@ -636,14 +636,6 @@ async fn proxy_api(gw: &Gateway, req: Request, client: SocketAddr) -> Response {
             "no back end for this API call: no live release has a healthy back end and no default_upstream is configured",
         ),
     }
-}
-
-/// The host a request was sent to: `Host`, else the URI's authority (HTTP/2).
-fn request_host<B>(req: &axum::http::Request<B>) -> Option<&str> {
-    req.headers()
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
 }
 
 fn not_found() -> Response {
