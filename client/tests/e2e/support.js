@@ -31,12 +31,12 @@ function run(file, args) {
 
 /**
  * Starts `skewless serve` and resolves once it printed its address.
- * @param {{args?: string[]}} [options] `args`: more `serve` flags
+ * @param {{args?: string[], listen?: string, data?: string}} [options] `args`: more `serve` flags;
+ *   `listen` and `data` to start again where a stopped server was (default: port 0, a new directory)
  */
-export async function startServer({ args = [] } = {}) {
+export async function startServer({ args = [], listen = '127.0.0.1:0', data = mkdtempSync(path.join(tmpdir(), 'skewless-e2e-')) } = {}) {
   if (!existsSync(BIN)) throw new Error(`skewless binary not found at ${BIN}: run cargo build or set SKEWLESS_BIN`);
-  const data = mkdtempSync(path.join(tmpdir(), 'skewless-e2e-'));
-  const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data', data, '--admin-token', TOKEN, ...args], {
+  const child = spawn(BIN, ['serve', '--listen', listen, '--data', data, '--admin-token', TOKEN, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, SKEWLESS_LOG: process.env.SKEWLESS_LOG || 'warn' },
   });
@@ -68,6 +68,7 @@ export async function startServer({ args = [] } = {}) {
   const cli = (/** @type {string[]} */ ...args) => run(BIN, [...args, '--server', url, '--token', TOKEN]);
   return {
     url,
+    data,
     /** Deploys a fixture directory (or any directory, by absolute path) as release `id`, optionally with a back-end URL. */
     deploy: (/** @type {string} */ fixture, /** @type {string} */ id, { promote = false, backend = '' } = {}) =>
       cli(
@@ -95,10 +96,11 @@ export async function startServer({ args = [] } = {}) {
     get stderr() {
       return stderr;
     },
-    async stop() {
+    /** Stops the server and removes its data directory, unless `keepData`. */
+    async stop({ keepData = false } = {}) {
       child.kill('SIGTERM');
       await exited;
-      rmSync(data, { recursive: true, force: true });
+      if (!keepData) rmSync(data, { recursive: true, force: true });
     },
   };
 }
@@ -113,7 +115,8 @@ async function assertServesCurrentClient(url) {
     for (const name of readdirSync(path.join(CLIENT_DIR, dir)).filter((n) => n.endsWith('.js'))) {
       const response = await fetch(`${url}/_skewless/${name}`);
       const served = response.ok ? await response.text() : `HTTP ${response.status}`;
-      if (served !== readFileSync(path.join(CLIENT_DIR, dir, name), 'utf8')) {
+      // The service worker's kill switch puts one line in front.
+      if (served.replace(/^self\.skewlessOff = true;\n/, '') !== readFileSync(path.join(CLIENT_DIR, dir, name), 'utf8')) {
         throw new Error(`${BIN} serves a different /_skewless/${name} than client/${dir}/${name}: rebuild it (cargo build -p skewless)`);
       }
     }

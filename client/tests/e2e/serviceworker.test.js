@@ -1,0 +1,63 @@
+// The service worker's kill switch: a gateway restarted with
+// `--service-worker false` makes the worker a tab installed unregister,
+// without the tab reloading.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { collectErrors, launchBrowser, markDocument, startServer } from './support.js';
+
+describe('the service worker kill switch', () => {
+  /** @type {Awaited<ReturnType<typeof startServer>>} */
+  let server;
+  /** @type {import('playwright-core').Browser} */
+  let browser;
+  /** @type {import('playwright-core').BrowserContext} */
+  let context;
+  /** @type {import('playwright-core').Page} */
+  let page;
+  /** @type {string[]} */
+  let errors;
+
+  beforeAll(async () => {
+    [server, browser] = await Promise.all([startServer(), launchBrowser()]);
+    context = await browser.newContext();
+    errors = collectErrors(context);
+    page = await context.newPage();
+    await server.deploy('app-v1', 'v1', { promote: true });
+  });
+
+  afterAll(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  const registrations = () => page.evaluate(() => navigator.serviceWorker.getRegistrations().then((r) => r.length));
+
+  it('registers when the app turns the option on, and pins the tab’s own requests', async () => {
+    await page.goto(server.url + '/');
+    await page.waitForFunction(() => window.skewless.release === 'v1');
+    await page.evaluate(() => window.skewless.configure({ serviceWorker: true }));
+    await page.waitForFunction(() => !!navigator.serviceWorker.controller);
+    expect(await registrations()).toBe(1);
+    // An image the page makes by itself goes out, from the worker, with the tab's release.
+    const image = context.waitForEvent('request', (r) => r.url().endsWith('/style.css?by=img') && !!r.serviceWorker());
+    await page.evaluate(() => {
+      new Image().src = '/style.css?by=img';
+    });
+    expect((await image).headers()['skewless-release']).toBe('v1');
+  });
+
+  it('unregisters once the gateway says so, at the next release the tab hears of', async () => {
+    const kept = await markDocument(page);
+    const { url, data } = server;
+    await server.stop({ keepData: true });
+    server = await startServer({ listen: url.replace('http://', ''), data, args: ['--service-worker', 'false'] });
+    expect(server.url).toBe(url);
+    await server.deploy('app-v2', 'v2', { promote: true });
+    await page.waitForFunction(() => window.skewless.current === 'v2', null, { timeout: 15000 });
+    await expect.poll(registrations, { timeout: 10000 }).toBe(0);
+    expect(await kept.kept()).toBe(true);
+  });
+
+  it('logged no errors in the console', () => {
+    expect(errors).toEqual([]);
+  });
+});
