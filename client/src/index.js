@@ -34,7 +34,7 @@ import { openTabs, staggerDelay } from './tabs.js';
  * @property {boolean} [stream] listen to `/_skewless/events` (default true)
  * @property {boolean} [cssSwap] adopt stylesheet-only releases without a reload (default true)
  * @property {boolean} [chunkRecovery] reload once when a lazy chunk fails to load (default true)
- * @property {boolean | 'on' | 'off'} [serviceWorker] register `/_skewless/sw.js` so that every request of the tab is pinned (default false)
+ * @property {boolean | 'on' | 'own' | 'off'} [serviceWorker] `true`/`'on'`: register `/_skewless/sw.js` so that every request of the tab is pinned; `'own'`: the app's own worker imports `/_skewless/sw-pin.js` (default false)
  */
 
 /**
@@ -132,7 +132,7 @@ export function createClient(options = {}, env = {}) {
   const names = new Map();
   let redirecting = false;
   const sw = serviceWorker(win, () => release);
-  const worker = () => sw.set([true, 'on'].includes(opts.serviceWorker));
+  const worker = () => sw.set(opts.serviceWorker === true || opts.serviceWorker === 'on' ? 'on' : opts.serviceWorker === 'own' ? 'own' : 'off');
   stops.push(sw.stop);
 
   /**

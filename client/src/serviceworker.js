@@ -1,8 +1,12 @@
 /**
  * The opt-in service worker (`/_skewless/sw.js`, see `client/sw/`): registers
  * it for the whole origin, tells it which release this tab runs, answers it
- * when it asks, and unregisters it when the app turns the option off.
+ * when it asks, and unregisters it when the app turns the option off. An app
+ * whose own worker imports `/_skewless/sw-pin.js` gets the telling and
+ * answering without the registration.
  */
+
+/** `on`: register `/_skewless/sw.js`; `own`: the app registers a worker of its own; `off`. @typedef {'on' | 'own' | 'off'} WorkerMode */
 
 const SCRIPT = '/_skewless/sw.js';
 
@@ -31,21 +35,23 @@ export function serviceWorker(win, getRelease) {
     announce,
     stop,
     /**
-     * Registers the worker (`on`), or removes a skewless worker left from
-     * before (`!on`).
-     * @param {boolean} on
+     * Registers the worker (`on`), talks to the app's own (`own`), or removes
+     * a skewless worker left from before (`off`).
+     * @param {WorkerMode} mode
      */
-    set(on) {
+    set(mode) {
       if (!container) return;
       stop();
-      if (on) {
+      if (mode !== 'off') {
         container.addEventListener('message', answer);
         container.addEventListener('controllerchange', announce);
         container.startMessages();
-        container.register(SCRIPT, { scope: '/', updateViaCache: 'none' }).then(
-          (r) => (registration = r),
-          () => {},
-        );
+        if (mode === 'on') {
+          container.register(SCRIPT, { scope: '/', updateViaCache: 'none' }).then(
+            (r) => (registration = r),
+            () => {},
+          );
+        }
         announce();
       } else if (container.controller && container.controller.scriptURL.endsWith(SCRIPT)) {
         container.getRegistration().then((r) => r && r.unregister());

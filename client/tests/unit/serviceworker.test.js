@@ -23,7 +23,7 @@ describe('serviceWorker', () => {
     const c = container('http://app.test/_skewless/sw.js');
     let release = 'v1';
     const sw = serviceWorker(win(c), () => release);
-    sw.set(true);
+    sw.set('on');
     expect(c.register).toHaveBeenCalledWith('/_skewless/sw.js', { scope: '/', updateViaCache: 'none' });
     expect(c.startMessages).toHaveBeenCalled();
     expect(c.posted).toEqual([{ skewless: 'release', release: 'v1' }]);
@@ -44,7 +44,7 @@ describe('serviceWorker', () => {
   it('answers the worker when it asks which release the tab runs', () => {
     const c = container();
     const sw = serviceWorker(win(c), () => 'v7');
-    sw.set(true);
+    sw.set('on');
     const port = { postMessage: vi.fn() };
     c.dispatchEvent(Object.assign(new Event('message'), { data: { skewless: 'release?' }, ports: [port] }));
     expect(port.postMessage).toHaveBeenCalledWith('v7');
@@ -55,17 +55,29 @@ describe('serviceWorker', () => {
 
   it('when turned off, removes a skewless worker left from before, and only that', async () => {
     const ours = container('http://app.test/_skewless/sw.js');
-    serviceWorker(win(ours), () => 'v1').set(false);
+    serviceWorker(win(ours), () => 'v1').set('off');
     expect(ours.register).not.toHaveBeenCalled();
     await vi.waitFor(() => expect(ours.registration.unregister).toHaveBeenCalled());
     const theirs = container('http://app.test/app-sw.js');
-    serviceWorker(win(theirs), () => 'v1').set(false);
+    serviceWorker(win(theirs), () => 'v1').set('off');
     await Promise.resolve();
     expect(theirs.getRegistration).not.toHaveBeenCalled();
   });
 
+  it("with a worker of the app's own, tells and answers it without registering", () => {
+    const c = container('http://app.test/app-sw.js');
+    const sw = serviceWorker(win(c), () => 'v3');
+    sw.set('own');
+    expect(c.register).not.toHaveBeenCalled();
+    expect(c.posted).toEqual([{ skewless: 'release', release: 'v3' }]);
+    const port = { postMessage: vi.fn() };
+    c.dispatchEvent(Object.assign(new Event('message'), { data: { skewless: 'release?' }, ports: [port] }));
+    expect(port.postMessage).toHaveBeenCalledWith('v3');
+    sw.stop();
+  });
+
   it('does nothing where the browser has no service workers', () => {
     const sw = serviceWorker(win(undefined), () => 'v1');
-    expect(() => (sw.set(true), sw.announce(), sw.update(), sw.stop())).not.toThrow();
+    expect(() => (sw.set('on'), sw.announce(), sw.update(), sw.stop())).not.toThrow();
   });
 });
