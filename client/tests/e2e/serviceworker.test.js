@@ -1,10 +1,11 @@
-// The service worker's kill switch: a gateway restarted with
-// `--service-worker false` makes the worker a tab installed unregister,
-// without the tab reloading.
+// The opt-in service worker in a browser: registered by configure(), the
+// pinning imported into an app's own worker, and the kill switch (a gateway
+// restarted with `--service-worker false` makes the installed worker
+// unregister, without the tab reloading).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collectErrors, launchBrowser, markDocument, startServer } from './support.js';
 
-describe('the service worker kill switch', () => {
+describe('the service worker', () => {
   /** @type {Awaited<ReturnType<typeof startServer>>} */
   let server;
   /** @type {import('playwright-core').Browser} */
@@ -43,6 +44,28 @@ describe('the service worker kill switch', () => {
       new Image().src = '/style.css?by=img';
     });
     expect((await image).headers()['skewless-release']).toBe('v1');
+  });
+
+  it('pins through an app’s own worker that imports sw-pin.js, without registering its own', async () => {
+    await server.deploy('own-sw', 'own1', { promote: true });
+    // A browser profile of its own: no skewless worker registered before.
+    const ownContext = await browser.newContext();
+    const own = await ownContext.newPage();
+    const ownErrors = collectErrors(ownContext);
+    await own.goto(server.url + '/');
+    await own.waitForFunction(() => window.skewless.release === 'own1');
+    await own.waitForFunction(() => navigator.serviceWorker.controller?.scriptURL.endsWith('/app-sw.js'));
+    const image = ownContext.waitForEvent('request', (r) => r.url().endsWith('/own.css?by=img') && !!r.serviceWorker());
+    await own.evaluate(() => {
+      new Image().src = '/own.css?by=img';
+    });
+    expect((await image).headers()['skewless-release']).toBe('own1');
+    const scripts = await own.evaluate(() =>
+      navigator.serviceWorker.getRegistrations().then((all) => all.map((r) => new URL(r.active.scriptURL).pathname)),
+    );
+    expect(scripts).toEqual(['/app-sw.js']);
+    await ownContext.close();
+    expect(ownErrors).toEqual([]);
   });
 
   it('unregisters once the gateway says so, at the next release the tab hears of', async () => {
