@@ -9,7 +9,9 @@
 //! Here each removed content-hashed file is paired with the added file of the
 //! same logical name (the name with its hash taken out); then two releases
 //! differ only in stylesheets when every other file is byte-identical once the
-//! old names in it are replaced by their counterparts.
+//! old hashes in it are replaced by their counterparts' (a reference is the
+//! whole name, `./index-Dw3a_x1Z.js`, or, in webpack's runtime, the hash alone
+//! in a map from chunk to hash; replacing the hash covers both).
 //!
 //! The work is split so that this module stays free of I/O: [`plan`] looks at
 //! the manifests and lists the file pairs whose bytes must be compared;
@@ -80,6 +82,11 @@ pub fn is_stylesheet(path: &str) -> bool {
 /// name carries no hash. The rightmost hash-like part is taken, so a name
 /// with dashes of its own (`my-page-Dw3a_x1Z.js`) keeps them.
 pub fn logical_name(path: &str) -> Option<String> {
+    split_hash(path).map(|(logical, _)| logical)
+}
+
+/// [`logical_name`] and the hash it took out.
+fn split_hash(path: &str) -> Option<(String, &str)> {
     let name = file_name(path);
     let dir = &path[..path.len() - name.len()];
     let stem_end = name.rfind('.').filter(|&i| i > 0)?;
@@ -93,7 +100,10 @@ pub fn logical_name(path: &str) -> Option<String> {
             let candidate = rest.split('.').next().unwrap_or(rest);
             looks_like_hash(candidate).then_some((i + 1, i + 1 + candidate.len()))
         })?;
-    Some(format!("{dir}{}*{}", &name[..start], &name[end..]))
+    Some((
+        format!("{dir}{}*{}", &name[..start], &name[end..]),
+        &name[start..end],
+    ))
 }
 
 /// Looks at two manifests: the plain path diff, the renamed pairs, and which
@@ -179,12 +189,15 @@ pub fn plan(older: &Manifest, newer: &Manifest) -> DiffPlan {
             decided = true;
         }
     }
-    // Two old names with one file name each but different counterparts
-    // cannot both be substituted by file name.
-    let mut by_name: HashMap<&str, &str> = HashMap::new();
+    // Two files with one old hash but different new ones cannot both be
+    // substituted by hash.
+    let mut by_hash: HashMap<&str, &str> = HashMap::new();
     for (old, new) in &renamed {
-        if let Some(prev) = by_name.insert(file_name(old), file_name(new)) {
-            decided |= prev != file_name(new);
+        let (Some((_, a)), Some((_, b))) = (split_hash(old), split_hash(new)) else {
+            continue;
+        };
+        if let Some(prev) = by_hash.insert(a, b) {
+            decided |= prev != b;
         }
     }
     if decided {
@@ -221,7 +234,7 @@ impl DiffPlan {
     }
 }
 
-/// Replaces old file names by their counterparts, all at once.
+/// Replaces the hashes of renamed files by their counterparts', all at once.
 #[derive(Debug, Clone)]
 pub struct Renamer {
     finder: Option<AhoCorasick>,
@@ -229,13 +242,14 @@ pub struct Renamer {
 }
 
 impl Renamer {
-    /// A renamer for `renamed` (older path → newer path); names are replaced
-    /// by file name, since references are written relative (`./index-….js`),
-    /// from the root (`/assets/…`) or from the base (`assets/…`).
+    /// A renamer for `renamed` (older path → newer path). A reference is
+    /// written relative (`./index-….js`), from the root (`/assets/…`), from
+    /// the base (`assets/…`) or as the bare hash (webpack's chunk maps): the
+    /// hash is what all of them share.
     pub fn new(renamed: &BTreeMap<String, String>) -> Renamer {
         let (from, to): (Vec<&str>, Vec<String>) = renamed
             .iter()
-            .map(|(old, new)| (file_name(old), file_name(new).to_owned()))
+            .filter_map(|(old, new)| Some((split_hash(old)?.1, split_hash(new)?.1.to_owned())))
             .unzip();
         let finder = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
@@ -354,6 +368,33 @@ mod tests {
             "/assets/About-HHHH8888.css"
         );
         assert_eq!(d.stylesheets.len(), 2);
+    }
+
+    /// webpack's runtime names chunks by a map from chunk to hash: a
+    /// stylesheet's new name shows in the entry only as its new hash.
+    #[test]
+    fn a_webpack_colour_change_is_stylesheet_only() {
+        let v1: &[(&str, &[u8])] = &[
+            ("index.html", b"<script src=\"/assets/main.1a2b3c4d.js\"></script><link href=\"/assets/main.5e6f7a8b.css\">"),
+            ("assets/main.1a2b3c4d.js", b"u=c=>\"assets/\"+c+\".\"+{about:\"9c8d7e6f\"}[c]+\".js\";f=c=>\"assets/\"+c+\".\"+{about:\"0a1b2c3d\"}[c]+\".css\""),
+            ("assets/about.9c8d7e6f.js", b"(self.webpackChunk=self.webpackChunk||[]).push([[1],{}])"),
+            ("assets/main.5e6f7a8b.css", b"body{color:red}"),
+            ("assets/about.0a1b2c3d.css", b".about{color:red}"),
+        ];
+        let v2: &[(&str, &[u8])] = &[
+            ("index.html", b"<script src=\"/assets/main.4d5e6f70.js\"></script><link href=\"/assets/main.8b9c0d1e.css\">"),
+            ("assets/main.4d5e6f70.js", b"u=c=>\"assets/\"+c+\".\"+{about:\"9c8d7e6f\"}[c]+\".js\";f=c=>\"assets/\"+c+\".\"+{about:\"2f3a4b5c\"}[c]+\".css\""),
+            ("assets/about.9c8d7e6f.js", b"(self.webpackChunk=self.webpackChunk||[]).push([[1],{}])"),
+            ("assets/main.8b9c0d1e.css", b"body{color:blue}"),
+            ("assets/about.2f3a4b5c.css", b".about{color:blue}"),
+        ];
+        let d = run(v1, v2);
+        assert!(d.only_stylesheets, "{d:?}");
+        assert_eq!(
+            d.renamed["/assets/about.0a1b2c3d.css"],
+            "/assets/about.2f3a4b5c.css"
+        );
+        assert_eq!(d.renamed.len(), 3);
     }
 
     #[test]
