@@ -1,12 +1,10 @@
 // A real front end: the Vite + Vue + vue-router app of tests/apps, built by
-// the real bundler in three versions, deployed to the real gateway with the
+// Vite in three versions (by the global setup), deployed to the real gateway with the
 // service worker on, and driven in Chromium across promotes.
-import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { APPS_OUT } from './build-apps.js';
 import {
-  ARTIFACTS,
-  CLIENT_DIR,
   collectErrors,
   launchBrowser,
   markDocument,
@@ -21,17 +19,6 @@ const V1_BG = 'rgb(240, 248, 255)';
 const V3_BG = 'rgb(255, 228, 225)';
 const ABOUT_V1 = 'rgb(0, 0, 128)';
 const V3_ABOUT = 'rgb(139, 0, 0)';
-
-/** Builds the app's versions with Vite, in a process of its own (production mode). */
-function buildApp() {
-  const out = path.join(ARTIFACTS, 'vite-vue');
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [path.join(CLIENT_DIR, 'tests/apps/build.js'), out], { timeout: 120000 }, (error, _stdout, stderr) => {
-      if (error) reject(new Error(`vite build failed: ${error.message}\n${stderr}`));
-      else resolve(out);
-    });
-  });
-}
 
 /** Reads a value from the page, or null while it is between documents. */
 const read = (/** @type {Page} */ page, /** @type {() => any} */ fn) => page.evaluate(fn).catch(() => null);
@@ -85,13 +72,12 @@ describe('a Vite + Vue app across deploys', () => {
   let errors;
   /** @type {Awaited<ReturnType<typeof startBackend>>[]} */
   let backends;
-  /** @type {string} */
-  let built;
+  // Built by the global setup (tests/apps/build.js).
+  const built = path.join(APPS_OUT, 'vite-vue');
 
   beforeAll(async () => {
     let b1, b2;
-    [built, server, browser, b1, b2] = await Promise.all([
-      buildApp(),
+    [server, browser, b1, b2] = await Promise.all([
       startServer(),
       launchBrowser(),
       startBackend('api-1'),
@@ -103,7 +89,7 @@ describe('a Vite + Vue app across deploys', () => {
     context.on('response', (r) => r.status() >= 400 && console.log(`HTTP ${r.status()} for ${r.url()}`));
     tabA = await context.newPage();
     await server.deploy(path.join(built, 'v1'), 'v1', { promote: true, backend: b1.url });
-  }, 180000);
+  });
 
   afterAll(async () => {
     await browser?.close();
