@@ -653,10 +653,38 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         .local_addr()
         .map_err(|e| ServerError::Startup(e.to_string()))?;
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let gw = Gateway::open(config, stop_rx).await?;
+    // Certificates first: a bad pair stops the start before anything is
+    // opened or created.
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let certs = crate::tls::Certificates::load(cert, key)?;
+            Some((certs.acceptor()?, certs))
+        }
+        _ => None,
+    };
+    let gw = Gateway::open(config, stop_rx.clone()).await?;
+    let header_read_timeout = Duration::from_secs(gw.config.header_read_timeout_secs.max(1));
+    let tls = tls.map(|(acceptor, certs)| {
+        tokio::spawn(certs.watch());
+        acceptor
+    });
+    if let Some(redirect) = gw.config.http_redirect_listen {
+        let plain = tokio::net::TcpListener::bind(redirect)
+            .await
+            .map_err(|e| ServerError::Startup(format!("cannot listen on {redirect}: {e}")))?;
+        tracing::info!(from = %redirect, "redirecting plain HTTP to HTTPS");
+        tokio::spawn(crate::redirect::serve(
+            plain,
+            addr.port(),
+            crate::limits::HeadLimits::of(&gw.config),
+            header_read_timeout,
+            stop_rx,
+        ));
+    }
     let reaper = tokio::spawn(crate::reaper::run(gw.clone()));
     let app = router(gw.clone());
-    println!("skewless listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("skewless listening on {scheme}://{addr}");
     tracing::info!(%addr, data = %gw.config.data.display(), "gateway started");
     let stop = async move {
         shutdown_signal().await;
@@ -669,9 +697,10 @@ pub async fn run(config: ServerConfig) -> Result<(), ServerError> {
         listener,
         gw.clone(),
         app,
-        Duration::from_secs(gw.config.header_read_timeout_secs.max(1)),
+        header_read_timeout,
         stop,
         grace,
+        tls,
     )
     .await;
     let result = Ok(());

@@ -18,6 +18,7 @@ mod metrics;
 mod presence;
 mod proxy;
 mod reaper;
+mod redirect;
 mod restyle;
 mod serve;
 mod service_worker;
@@ -26,6 +27,7 @@ mod snapshot;
 mod sse;
 mod supervisor;
 mod system;
+mod tls;
 
 pub use clock::{Clock, SystemClock};
 pub use config::{BackendDefaults, Retention, Role, ServerConfig, TokenConfig};

@@ -1,7 +1,7 @@
 //! The accept loop: one hyper connection per client with a header-read
 //! timeout (which also closes idle keep-alive connections), HTTP/1 and
-//! HTTP/2, upgrades, and graceful shutdown that lets in-flight requests
-//! finish.
+//! HTTP/2, upgrades, TLS when configured, and graceful shutdown that lets
+//! in-flight requests finish.
 
 use std::time::Duration;
 
@@ -13,12 +13,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::gateway::{handle, Gateway};
 
 /// Serves the gateway (with `app` for its `/_skewless/` routes) on
-/// `listener` until `stop` resolves, then waits up to `grace` for open
-/// connections to finish their requests.
+/// `listener`, over TLS when `tls` is given, until `stop` resolves, then
+/// waits up to `grace` for open connections to finish their requests.
 pub async fn serve(
     listener: TcpListener,
     gw: Arc<Gateway>,
@@ -26,6 +27,7 @@ pub async fn serve(
     header_read_timeout: Duration,
     stop: impl std::future::Future<Output = ()>,
     grace: Duration,
+    tls: Option<TlsAcceptor>,
 ) {
     let limits = crate::limits::HeadLimits::of(&gw.config);
     let mut builder = Builder::new(TokioExecutor::new());
@@ -64,7 +66,43 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let streams = streams_open.clone();
         let builder = builder.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
+            let service_gw = gw.clone();
+            let service = hyper::service::service_fn(
+                move |req: axum::http::Request<hyper::body::Incoming>| {
+                    let (gw, app) = (service_gw.clone(), app.clone());
+                    async move {
+                        if let Some(refused) = limits.check(&req) {
+                            return Ok::<_, Infallible>(refused);
+                        }
+                        Ok::<_, Infallible>(handle(gw, app, peer, req).await)
+                    }
+                },
+            );
+            if let Some(acceptor) = tls {
+                // Over TLS every request, event streams included, goes
+                // through hyper.
+                drop(streams);
+                let stream = match tokio::time::timeout(
+                    header_read_timeout,
+                    acceptor.accept(stream),
+                )
+                .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
             // Event streams take a lean path of their own; everything else
             // goes through hyper.
             let mut first = [0u8; 24];
@@ -78,17 +116,6 @@ pub async fn serve(
                 return;
             }
             drop(streams);
-            let service = hyper::service::service_fn(
-                move |req: axum::http::Request<hyper::body::Incoming>| {
-                    let (gw, app) = (gw.clone(), app.clone());
-                    async move {
-                        if let Some(refused) = limits.check(&req) {
-                            return Ok::<_, Infallible>(refused);
-                        }
-                        Ok::<_, Infallible>(handle(gw, app, peer, req).await)
-                    }
-                },
-            );
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -55,6 +55,10 @@ pub fn install() -> PrometheusHandle {
 
 fn describe() {
     metrics::describe_counter!(
+        "skewless_tls_reloads_total",
+        "TLS certificate reloads (SIGHUP or a changed file), by result; a failed one keeps the previous certificate."
+    );
+    metrics::describe_counter!(
         "skewless_requests_total",
         "Requests answered, by kind and status."
     );

@@ -64,7 +64,16 @@ pub struct ServeArgs {
     /// Most event streams open at once from one client address [default: 1000].
     #[arg(long, env = "SKEWLESS_MAX_EVENT_STREAMS_PER_IP")]
     max_event_streams_per_ip: Option<usize>,
-    /// Let the admin API answer clients not on loopback (only behind TLS) [default: false].
+    /// PEM certificate chain: serve HTTPS (HTTP/2 by ALPN); reloaded on SIGHUP and when the file changes.
+    #[arg(long, env = "SKEWLESS_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SKEWLESS_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Also listen for plain HTTP on this address and redirect every request to HTTPS (needs --tls-cert).
+    #[arg(long, env = "SKEWLESS_HTTP_REDIRECT_LISTEN")]
+    http_redirect_listen: Option<SocketAddr>,
+    /// Let the admin API answer clients not on loopback (only with --tls-cert or behind a TLS proxy) [default: false].
     #[arg(long, env = "SKEWLESS_ADMIN_ALLOW_REMOTE")]
     admin_allow_remote: Option<bool>,
     /// Let /_skewless/sw.js pin requests; false is the kill switch that makes
@@ -155,6 +164,13 @@ impl ServeArgs {
         set!(c.retention.reaper_interval_ms, self.reaper_interval_ms);
         set!(c.retention.gc_interval_secs, self.gc_interval_secs);
         set!(c.retention.presence_window_secs, self.presence_window_secs);
+        if self.tls_cert.is_some() {
+            c.tls_cert = self.tls_cert.clone();
+            c.tls_key = self.tls_key.clone();
+        }
+        if self.http_redirect_listen.is_some() {
+            c.http_redirect_listen = self.http_redirect_listen;
+        }
         if self.admin_token.is_some() {
             c.admin_token = self.admin_token.clone();
         }
