@@ -22,16 +22,26 @@
  * The gateway's kill switch (`service_worker = false`) serves this file with
  * `self.skewlessOff = true;` in front: then nothing is pinned or answered.
  */
-(function (scope) {
+/**
+ * The worker's global scope, with what the gateway and this file put on it.
+ * @typedef {ServiceWorkerGlobalScope & {skewlessOff?: boolean, skewlessPin?: SkewlessPin}} Scope
+ * @typedef {{
+ *   off: boolean,
+ *   pin(request: Request, clientId: string): Promise<Request>,
+ *   handle(event: FetchEvent): boolean,
+ *   releaseOf(clientId: string): Promise<string | null>
+ * }} SkewlessPin
+ */
+(function (/** @type {Scope} */ scope) {
   const HEADER = 'Skewless-Release';
   const ID = /^[A-Za-z0-9._-]{1,64}$/;
   const off = scope.skewlessOff === true;
-  /** client id → its release (null: asked, none) */
+  /** client id → its release (null: asked, none) @type {Map<string, string | null>} */
   const releases = new Map();
-  /** client id → the pending question */
+  /** client id → the pending question @type {Map<string, Promise<string | null>>} */
   const asking = new Map();
 
-  /** The release a URL under `/_r/<id>/` belongs to. */
+  /** The release a URL under `/_r/<id>/` belongs to. @param {string} url */
   const fromUrl = (url) => {
     const m = /^\/_r\/([^/]+)\//.exec(new URL(url).pathname);
     return m && ID.test(m[1]) && m[1] !== '.' && m[1] !== '..' ? m[1] : null;
@@ -40,12 +50,17 @@
   // A tab's client announces its release, at start and after a stylesheet swap.
   scope.addEventListener('message', (event) => {
     const data = event.data;
-    if (data && data.skewless === 'release' && event.source && ID.test(data.release)) {
-      releases.set(event.source.id, data.release);
+    const source = /** @type {Client | null} */ (event.source);
+    if (data && data.skewless === 'release' && source && ID.test(data.release)) {
+      releases.set(source.id, data.release);
     }
   });
 
-  /** Asks a tab which release it runs (after this worker restarted and forgot). */
+  /**
+   * Asks a tab which release it runs (after this worker restarted and forgot).
+   * @param {string} id
+   * @returns {Promise<string | null>}
+   */
   const ask = async (id) => {
     const client = await scope.clients.get(id);
     if (!client) return null;
@@ -62,10 +77,14 @@
     });
   };
 
-  /** The release of client `id`, asking it once if unknown. */
+  /**
+   * The release of client `id`, asking it once if unknown.
+   * @param {string} id
+   * @returns {Promise<string | null>}
+   */
   const releaseOf = (id) => {
     if (!id) return Promise.resolve(null);
-    if (releases.has(id)) return Promise.resolve(releases.get(id));
+    if (releases.has(id)) return Promise.resolve(releases.get(id) ?? null);
     let pending = asking.get(id);
     if (!pending) {
       pending = ask(id)
@@ -73,14 +92,14 @@
         .then((release) => {
           asking.delete(id);
           if (!releases.has(id)) releases.set(id, release);
-          return releases.get(id);
+          return releases.get(id) ?? null;
         });
       asking.set(id, pending);
     }
     return pending;
   };
 
-  /** Whether a request needs the header: same origin, not a page load, not already pinned. */
+  /** Whether a request needs the header: same origin, not a page load, not already pinned. @param {Request} request */
   const wanted = (request) => {
     if (off || request.mode === 'navigate' || request.headers.has(HEADER)) return false;
     const url = new URL(request.url);
@@ -95,6 +114,8 @@
   /**
    * `request` with the release of client `clientId` as `Skewless-Release`
    * (unchanged when it is unknown or the request is not the gateway's to pin).
+   * @param {Request} request
+   * @param {string} clientId
    */
   const pin = async (request, clientId) => {
     if (!wanted(request)) return request;
@@ -102,6 +123,7 @@
     if (!release) return request;
     const headers = new Headers(request.headers);
     headers.set(HEADER, release);
+    /** @type {RequestInit & {duplex?: 'half'}} */
     const init = {
       headers,
       // A no-cors request may carry no header of its own; same-origin it may,
@@ -115,6 +137,7 @@
   /**
    * Sends the request with its tab's release, when it needs one; returns
    * whether it answered the event.
+   * @param {FetchEvent} event
    */
   const handle = (event) => {
     const request = event.request;
@@ -137,4 +160,4 @@
   };
 
   scope.skewlessPin = { off, pin, handle, releaseOf };
-})(self);
+})(/** @type {any} */ (self));

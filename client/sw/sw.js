@@ -11,12 +11,15 @@
  */
 importScripts('/_skewless/sw-pin.js');
 
-self.addEventListener('install', () => self.skipWaiting());
+/** @type {ServiceWorkerGlobalScope & {skewlessPin: SkewlessPin}} */
+const worker = /** @type {any} */ (self);
 
-self.addEventListener('activate', (event) => {
-  event.waitUntil(self.skewlessPin.off ? self.registration.unregister() : self.clients.claim());
+worker.addEventListener('install', () => worker.skipWaiting());
+
+worker.addEventListener('activate', (event) => {
+  event.waitUntil(worker.skewlessPin.off ? worker.registration.unregister() : worker.clients.claim());
 });
 
-self.addEventListener('fetch', (event) => {
-  self.skewlessPin.handle(event);
+worker.addEventListener('fetch', (event) => {
+  worker.skewlessPin.handle(event);
 });
