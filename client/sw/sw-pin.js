@@ -155,7 +155,13 @@
       );
     }
     if (!wanted(request)) return false;
-    event.respondWith(pin(request, event.clientId).then((pinned) => fetch(pinned)));
+    event.respondWith(
+      pin(request, event.clientId).then((pinned) =>
+        // Sent as `same-origin`, a URL that redirects to another origin
+        // fails: then it goes as the page made it, unpinned.
+        pinned === request ? fetch(request) : fetch(pinned).catch(() => fetch(request)),
+      ),
+    );
     return true;
   };
 

@@ -2,6 +2,7 @@
 // pinning imported into an app's own worker, and the kill switch (a gateway
 // restarted with `--service-worker false` makes the installed worker
 // unregister, without the tab reloading).
+import { createServer } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { collectErrors, launchBrowser, markDocument, startServer } from './support.js';
 
@@ -16,18 +17,33 @@ describe('the service worker', () => {
   let page;
   /** @type {string[]} */
   let errors;
+  /** A back end whose `/api/avatar` redirects to an image on another origin. */
+  /** @type {import('node:http').Server} */
+  let backend;
+  let backendPort = 0;
 
   beforeAll(async () => {
+    backend = createServer((req, res) => {
+      if (req.url === '/api/avatar') {
+        res.writeHead(302, { Location: `http://localhost:${backendPort}/avatar.svg` }).end();
+      } else {
+        res.writeHead(200, { 'Content-Type': 'image/svg+xml' });
+        res.end('<svg xmlns="http://www.w3.org/2000/svg" width="33" height="33"/>');
+      }
+    });
+    await new Promise((resolve) => backend.listen(0, '127.0.0.1', () => resolve(undefined)));
+    backendPort = /** @type {import('node:net').AddressInfo} */ (backend.address()).port;
     [server, browser] = await Promise.all([startServer(), launchBrowser()]);
     context = await browser.newContext();
     errors = collectErrors(context);
     page = await context.newPage();
-    await server.deploy('app-v1', 'v1', { promote: true });
+    await server.deploy('app-v1', 'v1', { promote: true, backend: `http://127.0.0.1:${backendPort}` });
   });
 
   afterAll(async () => {
     await browser?.close();
     await server?.stop();
+    await new Promise((resolve) => (backend ? backend.close(() => resolve(undefined)) : resolve(undefined)));
   });
 
   const registrations = () => page.evaluate(() => navigator.serviceWorker.getRegistrations().then((r) => r.length));
@@ -44,6 +60,17 @@ describe('the service worker', () => {
       new Image().src = '/style.css?by=img';
     });
     expect((await image).headers()['skewless-release']).toBe('v1');
+    // A same-origin URL redirecting to another origin still loads.
+    const width = await page.evaluate(
+      () =>
+        new Promise((resolve) => {
+          const img = new Image();
+          img.onload = () => resolve(img.naturalWidth);
+          img.onerror = () => resolve(-1);
+          img.src = '/api/avatar';
+        }),
+    );
+    expect(width).toBe(33);
   });
 
   it('pins through an app’s own worker that imports sw-pin.js, without registering its own', async () => {
