@@ -69,6 +69,8 @@ pub struct DiffPlan {
     pub compare: Vec<(String, String)>,
     /// Whether the manifests alone rule a stylesheet-only diff out.
     decided: bool,
+    /// Old text → new text, see [`substitutions`].
+    substitutions: Vec<(String, String)>,
 }
 
 /// Whether a path is a stylesheet or a stylesheet's source map.
@@ -189,15 +191,12 @@ pub fn plan(older: &Manifest, newer: &Manifest) -> DiffPlan {
             decided = true;
         }
     }
-    // Two files with one old hash but different new ones cannot both be
-    // substituted by hash.
-    let mut by_hash: HashMap<&str, &str> = HashMap::new();
-    for (old, new) in &renamed {
-        let (Some((_, a)), Some((_, b))) = (split_hash(old), split_hash(new)) else {
-            continue;
-        };
-        if let Some(prev) = by_hash.insert(a, b) {
-            decided |= prev != b;
+    let substitutions = substitutions(older, &renamed);
+    // One old text with two different replacements cannot be substituted.
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for (from, to) in &substitutions {
+        if let Some(prev) = seen.insert(from, to) {
+            decided |= prev != to;
         }
     }
     if decided {
@@ -214,13 +213,39 @@ pub fn plan(older: &Manifest, newer: &Manifest) -> DiffPlan {
         },
         compare,
         decided,
+        substitutions,
     }
 }
 
+/// What to replace in the older release's files for each renamed file: its
+/// hash, which covers every way of naming it (`./index-….js`, `/assets/…`,
+/// `assets/…`, and the bare hash in webpack's maps from chunk to hash);
+/// or, when another file of the older release carries the same hash in its
+/// name (files with equal content), its whole file name.
+fn substitutions(older: &Manifest, renamed: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut carriers: HashMap<&str, usize> = HashMap::new();
+    for path in older.files.keys() {
+        if let Some((_, hash)) = split_hash(path) {
+            *carriers.entry(hash).or_default() += 1;
+        }
+    }
+    renamed
+        .iter()
+        .filter_map(|(old, new)| {
+            let (old_hash, new_hash) = (split_hash(old)?.1, split_hash(new)?.1);
+            Some(if carriers.get(old_hash) == Some(&1) {
+                (old_hash.to_owned(), new_hash.to_owned())
+            } else {
+                (file_name(old).to_owned(), file_name(new).to_owned())
+            })
+        })
+        .collect()
+}
+
 impl DiffPlan {
-    /// The renamed pairs, for [`same_but_renames`].
-    pub fn renamed(&self) -> &BTreeMap<String, String> {
-        &self.diff.renamed
+    /// What [`same_but_renames`] replaces in the older files.
+    pub fn renamer(&self) -> Renamer {
+        Renamer::new(&self.substitutions)
     }
 
     /// The diff, given whether every pair of [`DiffPlan::compare`] turned out
@@ -234,7 +259,7 @@ impl DiffPlan {
     }
 }
 
-/// Replaces the hashes of renamed files by their counterparts', all at once.
+/// Replaces the names of renamed files by their counterparts', all at once.
 #[derive(Debug, Clone)]
 pub struct Renamer {
     finder: Option<AhoCorasick>,
@@ -242,14 +267,11 @@ pub struct Renamer {
 }
 
 impl Renamer {
-    /// A renamer for `renamed` (older path → newer path). A reference is
-    /// written relative (`./index-….js`), from the root (`/assets/…`), from
-    /// the base (`assets/…`) or as the bare hash (webpack's chunk maps): the
-    /// hash is what all of them share.
-    pub fn new(renamed: &BTreeMap<String, String>) -> Renamer {
-        let (from, to): (Vec<&str>, Vec<String>) = renamed
+    /// A renamer for (old text, new text) pairs.
+    pub fn new(substitutions: &[(String, String)]) -> Renamer {
+        let (from, to): (Vec<&str>, Vec<String>) = substitutions
             .iter()
-            .filter_map(|(old, new)| Some((split_hash(old)?.1, split_hash(new)?.1.to_owned())))
+            .map(|(old, new)| (old.as_str(), new.clone()))
             .unzip();
         let finder = AhoCorasick::builder()
             .match_kind(MatchKind::LeftmostLongest)
@@ -306,7 +328,7 @@ mod tests {
     fn run(older: &[(&str, &[u8])], newer: &[(&str, &[u8])]) -> ReleaseDiff {
         let (a, b) = (manifest(older), manifest(newer));
         let p = plan(&a, &b);
-        let renamer = Renamer::new(p.renamed());
+        let renamer = p.renamer();
         let get = |files: &[(&str, &[u8])], path: &str| -> Vec<u8> {
             let key = path.trim_start_matches('/');
             files.iter().find(|(p, _)| *p == key).unwrap().1.to_vec()
@@ -395,6 +417,30 @@ mod tests {
             "/assets/about.2f3a4b5c.css"
         );
         assert_eq!(d.renamed.len(), 3);
+    }
+
+    /// Two stylesheets with equal content share a hash; when only one of
+    /// them changes, the other's name must stay as it is.
+    #[test]
+    fn files_sharing_a_hash_are_renamed_by_name() {
+        let v1: &[(&str, &[u8])] = &[
+            (
+                "index.html",
+                b"<link href=/a-AAAA1111.css><link href=/b-AAAA1111.css>",
+            ),
+            ("a-AAAA1111.css", b"}"),
+            ("b-AAAA1111.css", b"}"),
+        ];
+        let v2: &[(&str, &[u8])] = &[
+            (
+                "index.html",
+                b"<link href=/a-AAAA1111.css><link href=/b-BBBB2222.css>",
+            ),
+            ("a-AAAA1111.css", b"}"),
+            ("b-BBBB2222.css", b"}x"),
+        ];
+        let d = run(v1, v2);
+        assert!(d.only_stylesheets, "{d:?}");
     }
 
     #[test]

@@ -87,7 +87,7 @@ async fn compute(
 ) -> Result<Bytes, ServerError> {
     let (older, newer) = (&from.record.manifest, &to.record.manifest);
     let plan = plan(older, newer);
-    let renamer = Renamer::new(plan.renamed());
+    let renamer = plan.renamer();
     let mut identical = true;
     for (old, new) in &plan.compare {
         if !same_file(store, &renamer, older, old, newer, new).await? {
