@@ -76,6 +76,8 @@ pub struct Gateway {
     pub access_log: crate::access_log::AccessLog,
     /// Configuration.
     pub config: ServerConfig,
+    /// Rename-aware release diffs, once per pair.
+    pub diffs: Arc<crate::restyle::Diffs>,
     /// This process's hold on the data directory.
     _data_lock: crate::datadir::DataLock,
 }
@@ -151,6 +153,7 @@ impl Gateway {
             stream_slots: Default::default(),
             access_log,
             config,
+            diffs: Default::default(),
             _data_lock: data_lock,
         };
         gw.refresh().await?;
@@ -206,7 +209,9 @@ impl Gateway {
                 })
             })
             .collect();
-        self.snapshot.store(Arc::new(snap));
+        let snap = Arc::new(snap);
+        self.diffs.refresh(&self.store, &snap);
+        self.snapshot.store(snap);
         self.supervisor.sync(wanted);
         if changed {
             // No receivers is fine: no stream is open.
@@ -455,8 +460,19 @@ async fn resolve_request(gw: &Arc<Gateway>, req: Request, peer: SocketAddr) -> R
     }
     let headers = req.headers();
     let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let pin_str = pin::pin_str(text(&PIN_HEADER), text(&header::COOKIE));
     let navigation = is_navigation(true, text(&SEC_FETCH_MODE), text(&header::ACCEPT));
+    // A page load is pinned by the cookie alone (it keeps a canary sticky);
+    // what a page loads by itself may name its release by `Referer` too.
+    let pin_str = if navigation {
+        pin::pin_str(text(&PIN_HEADER), text(&header::COOKIE))
+    } else {
+        pin::pin_of(
+            text(&PIN_HEADER),
+            text(&header::REFERER),
+            text(&header::HOST),
+            text(&header::COOKIE),
+        )
+    };
     let snap = gw.snapshot.load();
     let resolution = resolve(
         &**snap,
@@ -584,7 +600,12 @@ async fn proxy_api(gw: &Gateway, req: Request, client: SocketAddr) -> Response {
     });
     let headers = req.headers();
     let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let pin = pin::pin_str(text(&PIN_HEADER), text(&header::COOKIE));
+    let pin = pin::pin_of(
+        text(&PIN_HEADER),
+        text(&header::REFERER),
+        text(&header::HOST),
+        text(&header::COOKIE),
+    );
     let snap = gw.snapshot.load();
     let candidates: Vec<Candidate<Arc<Upstream>>> = snap
         .ordered
