@@ -6,10 +6,12 @@ mod support;
 
 mod access_log;
 mod admin;
+mod browser;
 mod crash;
 mod deploy;
 mod fsck;
 mod gateway;
+mod large_files;
 mod lifecycle;
 mod proxy;
 mod reliability;

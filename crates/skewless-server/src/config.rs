@@ -74,6 +74,9 @@ pub struct ServerConfig {
     /// Named admin tokens, so history says who acted.
     #[serde(skip_serializing)]
     pub tokens: Vec<TokenConfig>,
+    /// Whether `/_skewless/sw.js` pins requests. `false` is the kill switch:
+    /// every installed skewless service worker unregisters itself.
+    pub service_worker: bool,
 }
 
 /// Thresholds of the reaper.
@@ -190,6 +193,7 @@ impl Default for ServerConfig {
             backend: BackendDefaults::default(),
             retention: Retention::default(),
             tokens: Vec::new(),
+            service_worker: true,
         }
     }
 }

@@ -88,6 +88,8 @@ pub struct Gateway {
     shutdown: watch::Receiver<bool>,
     /// Configuration.
     config: ServerConfig,
+    /// Rename-aware release diffs, once per pair.
+    diffs: Arc<crate::restyle::Diffs>,
 }
 
 /// The state the router's handlers extract their parts from.
@@ -145,6 +147,7 @@ impl Gateway {
                 max_upload_bytes: config.max_upload_bytes,
             },
         ));
+        let diffs = ops.diffs().clone();
         let finished = ops.finish_collection().await?;
         if finished > 0 {
             tracing::info!(
@@ -175,6 +178,7 @@ impl Gateway {
             access_log,
             shutdown,
             config,
+            diffs,
         }))
     }
 

@@ -21,6 +21,7 @@ use skewless_store::BlobStore;
 use skewless_wire::PromoteRequest;
 
 use crate::presence::Presence;
+use crate::restyle::Diffs;
 use crate::snapshot::{ReleaseView, Routing, Snapshot};
 use crate::supervisor::{Supervisor, Wanted};
 use crate::{Clock, ServerError};
@@ -49,6 +50,9 @@ pub struct Operations {
     presence: Arc<Presence>,
     supervisor: Arc<Supervisor>,
     settings: Settings,
+    /// Rename-aware release diffs, once per pair; started for every new
+    /// current release and canary as the snapshot changes.
+    diffs: Arc<Diffs>,
     /// Serialises snapshot rebuilds.
     refresh_lock: tokio::sync::Mutex<()>,
 }
@@ -72,8 +76,15 @@ impl Operations {
             presence,
             supervisor,
             settings,
+            diffs: Arc::default(),
             refresh_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The rename-aware release diffs, kept for the pairs the snapshot
+    /// serves.
+    pub(crate) fn diffs(&self) -> &Arc<Diffs> {
+        &self.diffs
     }
 
     /// Time now, by the injected clock.
@@ -123,6 +134,7 @@ impl Operations {
                 })
             })
             .collect();
+        self.diffs.refresh(&self.blobs, &snap);
         self.routing.publish(snap);
         self.supervisor.sync(wanted);
         Ok(())

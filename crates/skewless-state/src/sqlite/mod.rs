@@ -590,30 +590,31 @@ mod tests {
         let path = dir.path().join("state.db");
         old_database(&path);
         let store = Sqlite::open(&path).unwrap();
-        let conn = store.conn.lock().unwrap();
-        let standings = get_standings(&conn).unwrap();
-        let of = |id: &str| {
-            standings
-                .iter()
-                .find(|s| s.id.as_str() == id)
-                .unwrap()
-                .clone()
-        };
-        // v2 was promoted from v1; v1's first promotion had nothing before.
-        assert_eq!(
-            of("v2").rollback_to.map(|r| r.to_string()),
-            Some("v1".into())
-        );
-        assert_eq!(of("v1").rollback_to, None);
-        let retired_seq: Option<i64> = conn
-            .query_row(
-                "SELECT retired_seq FROM releases WHERE id = 'v3'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(retired_seq, Some(4));
-        drop(conn);
+        {
+            let conn = store.conn.lock().unwrap();
+            let standings = get_standings(&conn).unwrap();
+            let of = |id: &str| {
+                standings
+                    .iter()
+                    .find(|s| s.id.as_str() == id)
+                    .unwrap()
+                    .clone()
+            };
+            // v2 was promoted from v1; v1's first promotion had nothing before.
+            assert_eq!(
+                of("v2").rollback_to.map(|r| r.to_string()),
+                Some("v1".into())
+            );
+            assert_eq!(of("v1").rollback_to, None);
+            let retired_seq: Option<i64> = conn
+                .query_row(
+                    "SELECT retired_seq FROM releases WHERE id = 'v3'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(retired_seq, Some(4));
+        }
         // The rollback history-scan would have refused (v1's last promote had
         // no predecessor); the stored target says the same.
         assert!(matches!(
