@@ -6,7 +6,7 @@ Each server runs alone under callgrind with one worker; wrk sends
 `--duration` seconds of the chosen case over 8 connections; the program's
 instruction total (start-up included, which is small next to tens of
 thousands of requests) is divided by the requests answered; so is the
-count after start-up alone ("steady"). Kernel time
+count after start-up and a 1 s warm-up alone ("steady"). Kernel time
 (the TCP stack) is not counted: it is about the same for both. The
 skewless profile is kept (bench/results/callgrind-<case>.out) for
 `callgrind_annotate --inclusive=yes`.
@@ -36,17 +36,20 @@ def totals(out_file):
 
 
 def under_callgrind(cmd, out_file, env, port, url, headers, duration):
-    """Returns the requests answered, the instructions of the whole run
-    (start-up included) and those after start-up alone."""
+    """Returns the requests answered and the instructions of the whole run
+    (start-up included), and the same for the part after start-up and a
+    1 s warm-up (which runs what is set up on first use)."""
     vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", "--dump-instr=no"]
     p = common.Proc("callgrind", vg + cmd, env=env)
     common.wait_port(port, deadline_s=60)
-    # The start-up's counts go to <out_file>.1 and are reset.
+    warm = common.wrk(url, headers, connections=8, duration=1, cpus="")
+    # The counts so far go to <out_file>.1 and are reset.
     subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True, capture_output=True)
     r = common.wrk(url, headers, connections=8, duration=duration, cpus="")
     p.stop()
     steady = totals(out_file)
-    return r["requests"], totals(out_file + ".1") + steady, steady
+    return (warm["requests"] + r["requests"], totals(out_file + ".1") + steady,
+            r["requests"], steady)
 
 
 def main():
@@ -91,12 +94,12 @@ def main():
     out_file = os.path.join(common.RESULTS, f"{name}.out")
     os.makedirs(common.RESULTS, exist_ok=True)
     log(f"skewless under callgrind: {case}")
-    reqs, instr, steady = under_callgrind(
+    reqs, instr, steady_reqs, steady = under_callgrind(
         [common.SKEWLESS, "serve", "--listen", f"127.0.0.1:{port}", "--data", data,
          "--admin-token", common.TOKEN],
         out_file, {"TOKIO_WORKER_THREADS": "1", "SKEWLESS_LOG": "warn"}, port,
         f"http://127.0.0.1:{port}{sk_path}", sk_headers, args.duration)
-    results["skewless"] = per_request(reqs, instr, steady)
+    results["skewless"] = per_request(reqs, instr, steady_reqs, steady)
 
     d = tempfile.mkdtemp(prefix="bench-callgrind-nginx-")
     port = common.free_port()
@@ -118,10 +121,10 @@ def main():
         ng_headers.append(f"If-None-Match: {etag}")
     log(f"nginx under callgrind: {case}")
     nout = os.path.join(d, "callgrind-nginx.out")
-    reqs, instr, steady = under_callgrind(["nginx", "-c", conf, "-e", os.path.join(d, "error.log")],
+    reqs, instr, steady_reqs, steady = under_callgrind(["nginx", "-c", conf, "-e", os.path.join(d, "error.log")],
                                           nout, {}, port, f"http://127.0.0.1:{port}{ng_path}",
                                           ng_headers, args.duration)
-    results["nginx"] = per_request(reqs, instr, steady)
+    results["nginx"] = per_request(reqs, instr, steady_reqs, steady)
     sk, ng = results["skewless"], results["nginx"]
     ratio = sk["per_request"] / ng["per_request"] if ng["per_request"] else None
     steady_ratio = (sk["per_request_steady"] / ng["per_request_steady"]
@@ -134,13 +137,14 @@ def main():
                  [[k, v["requests"], v["instructions"], v["per_request"], v["per_request_steady"]]
                   for k, v in out["results"].items()])
     print(f"skewless/nginx instructions per request: {out['skewless_nginx_ratio']} "
-          f"(start-up excluded: {out['skewless_nginx_ratio_steady']})")
+          f"(start-up and warm-up excluded: {out['skewless_nginx_ratio_steady']})")
 
 
-def per_request(reqs, instr, steady):
-    return {"requests": reqs, "instructions": instr, "instructions_steady": steady,
+def per_request(reqs, instr, steady_reqs, steady):
+    return {"requests": reqs, "instructions": instr,
+            "requests_steady": steady_reqs, "instructions_steady": steady,
             "per_request": round(instr / reqs) if reqs else None,
-            "per_request_steady": round(steady / reqs) if reqs else None}
+            "per_request_steady": round(steady / steady_reqs) if steady_reqs else None}
 
 
 if __name__ == "__main__":
