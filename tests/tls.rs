@@ -73,6 +73,7 @@ fn https_serves_h2_and_http1_reloads_certificates_and_redirects_plain_http() {
     let port: u16 = s.url.rsplit(':').next().unwrap().parse().unwrap();
 
     // The admin CLI over TLS, trusting the gateway's certificate.
+    let backend = crate::support::Backend::start(1, "v1-backend");
     let out = cli(
         &s,
         &ca,
@@ -81,6 +82,8 @@ fn https_serves_h2_and_http1_reloads_certificates_and_redirects_plain_http() {
             example("v1").to_str().unwrap(),
             "--release",
             "v1",
+            "--backend",
+            &backend.url,
             "--promote",
         ],
     );
@@ -109,6 +112,18 @@ fn https_serves_h2_and_http1_reloads_certificates_and_redirects_plain_http() {
     let css = h1.get(format!("{}/style.css", s.url)).send().unwrap();
     assert_eq!(css.version(), reqwest::Version::HTTP_11);
     assert_eq!(css.status(), 200);
+    // A back end learns the client came over HTTPS.
+    let who: serde_json::Value = h2
+        .get(format!("{}/api/whoami", s.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(who["x_forwarded_proto"], "https", "{who}");
+    assert!(
+        who["forwarded"].as_str().unwrap().ends_with(";proto=https"),
+        "{who}"
+    );
     // Header limits hold over TLS too.
     let long = h2
         .get(format!("{}/style.css", s.url))

@@ -67,12 +67,16 @@ pub async fn serve(
         let streams = streams_open.clone();
         let builder = builder.clone();
         let tls = tls.clone();
+        let secure = tls.is_some();
         tokio::spawn(async move {
             let service_gw = gw.clone();
             let log = gw.access_log().clone();
             let service = hyper::service::service_fn(
-                move |req: axum::http::Request<hyper::body::Incoming>| {
+                move |mut req: axum::http::Request<hyper::body::Incoming>| {
                     let (gw, app) = (service_gw.clone(), app.clone());
+                    if secure {
+                        req.extensions_mut().insert(crate::proxy::OverTls);
+                    }
                     async move {
                         let logged = gw.access_log().start(&req, peer);
                         let resp = match limits.check(&req) {

@@ -179,7 +179,8 @@ impl Proxy {
         };
         strip_hop_by_hop(&mut parts.headers);
         let host = parts.headers.insert(header::HOST, upstream.host.clone());
-        forwarded_headers(&mut parts.headers, client, host.as_ref());
+        let tls = parts.extensions.get::<OverTls>().is_some();
+        forwarded_headers(&mut parts.headers, client, host.as_ref(), tls);
         if let Some(proto) = &upgrade {
             parts
                 .headers
@@ -320,8 +321,19 @@ fn push_ip(out: &mut String, ip: std::net::IpAddr, quoted_v6: bool) {
     }
 }
 
+/// Marks a request that came in over the gateway's own TLS listener, so the
+/// back end is told `https`.
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
 /// Sets `X-Forwarded-For` (appended), `-Proto`, `-Host` and `Forwarded`.
-fn forwarded_headers(headers: &mut HeaderMap, client: SocketAddr, host: Option<&HeaderValue>) {
+fn forwarded_headers(
+    headers: &mut HeaderMap,
+    client: SocketAddr,
+    host: Option<&HeaderValue>,
+    tls: bool,
+) {
+    let proto = if tls { "https" } else { "http" };
     let mut xff = String::with_capacity(48);
     if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         if !prev.trim().is_empty() {
@@ -333,7 +345,7 @@ fn forwarded_headers(headers: &mut HeaderMap, client: SocketAddr, host: Option<&
     if let Ok(v) = HeaderValue::from_str(&xff) {
         headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     let mut forwarded = String::with_capacity(64);
     if let Some(prev) = headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
         forwarded.push_str(prev);
@@ -350,7 +362,8 @@ fn forwarded_headers(headers: &mut HeaderMap, client: SocketAddr, host: Option<&
             forwarded.push_str(h);
         }
     }
-    forwarded.push_str(";proto=http");
+    forwarded.push_str(";proto=");
+    forwarded.push_str(proto);
     if let Ok(v) = HeaderValue::from_str(&forwarded) {
         headers.insert(header::FORWARDED, v);
     }
@@ -407,7 +420,12 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         let host = HeaderValue::from_static("app.example.com");
-        forwarded_headers(&mut h, "127.0.0.2:5000".parse().unwrap(), Some(&host));
+        forwarded_headers(
+            &mut h,
+            "127.0.0.2:5000".parse().unwrap(),
+            Some(&host),
+            false,
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.2");
         assert_eq!(h["x-forwarded-host"], "app.example.com");
         assert_eq!(
@@ -417,12 +435,13 @@ mod tests {
 
         let mut h = HeaderMap::new();
         h.insert(header::FORWARDED, HeaderValue::from_static("for=10.0.0.1"));
-        forwarded_headers(&mut h, "[::1]:5000".parse().unwrap(), None);
+        forwarded_headers(&mut h, "[::1]:5000".parse().unwrap(), None, true);
         assert_eq!(h["x-forwarded-for"], "::1");
         assert_eq!(
             h[header::FORWARDED],
-            "for=10.0.0.1, for=\"[::1]\";proto=http"
+            "for=10.0.0.1, for=\"[::1]\";proto=https"
         );
+        assert_eq!(h["x-forwarded-proto"], "https");
         assert!(!h.contains_key("x-forwarded-host"));
 
         for (addr, want) in [
@@ -431,7 +450,7 @@ mod tests {
             ("192.168.10.99:1", "192.168.10.99"),
         ] {
             let mut h = HeaderMap::new();
-            forwarded_headers(&mut h, addr.parse().unwrap(), None);
+            forwarded_headers(&mut h, addr.parse().unwrap(), None, false);
             assert_eq!(h["x-forwarded-for"], want);
         }
     }
