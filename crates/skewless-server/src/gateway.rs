@@ -99,6 +99,7 @@ impl Gateway {
     pub async fn new(
         config: ServerConfig,
         adapters: Adapters,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Self>, ServerError> {
         config.validate()?;
@@ -113,19 +114,23 @@ impl Gateway {
         let routing = Arc::new(Routing::default());
         let presence = Arc::new(Presence::new(config.retention.presence_window_secs));
         let supervisor = Arc::new(Supervisor::new(config.backend.clone()));
-        let ops = Arc::new(Operations::new(
-            adapters.state,
-            adapters.blobs.clone(),
-            adapters.clock.clone(),
-            routing.clone(),
-            presence.clone(),
-            supervisor.clone(),
-            Settings {
-                default_health_path: config.backend.health_path.clone(),
-                gc_grace_secs: config.gc_grace_secs,
-                max_upload_bytes: config.max_upload_bytes,
-            },
-        ));
+        let ops = Arc::new(
+            Operations::new(
+                adapters.state,
+                adapters.blobs.clone(),
+                adapters.clock.clone(),
+                routing.clone(),
+                presence.clone(),
+                supervisor.clone(),
+                Settings {
+                    default_health_path: config.backend.health_path.clone(),
+                    gc_grace_secs: config.gc_grace_secs,
+                    max_upload_bytes: config.max_upload_bytes,
+                    cluster_backend_wait_secs: config.cluster.backend_wait_secs,
+                },
+            )
+            .with_cluster(cluster),
+        );
         let finished = ops.finish_collection().await?;
         if finished > 0 {
             tracing::info!(

@@ -6,6 +6,7 @@ mod admin;
 mod auth;
 mod client_js;
 mod clock;
+mod cluster;
 mod config;
 mod datadir;
 mod error;
@@ -27,7 +28,7 @@ mod supervisor;
 mod system;
 
 pub use clock::{Clock, SystemClock};
-pub use config::{BackendDefaults, Retention, Role, ServerConfig, TokenConfig};
+pub use config::{BackendDefaults, ClusterTiming, Retention, Role, ServerConfig, TokenConfig};
 pub use datadir::DataLock;
 pub use error::ServerError;
 pub use gateway::{Adapters, Gateway};

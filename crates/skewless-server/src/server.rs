@@ -1,10 +1,12 @@
 //! Running the server: bind, build the gateway over the adapters the caller
 //! chose, serve until SIGTERM or Ctrl-C, then shut down gracefully.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::cluster::Cluster;
 use crate::gateway::{router, Adapters, Gateway};
 use crate::{ServerConfig, ServerError};
 
@@ -19,13 +21,30 @@ pub async fn run(config: ServerConfig, adapters: Adapters) -> Result<(), ServerE
         .local_addr()
         .map_err(|e| ServerError::Startup(e.to_string()))?;
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let gw = Gateway::new(config, adapters, stop_rx).await?;
+    let cluster = config.clustered().then(|| {
+        let node_id = config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", hostname(), addr.port()));
+        Arc::new(Cluster::new(
+            node_id,
+            addr.to_string(),
+            config.cluster.clone(),
+        ))
+    });
+    let gw = Gateway::new(config, adapters, cluster.clone(), stop_rx).await?;
     let reaper = tokio::spawn(crate::reaper::run(
         gw.ops.clone(),
-        gw.presence.clone(),
         gw.routing.clone(),
         gw.config.retention.clone(),
     ));
+    let cluster_tasks = match &cluster {
+        Some(c) => {
+            tracing::info!(node = %c.node_id, "cluster mode: state shared with other nodes");
+            crate::cluster::spawn(&gw, c)
+        }
+        None => Vec::new(),
+    };
     let app = router(gw.clone());
     println!("skewless listening on http://{addr}");
     tracing::info!(%addr, data = %gw.config.data.display(), "gateway started");
@@ -47,6 +66,12 @@ pub async fn run(config: ServerConfig, adapters: Adapters) -> Result<(), ServerE
     .await;
     let result = Ok(());
     reaper.abort();
+    for t in cluster_tasks {
+        t.abort();
+    }
+    if let Some(c) = &cluster {
+        crate::cluster::release_leases(gw.ops.state().as_ref(), c).await;
+    }
     gw.supervisor.stop_all().await;
     result
 }
@@ -70,4 +95,14 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+}
+
+/// This machine's host name (for the default node id).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
