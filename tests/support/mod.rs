@@ -388,3 +388,5 @@ pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .is_ok_and(|st| !st.contains(") Z ") && !st.contains(") X "))
 }
+
+pub mod cluster;
