@@ -1,10 +1,8 @@
 //! The admin API and the CLI commands over it: auth, promote, rollback,
 //! retire, gc, releases, status, history.
 
-mod support;
-
+use crate::support::{example, Server};
 use reqwest::Method;
-use support::{example, Server};
 
 #[test]
 fn admin_calls_need_the_token() {
@@ -35,13 +33,13 @@ fn admin_calls_need_the_token() {
         let basic = s
             .http
             .request(method.clone(), &url)
-            .basic_auth("admin", Some(support::TOKEN))
+            .basic_auth("admin", Some(crate::support::TOKEN))
             .send()
             .unwrap();
         assert_eq!(basic.status(), 401, "{method} {path} with basic auth");
     }
     let err = {
-        let out = std::process::Command::new(support::bin())
+        let out = std::process::Command::new(crate::support::bin())
             .args(["status", "--server", &s.url, "--token", "wrong"])
             .output()
             .unwrap();
@@ -55,7 +53,7 @@ fn generated_token_is_private_and_used_by_the_cli() {
     use std::io::BufRead;
     use std::os::unix::fs::PermissionsExt;
     let data = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(support::bin())
+    let mut child = std::process::Command::new(crate::support::bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data.path())
         .env_remove("SKEWLESS_ADMIN_TOKEN")
@@ -77,7 +75,7 @@ fn generated_token_is_private_and_used_by_the_cli() {
     let token = std::fs::read_to_string(&token_path).unwrap();
     assert!(token.trim().len() >= 32);
     // The CLI finds the token through --data.
-    let out = std::process::Command::new(support::bin())
+    let out = std::process::Command::new(crate::support::bin())
         .args(["status", "--json", "--server", &url, "--data"])
         .arg(data.path())
         .env_remove("SKEWLESS_TOKEN")
@@ -148,10 +146,10 @@ fn retire_and_gc_delete_only_what_no_release_needs() {
             "<head></head><script src=/shared.js></script>",
         )
         .unwrap();
-        support::write_file(&d.join("shared.js"), 4096, 1);
+        crate::support::write_file(&d.join("shared.js"), 4096, 1);
     }
-    support::write_file(&a.path().join("only-a.bin"), 8192, 2);
-    support::write_file(&b.path().join("only-b.bin"), 8192, 3);
+    crate::support::write_file(&a.path().join("only-a.bin"), 8192, 2);
+    crate::support::write_file(&b.path().join("only-b.bin"), 8192, 3);
     s.deploy(a.path(), "a", true);
     s.deploy(b.path(), "b", true);
 

@@ -153,16 +153,20 @@ fn three_nodes_behind_haproxy_serve_one_promotion_and_every_pin() {
     }
 
     // `skewless nodes` lists all three with their state version.
-    let listed = nodes(&n1);
-    assert_eq!(listed.len(), 3);
-    let version = listed
-        .iter()
-        .map(|n| n["cluster_version"].as_u64().unwrap())
-        .max();
-    assert!(version >= Some(4), "{listed:?}");
-    assert!(listed
-        .iter()
-        .all(|n| n["live"] == true && n["version"] == env!("CARGO_PKG_VERSION")));
+    // Deploy, promote, deploy, promote: every node reports state version 4.
+    wait_for(
+        "every node to report version 4",
+        Duration::from_secs(10),
+        || {
+            let listed = nodes(&n1);
+            listed.len() == 3
+                && listed.iter().all(|n| {
+                    n["cluster_version"] == 4
+                        && n["live"] == true
+                        && n["version"] == env!("CARGO_PKG_VERSION")
+                })
+        },
+    );
     let text = n2.ok(&["nodes"]);
     assert!(text.contains("n1") && text.contains("n3"), "{text}");
 }

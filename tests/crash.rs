@@ -1,13 +1,11 @@
 //! `kill -9` at awkward moments: what was acknowledged survives, nothing
 //! partial becomes visible.
 
-mod support;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{example, generate_app, wait_for, Server, TOKEN};
+use crate::support::{example, generate_app, wait_for, Server, TOKEN};
 
 fn stored_blobs(data: &Path) -> usize {
     let Ok(dirs) = std::fs::read_dir(data.join("blobs")) else {
@@ -78,13 +76,13 @@ fn kill_9_during_deploy_leaves_no_partial_release() {
     for (round, kill_after) in [5usize, 60, 150, 280, 1000].into_iter().enumerate() {
         let id = format!("big{round}");
         // Every round changes one file, so a new blob must be uploaded.
-        support::write_file(
+        crate::support::write_file(
             &app.path().join("assets/f0.bin"),
             16 * 1024,
             100 + round as u64,
         );
         let before = stored_blobs(s.data.path());
-        let child = Command::new(support::bin())
+        let child = Command::new(crate::support::bin())
             .args([
                 "deploy",
                 app.path().to_str().unwrap(),
@@ -251,7 +249,7 @@ fn fifty_kills_at_random_points_lose_nothing_acknowledged() {
                 },
                 Op::Gc => vec!["gc".into()],
             };
-            let child = Command::new(support::bin())
+            let child = Command::new(crate::support::bin())
                 .args(&args)
                 .args(["--server", &s.url, "--token", TOKEN])
                 .stdout(Stdio::piped())

@@ -1,11 +1,9 @@
 //! `skewless deploy`: content-addressed uploads, bad input, and that nothing
 //! acknowledged is ever overwritten.
 
-mod support;
-
 use std::path::Path;
 
-use support::{example, generate_app, write_file, Server, TOKEN};
+use crate::support::{example, generate_app, write_file, Server, TOKEN};
 
 fn deploy_json(s: &Server, dir: &Path, id: &str) -> serde_json::Value {
     let out = s.ok(&["deploy", dir.to_str().unwrap(), "--release", id, "--json"]);
@@ -151,7 +149,7 @@ fn bad_deploys_fail_clearly_and_change_nothing() {
     assert_eq!(s.current().as_deref(), Some("v1"));
 
     // An unreachable server.
-    let out = std::process::Command::new(support::bin())
+    let out = std::process::Command::new(crate::support::bin())
         .args(["status", "--server", "http://127.0.0.1:9", "--token", TOKEN])
         .output()
         .unwrap();
@@ -227,7 +225,7 @@ fn uploads_past_the_limit_are_refused() {
     let data = tempfile::tempdir().unwrap();
     let (mut child, url) = {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(support::bin())
+        let mut child = std::process::Command::new(crate::support::bin())
             .args([
                 "serve",
                 "--listen",

@@ -1,13 +1,11 @@
 //! The gateway's request resolution and HTTP behaviour, driven over real HTTP
 //! against the real binary with the example app deployed through the CLI.
 
-mod support;
-
 use std::io::Read;
 use std::time::Duration;
 
+use crate::support::{example, raw_get, wait_for, Server};
 use reqwest::header;
-use support::{example, raw_get, wait_for, Server};
 
 fn two_releases() -> Server {
     let s = Server::start();

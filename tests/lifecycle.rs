@@ -1,13 +1,11 @@
 //! Release lifecycle: presence, drain and retirement, garbage collection,
 //! canary, required upgrades, metrics and the audit history.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::support::{example, wait_for, write_file, Server};
 use reqwest::header;
-use support::{example, wait_for, write_file, Server};
 
 fn status(s: &Server) -> serde_json::Value {
     serde_json::from_str(&s.ok(&["status", "--json"])).unwrap()
@@ -478,7 +476,7 @@ fn history_names_the_token_and_read_only_tokens_cannot_act() {
         &["--config", config.to_str().unwrap()],
     );
     let as_token = |token: &str, args: &[&str]| {
-        std::process::Command::new(support::bin())
+        std::process::Command::new(crate::support::bin())
             .args(args)
             .args(["--server", &s.url, "--token", token])
             .output()

@@ -2,15 +2,13 @@
 //! the release it runs, through a real reverse proxy; managed back ends are
 //! started, health-checked, restarted and stopped by skewless.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{alive, example, example_backend, wait_for, Backend, Server};
 use reqwest::header;
-use support::{alive, example, example_backend, wait_for, Backend, Server};
 
 fn json(resp: reqwest::blocking::Response) -> serde_json::Value {
     resp.json().expect("json body")
@@ -146,7 +144,7 @@ fn websockets_reach_the_pinned_back_end() {
 fn dead_and_slow_back_ends_get_clear_errors() {
     let b1 = Backend::start(1, "slow");
     let s = Server::start_with(tempfile::tempdir().unwrap(), &["--read-timeout-secs", "1"]);
-    let closed = format!("http://127.0.0.1:{}", support::free_port());
+    let closed = format!("http://127.0.0.1:{}", crate::support::free_port());
     s.deploy_with(&example("v1"), "dead", &["--backend", &closed, "--promote"]);
     let r = s.get("/api/items").send().unwrap();
     assert_eq!(r.status(), 502);
@@ -551,7 +549,7 @@ fn config_file_env_and_flags_merge() {
         "api_prefixes = [\"/rpc/\"]\nread_timeout_secs = 7\ndefault_upstream = \"http://127.0.0.1:9\"\n[backend]\nhealth_path = \"/ready\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(support::bin())
+    let out = std::process::Command::new(crate::support::bin())
         .args(["serve", "--print-config", "--config"])
         .arg(&file)
         .args(["--listen", "127.0.0.1:9999"])
@@ -576,7 +574,7 @@ fn config_file_env_and_flags_merge() {
         assert!(text.contains(want), "{want} missing from:\n{text}");
     }
     std::fs::write(&file, "api_prefix = [\"/rpc/\"]\n").unwrap();
-    let out = std::process::Command::new(support::bin())
+    let out = std::process::Command::new(crate::support::bin())
         .args(["serve", "--print-config", "--config"])
         .arg(&file)
         .output()
@@ -607,7 +605,7 @@ fn config_file_env_and_flags_merge() {
     let r = s.get("/rpc/anything").send().unwrap();
     assert_eq!(r.headers()["skewless-served-by"], "v1");
     assert_eq!(s.get("/api/items").send().unwrap().status(), 404);
-    let bad = std::process::Command::new(support::bin())
+    let bad = std::process::Command::new(crate::support::bin())
         .args(["serve", "--print-config", "--default-upstream", "ftp://x"])
         .output()
         .unwrap();

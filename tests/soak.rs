@@ -4,15 +4,13 @@
 //! and collecting drained releases. Zero 5xx, zero 404 for a retained
 //! release's file, every answer consistent with its pin.
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::support::{Backend, Server, TOKEN};
 use reqwest::header;
-use support::{Backend, Server, TOKEN};
 
 const RUN: Duration = Duration::from_secs(40);
 const CLIENTS: usize = 8;

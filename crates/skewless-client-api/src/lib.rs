@@ -16,6 +16,22 @@ pub use deploy::{scan, DeployOptions, DeployReport, LocalFile};
 pub use error::ClientError;
 pub use skewless_wire as wire;
 
+/// The HTTP client: bounded connect and read times, and extra trusted roots.
+fn http_client(roots: Option<Vec<reqwest::Certificate>>) -> Result<reqwest::Client, ClientError> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        // A server that dies mid-request must not leave the CLI waiting
+        // for ever.
+        .read_timeout(std::time::Duration::from_secs(60))
+        .pool_max_idle_per_host(16);
+    for cert in roots.into_iter().flatten() {
+        builder = builder.add_root_certificate(cert);
+    }
+    builder
+        .build()
+        .map_err(|e| ClientError::Connect(e.to_string()))
+}
+
 /// A connection to one skewless server's admin API.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -33,19 +49,25 @@ impl Client {
                 "server {server:?} must be an http:// or https:// URL"
             )));
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            // A server that dies mid-request must not leave the CLI waiting
-            // for ever.
-            .read_timeout(std::time::Duration::from_secs(60))
-            .pool_max_idle_per_host(16)
-            .build()
-            .map_err(|e| ClientError::Connect(e.to_string()))?;
         Ok(Client {
             base,
             token: token.to_owned(),
-            http,
+            http: http_client(None)?,
         })
+    }
+
+    /// Also trusts the PEM certificate(s) in `pem` for an `https://`
+    /// server, e.g. a private CA or a self-signed gateway certificate.
+    pub fn trusting(mut self, pem: &[u8]) -> Result<Self, ClientError> {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| ClientError::Input(format!("CA certificate: {e}")))?;
+        if certs.is_empty() {
+            return Err(ClientError::Input(
+                "CA certificate file holds no PEM certificate".into(),
+            ));
+        }
+        self.http = http_client(Some(certs))?;
+        Ok(self)
     }
 
     fn url(&self, path: &str) -> String {

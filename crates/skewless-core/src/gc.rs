@@ -8,20 +8,32 @@ use crate::Lifecycle;
 pub struct Use {
     /// The release's lifecycle state.
     pub state: Lifecycle,
-    /// Unix seconds of the release's retirement.
-    pub retired_at: Option<i64>,
+    /// Where the release's retirement stands in the state's change order
+    /// (its history entry), if it was retired.
+    pub retired_seq: Option<i64>,
+}
+
+/// A stored blob as the collector sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Touch {
+    /// Unix seconds of the last touch (upload, reported present to a deploy,
+    /// registration).
+    pub at: i64,
+    /// Where the last touch stands in the state's change order: the newest
+    /// history entry committed when it happened.
+    pub seq: i64,
 }
 
 /// Whether a stored blob may be deleted now.
 ///
 /// A blob is kept while any release that is not collected uses it (with
 /// `retired_counts_as_collected`, retired releases count as collected: the
-/// plan of a gc that will collect them). An unused blob was last *touched*
-/// (uploaded, reported present to a deploy, or registered) at `touched_at`:
+/// plan of a gc that will collect them). Of the unused blobs:
 ///
 /// - one that only collected releases used goes at once, unless a deploy
 ///   touched it after the last of them was retired (that deploy is about to
-///   use it again);
+///   use it again); "after" is in the state's change order, not the clock's,
+///   so a touch in the same second as the retirement is ordered exactly;
 /// - any other goes once untouched for `grace_secs` (an upload whose deploy
 ///   has not registered yet, or a crash's leftover).
 ///
@@ -30,7 +42,7 @@ pub struct Use {
 /// present in its own transaction, so a registered release never misses a
 /// blob however deploys and collections interleave.
 pub fn deletable(
-    touched_at: i64,
+    touched: Touch,
     uses: &[Use],
     retired_counts_as_collected: bool,
     now: i64,
@@ -46,15 +58,15 @@ pub fn deletable(
         if !dead {
             return false;
         }
-        // A collected release always went through retirement; without the
-        // time, count it as retired long ago.
-        let at = u.retired_at.unwrap_or(i64::MIN);
-        last_retired = Some(last_retired.map_or(at, |l| l.max(at)));
+        // A collected release always went through retirement; without its
+        // place in the order, count it as retired before anything else.
+        let seq = u.retired_seq.unwrap_or(0);
+        last_retired = Some(last_retired.map_or(seq, |l| l.max(seq)));
     }
-    if now - touched_at >= grace_secs {
+    if now - touched.at >= grace_secs {
         return true;
     }
-    last_retired.is_some_and(|retired| touched_at <= retired)
+    last_retired.is_some_and(|retired| touched.seq < retired)
 }
 
 #[cfg(test)]
@@ -65,8 +77,12 @@ mod tests {
     fn used(state: Lifecycle) -> Use {
         Use {
             state,
-            retired_at: matches!(state, Retired | Collected).then_some(995),
+            retired_seq: matches!(state, Retired | Collected).then_some(50),
         }
+    }
+
+    fn touched(at: i64, seq: i64) -> Touch {
+        Touch { at, seq }
     }
 
     #[test]
@@ -83,7 +99,7 @@ mod tests {
         let doomed = |dry: bool| {
             blobs
                 .iter()
-                .filter(|(_, touched, uses)| deletable(*touched, uses, dry, 1000, 60))
+                .filter(|(_, at, uses)| deletable(touched(*at, 10), uses, dry, 1000, 60))
                 .map(|(n, _, _)| *n)
                 .collect::<Vec<_>>()
         };
@@ -97,22 +113,30 @@ mod tests {
     fn a_deploy_that_touched_a_collected_blob_keeps_it() {
         let collected = [Use {
             state: Collected,
-            retired_at: Some(100),
+            retired_seq: Some(100),
         }];
-        // Touched before (or in the second of) the retirement: garbage.
-        assert!(deletable(90, &collected, false, 200, 3600));
-        assert!(deletable(100, &collected, false, 200, 3600));
+        // Touched before the retirement was recorded: garbage, however
+        // recently (the same second included).
+        assert!(deletable(touched(200, 90), &collected, false, 200, 3600));
+        assert!(deletable(touched(200, 99), &collected, false, 200, 3600));
         // Touched after it: a deploy counts on it, for the grace period.
-        assert!(!deletable(150, &collected, false, 200, 3600));
-        assert!(deletable(150, &collected, false, 150 + 3600, 3600));
+        assert!(!deletable(touched(200, 100), &collected, false, 200, 3600));
+        assert!(!deletable(touched(150, 120), &collected, false, 200, 3600));
+        assert!(deletable(
+            touched(150, 120),
+            &collected,
+            false,
+            150 + 3600,
+            3600
+        ));
         // The latest retirement counts.
         let two = [
             collected[0],
             Use {
                 state: Collected,
-                retired_at: Some(160),
+                retired_seq: Some(130),
             },
         ];
-        assert!(deletable(150, &two, false, 200, 3600));
+        assert!(deletable(touched(150, 120), &two, false, 200, 3600));
     }
 }

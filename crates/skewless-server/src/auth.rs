@@ -145,7 +145,7 @@ pub async fn require_admin(
         .map(|c| c.0.ip());
     if !admin_reachable(peer, tokens.allow_remote) {
         return ServerError::Forbidden(
-            "the admin API answers loopback clients only; put a TLS-terminating proxy in front and set admin_allow_remote = true".into(),
+            "the admin API answers loopback clients only; serve HTTPS (--tls-cert/--tls-key) or put a TLS-terminating proxy in front, and set admin_allow_remote = true".into(),
         )
         .into_response();
     }

@@ -16,6 +16,9 @@ use tokio::task::JoinHandle;
 
 use crate::gateway::Gateway;
 use crate::operations::Operations;
+use crate::presence::Presence;
+use crate::snapshot::Routing;
+use crate::supervisor::Supervisor;
 use crate::ClusterTiming;
 
 /// The singleton jobs, each under a lease of its own name.
@@ -132,12 +135,15 @@ impl Cluster {
 pub fn spawn(gw: &Arc<Gateway>, cluster: &Arc<Cluster>) -> Vec<JoinHandle<()>> {
     vec![
         tokio::spawn(follow(
-            gw.ops.clone(),
-            gw.ops.state().clone(),
+            gw.operations().clone(),
+            gw.operations().state().clone(),
             Duration::from_millis(cluster.timing.poll_ms),
         )),
         tokio::spawn(heartbeat(gw.clone(), cluster.clone())),
-        tokio::spawn(keep_leases(gw.ops.state().clone(), cluster.clone())),
+        tokio::spawn(keep_leases(
+            gw.operations().state().clone(),
+            cluster.clone(),
+        )),
     ]
 }
 
@@ -180,10 +186,15 @@ async fn follow(ops: Arc<Operations>, state: Arc<dyn StateStore>, poll: Duration
 }
 
 /// This node's report now.
-fn report(gw: &Gateway, cluster: &Cluster) -> (NodeReport, Vec<PresenceRow>) {
-    let now = gw.clock.now();
-    let snap = gw.routing.load_full();
-    let counts = gw.presence.counts(now);
+pub(crate) fn report(
+    routing: &Routing,
+    presence: &Presence,
+    supervisor: &Supervisor,
+    now: i64,
+    cluster: &Cluster,
+) -> (NodeReport, Vec<PresenceRow>) {
+    let snap = routing.load_full();
+    let counts = presence.counts(now);
     let rows: Vec<PresenceRow> = counts
         .iter()
         .map(|(id, c)| PresenceRow {
@@ -191,7 +202,7 @@ fn report(gw: &Gateway, cluster: &Cluster) -> (NodeReport, Vec<PresenceRow>) {
             streams: c.streams as u64,
             recent: c.recent as u64,
             total: c.total as u64,
-            last_seen: gw.presence.last_seen(id, now),
+            last_seen: presence.last_seen(id, now),
         })
         .collect();
     let backends = snap
@@ -199,8 +210,7 @@ fn report(gw: &Gateway, cluster: &Cluster) -> (NodeReport, Vec<PresenceRow>) {
         .iter()
         .filter(|v| v.record.backend_cmd.is_some() && v.record.state.is_served())
         .map(|v| {
-            let health = gw
-                .supervisor
+            let health = supervisor
                 .status(&v.record.id)
                 .map_or(Health::Stopped, |s| s.health);
             (v.record.id.to_string(), health)
@@ -211,7 +221,7 @@ fn report(gw: &Gateway, cluster: &Cluster) -> (NodeReport, Vec<PresenceRow>) {
         address: cluster.address.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         cluster_version: snap.version,
-        event_streams: gw.routing.streams(),
+        event_streams: routing.streams(),
         clients: counts.values().map(|c| c.total).sum(),
         leases: cluster.held(),
         backends,
@@ -272,7 +282,7 @@ pub async fn read_view(
 /// Every heartbeat: reports this node and its presence, then reads the
 /// cluster's; the cleanup lease's holder deletes long-silent nodes.
 async fn heartbeat(gw: Arc<Gateway>, cluster: Arc<Cluster>) {
-    let state = gw.ops.state().clone();
+    let state = gw.operations().state().clone();
     let mut tick = tokio::time::interval(Duration::from_millis(cluster.timing.heartbeat_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -280,7 +290,7 @@ async fn heartbeat(gw: Arc<Gateway>, cluster: Arc<Cluster>) {
         let Some(shared) = state.cluster() else {
             return;
         };
-        let (report, rows) = report(&gw, &cluster);
+        let (report, rows) = gw.node_report(&cluster);
         let json = serde_json::to_string(&report).unwrap_or_default();
         if let Err(e) = shared.heartbeat(&cluster.node_id, &json, &rows).await {
             tracing::debug!(error = %e, "heartbeat failed");

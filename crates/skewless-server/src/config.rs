@@ -53,8 +53,16 @@ pub struct ServerConfig {
     /// Most event streams open at once from one client address.
     pub max_event_streams_per_ip: usize,
     /// Whether the admin API answers clients that are not on loopback. Only
-    /// turn on behind a TLS-terminating proxy.
+    /// turn on with `tls_cert` or behind a TLS-terminating proxy.
     pub admin_allow_remote: bool,
+    /// PEM certificate chain; with `tls_key`, the listener speaks HTTPS
+    /// (HTTP/2 and HTTP/1.1 by ALPN).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// A plain-HTTP listener that redirects every request to HTTPS (needs
+    /// `tls_cert`).
+    pub http_redirect_listen: Option<SocketAddr>,
     /// Defaults of managed back ends.
     pub backend: BackendDefaults,
     /// When old releases are retired and blobs collected.
@@ -214,6 +222,9 @@ impl Default for ServerConfig {
             max_event_streams: 19_000,
             max_event_streams_per_ip: 1000,
             admin_allow_remote: false,
+            tls_cert: None,
+            tls_key: None,
+            http_redirect_listen: None,
             backend: BackendDefaults::default(),
             retention: Retention::default(),
             tokens: Vec::new(),
@@ -306,6 +317,16 @@ impl ServerConfig {
                     t.name
                 )));
             }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ServerError::Startup(
+                "tls_cert and tls_key go together: give both or neither".into(),
+            ));
+        }
+        if self.http_redirect_listen.is_some() && self.tls_cert.is_none() {
+            return Err(ServerError::Startup(
+                "http_redirect_listen redirects to HTTPS and needs tls_cert and tls_key".into(),
+            ));
         }
         if self.max_request_head_bytes < crate::limits::MIN_HEAD_BYTES {
             return Err(ServerError::Startup(format!(

@@ -92,9 +92,18 @@ impl ServerError {
     }
 }
 
+/// The JSON body of every error answer: `{"error": "..."}`.
+pub fn error_body(message: &str) -> String {
+    let body = skewless_wire::ErrorBody {
+        error: message.to_owned(),
+    };
+    // A struct of one string always serialises.
+    serde_json::to_string(&body).unwrap_or_default()
+}
+
 /// A JSON error response `{"error": "..."}`.
 pub fn json_error(status: StatusCode, message: &str) -> Response {
-    let body = serde_json::json!({ "error": message }).to_string();
+    let body = error_body(message);
     let mut resp = (status, body).into_response();
     resp.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,

@@ -1,7 +1,7 @@
 //! The accept loop: one hyper connection per client with a header-read
 //! timeout (which also closes idle keep-alive connections), HTTP/1 and
-//! HTTP/2, upgrades, and graceful shutdown that lets in-flight requests
-//! finish.
+//! HTTP/2, upgrades, TLS when configured, and graceful shutdown that lets
+//! in-flight requests finish.
 
 use std::time::Duration;
 
@@ -13,12 +13,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::gateway::{handle, Gateway};
 
 /// Serves the gateway (with `app` for its `/_skewless/` routes) on
-/// `listener` until `stop` resolves, then waits up to `grace` for open
-/// connections to finish their requests.
+/// `listener`, over TLS when `tls` is given, until `stop` resolves, then
+/// waits up to `grace` for open connections to finish their requests.
 pub async fn serve(
     listener: TcpListener,
     gw: Arc<Gateway>,
@@ -26,8 +27,9 @@ pub async fn serve(
     header_read_timeout: Duration,
     stop: impl std::future::Future<Output = ()>,
     grace: Duration,
+    tls: Option<TlsAcceptor>,
 ) {
-    let limits = crate::limits::HeadLimits::of(&gw.config);
+    let limits = crate::limits::HeadLimits::of(gw.config());
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -64,23 +66,12 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let streams = streams_open.clone();
         let builder = builder.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            // Event streams take a lean path of their own; everything else
-            // goes through hyper.
-            let mut first = [0u8; 24];
-            let n = match tokio::time::timeout(header_read_timeout, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => n,
-                _ => return,
-            };
-            if crate::sse::is_event_stream(&first[..n]) {
-                crate::sse::serve(gw, stream, peer, header_read_timeout, limits).await;
-                drop(streams);
-                return;
-            }
-            drop(streams);
+            let service_gw = gw.clone();
             let service = hyper::service::service_fn(
                 move |req: axum::http::Request<hyper::body::Incoming>| {
-                    let (gw, app) = (gw.clone(), app.clone());
+                    let (gw, app) = (service_gw.clone(), app.clone());
                     async move {
                         if let Some(refused) = limits.check(&req) {
                             return Ok::<_, Infallible>(refused);
@@ -89,6 +80,43 @@ pub async fn serve(
                     }
                 },
             );
+            if let Some(acceptor) = tls {
+                // Over TLS every request, event streams included, goes
+                // through hyper.
+                drop(streams);
+                let stream = match tokio::time::timeout(
+                    header_read_timeout,
+                    acceptor.accept(stream),
+                )
+                .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            // Event streams take a lean path of their own; everything else
+            // goes through hyper.
+            let mut first = [0u8; 24];
+            let n = match tokio::time::timeout(header_read_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => return,
+            };
+            if crate::gateway::events::lean::is_event_stream(&first[..n]) {
+                crate::gateway::events::lean::serve(gw, stream, peer, header_read_timeout, limits)
+                    .await;
+                drop(streams);
+                return;
+            }
+            drop(streams);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -5,14 +5,8 @@
 
 use std::sync::OnceLock;
 
-use axum::extract::State;
-use axum::http::{header, HeaderValue};
-use axum::response::{IntoResponse, Response};
-use metrics::{counter, gauge, Counter};
+use metrics::{counter, Counter};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-
-use crate::gateway::AppState;
-use crate::supervisor::Health;
 
 /// What a request was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +48,10 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
+    metrics::describe_counter!(
+        "skewless_tls_reloads_total",
+        "TLS certificate reloads (SIGHUP or a changed file), by result; a failed one keeps the previous certificate."
+    );
     metrics::describe_counter!(
         "skewless_requests_total",
         "Requests answered, by kind and status."
@@ -152,41 +150,6 @@ pub fn promotion() {
 /// Counts a rollback.
 pub fn rollback() {
     counter!("skewless_rollbacks_total").increment(1);
-}
-
-/// `GET /_skewless/metrics`.
-pub async fn endpoint(State(AppState(gw)): State<AppState>) -> Response {
-    let snap = gw.routing.load();
-    let counts = gw.ops.counts();
-    let mut by_state = std::collections::HashMap::<&'static str, f64>::new();
-    for v in &snap.ordered {
-        let id = v.record.id.to_string();
-        let live = counts.get(&v.record.id).map_or(0, |c| c.total);
-        gauge!("skewless_live_clients", "release" => id.clone()).set(live as f64);
-        if v.record.backend_cmd.is_some() {
-            let healthy = gw
-                .supervisor
-                .status(&v.record.id)
-                .is_some_and(|s| s.health == Health::Healthy);
-            gauge!("skewless_backend_healthy", "release" => id).set(if healthy {
-                1.0
-            } else {
-                0.0
-            });
-        }
-        *by_state.entry(v.record.state.as_str()).or_default() += 1.0;
-    }
-    for state in ["uploaded", "current", "draining", "retired"] {
-        gauge!("skewless_releases", "state" => state)
-            .set(by_state.get(state).copied().unwrap_or(0.0));
-    }
-    gauge!("skewless_event_streams").set(gw.ops.event_streams() as f64);
-    let mut resp = gw.metrics.render().into_response();
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    resp
 }
 
 #[cfg(test)]

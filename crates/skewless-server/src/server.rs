@@ -5,75 +5,138 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::cluster::Cluster;
 use crate::gateway::{router, Adapters, Gateway};
 use crate::{ServerConfig, ServerError};
 
-/// Runs the gateway until SIGTERM or Ctrl-C, then drains in-flight requests
-/// for up to the configured grace.
-pub async fn run(config: ServerConfig, adapters: Adapters) -> Result<(), ServerError> {
-    let (stop_tx, stop_rx) = watch::channel(false);
+/// A server that holds its listening socket and certificates but has not
+/// opened any adapter yet: binding and certificate errors stop a start
+/// before anything is opened or created.
+pub struct Bound {
+    listener: tokio::net::TcpListener,
+    addr: std::net::SocketAddr,
+    tls: Option<(TlsAcceptor, Arc<crate::tls::Certificates>)>,
+    config: ServerConfig,
+}
+
+/// Binds the configured address and loads the certificates, if any.
+pub async fn bind(config: ServerConfig) -> Result<Bound, ServerError> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServerError::Startup(format!("cannot listen on {}: {e}", config.listen)))?;
     let addr = listener
         .local_addr()
         .map_err(|e| ServerError::Startup(e.to_string()))?;
-    let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let cluster = config.clustered().then(|| {
-        let node_id = config
-            .node_id
-            .clone()
-            .unwrap_or_else(|| format!("{}:{}", hostname(), addr.port()));
-        Arc::new(Cluster::new(
-            node_id,
-            addr.to_string(),
-            config.cluster.clone(),
-        ))
-    });
-    let gw = Gateway::new(config, adapters, cluster.clone(), stop_rx).await?;
-    let reaper = tokio::spawn(crate::reaper::run(
-        gw.ops.clone(),
-        gw.routing.clone(),
-        gw.config.retention.clone(),
-    ));
-    let cluster_tasks = match &cluster {
-        Some(c) => {
-            tracing::info!(node = %c.node_id, "cluster mode: state shared with other nodes");
-            crate::cluster::spawn(&gw, c)
+    let tls = match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let certs = crate::tls::Certificates::load(cert, key)?;
+            Some((certs.acceptor()?, certs))
         }
-        None => Vec::new(),
+        _ => None,
     };
-    let app = router(gw.clone());
-    println!("skewless listening on http://{addr}");
-    tracing::info!(%addr, data = %gw.config.data.display(), "gateway started");
-    let stop = async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: draining in-flight requests");
-        // Ends event streams (with a reconnect hint) so they do not hold
-        // the shutdown for the whole grace period.
-        let _ = stop_tx.send(true);
-    };
-    crate::listener::serve(
+    Ok(Bound {
         listener,
-        gw.clone(),
-        app,
-        Duration::from_secs(gw.config.header_read_timeout_secs.max(1)),
-        stop,
-        grace,
-    )
-    .await;
-    let result = Ok(());
-    reaper.abort();
-    for t in cluster_tasks {
-        t.abort();
+        addr,
+        tls,
+        config,
+    })
+}
+
+/// Binds, then serves over `adapters` (see [`Bound::serve`]).
+pub async fn run(config: ServerConfig, adapters: Adapters) -> Result<(), ServerError> {
+    bind(config).await?.serve(adapters).await
+}
+
+impl Bound {
+    /// The configuration the server was bound with.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
     }
-    if let Some(c) = &cluster {
-        crate::cluster::release_leases(gw.ops.state().as_ref(), c).await;
+
+    /// Builds the gateway over the adapters the caller chose and runs it
+    /// until SIGTERM or Ctrl-C, then drains in-flight requests for up to the
+    /// configured grace.
+    pub async fn serve(self, adapters: Adapters) -> Result<(), ServerError> {
+        let Bound {
+            listener,
+            addr,
+            tls,
+            config,
+        } = self;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let grace = Duration::from_secs(config.shutdown_grace_secs);
+        let cluster = config.clustered().then(|| {
+            let node_id = config
+                .node_id
+                .clone()
+                .unwrap_or_else(|| format!("{}:{}", hostname(), addr.port()));
+            Arc::new(Cluster::new(
+                node_id,
+                addr.to_string(),
+                config.cluster.clone(),
+            ))
+        });
+        let gw =
+            Gateway::new_in_cluster(config, adapters, cluster.clone(), stop_rx.clone()).await?;
+        let header_read_timeout = Duration::from_secs(gw.config().header_read_timeout_secs.max(1));
+        let tls = tls.map(|(acceptor, certs)| {
+            tokio::spawn(certs.watch());
+            acceptor
+        });
+        if let Some(redirect) = gw.config().http_redirect_listen {
+            let plain = tokio::net::TcpListener::bind(redirect)
+                .await
+                .map_err(|e| ServerError::Startup(format!("cannot listen on {redirect}: {e}")))?;
+            tracing::info!(from = %redirect, "redirecting plain HTTP to HTTPS");
+            tokio::spawn(crate::redirect::serve(
+                plain,
+                addr.port(),
+                crate::limits::HeadLimits::of(gw.config()),
+                header_read_timeout,
+                stop_rx,
+            ));
+        }
+        let reaper = tokio::spawn(gw.reaper());
+        let cluster_tasks = match &cluster {
+            Some(c) => {
+                tracing::info!(node = %c.node_id, "cluster mode: state shared with other nodes");
+                crate::cluster::spawn(&gw, c)
+            }
+            None => Vec::new(),
+        };
+        let app = router(gw.clone());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        println!("skewless listening on {scheme}://{addr}");
+        tracing::info!(%addr, data = %gw.config().data.display(), "gateway started");
+        let stop = async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down: draining in-flight requests");
+            // Ends event streams (with a reconnect hint) so they do not hold
+            // the shutdown for the whole grace period.
+            let _ = stop_tx.send(true);
+        };
+        crate::listener::serve(
+            listener,
+            gw.clone(),
+            app,
+            header_read_timeout,
+            stop,
+            grace,
+            tls,
+        )
+        .await;
+        reaper.abort();
+        for t in cluster_tasks {
+            t.abort();
+        }
+        if let Some(c) = &cluster {
+            crate::cluster::release_leases(gw.operations().state().as_ref(), c).await;
+        }
+        gw.stop_backends().await;
+        Ok(())
     }
-    gw.supervisor.stop_all().await;
-    result
 }
 
 async fn shutdown_signal() {

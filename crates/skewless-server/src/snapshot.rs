@@ -11,7 +11,7 @@ use skewless_core::resolve::Catalog;
 use skewless_core::ReleaseId;
 use skewless_state::{Pointer, ReleaseRecord};
 
-use crate::events::Notice;
+use crate::gateway::events::Notice;
 use crate::proxy::Upstream;
 
 /// The snapshot every request reads, and the channel that tells open event

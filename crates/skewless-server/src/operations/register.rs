@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use futures::{StreamExt, TryStreamExt};
 use skewless_core::manifest::SHELL;
 use skewless_core::{BlobHash, Entry, Manifest, ReleaseId};
-use skewless_state::{NewRelease, ReleaseRecord};
-use skewless_store::{ByteStream, Put, Variant, Variants};
+use skewless_state::{NewRelease, ReleaseRecord, StateError};
+use skewless_store::{ByteStream, Put, StoreError, Variant, Variants};
 use skewless_wire::{BlobStored, CreateRelease};
 
 use super::Operations;
@@ -109,14 +109,19 @@ impl Operations {
         let hashes: Vec<BlobHash> = manifest.files.values().map(|e| e.hash.clone()).collect();
         let missing = self.missing_blobs(hashes).await?;
         if !missing.is_empty() {
-            return Err(skewless_state::StateError::MissingBlobs(missing).into());
+            return Err(StateError::MissingBlobs(missing).into());
         }
-        self.fill_variants(&mut manifest).await?;
-
+        // A collection may take a blob between the check above and here, if
+        // the last release using it was retired meanwhile: the deploy then
+        // hears that a blob is missing and uploads it again.
+        self.fill_variants(&mut manifest)
+            .await
+            .map_err(taken_by_collection)?;
         let original = self
             .blobs
             .read(&manifest.files[SHELL].hash, Variant::Identity, None)
-            .await?;
+            .await
+            .map_err(|e| taken_by_collection(e.into()))?;
         let html = std::str::from_utf8(&original)
             .map_err(|_| ServerError::Unprocessable("index.html is not valid UTF-8".into()))?;
         let rewritten = shell::rewrite(html, &id, &manifest).map_err(ServerError::Unprocessable)?;
@@ -193,6 +198,17 @@ impl Operations {
             br: v.br,
             gzip: v.gzip,
         })
+    }
+}
+
+/// A blob that vanished under a registration, as the missing blob it is.
+fn taken_by_collection(e: ServerError) -> ServerError {
+    match e {
+        ServerError::Store(StoreError::NotFound(h)) => match BlobHash::parse(&h) {
+            Ok(hash) => StateError::MissingBlobs(vec![hash]).into(),
+            Err(_) => ServerError::Store(StoreError::NotFound(h)),
+        },
+        other => other,
     }
 }
 

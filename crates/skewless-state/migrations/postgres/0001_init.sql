@@ -14,7 +14,8 @@ CREATE TABLE releases (
     promoted_at BIGINT,
     retired_at  BIGINT,
     drained_at  BIGINT,
-    rollback_to TEXT
+    rollback_to TEXT,
+    retired_seq BIGINT
 );
 
 CREATE TABLE files (
@@ -55,13 +56,16 @@ CREATE TABLE history (
 
 -- Every stored blob as garbage collection and registration see it. Times
 -- are the database's (unix seconds of now()), so the clocks of the nodes do
--- not matter. `touches` counts every touch: a collection marks a blob
--- deleting only if nobody touched it since the collection read it.
+-- not matter; `touched_seq` is the cluster version when it was last
+-- touched, ordered against `releases.retired_seq` (the version a
+-- retirement committed). `touches` counts every touch: a collection marks a
+-- blob deleting only if nobody touched it since the collection read it.
 CREATE TABLE blobs (
-    hash       TEXT   PRIMARY KEY,
-    state      TEXT   NOT NULL CHECK (state IN ('present', 'deleting')),
-    touched_at BIGINT NOT NULL,
-    touches    BIGINT NOT NULL DEFAULT 0
+    hash        TEXT   PRIMARY KEY,
+    state       TEXT   NOT NULL CHECK (state IN ('present', 'deleting')),
+    touched_at  BIGINT NOT NULL,
+    touched_seq BIGINT NOT NULL DEFAULT 0,
+    touches     BIGINT NOT NULL DEFAULT 0
 );
 
 -- Bumped by every transaction that changes what the gateways route; the new

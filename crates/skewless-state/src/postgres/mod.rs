@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use skewless_core::gc::{deletable, Use};
+use skewless_core::gc::{deletable, Touch, Use};
 use skewless_core::transition::{decide, Decision, Operation, Standing};
 use skewless_core::{Action, BlobHash, Lifecycle, ReleaseId};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -318,7 +318,8 @@ impl StateStore for Postgres {
         // Rows are locked in hash order, as a collection marks them.
         let touched: Vec<String> = sqlx::query_scalar(
             "WITH l AS (SELECT hash FROM blobs WHERE hash = ANY($1) AND state = 'present' ORDER BY hash FOR UPDATE) \
-             UPDATE blobs b SET touched_at = GREATEST(b.touched_at, $2), touches = b.touches + 1 \
+             UPDATE blobs b SET touched_at = GREATEST(b.touched_at, $2), touches = b.touches + 1, \
+             touched_seq = (SELECT version FROM cluster_version WHERE one = 1) \
              FROM l WHERE b.hash = l.hash RETURNING b.hash",
         )
         .bind(strings(&hashes))
@@ -469,7 +470,17 @@ impl StateStore for Postgres {
         .bind(i32::from(p.canary_percent))
         .execute(&mut *tx)
         .await?;
+        // The version this decision commits as: gc orders touches of a
+        // retired release's blobs against it.
+        let version = bump(&mut tx).await?;
         for n in &decision.history {
+            if n.action == Action::Retire {
+                sqlx::query("UPDATE releases SET retired_seq = $2 WHERE id = $1")
+                    .bind(&n.release)
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             insert_history(
                 &mut tx,
                 &HistoryEntry {
@@ -485,7 +496,6 @@ impl StateStore for Postgres {
             )
             .await?;
         }
-        bump(&mut tx).await?;
         tx.commit().await?;
         Ok(decision)
     }
@@ -510,8 +520,10 @@ impl StateStore for Postgres {
         sorted.dedup();
         // Sorted, so concurrent touches lock rows in one order.
         let present: Vec<String> = sqlx::query_scalar(
-            "INSERT INTO blobs (hash, state, touched_at, touches) SELECT h, 'present', $2, 1 FROM UNNEST($1::text[]) AS h \
-             ON CONFLICT (hash) DO UPDATE SET touched_at = GREATEST(blobs.touched_at, excluded.touched_at), touches = blobs.touches + 1 \
+            "INSERT INTO blobs (hash, state, touched_at, touched_seq, touches) \
+             SELECT h, 'present', $2, (SELECT version FROM cluster_version WHERE one = 1), 1 FROM UNNEST($1::text[]) AS h \
+             ON CONFLICT (hash) DO UPDATE SET touched_at = GREATEST(blobs.touched_at, excluded.touched_at), \
+             touched_seq = excluded.touched_seq, touches = blobs.touches + 1 \
              WHERE blobs.state = 'present' RETURNING hash",
         )
         .bind(strings(&sorted))
@@ -539,8 +551,12 @@ impl StateStore for Postgres {
         if !dry_run && !stored.is_empty() {
             let (hs, ts): (Vec<String>, Vec<i64>) =
                 stored.iter().map(|(h, t)| (h.to_string(), *t)).unzip();
+            // Adopted as touched when written and now in the change order:
+            // an upload that raced a collection of the same blob is kept
+            // for the grace period.
             sqlx::query(
-                "INSERT INTO blobs (hash, state, touched_at) SELECT h, 'present', t FROM UNNEST($1::text[], $2::bigint[]) AS s(h, t) \
+                "INSERT INTO blobs (hash, state, touched_at, touched_seq) \
+                 SELECT h, 'present', t, (SELECT version FROM cluster_version WHERE one = 1) FROM UNNEST($1::text[], $2::bigint[]) AS s(h, t) \
                  ON CONFLICT (hash) DO NOTHING",
             )
             .bind(hs)
@@ -548,31 +564,39 @@ impl StateStore for Postgres {
             .execute(&mut *tx)
             .await?;
         }
-        // Blob → (state, touched_at, touches).
-        let mut rows: BTreeMap<String, (String, i64, i64)> = BTreeMap::new();
-        let all: Vec<(String, String, i64, i64)> =
-            sqlx::query_as("SELECT hash, state, touched_at, touches FROM blobs")
+        let order: i64 = sqlx::query_scalar("SELECT version FROM cluster_version WHERE one = 1")
+            .fetch_one(&mut *tx)
+            .await?;
+        // Blob → (state, last touch, touches).
+        let mut rows: BTreeMap<String, (String, Touch, i64)> = BTreeMap::new();
+        let all: Vec<(String, String, i64, i64, i64)> =
+            sqlx::query_as("SELECT hash, state, touched_at, touched_seq, touches FROM blobs")
                 .fetch_all(&mut *tx)
                 .await?;
-        for (h, state, touched, touches) in all {
-            rows.insert(h, (state, touched, touches));
+        for (h, state, at, seq, touches) in all {
+            rows.insert(h, (state, Touch { at, seq }, touches));
         }
         if dry_run {
             for (h, written) in stored {
-                rows.entry(h.to_string())
-                    .or_insert_with(|| ("present".into(), *written, 0));
+                rows.entry(h.to_string()).or_insert_with(|| {
+                    let touched = Touch {
+                        at: *written,
+                        seq: order,
+                    };
+                    ("present".into(), touched, 0)
+                });
             }
         }
         let mut uses: HashMap<String, Vec<Use>> = HashMap::new();
         let all: Vec<(String, String, Option<i64>)> = sqlx::query_as(
-            "SELECT f.hash, r.state, r.retired_at FROM files f JOIN releases r ON r.seq = f.release_seq \
-             UNION ALL SELECT shell_hash, state, retired_at FROM releases",
+            "SELECT f.hash, r.state, r.retired_seq FROM files f JOIN releases r ON r.seq = f.release_seq \
+             UNION ALL SELECT shell_hash, state, retired_seq FROM releases",
         )
         .fetch_all(&mut *tx)
         .await?;
-        for (h, state, retired_at) in all {
+        for (h, state, retired_seq) in all {
             let state: Lifecycle = state.parse().map_err(StateError::Database)?;
-            uses.entry(h).or_default().push(Use { state, retired_at });
+            uses.entry(h).or_default().push(Use { state, retired_seq });
         }
         let mut doomed = Vec::new();
         for (h, (state, touched, touches)) in &rows {

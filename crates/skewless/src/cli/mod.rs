@@ -67,6 +67,9 @@ pub struct Remote {
     /// Admin token (default: the one in <data>/admin-token).
     #[arg(long, env = "SKEWLESS_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// PEM certificate to trust for an https:// server (a private CA or the gateway's self-signed certificate).
+    #[arg(long, env = "SKEWLESS_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// Data directory to read the generated admin token from when no token is given [default: ./skewless-data].
     #[arg(long = "data", env = "SKEWLESS_DATA")]
     pub data: Option<PathBuf>,
@@ -97,7 +100,15 @@ impl Remote {
                     .to_owned()
             }
         };
-        Ok(Client::new(&self.server, &token)?)
+        let client = Client::new(&self.server, &token)?;
+        match &self.ca_cert {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .with_context(|| format!("cannot read CA certificate {}", path.display()))?;
+                Ok(client.trusting(&pem)?)
+            }
+            None => Ok(client),
+        }
     }
 }
 

@@ -86,7 +86,16 @@ pub struct ServeArgs {
     /// Most event streams open at once from one client address [default: 1000].
     #[arg(long, env = "SKEWLESS_MAX_EVENT_STREAMS_PER_IP")]
     max_event_streams_per_ip: Option<usize>,
-    /// Let the admin API answer clients not on loopback (only behind TLS) [default: false].
+    /// PEM certificate chain: serve HTTPS (HTTP/2 by ALPN); reloaded on SIGHUP and when the file changes.
+    #[arg(long, env = "SKEWLESS_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "SKEWLESS_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Also listen for plain HTTP on this address and redirect every request to HTTPS (needs --tls-cert).
+    #[arg(long, env = "SKEWLESS_HTTP_REDIRECT_LISTEN")]
+    http_redirect_listen: Option<SocketAddr>,
+    /// Let the admin API answer clients not on loopback (only with --tls-cert or behind a TLS proxy) [default: false].
     #[arg(long, env = "SKEWLESS_ADMIN_ALLOW_REMOTE")]
     admin_allow_remote: Option<bool>,
     /// Default health-check path of managed back ends [default: /healthz].
@@ -184,6 +193,13 @@ impl ServeArgs {
         if self.node_id.is_some() {
             c.node_id = self.node_id.clone();
         }
+        if self.tls_cert.is_some() {
+            c.tls_cert = self.tls_cert.clone();
+            c.tls_key = self.tls_key.clone();
+        }
+        if self.http_redirect_listen.is_some() {
+            c.http_redirect_listen = self.http_redirect_listen;
+        }
         if self.admin_token.is_some() {
             c.admin_token = self.admin_token.clone();
         }
@@ -220,12 +236,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             }
         });
     }
-    // Held until the server has stopped: one process owns the data directory.
-    let _lock = DataLock::acquire(&config.data).context("gateway stopped")?;
-    let adapters = adapters(&config).await.context("gateway stopped")?;
-    skewless_server::run(config, adapters)
+    // Socket and certificates first: a bad pair stops the start before
+    // anything is opened or created.
+    let bound = skewless_server::bind(config)
         .await
         .context("gateway stopped")?;
+    // Held until the server has stopped: one process owns the data directory.
+    let _lock = DataLock::acquire(&bound.config().data).context("gateway stopped")?;
+    let adapters = adapters(bound.config()).await.context("gateway stopped")?;
+    bound.serve(adapters).await.context("gateway stopped")?;
     Ok(())
 }
 

@@ -1,25 +1,28 @@
 //! Server-sent events: every open `/_skewless/events` stream learns of each
-//! promotion and rollback at once.
+//! promotion and rollback at once. One feature, two transports: [`lean`]
+//! serves plain HTTP/1.1 streams straight off the socket, [`general`]
+//! serves the rest (HTTP/2, `HEAD`, odd request lines) through the router.
+//! Both open a stream the same way ([`open`]: slot, presence) and send the
+//! same bytes ([`Follow`]).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
-use axum::extract::{ConnectInfo, Query, State};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
-use futures::stream::{self, Stream};
+use bytes::Bytes;
 use serde::Deserialize;
 use skewless_core::ReleaseId;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::gateway::{AppState, Gateway};
+use super::Gateway;
 use crate::presence::StreamGuard;
 use crate::snapshot::Snapshot;
 use crate::ServerError;
+
+pub(crate) mod general;
+pub(crate) mod lean;
 
 /// What every stream is told after a change of the current pointer.
 #[derive(Debug, Clone)]
@@ -117,21 +120,89 @@ pub struct EventsQuery {
 /// Reconnect delay suggested to clients, in milliseconds.
 pub(crate) const RETRY_MS: u64 = 3000;
 
-/// The name and data of the event a stream of `release` is sent now:
-/// `release`, or `required` when that release must upgrade at once.
-pub(crate) fn event_parts(gw: &Gateway, release: Option<&str>) -> (&'static str, String) {
+/// One event as a stream sends it: `release`, or `required` when the
+/// stream's release must upgrade at once, with the state a client of that
+/// release sees; `retry_ms` on the first event of a stream.
+pub(crate) fn event_text(gw: &Gateway, release: Option<&str>, retry_ms: Option<u64>) -> String {
     let snap = gw.routing.load();
     let name = if snap.upgrade_required(release) {
         "required"
     } else {
         "release"
     };
-    (name, state_json(&snap, release))
+    let data = state_json(&snap, release);
+    match retry_ms {
+        Some(ms) => format!("event: {name}\ndata: {data}\nretry: {ms}\n\n"),
+        None => format!("event: {name}\ndata: {data}\n\n"),
+    }
 }
 
-fn event_for(gw: &Gateway, release: Option<&str>) -> Event {
-    let (name, data) = event_parts(gw, release);
-    Event::default().event(name).data(data)
+/// The last event of a stream when the server shuts down: come back soon,
+/// to the restarted server.
+const SHUTDOWN: &[u8] = b"event: shutdown\ndata: {}\nretry: 1000\n\n";
+/// A keep-alive comment; a closed tab is noticed when one fails to go out.
+const PING: &[u8] = b":ping\n\n";
+
+/// What one open stream follows, whatever carries it: the first event,
+/// then an event after every change, a keep-alive comment when idle, and
+/// a last event at shutdown. Holds the stream's slot and its count as a
+/// live client until dropped.
+pub(crate) struct Follow {
+    gw: Arc<Gateway>,
+    release: Option<String>,
+    rx: tokio::sync::broadcast::Receiver<Arc<Notice>>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    keepalive: tokio::time::Interval,
+    first: bool,
+    done: bool,
+    _held: (Option<StreamGuard>, Slot),
+}
+
+impl Follow {
+    /// Follows the changes for an opened stream.
+    pub(crate) fn new(gw: Arc<Gateway>, opened: Opened) -> Follow {
+        let period = Duration::from_secs(gw.config.event_keepalive_secs.max(1));
+        let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Follow {
+            rx: gw.routing.subscribe(),
+            shutdown: gw.shutdown.clone(),
+            release: opened.release,
+            keepalive,
+            first: true,
+            done: false,
+            _held: opened.held,
+            gw,
+        }
+    }
+
+    /// The next bytes of the event stream; `None` when it has ended.
+    pub(crate) async fn next(&mut self) -> Option<Bytes> {
+        if self.done {
+            return None;
+        }
+        if self.first {
+            self.first = false;
+            let text = event_text(&self.gw, self.release.as_deref(), Some(RETRY_MS));
+            return Some(Bytes::from(text));
+        }
+        tokio::select! {
+            msg = self.rx.recv() => match msg {
+                // Every notice, and a lag past some, means the same: send
+                // the latest state.
+                Ok(_) | Err(RecvError::Lagged(_)) => {
+                    self.keepalive.reset();
+                    Some(Bytes::from(event_text(&self.gw, self.release.as_deref(), None)))
+                }
+                Err(RecvError::Closed) => None,
+            },
+            _ = self.shutdown.wait_for(|s| *s) => {
+                self.done = true;
+                Some(Bytes::from_static(SHUTDOWN))
+            }
+            _ = self.keepalive.tick() => Some(Bytes::from_static(PING)),
+        }
+    }
 }
 
 /// An event stream being opened: the release it follows and what it holds
@@ -156,103 +227,5 @@ pub(crate) fn open(gw: &Arc<Gateway>, ip: IpAddr, q: EventsQuery) -> Result<Open
     Ok(Opened {
         release,
         held: (presence, slot),
-    })
-}
-
-/// `GET /_skewless/events?release=<id>`.
-pub async fn events(
-    State(AppState(gw)): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(q): Query<EventsQuery>,
-) -> Response {
-    let Opened { release, held } = match open(&gw, peer.ip(), q) {
-        Ok(o) => o,
-        Err(e) => return e.into_response(),
-    };
-    let rx = gw.routing.subscribe();
-    let shutdown = gw.shutdown.clone();
-    let first = event_for(&gw, release.as_deref()).retry(Duration::from_millis(RETRY_MS));
-    let keepalive = gw.config.event_keepalive_secs.max(1);
-    let stream = notice_stream(gw, release, rx, shutdown, first, held);
-    let mut resp = Sse::new(stream)
-        .keep_alive(
-            KeepAlive::new()
-                .interval(Duration::from_secs(keepalive))
-                .text("ping"),
-        )
-        .into_response();
-    resp.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-cache"),
-    );
-    resp.headers_mut().insert(
-        "x-accel-buffering",
-        axum::http::HeaderValue::from_static("no"),
-    );
-    resp
-}
-
-struct StreamState {
-    gw: Arc<Gateway>,
-    release: Option<String>,
-    rx: tokio::sync::broadcast::Receiver<Arc<Notice>>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-    first: Option<Event>,
-    done: bool,
-    /// Counts this stream as a live client and holds its slot until it ends.
-    _held: (Option<StreamGuard>, Slot),
-}
-
-fn notice_stream(
-    gw: Arc<Gateway>,
-    release: Option<String>,
-    rx: tokio::sync::broadcast::Receiver<Arc<Notice>>,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-    first: Event,
-    held: (Option<StreamGuard>, Slot),
-) -> impl Stream<Item = Result<Event, Infallible>> {
-    let st = StreamState {
-        gw,
-        release,
-        rx,
-        shutdown,
-        first: Some(first),
-        done: false,
-        _held: held,
-    };
-    stream::unfold(st, |mut st| async move {
-        if st.done {
-            return None;
-        }
-        if let Some(first) = st.first.take() {
-            return Some((Ok(first), st));
-        }
-        enum Next {
-            Latest,
-            Closed,
-            Shutdown,
-        }
-        let next = tokio::select! {
-            msg = st.rx.recv() => match msg {
-                // Every notice, and a lag past some, means the same: send
-                // the latest state.
-                Ok(_) | Err(RecvError::Lagged(_)) => Next::Latest,
-                Err(RecvError::Closed) => Next::Closed,
-            },
-            _ = st.shutdown.wait_for(|s| *s) => Next::Shutdown,
-        };
-        let ev = match next {
-            Next::Latest => event_for(&st.gw, st.release.as_deref()),
-            Next::Closed => return None,
-            Next::Shutdown => {
-                st.done = true;
-                // Tell the client to come back soon, to the restarted server.
-                Event::default()
-                    .event("shutdown")
-                    .data("{}")
-                    .retry(Duration::from_millis(1000))
-            }
-        };
-        Some((Ok(ev), st))
     })
 }

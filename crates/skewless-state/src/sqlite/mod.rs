@@ -8,18 +8,25 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use skewless_core::gc::{deletable, Use};
+use skewless_core::gc::{deletable, Touch, Use};
 use skewless_core::transition::{decide, Decision, Operation, Standing};
-use skewless_core::{Action, BlobHash, Entry, Lifecycle, Manifest, ReleaseId};
+use skewless_core::{Action, BlobHash, Lifecycle, ReleaseId};
 
 use crate::{HistoryEntry, NewRelease, Pointer, ReleaseRecord, StateError, StateStore};
 
+mod rows;
+
+use rows::{
+    get_pointer, get_release, load_manifest, parse_hash, parse_id, raw_release, to_record,
+    RawRelease, RELEASE_COLS,
+};
+
 const MIGRATIONS: &[&str] = &[
-    include_str!("../migrations/sqlite/0001_init.sql"),
-    include_str!("../migrations/sqlite/0002_managed_backends.sql"),
-    include_str!("../migrations/sqlite/0003_lifecycle.sql"),
-    include_str!("../migrations/sqlite/0004_rollback_target.sql"),
-    include_str!("../migrations/sqlite/0005_blobs.sql"),
+    include_str!("../../migrations/sqlite/0001_init.sql"),
+    include_str!("../../migrations/sqlite/0002_managed_backends.sql"),
+    include_str!("../../migrations/sqlite/0003_lifecycle.sql"),
+    include_str!("../../migrations/sqlite/0004_rollback_target.sql"),
+    include_str!("../../migrations/sqlite/0005_blobs.sql"),
 ];
 
 /// SQLite-backed state.
@@ -76,185 +83,21 @@ fn migrate(conn: &mut Connection) -> Result<(), StateError> {
     Ok(())
 }
 
-fn opt_u64(v: Option<i64>) -> Option<u64> {
-    v.map(|x| x as u64)
-}
-
-fn parse_id(s: String) -> Result<ReleaseId, StateError> {
-    ReleaseId::try_from(s).map_err(|e| StateError::Database(e.to_string()))
-}
-
-fn parse_hash(s: String) -> Result<BlobHash, StateError> {
-    BlobHash::try_from(s).map_err(|e| StateError::Database(e.to_string()))
-}
-
-const RELEASE_COLS: &str =
-    "r.seq, r.id, r.created_at, r.state, r.backend, r.shell_hash, r.shell_size, \
-     r.shell_br, r.shell_gzip, r.promoted_at, r.retired_at, \
-     (SELECT COUNT(*) FROM files f WHERE f.release_seq = r.seq), \
-     (SELECT COALESCE(SUM(size), 0) FROM files f WHERE f.release_seq = r.seq), \
-     r.backend_cmd, r.health_path, r.drained_at";
-
-type RawRelease = (
-    i64,
-    String,
-    i64,
-    String,
-    Option<String>,
-    String,
-    i64,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    i64,
-    i64,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-);
-
-fn raw_release(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRelease> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-        row.get(6)?,
-        row.get(7)?,
-        row.get(8)?,
-        row.get(9)?,
-        row.get(10)?,
-        row.get(11)?,
-        row.get(12)?,
-        row.get(13)?,
-        row.get(14)?,
-        row.get(15)?,
-    ))
-}
-
-fn to_record(raw: RawRelease) -> Result<ReleaseRecord, StateError> {
-    let (
-        seq,
-        id,
-        created_at,
-        state,
-        backend,
-        sh,
-        ss,
-        sbr,
-        sgz,
-        promoted_at,
-        retired_at,
-        files,
-        size,
-        backend_cmd,
-        health_path,
-        drained_at,
-    ) = raw;
-    let state: Lifecycle = state.parse().map_err(StateError::Database)?;
-    Ok(ReleaseRecord {
-        id: parse_id(id)?,
-        seq,
-        created_at,
-        state,
-        backend,
-        backend_cmd,
-        health_path,
-        shell: Entry {
-            hash: parse_hash(sh)?,
-            size: ss as u64,
-            content_type: "text/html; charset=utf-8".into(),
-            br: opt_u64(sbr),
-            gzip: opt_u64(sgz),
-        },
-        promoted_at,
-        retired_at,
-        drained_at,
-        files: files as u64,
-        size: size as u64,
-        manifest: Manifest::default(),
-    })
-}
-
-fn load_manifest(conn: &Connection, seq: i64) -> Result<Manifest, StateError> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT path, hash, size, content_type, br, gzip FROM files WHERE release_seq = ?1",
-    )?;
-    let rows = stmt.query_map([seq], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, Option<i64>>(4)?,
-            r.get::<_, Option<i64>>(5)?,
-        ))
-    })?;
-    let mut files = BTreeMap::new();
-    for row in rows {
-        let (path, hash, size, content_type, br, gzip) = row?;
-        files.insert(
-            path,
-            Entry {
-                hash: parse_hash(hash)?,
-                size: size as u64,
-                content_type,
-                br: opt_u64(br),
-                gzip: opt_u64(gzip),
-            },
-        );
-    }
-    Ok(Manifest { files })
-}
-
-fn get_release(conn: &Connection, id: &str) -> Result<ReleaseRecord, StateError> {
-    let raw = conn
-        .query_row(
-            &format!("SELECT {RELEASE_COLS} FROM releases r WHERE r.id = ?1"),
-            [id],
-            raw_release,
-        )
-        .optional()?
-        .ok_or_else(|| StateError::NotFound(id.to_owned()))?;
-    let mut rec = to_record(raw)?;
-    rec.manifest = load_manifest(conn, rec.seq)?;
-    Ok(rec)
-}
-
-fn get_pointer(conn: &Connection) -> Result<Pointer, StateError> {
-    type Row = (
-        Option<String>,
-        i64,
-        Option<String>,
-        i64,
-        Option<String>,
-        i64,
-    );
-    let (current, generation, required_min, changed_at, canary, canary_percent): Row = conn
-        .query_row(
-            "SELECT current, generation, required_min, changed_at, canary, canary_percent FROM pointer WHERE one = 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-        )?;
-    Ok(Pointer {
-        current: current.map(parse_id).transpose()?,
-        generation: generation as u64,
-        required_min: required_min.map(parse_id).transpose()?,
-        changed_at,
-        canary: canary.map(parse_id).transpose()?,
-        canary_percent: canary_percent.clamp(0, 100) as u8,
-    })
-}
-
 fn insert_history(tx: &Transaction<'_>, e: &HistoryEntry) -> Result<(), StateError> {
     tx.execute(
         "INSERT INTO history (at, action, release, before, after, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![e.at, e.action.as_str(), e.release, e.before, e.after, e.actor, e.detail],
     )?;
     Ok(())
+}
+
+/// The newest history entry: where a touch stands in the change order.
+fn history_order(conn: &Connection) -> Result<i64, StateError> {
+    Ok(
+        conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM history", [], |r| {
+            r.get(0)
+        })?,
+    )
 }
 
 fn get_standings(conn: &Connection) -> Result<Vec<Standing>, StateError> {
@@ -324,10 +167,11 @@ impl StateStore for Sqlite {
             let mut missing = Vec::new();
             {
                 let mut touch = tx.prepare_cached(
-                    "UPDATE blobs SET touched_at = MAX(touched_at, ?2) WHERE hash = ?1 AND state = 'present'",
+                    "UPDATE blobs SET touched_at = MAX(touched_at, ?2), touched_seq = ?3 WHERE hash = ?1 AND state = 'present'",
                 )?;
+                let order = history_order(&tx)?;
                 for h in hashes {
-                    if touch.execute(params![h.as_str(), new.created_at])? == 0 {
+                    if touch.execute(params![h.as_str(), new.created_at, order])? == 0 {
                         missing.push(h.clone());
                     }
                 }
@@ -479,6 +323,14 @@ impl StateStore for Sqlite {
                         detail: n.detail.clone(),
                     },
                 )?;
+                if n.action == Action::Retire {
+                    // Where the retirement stands in the history: gc orders
+                    // touches of its blobs against it.
+                    tx.execute(
+                        "UPDATE releases SET retired_seq = ?2 WHERE id = ?1",
+                        params![n.release, tx.last_insert_rowid()],
+                    )?;
+                }
             }
             tx.commit()?;
             Ok(decision)
@@ -510,15 +362,16 @@ impl StateStore for Sqlite {
             let tx = conn.transaction()?;
             let mut deleting = Vec::new();
             {
+                let order = history_order(&tx)?;
                 let mut touch = tx.prepare_cached(
-                    "INSERT INTO blobs (hash, state, touched_at) VALUES (?1, 'present', ?2) \
-                     ON CONFLICT (hash) DO UPDATE SET touched_at = MAX(touched_at, excluded.touched_at) \
-                     WHERE state = 'present'",
+                    "INSERT INTO blobs (hash, state, touched_at, touched_seq) VALUES (?1, 'present', ?2, ?3) \
+                     ON CONFLICT (hash) DO UPDATE SET touched_at = MAX(touched_at, excluded.touched_at), \
+                     touched_seq = excluded.touched_seq WHERE state = 'present'",
                 )?;
                 let mut state =
                     tx.prepare_cached("SELECT state FROM blobs WHERE hash = ?1")?;
                 for h in hashes {
-                    touch.execute(params![h.as_str(), at])?;
+                    touch.execute(params![h.as_str(), at, order])?;
                     let s: String = state.query_row([h.as_str()], |r| r.get(0))?;
                     if s != "present" {
                         deleting.push(h);
@@ -543,42 +396,58 @@ impl StateStore for Sqlite {
             let tx = conn.transaction()?;
             // Blob → (state, touched_at), with stored blobs state did not
             // know adopted as present since they were written.
-            let mut rows: BTreeMap<String, (String, i64)> = BTreeMap::new();
+            let mut rows: BTreeMap<String, (String, Touch)> = BTreeMap::new();
             {
-                let mut stmt = tx.prepare("SELECT hash, state, touched_at FROM blobs")?;
+                let mut stmt =
+                    tx.prepare("SELECT hash, state, touched_at, touched_seq FROM blobs")?;
                 let all = stmt.query_map([], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        Touch {
+                            at: r.get(2)?,
+                            seq: r.get(3)?,
+                        },
+                    ))
                 })?;
                 for row in all {
                     let (h, state, touched) = row?;
                     rows.insert(h, (state, touched));
                 }
+                // Adopted as touched when written, and now in the history's
+                // order: an upload that raced a collection's deletion of the
+                // same blob is kept for the grace period.
+                let order = history_order(&tx)?;
                 let mut adopt = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO blobs (hash, state, touched_at) VALUES (?1, 'present', ?2)",
+                    "INSERT OR IGNORE INTO blobs (hash, state, touched_at, touched_seq) VALUES (?1, 'present', ?2, ?3)",
                 )?;
                 for (h, written) in &stored {
                     if rows.contains_key(h.as_str()) {
                         continue;
                     }
                     if !dry_run {
-                        adopt.execute(params![h.as_str(), written])?;
+                        adopt.execute(params![h.as_str(), written, order])?;
                     }
-                    rows.insert(h.to_string(), ("present".into(), *written));
+                    let touched = Touch {
+                        at: *written,
+                        seq: order,
+                    };
+                    rows.insert(h.to_string(), ("present".into(), touched));
                 }
             }
             let mut uses: HashMap<String, Vec<Use>> = HashMap::new();
             {
                 let mut stmt = tx.prepare(
-                    "SELECT f.hash, r.state, r.retired_at FROM files f JOIN releases r ON r.seq = f.release_seq \
-                     UNION ALL SELECT shell_hash, state, retired_at FROM releases",
+                    "SELECT f.hash, r.state, r.retired_seq FROM files f JOIN releases r ON r.seq = f.release_seq \
+                     UNION ALL SELECT shell_hash, state, retired_seq FROM releases",
                 )?;
                 let all = stmt.query_map([], |r| {
                     Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<i64>>(2)?))
                 })?;
                 for row in all {
-                    let (h, state, retired_at) = row?;
+                    let (h, state, retired_seq) = row?;
                     let state: Lifecycle = state.parse().map_err(StateError::Database)?;
-                    uses.entry(h).or_default().push(Use { state, retired_at });
+                    uses.entry(h).or_default().push(Use { state, retired_seq });
                 }
             }
             let mut doomed = Vec::new();
@@ -671,5 +540,86 @@ impl StateStore for Sqlite {
             Ok(out)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database written by a version before the rollback target and the
+    /// blobs table: v1 then v2 promoted, v2 retired once.
+    fn old_database(path: &Path) {
+        let mut conn = Connection::open(path).unwrap();
+        for sql in &MIGRATIONS[..3] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 3).unwrap();
+        let tx = conn.transaction().unwrap();
+        let shell = "ab".repeat(32);
+        for (id, state) in [("v1", "current"), ("v2", "draining"), ("v3", "retired")] {
+            tx.execute(
+                "INSERT INTO releases (id, created_at, state, shell_hash, shell_size) VALUES (?1, 1, ?2, ?3, 5)",
+                params![id, state, shell],
+            )
+            .unwrap();
+        }
+        for (action, release, before, after) in [
+            ("promote", "v1", None, Some("v1")),
+            ("promote", "v2", Some("v1"), Some("v2")),
+            ("rollback", "v1", Some("v2"), Some("v1")),
+            ("retire", "v3", Some("uploaded"), Some("retired")),
+        ] {
+            tx.execute(
+                "INSERT INTO history (at, action, release, before, after, actor) VALUES (1, ?1, ?2, ?3, ?4, 't')",
+                params![action, release, before, after],
+            )
+            .unwrap();
+        }
+        tx.execute(
+            "UPDATE pointer SET current = 'v1', generation = 3 WHERE one = 1",
+            [],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+
+    #[tokio::test]
+    async fn migration_keeps_where_rollbacks_go_and_when_releases_retired() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        old_database(&path);
+        let store = Sqlite::open(&path).unwrap();
+        {
+            let conn = store.conn.lock().unwrap();
+            let standings = get_standings(&conn).unwrap();
+            let of = |id: &str| {
+                standings
+                    .iter()
+                    .find(|s| s.id.as_str() == id)
+                    .unwrap()
+                    .clone()
+            };
+            // v2 was promoted from v1; v1's first promotion had nothing before.
+            assert_eq!(
+                of("v2").rollback_to.map(|r| r.to_string()),
+                Some("v1".into())
+            );
+            assert_eq!(of("v1").rollback_to, None);
+            let retired_seq: Option<i64> = conn
+                .query_row(
+                    "SELECT retired_seq FROM releases WHERE id = 'v3'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(retired_seq, Some(4));
+        }
+        // The rollback history-scan would have refused (v1's last promote had
+        // no predecessor); the stored target says the same.
+        assert!(matches!(
+            store.rollback("t", 2).await,
+            Err(StateError::NoRollback(_))
+        ));
     }
 }

@@ -1,4 +1,5 @@
-//! A lean HTTP/1.1 path for `GET /_skewless/events`.
+//! The lean transport of event streams: plain HTTP/1.1 `GET
+//! /_skewless/events`, served straight off the socket.
 //!
 //! An open event stream does nothing for minutes but wait for the next
 //! release, and a gateway holds tens of thousands of them. Through the
@@ -7,8 +8,8 @@
 //! its broadcast receiver and a keep-alive timer. The accept loop hands a
 //! connection over when its first bytes are an event-stream request line;
 //! everything else (and HTTP/2, `HEAD`, a request line split across
-//! packets) goes through the general stack, whose `/_skewless/events`
-//! handler behaves the same.
+//! packets) goes through the general stack, whose transport
+//! ([`super::general`]) opens streams the same way and sends the same bytes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,10 +18,10 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::broadcast::error::RecvError;
 
-use crate::events::{event_parts, open, EventsQuery, Opened, RETRY_MS};
-use crate::gateway::{release_headers, Gateway};
+use super::{open, EventsQuery, Follow};
+use crate::gateway::stamp::{Stamp, CLIENT_HEADER};
+use crate::gateway::Gateway;
 use crate::limits::{kib, HeadLimits};
 use crate::metrics::{self, Kind};
 
@@ -74,11 +75,11 @@ pub async fn serve(
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .and_then(|h| std::str::from_utf8(h.value).ok())
     };
-    let (current, required) = release_headers(
+    let stamp = Stamp::for_request(
         &gw,
         header(skewless_core::pin::HEADER),
         header("cookie"),
-        header(crate::gateway::CLIENT_HEADER),
+        header(CLIENT_HEADER),
     );
     let query = req
         .path
@@ -96,10 +97,7 @@ pub async fn serve(
     let chunked = req.version != Some(0);
     drop(head);
 
-    let Opened {
-        release,
-        held: _held,
-    } = match open(&gw, peer.ip(), q) {
+    let opened = match open(&gw, peer.ip(), q) {
         Ok(o) => o,
         Err(e) => {
             let _ = write_error(&mut stream, e.status(), &e.to_string()).await;
@@ -107,8 +105,7 @@ pub async fn serve(
         }
     };
     metrics::request(Kind::System, 200);
-    let mut rx = gw.routing.subscribe();
-    let mut shutdown = gw.shutdown.clone();
+    let mut follow = Follow::new(gw, opened);
 
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(
@@ -120,17 +117,7 @@ pub async fn serve(
     } else {
         b"connection: close\r\n".as_slice()
     });
-    for (name, value) in [
-        ("skewless-current", current),
-        ("skewless-required", required),
-    ] {
-        if let Some(v) = value {
-            out.extend_from_slice(name.as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(v.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-    }
+    stamp.write_head(&mut out);
     out.extend_from_slice(b"date: ");
     out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
@@ -142,42 +129,25 @@ pub async fn serve(
         }
     };
     let end: &[u8] = if chunked { b"0\r\n\r\n" } else { b"" };
-    chunk(
-        &mut out,
-        event_text(&gw, release.as_deref(), Some(RETRY_MS)).as_bytes(),
-    );
+    if let Some(first) = follow.next().await {
+        chunk(&mut out, &first);
+    }
     if stream.write_all(&out).await.is_err() {
         return;
     }
     drop(out);
 
-    let period = Duration::from_secs(gw.config.event_keepalive_secs.max(1));
-    let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut scratch = [0u8; 64];
     loop {
         let mut frame = Vec::new();
         tokio::select! {
-            msg = rx.recv() => match msg {
-                // Every notice, and a lag past some, means the same: send
-                // the latest state.
-                Ok(_) | Err(RecvError::Lagged(_)) => {
-                    chunk(&mut frame, event_text(&gw, release.as_deref(), None).as_bytes());
-                    keepalive.reset();
-                }
-                Err(RecvError::Closed) => {
+            next = follow.next() => match next {
+                Some(bytes) => chunk(&mut frame, &bytes),
+                None => {
                     let _ = stream.write_all(end).await;
                     return;
                 }
             },
-            () = async { let _ = shutdown.wait_for(|s| *s).await; } => {
-                // Tell the client to come back soon, to the restarted server.
-                chunk(&mut frame, b"event: shutdown\ndata: {}\nretry: 1000\n\n");
-                frame.extend_from_slice(end);
-                let _ = stream.write_all(&frame).await;
-                return;
-            }
-            _ = keepalive.tick() => chunk(&mut frame, b":ping\n\n"),
             // The client sends nothing more; a read ends when it goes away.
             n = stream.read(&mut scratch) => match n {
                 Ok(0) | Err(_) => return,
@@ -244,15 +214,6 @@ fn chunk(out: &mut Vec<u8>, data: &[u8]) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// One event as the stream sends it.
-fn event_text(gw: &Gateway, release: Option<&str>, retry_ms: Option<u64>) -> String {
-    let (name, data) = event_parts(gw, release);
-    match retry_ms {
-        Some(ms) => format!("event: {name}\ndata: {data}\nretry: {ms}\n\n"),
-        None => format!("event: {name}\ndata: {data}\n\n"),
-    }
-}
-
 /// Answers an error as the general stack would (`{"error": …}`), counts it,
 /// and closes the connection.
 async fn write_error(
@@ -261,7 +222,7 @@ async fn write_error(
     message: &str,
 ) -> std::io::Result<()> {
     metrics::request(Kind::System, status.as_u16());
-    let body = serde_json::json!({ "error": message }).to_string();
+    let body = crate::error::error_body(message);
     let head = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nx-content-type-options: nosniff\r\n\
          content-length: {}\r\nconnection: close\r\ndate: {}\r\n\r\n",

@@ -10,9 +10,11 @@ use axum::Router;
 use serde::Deserialize;
 use skewless_core::header::etag_matches;
 
+use super::events::{general::events, state_json};
+use super::AppState;
 use crate::error::json_error;
-use crate::events::{events, state_json};
-use crate::gateway::AppState;
+use crate::supervisor::Health;
+use ::metrics::gauge;
 
 /// The public system routes.
 pub fn routes() -> Router<AppState> {
@@ -20,7 +22,7 @@ pub fn routes() -> Router<AppState> {
         .route("/_skewless/version", get(version))
         .route("/_skewless/events", get(events))
         .route("/_skewless/diff", get(diff))
-        .route("/_skewless/metrics", get(crate::metrics::endpoint))
+        .route("/_skewless/metrics", get(metrics_endpoint))
         .route("/_skewless/dashboard", get(dashboard))
         .route("/_skewless/dashboard/{file}", get(dashboard))
         .route("/_skewless/{module}", get(client_module))
@@ -153,15 +155,15 @@ pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; 
 async fn dashboard(file: Option<Path<String>>) -> Response {
     let (body, content_type) = match file.as_ref().map(|p| p.0.as_str()) {
         None => (
-            include_str!("../dashboard/index.html"),
+            include_str!("../../dashboard/index.html"),
             "text/html; charset=utf-8",
         ),
         Some("app.js") => (
-            include_str!("../dashboard/app.js"),
+            include_str!("../../dashboard/app.js"),
             "text/javascript; charset=utf-8",
         ),
         Some("style.css") => (
-            include_str!("../dashboard/style.css"),
+            include_str!("../../dashboard/style.css"),
             "text/css; charset=utf-8",
         ),
         Some(_) => return json_error(StatusCode::NOT_FOUND, "no such dashboard file"),
@@ -175,4 +177,39 @@ async fn dashboard(file: Option<Path<String>>) -> Response {
         .header(header::REFERRER_POLICY, "no-referrer")
         .body(Body::from(body))
         .unwrap_or_default()
+}
+
+/// `GET /_skewless/metrics`.
+async fn metrics_endpoint(State(AppState(gw)): State<AppState>) -> Response {
+    let snap = gw.routing.load();
+    let counts = gw.ops.counts();
+    let mut by_state = std::collections::HashMap::<&'static str, f64>::new();
+    for v in &snap.ordered {
+        let id = v.record.id.to_string();
+        let live = counts.get(&v.record.id).map_or(0, |c| c.total);
+        gauge!("skewless_live_clients", "release" => id.clone()).set(live as f64);
+        if v.record.backend_cmd.is_some() {
+            let healthy = gw
+                .supervisor
+                .status(&v.record.id)
+                .is_some_and(|s| s.health == Health::Healthy);
+            gauge!("skewless_backend_healthy", "release" => id).set(if healthy {
+                1.0
+            } else {
+                0.0
+            });
+        }
+        *by_state.entry(v.record.state.as_str()).or_default() += 1.0;
+    }
+    for state in ["uploaded", "current", "draining", "retired"] {
+        gauge!("skewless_releases", "state" => state)
+            .set(by_state.get(state).copied().unwrap_or(0.0));
+    }
+    gauge!("skewless_event_streams").set(gw.ops.event_streams() as f64);
+    let mut resp = gw.metrics.render().into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
 }

@@ -1,0 +1,80 @@
+//! The way in for API calls (resolution rule 3): each goes to the back end
+//! of the release its client runs while that release still has one, else
+//! the current release's, else the default upstream.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::http::{header, HeaderName, StatusCode};
+use axum::response::Response;
+use skewless_core::upstream::{self, Candidate};
+use skewless_core::{pin, ReleaseId};
+
+use super::stamp::PIN_HEADER;
+use super::Gateway;
+use crate::error::json_error;
+use crate::metrics::{self, Kind};
+use crate::proxy::Upstream;
+
+/// Resolution rule 3: API calls go to the back end of the client's release.
+pub(super) async fn forward(gw: &Gateway, req: Request, client: SocketAddr) -> Response {
+    let limit = gw.config.max_proxy_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request body is larger than the proxy limit of {limit} bytes"),
+        );
+    }
+    let req =
+        req.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, limit as usize)));
+    let headers = req.headers();
+    let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let pin = pin::pin_from(text(&PIN_HEADER), text(&header::COOKIE));
+    let snap = gw.routing.load();
+    let candidates: Vec<Candidate<Arc<Upstream>>> = snap
+        .ordered
+        .iter()
+        .map(|v| Candidate {
+            seq: v.record.seq,
+            served: v.record.state.is_served(),
+            backend: match &v.upstream {
+                Some(u) => Some(u.clone()),
+                None if v.record.backend_cmd.is_some() => gw.supervisor.upstream(&v.record.id),
+                None => None,
+            },
+        })
+        .collect();
+    let index_of = |id: &ReleaseId| snap.ordered.iter().position(|v| &v.record.id == id);
+    let pinned = pin.as_ref().and_then(index_of);
+    let current = snap.pointer.current.as_ref().and_then(index_of);
+    if let Some((i, upstream)) = upstream::route(&candidates, pinned, current) {
+        let served_by = snap.ordered[i].record.id.to_string();
+        if Some(i) != current && pinned.is_some() {
+            metrics::skew_saved(Kind::Api);
+        }
+        let upstream = upstream.clone();
+        drop(snap);
+        return gw.proxy.forward(req, &upstream, client, &served_by).await;
+    }
+    let routed = pinned
+        .filter(|&p| candidates[p].served)
+        .or(current)
+        .map(|i| snap.ordered[i].record.id.to_string());
+    drop(snap);
+    match (&gw.default_upstream, routed) {
+        (Some(upstream), routed) => {
+            let served_by = routed.unwrap_or_else(|| "default".into());
+            gw.proxy.forward(req, upstream, client, &served_by).await
+        }
+        (None, _) => json_error(
+            StatusCode::BAD_GATEWAY,
+            "no back end for this API call: no live release has a healthy back end and no default_upstream is configured",
+        ),
+    }
+}

@@ -1,0 +1,269 @@
+//! The gateway: the state every way into the server shares, built over the
+//! adapters it is given, and the dispatch of each request to its way in:
+//!
+//! - [`events::lean`]: event streams over plain HTTP/1.1, taken by the
+//!   accept loop before hyper sees the connection;
+//! - the router, for `/_skewless/…`: [`system`] endpoints (and the general
+//!   event-stream transport, [`events::general`]) and the admin API;
+//! - [`site`]: every other path, resolved directly to a release's file or
+//!   shell, or, under an API prefix, [`api_proxy`] to a back end.
+//!
+//! [`stamp`] puts the `Skewless-*` headers on the answers of all of them.
+//! The state's fields are private to this module and its ways in; admin
+//! handlers and the reaper get only the [`Operations`].
+
+pub(crate) mod api_proxy;
+pub(crate) mod events;
+pub(crate) mod site;
+pub(crate) mod stamp;
+pub(crate) mod system;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, FromRef};
+use axum::middleware;
+use axum::response::Response;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use skewless_state::StateStore;
+use skewless_store::BlobStore;
+use std::net::SocketAddr;
+use tokio::sync::watch;
+
+use crate::auth::Tokens;
+use crate::client_js::{self, Module};
+use crate::metrics;
+use crate::operations::{Operations, Settings};
+use crate::presence::Presence;
+use crate::proxy::{Proxy, Upstream};
+use crate::snapshot::Routing;
+use crate::supervisor::Supervisor;
+use crate::{admin, Clock, ServerConfig, ServerError};
+use stamp::{stamp, Seen};
+
+/// The adapters the server runs on, chosen by the caller (the `serve`
+/// command, or a test): where state lives, where blobs live, and time.
+#[derive(Clone)]
+pub struct Adapters {
+    /// Release state.
+    pub state: Arc<dyn StateStore>,
+    /// Blob storage.
+    pub blobs: Arc<dyn BlobStore>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The state every way into the server shares. Admin handlers and the
+/// reaper take only the [`Operations`] from it.
+pub struct Gateway {
+    /// The release operations; the only writer of state.
+    ops: Arc<Operations>,
+    /// The routing snapshot and the event-stream notices.
+    routing: Arc<Routing>,
+    /// Blob storage, read by the request path.
+    blobs: Arc<dyn BlobStore>,
+    /// Live clients per release.
+    presence: Arc<Presence>,
+    /// Time.
+    clock: Arc<dyn Clock>,
+    /// Accepted admin tokens.
+    tokens: Arc<Tokens>,
+    /// The metrics recorder's handle.
+    metrics: PrometheusHandle,
+    /// Embedded browser-library modules by file name.
+    client_modules: HashMap<&'static str, Module>,
+    /// The reverse proxy to back ends.
+    proxy: Proxy,
+    /// Managed back ends.
+    supervisor: Arc<Supervisor>,
+    /// Where API calls go when no release has a back end.
+    default_upstream: Option<Arc<Upstream>>,
+    /// Open event streams, in total and per client address.
+    stream_slots: events::StreamSlots,
+    /// Flips to true when the server shuts down.
+    shutdown: watch::Receiver<bool>,
+    /// Configuration.
+    config: ServerConfig,
+}
+
+/// The state the router's handlers extract their parts from.
+#[derive(Clone)]
+pub struct AppState(pub(crate) Arc<Gateway>);
+
+impl FromRef<AppState> for Arc<Operations> {
+    fn from_ref(app: &AppState) -> Self {
+        app.0.ops.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Tokens> {
+    fn from_ref(app: &AppState) -> Self {
+        app.0.tokens.clone()
+    }
+}
+
+impl Gateway {
+    /// Builds the gateway over the given adapters: finishes a garbage
+    /// collection a crash interrupted and loads the routing snapshot.
+    pub async fn new(
+        config: ServerConfig,
+        adapters: Adapters,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Arc<Self>, ServerError> {
+        Self::new_in_cluster(config, adapters, None, shutdown).await
+    }
+
+    /// The same, as a node of `cluster` when state is shared.
+    pub async fn new_in_cluster(
+        config: ServerConfig,
+        adapters: Adapters,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Arc<Self>, ServerError> {
+        config.validate()?;
+        let tokens = Arc::new(Tokens::from_config(&config)?);
+        let default_upstream = config
+            .default_upstream
+            .as_deref()
+            .map(Upstream::parse)
+            .transpose()
+            .map_err(ServerError::Startup)?
+            .map(Arc::new);
+        let routing = Arc::new(Routing::default());
+        let presence = Arc::new(Presence::new(config.retention.presence_window_secs));
+        let supervisor = Arc::new(Supervisor::new(config.backend.clone()));
+        let ops = Arc::new(
+            Operations::new(
+                adapters.state,
+                adapters.blobs.clone(),
+                adapters.clock.clone(),
+                routing.clone(),
+                presence.clone(),
+                supervisor.clone(),
+                Settings {
+                    default_health_path: config.backend.health_path.clone(),
+                    gc_grace_secs: config.gc_grace_secs,
+                    max_upload_bytes: config.max_upload_bytes,
+                    cluster_backend_wait_secs: config.cluster.backend_wait_secs,
+                },
+            )
+            .with_cluster(cluster),
+        );
+        let finished = ops.finish_collection().await?;
+        if finished > 0 {
+            tracing::info!(
+                blobs = finished,
+                "finished an interrupted garbage collection"
+            );
+        }
+        ops.refresh().await?;
+        Ok(Arc::new(Gateway {
+            ops,
+            routing,
+            blobs: adapters.blobs,
+            presence,
+            clock: adapters.clock,
+            tokens,
+            metrics: metrics::install(),
+            client_modules: client_js::modules()
+                .into_iter()
+                .map(|m| (m.name, m))
+                .collect(),
+            proxy: Proxy::new(
+                Duration::from_millis(config.connect_timeout_ms),
+                Duration::from_secs(config.read_timeout_secs),
+            ),
+            supervisor,
+            default_upstream,
+            stream_slots: Default::default(),
+            shutdown,
+            config,
+        }))
+    }
+
+    /// The release operations.
+    pub fn operations(&self) -> &Arc<Operations> {
+        &self.ops
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The reaper's loop over this gateway's operations, presence and
+    /// snapshot; runs until dropped.
+    pub(crate) fn reaper(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        crate::reaper::run(
+            self.ops.clone(),
+            self.routing.clone(),
+            self.config.retention.clone(),
+        )
+    }
+
+    /// This node's report and live clients per release, for its heartbeat.
+    pub(crate) fn node_report(
+        &self,
+        cluster: &crate::cluster::Cluster,
+    ) -> (skewless_wire::NodeReport, Vec<skewless_state::PresenceRow>) {
+        crate::cluster::report(
+            &self.routing,
+            &self.presence,
+            &self.supervisor,
+            self.clock.now(),
+            cluster,
+        )
+    }
+
+    /// Stops every managed back end (at shutdown).
+    pub(crate) async fn stop_backends(&self) {
+        self.supervisor.stop_all().await;
+    }
+
+    /// One pass of the reaper now: retires what the retention policy says;
+    /// returns how many releases it retired.
+    pub async fn reap(&self) -> usize {
+        crate::reaper::reap(&self.ops, &self.routing, &self.config.retention).await
+    }
+
+    /// Counts a client as live on a release, as a request carrying its pin
+    /// and client id does.
+    pub fn seen(&self, release: &skewless_core::ReleaseId, client: &str) {
+        self.presence.seen(release, client, self.clock.now());
+    }
+}
+
+/// Builds the router over a gateway.
+pub fn router(gw: Arc<Gateway>) -> Router {
+    Router::new()
+        .nest("/_skewless/api/v1", admin::routes(gw.tokens.clone()))
+        .merge(system::routes())
+        .fallback(site::resolve_fallback)
+        .layer(middleware::from_fn_with_state(AppState(gw.clone()), stamp))
+        .with_state(AppState(gw))
+}
+
+/// Answers one request. Paths under `/_skewless/` go through the router
+/// (system and admin routes); every other path (shell, files, API calls)
+/// is resolved directly, which spares the hot path the router's matching
+/// and boxing.
+pub async fn handle(
+    gw: Arc<Gateway>,
+    app: Router,
+    peer: SocketAddr,
+    req: axum::http::Request<hyper::body::Incoming>,
+) -> Response {
+    let mut req = req.map(axum::body::Body::new);
+    if req.uri().path().starts_with("/_skewless") {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        return match tower::ServiceExt::oneshot(app, req).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        };
+    }
+    let seen = Seen::of(&req);
+    let resp = site::resolve_request(&gw, req, peer).await;
+    seen.stamp(&gw, resp)
+}

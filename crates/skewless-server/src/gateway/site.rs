@@ -1,0 +1,178 @@
+//! The direct way in for every path that is not under `/_skewless/` nor an
+//! API prefix: a release's files and shells (resolution rules 2, 4 and 5),
+//! without the router's matching and boxing. `/_skewless/…` paths no system
+//! route claims come here through the router's fallback.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use skewless_core::path::normalize_request_path;
+use skewless_core::resolve::{is_navigation, resolve, Resolution, Source};
+use skewless_core::retention::{choose_shell, ShellChoice};
+use skewless_core::{content::is_content_hashed, pin};
+
+use super::stamp::PIN_HEADER;
+use super::{api_proxy, AppState, Gateway};
+use crate::error::json_error;
+use crate::metrics::{self, Kind};
+use crate::serve::{file_response, Caching, FileRequest};
+
+const SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+
+fn tagged(mut resp: Response, kind: Kind) -> Response {
+    resp.extensions_mut().insert(kind);
+    resp
+}
+
+/// `/_skewless/…` paths no system route claimed.
+pub(super) async fn resolve_fallback(
+    State(AppState(gw)): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    resolve_request(&gw, req, peer).await
+}
+
+/// Resolution rules 2 to 5 for every path no system route claimed.
+pub(super) async fn resolve_request(gw: &Arc<Gateway>, req: Request, peer: SocketAddr) -> Response {
+    let path = match normalize_request_path(req.uri().path()) {
+        Ok(p) => p,
+        Err(e) => {
+            return tagged(
+                json_error(StatusCode::BAD_REQUEST, &e.to_string()),
+                Kind::Asset,
+            )
+        }
+    };
+    if gw
+        .config
+        .api_prefixes
+        .iter()
+        .any(|p| path.starts_with(p.as_str()) || p.strip_suffix('/') == Some(path.as_str()))
+    {
+        return tagged(api_proxy::forward(gw, req, peer).await, Kind::Api);
+    }
+    let method = req.method();
+    if method != Method::GET && method != Method::HEAD {
+        let mut resp = json_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET and HEAD are served here",
+        );
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return tagged(resp, Kind::Asset);
+    }
+    let headers = req.headers();
+    let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let pin_str = pin::pin_str(text(&PIN_HEADER), text(&header::COOKIE));
+    let navigation = is_navigation(true, text(&SEC_FETCH_MODE), text(&header::ACCEPT));
+    let snap = gw.routing.load();
+    let resolution = resolve(
+        &**snap,
+        skewless_core::resolve::Request {
+            path: &path,
+            pin: pin_str,
+            navigation,
+        },
+    );
+    match resolution {
+        Resolution::File {
+            release,
+            path,
+            source,
+        } => {
+            let Some(view) = snap.releases.get(release) else {
+                return tagged(not_found(), Kind::Asset);
+            };
+            let Some(entry) = view.record.manifest.get(path) else {
+                return tagged(not_found(), Kind::Asset);
+            };
+            let older = snap.pointer.current.as_ref() != Some(release);
+            if older
+                && matches!(
+                    source,
+                    Source::Pinned | Source::Fallback | Source::Versioned
+                )
+            {
+                metrics::skew_saved(Kind::Asset);
+            }
+            let immutable = source == Source::Versioned || is_content_hashed(path);
+            let resp = file_response(
+                &*gw.blobs,
+                method,
+                headers,
+                FileRequest {
+                    entry,
+                    etags: None,
+                    caching: if immutable {
+                        Caching::Immutable
+                    } else {
+                        Caching::Revalidate
+                    },
+                    varies_by_pin: source != Source::Versioned && !immutable,
+                    served_by: &view.id_header,
+                },
+            )
+            .await;
+            tagged(resp, Kind::Asset)
+        }
+        Resolution::Shell { release } => {
+            let mut view = snap.releases.get(release);
+            if !path.starts_with("/_r/") {
+                if let Some((canary, percent, _)) = &snap.canary {
+                    let choice = choose_shell(
+                        pin_str,
+                        snap.pointer.current.as_ref(),
+                        Some((canary, *percent)),
+                        rand::random::<f64>(),
+                    );
+                    if choice == ShellChoice::Canary {
+                        view = snap.releases.get(canary).or(view);
+                    }
+                }
+            }
+            let Some(view) = view else {
+                return tagged(not_found(), Kind::Shell);
+            };
+            let mut resp = file_response(
+                &*gw.blobs,
+                method,
+                headers,
+                FileRequest {
+                    entry: &view.record.shell,
+                    etags: Some(&view.shell_etags),
+                    caching: Caching::Revalidate,
+                    varies_by_pin: false,
+                    served_by: &view.id_header,
+                },
+            )
+            .await;
+            if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED {
+                resp.headers_mut()
+                    .insert(header::SET_COOKIE, view.pin_cookie.clone());
+            }
+            tagged(resp, Kind::Shell)
+        }
+        Resolution::NoCurrent => tagged(
+            json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no release is current yet: deploy one with `skewless deploy DIR --promote`",
+            ),
+            Kind::Shell,
+        ),
+        Resolution::System(_) => json_error(StatusCode::NOT_FOUND, "no such skewless endpoint"),
+        Resolution::NotFound => {
+            if is_content_hashed(&path) {
+                metrics::skew_missed();
+            }
+            tagged(not_found(), Kind::Asset)
+        }
+    }
+}
+
+fn not_found() -> Response {
+    json_error(StatusCode::NOT_FOUND, "not found")
+}

@@ -1,0 +1,16 @@
+//! The end-to-end tests, one binary so that `support` compiles once: each
+//! module starts the real `skewless` binary on port 0 with its own data
+//! directory and talks to it over real HTTP.
+
+mod support;
+
+mod admin;
+mod crash;
+mod deploy;
+mod fsck;
+mod gateway;
+mod lifecycle;
+mod proxy;
+mod reliability;
+mod soak;
+mod tls;
