@@ -7,8 +7,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::cluster::{holder, node, nodes, Database, Haproxy, PrivatePostgres};
-use support::{example, wait_for, Backend, Server};
+use support::cluster::{holder, node, node_env, nodes, Database, Haproxy, PrivatePostgres};
+use support::{example, example_backend, wait_for, Backend, Server};
 
 fn status(s: &Server) -> serde_json::Value {
     serde_json::from_str(&s.ok(&["status", "--json"])).expect("status json")
@@ -448,4 +448,42 @@ fn deploys_through_one_node_and_gc_through_another_never_lose_a_blob() {
         "{} deploys acknowledged, {runs} collections ran alongside",
         acknowledged.len()
     );
+}
+
+#[test]
+fn a_managed_back_end_must_be_healthy_on_every_node_before_promotion() {
+    let db = Database::create();
+    let blobs = tempfile::tempdir().unwrap();
+    let url = db.url();
+    let wait = ["--cluster-backend-wait-secs", "3"];
+    let n1 = node(&url, blobs.path(), "n1", &wait);
+    // Node 2's environment breaks back ends that need it clean.
+    let n2 = node_env(&url, blobs.path(), "n2", &wait, &[("BACKEND_BROKEN", "1")]);
+    let backend = example_backend();
+    let good = format!("{} --port {{port}} --api 1", backend.display());
+    let picky = format!(
+        "sh -c 'test -z \"$BACKEND_BROKEN\" && exec {} --port {{port}} --api 2'",
+        backend.display()
+    );
+    n1.deploy_with(&example("v1"), "v1", &["--backend-cmd", &good]);
+    n1.deploy_with(&example("v2"), "v2", &["--backend-cmd", &picky]);
+
+    // Each node runs its own copy; promotion through node 2 waits for both.
+    n2.ok(&["promote", "v1"]);
+    for n in [&n1, &n2] {
+        let r = n.get("/api/items").send().unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-backend"], "v1");
+    }
+    wait_for(
+        "both nodes to report v1's back end healthy",
+        Duration::from_secs(10),
+        || nodes(&n1).iter().all(|n| n["backends"]["v1"] == "healthy"),
+    );
+
+    // v2's back end cannot start on node 2: refused, naming the node.
+    let err = n1.fails(&["promote", "v2"]);
+    assert!(err.contains("n2") && !err.contains("n1"), "{err}");
+    assert_eq!(n1.current().as_deref(), Some("v1"));
+    assert_eq!(n2.current().as_deref(), Some("v1"));
 }

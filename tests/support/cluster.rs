@@ -215,6 +215,11 @@ impl Drop for PrivatePostgres {
 
 /// Starts a node over `db` sharing `blobs`, with quick cluster timings.
 pub fn node(db: &str, blobs: &Path, id: &str, extra: &[&str]) -> Server {
+    node_env(db, blobs, id, extra, &[])
+}
+
+/// The same, with environment variables for the node (and its back ends).
+pub fn node_env(db: &str, blobs: &Path, id: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let blobs = blobs.to_str().expect("utf-8 path");
     let mut args = vec![
         "--state",
@@ -227,7 +232,7 @@ pub fn node(db: &str, blobs: &Path, id: &str, extra: &[&str]) -> Server {
         "300",
     ];
     args.extend_from_slice(extra);
-    Server::start_with(tempfile::tempdir().expect("tempdir"), &args)
+    Server::start_with_env(tempfile::tempdir().expect("tempdir"), &args, env)
 }
 
 /// The nodes as `skewless nodes --json` lists them.

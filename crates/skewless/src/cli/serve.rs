@@ -43,6 +43,9 @@ pub struct ServeArgs {
     /// Seconds a singleton lease (reaper, gc, cleanup) lasts unless renewed [default: 15].
     #[arg(long, env = "SKEWLESS_LEASE_TTL_SECS")]
     lease_ttl_secs: Option<u64>,
+    /// Seconds a promotion waits for every node's managed back end to be healthy [default: 30].
+    #[arg(long, env = "SKEWLESS_CLUSTER_BACKEND_WAIT_SECS")]
+    cluster_backend_wait_secs: Option<u64>,
     /// Admin token; required in cluster mode, where every node needs the same (default: generated on first start into <data>/admin-token).
     #[arg(long, env = "SKEWLESS_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
@@ -184,6 +187,7 @@ impl ServeArgs {
         set!(c.cluster.poll_ms, self.cluster_poll_ms);
         set!(c.cluster.heartbeat_ms, self.heartbeat_ms);
         set!(c.cluster.lease_ttl_secs, self.lease_ttl_secs);
+        set!(c.cluster.backend_wait_secs, self.cluster_backend_wait_secs);
         if self.state.is_some() {
             c.state = self.state.clone();
         }
