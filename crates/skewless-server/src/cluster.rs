@@ -394,3 +394,64 @@ pub async fn wait_backends_healthy(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> ReleaseId {
+        ReleaseId::parse(s).unwrap()
+    }
+
+    fn counts(streams: usize, total: usize) -> Counts {
+        Counts {
+            streams,
+            recent: total - streams,
+            total,
+        }
+    }
+
+    #[test]
+    fn the_cluster_view_never_counts_fewer_clients_than_this_node_sees() {
+        let c = Cluster::new("n1".into(), "127.0.0.1:1".into(), ClusterTiming::default());
+        let mut view = ClusterView::default();
+        view.presence.insert(id("a"), (counts(2, 5), Some(100)));
+        view.presence.insert(id("b"), (counts(0, 1), Some(90)));
+        c.view.store(Arc::new(view));
+        // Its own report may be a heartbeat old: a stream opened since counts.
+        let local = HashMap::from([(id("a"), counts(1, 2)), (id("c"), counts(1, 1))]);
+        let merged = c.counts(local);
+        assert_eq!(merged[&id("a")], counts(2, 5));
+        assert_eq!(merged[&id("b")], counts(0, 1));
+        assert_eq!(merged[&id("c")], counts(1, 1));
+        assert_eq!(c.last_seen(&id("b"), Some(95)), Some(95));
+        assert_eq!(c.last_seen(&id("a"), None), Some(100));
+        assert_eq!(c.last_seen(&id("z"), None), None);
+    }
+
+    #[test]
+    fn a_lease_counts_only_for_two_thirds_of_its_time_after_renewal() {
+        let timing = ClusterTiming {
+            lease_ttl_secs: 15,
+            heartbeat_ms: 300,
+            ..ClusterTiming::default()
+        };
+        let c = Cluster::new("n1".into(), "127.0.0.1:1".into(), timing);
+        assert!(!c.holds("reaper"));
+        lock(&c.leases).insert("reaper", Instant::now());
+        let stale = Instant::now()
+            .checked_sub(Duration::from_secs(11))
+            .expect("uptime over 11 s");
+        lock(&c.leases).insert("gc", stale);
+        assert!(c.holds("reaper"));
+        assert!(
+            !c.holds("gc"),
+            "renewed 11 s ago: past 10 s of a 15 s lease"
+        );
+        assert_eq!(c.held(), vec!["reaper".to_owned()]);
+        // Three heartbeats of 300 ms: ignored after 1 s of database time.
+        assert_eq!(c.live_within_secs(), 1);
+        let default = Cluster::new("n".into(), "a".into(), ClusterTiming::default());
+        assert_eq!(default.live_within_secs(), 6);
+    }
+}
