@@ -34,6 +34,8 @@ pub struct ClusterView {
     pub event_streams: usize,
     /// Every node that reported.
     pub nodes: Vec<Node>,
+    /// When it was read (never, until the first heartbeat).
+    pub read_at: Option<Instant>,
 }
 
 /// This node's part in a cluster.
@@ -86,6 +88,15 @@ impl Cluster {
             .filter(|j| self.holds(j))
             .map(|j| (*j).to_owned())
             .collect()
+    }
+
+    /// Whether the view is recent enough to decide on: read within three
+    /// heartbeats. The reaper waits for it, so a node that just started or
+    /// lost the database never retires a release whose clients are on
+    /// other nodes.
+    pub fn view_is_fresh(&self) -> bool {
+        let window = Duration::from_millis(3 * self.timing.heartbeat_ms);
+        self.view().read_at.is_some_and(|t| t.elapsed() < window)
     }
 
     /// The latest view of the cluster.
@@ -276,6 +287,7 @@ pub async fn read_view(
         presence,
         event_streams,
         nodes,
+        read_at: Some(Instant::now()),
     })
 }
 
@@ -418,6 +430,7 @@ mod tests {
         view.presence.insert(id("a"), (counts(2, 5), Some(100)));
         view.presence.insert(id("b"), (counts(0, 1), Some(90)));
         c.view.store(Arc::new(view));
+        assert!(!c.view_is_fresh(), "never read from the database");
         // Its own report may be a heartbeat old: a stream opened since counts.
         let local = HashMap::from([(id("a"), counts(1, 2)), (id("c"), counts(1, 1))]);
         let merged = c.counts(local);

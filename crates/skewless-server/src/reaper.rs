@@ -25,7 +25,8 @@ pub async fn run(ops: Arc<Operations>, routing: Arc<Routing>, retention: Retenti
         // In a cluster only the lease holder runs each job (to avoid
         // duplicate work; the operations are safe anyway).
         let holds = |job| ops.cluster().is_none_or(|c| c.holds(job));
-        if holds("reaper") {
+        let fresh = ops.cluster().is_none_or(|c| c.view_is_fresh());
+        if holds("reaper") && fresh {
             reap(&ops, &routing, &retention).await;
         }
         if holds("gc") && gc_every.is_some_and(|every| last_gc.elapsed() >= every) {
