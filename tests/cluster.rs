@@ -3,12 +3,10 @@
 //! every node, presence sums over nodes, leases fail over, and the nodes
 //! ride out a lost listener and a database restart.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::cluster::{holder, node, node_env, nodes, Database, Haproxy, PrivatePostgres};
-use support::{example, example_backend, wait_for, Backend, Server};
+use crate::support::cluster::{holder, node, node_env, nodes, Database, Haproxy, PrivatePostgres};
+use crate::support::{example, example_backend, wait_for, Backend, Server};
 
 fn status(s: &Server) -> serde_json::Value {
     serde_json::from_str(&s.ok(&["status", "--json"])).expect("status json")
@@ -370,11 +368,11 @@ fn deploys_through_one_node_and_gc_through_another_never_lose_a_blob() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let gc = {
         let stop = stop.clone();
-        let (server, token) = (n2.url.clone(), support::TOKEN);
+        let (server, token) = (n2.url.clone(), crate::support::TOKEN);
         std::thread::spawn(move || {
             let mut runs = 0;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let out = std::process::Command::new(support::bin())
+                let out = std::process::Command::new(crate::support::bin())
                     .args(["gc", "--server", &server, "--token", token])
                     .output()
                     .unwrap();
@@ -393,8 +391,8 @@ fn deploys_through_one_node_and_gc_through_another_never_lose_a_blob() {
         // Each round shares most files with the one two rounds before,
         // whose release is retired (and collected by the concurrent gc).
         let dir = apps.path().join(format!("r{round}"));
-        support::generate_app(&dir, 6, 2000, round % 2);
-        support::write_file(&dir.join("assets/own.bin"), 500, 1000 + round);
+        crate::support::generate_app(&dir, 6, 2000, round % 2);
+        crate::support::write_file(&dir.join("assets/own.bin"), 500, 1000 + round);
         let id = format!("r{round}");
         let out = n1.cli(&[
             "deploy",

@@ -5,6 +5,7 @@
 mod support;
 
 mod admin;
+mod cluster;
 mod crash;
 mod deploy;
 mod fsck;
