@@ -55,6 +55,10 @@ pub struct ServerConfig {
     /// Whether the admin API answers clients that are not on loopback. Only
     /// turn on with `tls_cert` or behind a TLS-terminating proxy.
     pub admin_allow_remote: bool,
+    /// Where to write the access log, one JSON line per request: `-` for
+    /// standard output, else a file (appended to, reopened on `SIGHUP`).
+    /// Off when absent.
+    pub access_log: Option<PathBuf>,
     /// PEM certificate chain; with `tls_key`, the listener speaks HTTPS
     /// (HTTP/2 and HTTP/1.1 by ALPN).
     pub tls_cert: Option<PathBuf>,
@@ -222,6 +226,7 @@ impl Default for ServerConfig {
             max_event_streams: 19_000,
             max_event_streams_per_ip: 1000,
             admin_allow_remote: false,
+            access_log: None,
             tls_cert: None,
             tls_key: None,
             http_redirect_listen: None,
@@ -341,6 +346,15 @@ impl ServerConfig {
                 "max_header_line_bytes must be between 256 and max_request_head_bytes ({})",
                 self.max_request_head_bytes
             )));
+        }
+        if self
+            .access_log
+            .as_ref()
+            .is_some_and(|p| p.as_os_str().is_empty())
+        {
+            return Err(ServerError::Startup(
+                "access_log must be - (standard output) or a file path".into(),
+            ));
         }
         if let Some(u) = &self.default_upstream {
             crate::proxy::Upstream::parse(u).map_err(ServerError::Startup)?;

@@ -2,6 +2,7 @@
 //! resolution order), serves immutable assets and the rewritten shell, pushes
 //! releases to open tabs over server-sent events, and exposes the admin API.
 
+mod access_log;
 mod admin;
 mod auth;
 mod client_js;

@@ -69,14 +69,17 @@ pub async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             let service_gw = gw.clone();
+            let log = gw.access_log().clone();
             let service = hyper::service::service_fn(
                 move |req: axum::http::Request<hyper::body::Incoming>| {
                     let (gw, app) = (service_gw.clone(), app.clone());
                     async move {
-                        if let Some(refused) = limits.check(&req) {
-                            return Ok::<_, Infallible>(refused);
-                        }
-                        Ok::<_, Infallible>(handle(gw, app, peer, req).await)
+                        let logged = gw.access_log().start(&req, peer);
+                        let resp = match limits.check(&req) {
+                            Some(refused) => refused,
+                            None => handle(gw, app, peer, req).await,
+                        };
+                        Ok::<_, Infallible>(crate::access_log::respond(logged, resp))
                     }
                 },
             );
@@ -99,6 +102,7 @@ pub async fn serve(
                 };
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                 if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    log.protocol_refusal(peer, &*e);
                     tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
                 return;
@@ -119,6 +123,7 @@ pub async fn serve(
             drop(streams);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
+                log.protocol_refusal(peer, &*e);
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::access_log::AccessLog;
 use crate::limits::HeadLimits;
 
 /// Answers every connection on `listener` with redirects to HTTPS on
@@ -21,9 +22,10 @@ pub async fn serve(
     limits: HeadLimits,
     header_read_timeout: Duration,
     mut stop: watch::Receiver<bool>,
+    log: AccessLog,
 ) {
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -34,21 +36,25 @@ pub async fn serve(
             },
             () = async { let _ = stop.wait_for(|s| *s).await; } => return,
         };
+        let log = log.clone();
         tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| async move {
-                    Ok::<_, Infallible>(
-                        limits
-                            .check(&req)
-                            .unwrap_or_else(|| redirect(&req, https_port)),
-                    )
-                });
-            let _ = hyper::server::conn::http1::Builder::new()
+            let service_log = log.clone();
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let logged = service_log.start(&req, peer);
+                let resp = limits
+                    .check(&req)
+                    .unwrap_or_else(|| redirect(&req, https_port));
+                async move { Ok::<_, Infallible>(crate::access_log::respond(logged, resp)) }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_read_timeout)
                 .max_buf_size(limits.max_head.max(crate::limits::MIN_HEAD_BYTES))
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            if let Err(e) = served {
+                log.protocol_refusal(peer, &e);
+            }
         });
     }
 }

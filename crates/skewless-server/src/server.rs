@@ -80,6 +80,7 @@ impl Bound {
         });
         let gw =
             Gateway::new_in_cluster(config, adapters, cluster.clone(), stop_rx.clone()).await?;
+        gw.access_log().reopen_on_hangup();
         let header_read_timeout = Duration::from_secs(gw.config().header_read_timeout_secs.max(1));
         let tls = tls.map(|(acceptor, certs)| {
             tokio::spawn(certs.watch());
@@ -96,6 +97,7 @@ impl Bound {
                 crate::limits::HeadLimits::of(gw.config()),
                 header_read_timeout,
                 stop_rx,
+                gw.access_log().clone(),
             ));
         }
         let reaper = tokio::spawn(gw.reaper());
@@ -135,6 +137,8 @@ impl Bound {
             crate::cluster::release_leases(gw.operations().state().as_ref(), c).await;
         }
         gw.stop_backends().await;
+        let log = gw.access_log().clone();
+        let _ = tokio::task::spawn_blocking(move || log.close()).await;
         Ok(())
     }
 }

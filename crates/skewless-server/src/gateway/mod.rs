@@ -82,6 +82,8 @@ pub struct Gateway {
     default_upstream: Option<Arc<Upstream>>,
     /// Open event streams, in total and per client address.
     stream_slots: events::StreamSlots,
+    /// Where each request's line goes, if anywhere.
+    access_log: crate::access_log::AccessLog,
     /// Flips to true when the server shuts down.
     shutdown: watch::Receiver<bool>,
     /// Configuration.
@@ -123,6 +125,12 @@ impl Gateway {
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Self>, ServerError> {
         config.validate()?;
+        // Opened before the admin token is made: a log that cannot be
+        // opened stops the start with nothing created.
+        let access_log = match &config.access_log {
+            Some(target) => crate::access_log::AccessLog::open(target)?,
+            None => crate::access_log::AccessLog::off(),
+        };
         let tokens = Arc::new(Tokens::from_config(&config)?);
         let default_upstream = config
             .default_upstream
@@ -178,6 +186,7 @@ impl Gateway {
             supervisor,
             default_upstream,
             stream_slots: Default::default(),
+            access_log,
             shutdown,
             config,
         }))
@@ -191,6 +200,11 @@ impl Gateway {
     /// The configuration it runs with.
     pub fn config(&self) -> &ServerConfig {
         &self.config
+    }
+
+    /// Where each request's line goes, if anywhere.
+    pub(crate) fn access_log(&self) -> &crate::access_log::AccessLog {
+        &self.access_log
     }
 
     /// The reaper's loop over this gateway's operations, presence and

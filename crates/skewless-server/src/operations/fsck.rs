@@ -47,6 +47,8 @@ pub async fn check(
 ) -> Result<FsckReport, ServerError> {
     let releases = state.releases().await?;
     let mut problems = Vec::new();
+    // Missing blobs: where the finding is, and the releases using the blob.
+    let mut missing: Vec<(usize, Vec<String>)> = Vec::new();
     // Blob → (release, path, entry) of its first use, for messages.
     let mut uses: HashMap<BlobHash, Vec<(String, String, Entry)>> = HashMap::new();
     for r in &releases {
@@ -74,6 +76,7 @@ pub async fn check(
             repaired: None,
         };
         let Some(size) = blobs.stat(hash, Variant::Identity).await? else {
+            missing.push((problems.len(), users.iter().map(|u| u.0.clone()).collect()));
             problems.push(finding(
                 "missing-blob",
                 format!(
@@ -124,6 +127,26 @@ pub async fn check(
             }
             problems.push(p);
         }
+    }
+    // A collection running meanwhile may have collected a retired release
+    // and deleted its blobs: that is no problem.
+    if !missing.is_empty() {
+        let still: HashSet<String> = state
+            .releases()
+            .await?
+            .into_iter()
+            .map(|r| r.id.to_string())
+            .collect();
+        let gone: HashSet<usize> = missing
+            .into_iter()
+            .filter(|(_, users)| users.iter().all(|u| !still.contains(u)))
+            .map(|(i, _)| i)
+            .collect();
+        let mut i = 0;
+        problems.retain(|_| {
+            i += 1;
+            !gone.contains(&(i - 1))
+        });
     }
     let live: HashSet<&BlobHash> = uses.keys().collect();
     let stored = blobs.list().await?;

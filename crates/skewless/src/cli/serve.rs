@@ -101,6 +101,9 @@ pub struct ServeArgs {
     /// Let the admin API answer clients not on loopback (only with --tls-cert or behind a TLS proxy) [default: false].
     #[arg(long, env = "SKEWLESS_ADMIN_ALLOW_REMOTE")]
     admin_allow_remote: Option<bool>,
+    /// Write an access log, one JSON line per request, to FILE (appended to; reopened on SIGHUP) or to standard output (-) [default: off].
+    #[arg(long, env = "SKEWLESS_ACCESS_LOG", value_name = "-|FILE")]
+    access_log: Option<PathBuf>,
     /// Default health-check path of managed back ends [default: /healthz].
     #[arg(long, env = "SKEWLESS_HEALTH_PATH")]
     health_path: Option<String>,
@@ -206,6 +209,9 @@ impl ServeArgs {
         }
         if self.admin_token.is_some() {
             c.admin_token = self.admin_token.clone();
+        }
+        if self.access_log.is_some() {
+            c.access_log = self.access_log.clone();
         }
         if self.default_upstream.is_some() {
             c.default_upstream = self.default_upstream.clone();

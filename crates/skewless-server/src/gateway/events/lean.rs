@@ -20,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{open, EventsQuery, Follow};
+use crate::access_log::{events_release, ReleaseText, StreamRecord};
 use crate::gateway::stamp::{Stamp, CLIENT_HEADER};
 use crate::gateway::Gateway;
 use crate::limits::{kib, HeadLimits};
@@ -43,10 +44,13 @@ pub async fn serve(
     timeout: Duration,
     limits: HeadLimits,
 ) {
+    // Written when this function returns, however the stream ends.
+    let mut log = gw.access_log.stream(peer);
+    let log = &mut log;
     let head = match tokio::time::timeout(timeout, read_head(&mut stream, limits)).await {
         Ok(Ok(head)) => head,
         Ok(Err(Some((status, msg)))) => {
-            let _ = write_error(&mut stream, status, &msg).await;
+            let _ = write_error(&mut stream, log, status, &msg).await;
             return;
         }
         Ok(Err(None)) | Err(_) => return,
@@ -56,6 +60,7 @@ pub async fn serve(
     if !matches!(req.parse(&head), Ok(httparse::Status::Complete(_))) {
         let _ = write_error(
             &mut stream,
+            log,
             StatusCode::BAD_REQUEST,
             "malformed request head",
         )
@@ -66,7 +71,7 @@ pub async fn serve(
         req.path.map_or(0, str::len),
         req.headers.iter().map(|h| (h.name.as_bytes(), h.value)),
     ) {
-        let _ = write_error(&mut stream, status, &msg).await;
+        let _ = write_error(&mut stream, log, status, &msg).await;
         return;
     }
     let header = |name: &str| {
@@ -75,6 +80,11 @@ pub async fn serve(
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .and_then(|h| std::str::from_utf8(h.value).ok())
     };
+    log.pin = ReleaseText::of(
+        events_release(req.path.and_then(|p| p.split_once('?')).map(|(_, q)| q)).or_else(|| {
+            skewless_core::pin::pin_str(header(skewless_core::pin::HEADER), header("cookie"))
+        }),
+    );
     let stamp = Stamp::for_request(
         &gw,
         header(skewless_core::pin::HEADER),
@@ -89,7 +99,7 @@ pub async fn serve(
         Ok(q) => q,
         Err(e) => {
             let msg = format!("Failed to deserialize query string: {e}");
-            let _ = write_error(&mut stream, StatusCode::BAD_REQUEST, &msg).await;
+            let _ = write_error(&mut stream, log, StatusCode::BAD_REQUEST, &msg).await;
             return;
         }
     };
@@ -100,7 +110,7 @@ pub async fn serve(
     let opened = match open(&gw, peer.ip(), q) {
         Ok(o) => o,
         Err(e) => {
-            let _ = write_error(&mut stream, e.status(), &e.to_string()).await;
+            let _ = write_error(&mut stream, log, e.status(), &e.to_string()).await;
             return;
         }
     };
@@ -129,20 +139,26 @@ pub async fn serve(
         }
     };
     let end: &[u8] = if chunked { b"0\r\n\r\n" } else { b"" };
-    if let Some(first) = follow.next().await {
-        chunk(&mut out, &first);
-    }
+    let first = follow.next().await.unwrap_or_default();
+    chunk(&mut out, &first);
+    log.status = 200;
     if stream.write_all(&out).await.is_err() {
         return;
     }
+    log.bytes = first.len() as u64;
     drop(out);
 
     let mut scratch = [0u8; 64];
     loop {
         let mut frame = Vec::new();
+        // Body bytes in `frame`, without the chunk framing.
+        let payload: usize;
         tokio::select! {
             next = follow.next() => match next {
-                Some(bytes) => chunk(&mut frame, &bytes),
+                Some(bytes) => {
+                    chunk(&mut frame, &bytes);
+                    payload = bytes.len();
+                }
                 None => {
                     let _ = stream.write_all(end).await;
                     return;
@@ -157,6 +173,7 @@ pub async fn serve(
         if stream.write_all(&frame).await.is_err() {
             return;
         }
+        log.bytes += payload as u64;
     }
 }
 
@@ -218,11 +235,13 @@ fn chunk(out: &mut Vec<u8>, data: &[u8]) {
 /// and closes the connection.
 async fn write_error(
     stream: &mut TcpStream,
+    log: &mut StreamRecord,
     status: StatusCode,
     message: &str,
 ) -> std::io::Result<()> {
     metrics::request(Kind::System, status.as_u16());
     let body = crate::error::error_body(message);
+    log.status = status.as_u16();
     let head = format!(
         "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nx-content-type-options: nosniff\r\n\
          content-length: {}\r\nconnection: close\r\ndate: {}\r\n\r\n",
@@ -233,6 +252,7 @@ async fn write_error(
     );
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body.as_bytes()).await?;
+    log.bytes = body.len() as u64;
     stream.shutdown().await
 }
 

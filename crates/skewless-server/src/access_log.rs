@@ -1,0 +1,553 @@
+//! The access log: one JSON line per request, written by a thread of its
+//! own so the request path never waits on the disk.
+//!
+//! A request's line is formatted on its own task when its response ends,
+//! in a per-thread buffer, copied into a fixed-size slot and handed over a
+//! bounded channel to the writer thread, which polls the channel and
+//! batches lines in a buffer flushed every [`writer::FLUSH_INTERVAL`] and on
+//! shutdown. When the channel is full the line is dropped and counted
+//! (`skewless_access_log_dropped_total`); a failing write (a full disk) is
+//! counted (`skewless_access_log_write_errors_total`) and never stops the
+//! server. A log file is opened for appending and reopened on `SIGHUP`, for
+//! rotation.
+//!
+//! Query strings, cookies and the `Authorization` header are never
+//! written: the path is logged without its query, and the only thing taken
+//! from the headers is the release id the client says it runs.
+
+mod line;
+mod writer;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Body;
+use axum::http::{header, HeaderName, HeaderValue, Method, Request};
+use axum::response::Response;
+use bytes::Bytes;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use metrics::Counter;
+use skewless_core::{id, pin};
+
+use crate::metrics::Kind;
+use crate::ServerError;
+use line::Line;
+pub use line::{Fields, LogKind};
+use writer::{target_name, write_loop, Msg, Sink, Target};
+
+/// Lines waiting for the writer at most; more are dropped and counted.
+const QUEUE_LINES: usize = 4096;
+
+const SERVED_BY: HeaderName = HeaderName::from_static("skewless-served-by");
+const PIN_HEADER: HeaderName = HeaderName::from_static(pin::HEADER);
+const EVENTS_PATH: &str = "/_skewless/events";
+
+struct Shared {
+    tx: SyncSender<Msg>,
+    /// Whether the target is a file (which `SIGHUP` reopens).
+    file: bool,
+    /// Set on `SIGHUP`; the writer reopens the file when it sees it.
+    reopen: Arc<AtomicBool>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The access log, or its absence; cheap to hold per request.
+#[derive(Clone, Default)]
+pub struct AccessLog {
+    shared: Option<Arc<Shared>>,
+}
+
+fn dropped() -> &'static Counter {
+    static C: OnceLock<Counter> = OnceLock::new();
+    C.get_or_init(|| metrics::counter!("skewless_access_log_dropped_total"))
+}
+
+impl AccessLog {
+    /// No access log.
+    pub fn off() -> AccessLog {
+        AccessLog::default()
+    }
+
+    /// Starts writing to `target`: `-` for standard output, else a file
+    /// opened for appending (created if missing).
+    pub fn open(target: &Path) -> Result<AccessLog, ServerError> {
+        metrics::describe_counter!(
+            "skewless_access_log_dropped_total",
+            "Access-log lines dropped because the writer fell behind."
+        );
+        metrics::describe_counter!(
+            "skewless_access_log_write_errors_total",
+            "Failed writes to the access log (a full disk, a closed output)."
+        );
+        let target = if target.as_os_str() == "-" {
+            Target::Stdout
+        } else {
+            Target::File(target.to_owned())
+        };
+        let sink = Sink::open(&target).map_err(|e| {
+            ServerError::Startup(format!(
+                "cannot open access log {}: {e}",
+                target_name(&target)
+            ))
+        })?;
+        let (tx, rx) = mpsc::sync_channel(QUEUE_LINES);
+        // The writer holds no sender: once every handle is gone it sees
+        // the channel close, flushes and ends.
+        let reopen = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared {
+            tx,
+            file: matches!(target, Target::File(_)),
+            reopen: reopen.clone(),
+            writer: Mutex::new(None),
+        });
+        let handle = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_loop(rx, target, sink, &reopen))
+            .map_err(|e| ServerError::Startup(format!("cannot start the access log: {e}")))?;
+        *shared.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
+        Ok(AccessLog {
+            shared: Some(shared),
+        })
+    }
+
+    /// Reopens the log file on every `SIGHUP` (after it was moved away).
+    /// Must run inside the Tokio runtime.
+    pub fn reopen_on_hangup(&self) {
+        let Some(shared) = self.shared.clone().filter(|s| s.file) else {
+            return;
+        };
+        #[cfg(unix)]
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut hup = match signal(SignalKind::hangup()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch SIGHUP; the access log will not be reopened");
+                    return;
+                }
+            };
+            while hup.recv().await.is_some() {
+                // The writer looks at it within a tick.
+                shared.reopen.store(true, Ordering::Release);
+            }
+        });
+        #[cfg(not(unix))]
+        drop(shared);
+    }
+
+    /// Whether lines are written at all.
+    pub fn is_on(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Hands a line to the writer without waiting.
+    pub fn log(&self, f: &Fields<'_>) {
+        let Some(shared) = &self.shared else { return };
+        match shared.tx.try_send(Msg::Line(Line::format(f))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => dropped().increment(1),
+            // Closed at shutdown: nothing more is written.
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// Flushes what is written and stops the writer (at shutdown). Waits
+    /// up to a few seconds; says whether the writer finished.
+    pub fn close(&self) -> bool {
+        let Some(shared) = &self.shared else {
+            return true;
+        };
+        let (ack_tx, ack_rx) = mpsc::sync_channel(1);
+        let acked = shared.tx.send(Msg::Close(ack_tx)).is_ok()
+            && ack_rx.recv_timeout(Duration::from_secs(5)).is_ok();
+        let handle = shared
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let (true, Some(h)) = (acked, handle) {
+            // It has answered its last message and is returning.
+            let _ = h.join();
+        }
+        acked
+    }
+
+    /// Starts the record of a request the general HTTP stack answers.
+    pub fn start<B>(&self, req: &Request<B>, peer: SocketAddr) -> Option<Started> {
+        let shared = self.shared.as_ref()?;
+        let uri = req.uri();
+        let h = req.headers();
+        let text = |name: &HeaderName| h.get(name).and_then(|v| v.to_str().ok());
+        let path = uri.path();
+        let pin = if path == EVENTS_PATH {
+            events_release(uri.query())
+        } else {
+            None
+        }
+        .or_else(|| pinned_path(path))
+        .or_else(|| pin::pin_str(text(&PIN_HEADER), text(&header::COOKIE)));
+        Some(Started {
+            log: AccessLog {
+                shared: Some(shared.clone()),
+            },
+            time: SystemTime::now(),
+            start: Instant::now(),
+            client: peer.ip(),
+            method: req.method().clone(),
+            path: uri.clone(),
+            pin: ReleaseText::of(pin),
+        })
+    }
+
+    /// Logs a request hyper refused before it reached the gateway (a head
+    /// over the buffer, a malformed request line), if `err` is one.
+    pub fn protocol_refusal(&self, peer: SocketAddr, err: &(dyn std::error::Error + 'static)) {
+        if !self.is_on() {
+            return;
+        }
+        let Some(err) = err.downcast_ref::<hyper::Error>() else {
+            return;
+        };
+        let status = if err.is_parse_too_large() {
+            431
+        } else if err.is_parse() && !err.is_parse_version_h2() {
+            400
+        } else {
+            return;
+        };
+        self.log(&Fields {
+            time: SystemTime::now(),
+            client: peer.ip(),
+            method: None,
+            path: None,
+            status,
+            bytes: 0,
+            duration: Duration::ZERO,
+            release: None,
+            pin: None,
+            kind: LogKind::System,
+        });
+    }
+}
+
+/// The release a `/_r/<id>/…` path asks for.
+fn pinned_path(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix("/_r/")?;
+    let id = rest.split('/').next()?;
+    id::is_valid(id).then_some(id)
+}
+
+/// The `release` parameter of an event stream's query, if it is an id.
+pub(crate) fn events_release(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("release="))
+        .find(|v| id::is_valid(v))
+}
+
+/// A release id, kept inline.
+#[derive(Clone, Copy)]
+pub struct ReleaseText {
+    len: u8,
+    bytes: [u8; 64],
+}
+
+impl ReleaseText {
+    /// Keeps `id` (a valid release id, at most 64 bytes) or nothing.
+    pub fn of(id: Option<&str>) -> Option<ReleaseText> {
+        let id = id?;
+        let mut bytes = [0u8; 64];
+        bytes.get_mut(..id.len())?.copy_from_slice(id.as_bytes());
+        Some(ReleaseText {
+            len: id.len() as u8,
+            bytes,
+        })
+    }
+
+    /// The id.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+/// A request on its way through the general stack.
+pub struct Started {
+    log: AccessLog,
+    time: SystemTime,
+    start: Instant,
+    client: IpAddr,
+    method: Method,
+    path: axum::http::Uri,
+    pin: Option<ReleaseText>,
+}
+
+impl Started {
+    /// Wraps the response so its line is written when its body ends.
+    pub fn respond(self, resp: Response) -> Response<LoggedBody> {
+        let kind = match resp.extensions().get::<Kind>() {
+            Some(Kind::Shell) => LogKind::Shell,
+            Some(Kind::Asset) => LogKind::Asset,
+            Some(Kind::Api) => LogKind::Api,
+            Some(Kind::System) | None => {
+                let ct = resp.headers().get(header::CONTENT_TYPE);
+                if ct.is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream")) {
+                    LogKind::EventStream
+                } else {
+                    LogKind::System
+                }
+            }
+        };
+        let served_by = resp.headers().get(&SERVED_BY).cloned();
+        let status = resp.status().as_u16();
+        resp.map(|inner| LoggedBody {
+            inner,
+            record: Some(Record {
+                started: self,
+                status,
+                kind,
+                served_by,
+                bytes: 0,
+            }),
+        })
+    }
+}
+
+/// Wraps a response for hyper: logged if `started` is.
+pub fn respond(started: Option<Started>, resp: Response) -> Response<LoggedBody> {
+    match started {
+        Some(s) => s.respond(resp),
+        None => resp.map(|inner| LoggedBody {
+            inner,
+            record: None,
+        }),
+    }
+}
+
+struct Record {
+    started: Started,
+    status: u16,
+    kind: LogKind,
+    served_by: Option<HeaderValue>,
+    bytes: u64,
+}
+
+impl Record {
+    fn write(&self) {
+        let s = &self.started;
+        s.log.log(&Fields {
+            time: s.time,
+            client: s.client,
+            method: Some(s.method.as_str()),
+            path: Some(s.path.path()),
+            status: self.status,
+            bytes: self.bytes,
+            duration: s.start.elapsed(),
+            release: self.served_by.as_ref().and_then(|v| v.to_str().ok()),
+            pin: s.pin.as_ref().map(ReleaseText::as_str),
+            kind: self.kind,
+        });
+    }
+}
+
+/// A response body that writes its request's line when it ends, is
+/// abandoned, or was never sent (`HEAD`, `304`).
+pub struct LoggedBody {
+    inner: Body,
+    record: Option<Record>,
+}
+
+impl LoggedBody {
+    fn finish(&mut self) {
+        if let Some(r) = self.record.take() {
+            r.write();
+        }
+    }
+}
+
+impl HttpBody for LoggedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(r), Some(data)) = (self.record.as_mut(), frame.data_ref()) {
+                    r.bytes += data.len() as u64;
+                }
+                if self.inner.is_end_stream() {
+                    self.finish();
+                }
+            }
+            Poll::Ready(_) => self.finish(),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for LoggedBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// The record of a request on the lean event-stream path, written when it
+/// is dropped (however the stream ends), if it was answered.
+pub struct StreamRecord {
+    log: AccessLog,
+    time: SystemTime,
+    start: Instant,
+    client: IpAddr,
+    /// The status answered; nothing is written while it is 0.
+    pub status: u16,
+    /// Body bytes written.
+    pub bytes: u64,
+    /// The release the stream follows.
+    pub pin: Option<ReleaseText>,
+}
+
+impl AccessLog {
+    /// Starts the record of an event stream served by the lean path.
+    pub fn stream(&self, peer: SocketAddr) -> StreamRecord {
+        let on = self.is_on();
+        StreamRecord {
+            log: self.clone(),
+            time: if on {
+                SystemTime::now()
+            } else {
+                SystemTime::UNIX_EPOCH
+            },
+            start: Instant::now(),
+            client: peer.ip(),
+            status: 0,
+            bytes: 0,
+            pin: None,
+        }
+    }
+}
+
+impl Drop for StreamRecord {
+    fn drop(&mut self) {
+        if self.status == 0 || !self.log.is_on() {
+            return;
+        }
+        self.log.log(&Fields {
+            time: self.time,
+            client: self.client,
+            method: Some("GET"),
+            path: Some(EVENTS_PATH),
+            status: self.status,
+            bytes: self.bytes,
+            duration: self.start.elapsed(),
+            release: None,
+            pin: self.pin.as_ref().map(ReleaseText::as_str),
+            kind: LogKind::EventStream,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line::tests::fields;
+    use super::*;
+
+    #[test]
+    fn pins_come_from_the_path_or_the_event_query() {
+        assert_eq!(pinned_path("/_r/v1/app.js"), Some("v1"));
+        assert_eq!(pinned_path("/_r/v1"), Some("v1"));
+        assert_eq!(pinned_path("/_r/../x"), None);
+        assert_eq!(pinned_path("/assets/x"), None);
+        assert_eq!(events_release(Some("client=c&release=v3")), Some("v3"));
+        assert_eq!(events_release(Some("release=bad%20id")), None);
+        assert_eq!(events_release(None), None);
+        assert_eq!(ReleaseText::of(Some("v-1.2")).unwrap().as_str(), "v-1.2");
+        assert!(ReleaseText::of(Some(&"x".repeat(65))).is_none());
+    }
+
+    #[test]
+    fn lines_reach_the_file_and_a_moved_file_is_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let log = rt.block_on(async { AccessLog::open(&path) }).unwrap();
+        log.log(&fields(Some("/one")));
+        std::fs::rename(&path, dir.path().join("access.log.1")).unwrap();
+        let shared = log.shared.as_ref().unwrap();
+        shared.reopen.store(true, Ordering::Release);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while shared.reopen.load(Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "the writer never reopened");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        log.log(&fields(Some("/two")));
+        log.close();
+        let old = std::fs::read_to_string(dir.path().join("access.log.1")).unwrap();
+        let new = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            old.contains("\"/one\"") && !old.contains("\"/two\""),
+            "{old}"
+        );
+        assert!(
+            new.contains("\"/two\"") && !new.contains("\"/one\""),
+            "{new}"
+        );
+    }
+
+    #[test]
+    fn a_writer_that_falls_behind_never_holds_up_a_request() {
+        // A writer that never reads: the queue fills, then lines are
+        // dropped at once instead of waiting.
+        let (tx, rx) = mpsc::sync_channel(QUEUE_LINES);
+        let log = AccessLog {
+            shared: Some(Arc::new(Shared {
+                tx,
+                file: false,
+                reopen: Arc::default(),
+                writer: Mutex::new(None),
+            })),
+        };
+        for _ in 0..QUEUE_LINES + 1000 {
+            log.log(&fields(Some("/x")));
+        }
+        assert_eq!(rx.try_iter().count(), QUEUE_LINES);
+    }
+
+    #[test]
+    fn a_full_disk_loses_lines_but_never_stops_the_writer() {
+        // /dev/full fails every write with ENOSPC.
+        let Ok(log) = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async { AccessLog::open(Path::new("/dev/full")) })
+        else {
+            return;
+        };
+        for _ in 0..10_000 {
+            log.log(&fields(Some("/x")));
+        }
+        assert!(
+            log.close(),
+            "the writer must still answer after failed writes"
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! One access-log line: its fields and their JSON form.
+
+use std::cell::{Cell, RefCell};
+use std::io::Write;
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use time::OffsetDateTime;
+
+/// Bytes of a line kept inline in its channel slot; longer lines (long
+/// paths) take a heap buffer.
+const INLINE: usize = 440;
+
+/// What a request was, as the log names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogKind {
+    /// The shell (a page load).
+    Shell,
+    /// A file of a release.
+    Asset,
+    /// A proxied API call.
+    Api,
+    /// Anything else under `/_skewless/`, and refusals before routing.
+    System,
+    /// `/_skewless/events`.
+    EventStream,
+}
+
+impl LogKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            LogKind::Shell => "shell",
+            LogKind::Asset => "asset",
+            LogKind::Api => "api",
+            LogKind::System => "system",
+            LogKind::EventStream => "event-stream",
+        }
+    }
+}
+
+/// One line's fields.
+#[derive(Debug, Clone)]
+pub struct Fields<'a> {
+    /// When the request arrived.
+    pub time: SystemTime,
+    /// The client's address.
+    pub client: IpAddr,
+    /// The request method; `None` when the request could not be parsed.
+    pub method: Option<&'a str>,
+    /// The request path without its query; `None` when unparsable.
+    pub path: Option<&'a str>,
+    /// The response status.
+    pub status: u16,
+    /// Response body bytes written.
+    pub bytes: u64,
+    /// From the request's arrival to the last body byte handed to the
+    /// connection.
+    pub duration: Duration,
+    /// The release that answered (`Skewless-Served-By`).
+    pub release: Option<&'a str>,
+    /// The release the client says it runs.
+    pub pin: Option<&'a str>,
+    /// What the request was.
+    pub kind: LogKind,
+}
+
+/// Appends one line, newline included, to `out`.
+///
+/// Formatting is by hand, not through `format_args!`: a line is written
+/// for every request, and this keeps it to a few hundred instructions.
+pub fn write_line(out: &mut Vec<u8>, f: &Fields<'_>) {
+    out.extend_from_slice(b"{\"time\":\"");
+    timestamp(out, f.time);
+    out.extend_from_slice(b"\",\"client\":\"");
+    match f.client {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                out.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
+            }
+        }
+        // Writing into a Vec cannot fail.
+        IpAddr::V6(v6) => drop(write!(out, "{v6}")),
+    }
+    out.extend_from_slice(b"\",\"method\":");
+    string(out, f.method);
+    out.extend_from_slice(b",\"path\":");
+    string(out, f.path);
+    out.extend_from_slice(b",\"status\":");
+    out.extend_from_slice(itoa::Buffer::new().format(f.status).as_bytes());
+    out.extend_from_slice(b",\"bytes\":");
+    out.extend_from_slice(itoa::Buffer::new().format(f.bytes).as_bytes());
+    out.extend_from_slice(b",\"duration_ms\":");
+    let micros = f.duration.as_micros();
+    out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+    out.push(b'.');
+    three_digits(out, (micros % 1000) as u16);
+    out.extend_from_slice(b",\"release\":");
+    string(out, f.release);
+    out.extend_from_slice(b",\"pin\":");
+    string(out, f.pin);
+    out.extend_from_slice(b",\"kind\":\"");
+    out.extend_from_slice(f.kind.as_str().as_bytes());
+    out.extend_from_slice(b"\"}\n");
+}
+
+/// `n` (below 1000) as three digits.
+fn three_digits(out: &mut Vec<u8>, n: u16) {
+    out.extend_from_slice(&[
+        b'0' + (n / 100 % 10) as u8,
+        b'0' + (n / 10 % 10) as u8,
+        b'0' + (n % 10) as u8,
+    ]);
+}
+
+/// RFC 3339 in UTC with milliseconds. The part up to the seconds changes
+/// once a second, so each thread keeps its last one.
+fn timestamp(out: &mut Vec<u8>, t: SystemTime) {
+    const SECONDS: &[time::format_description::FormatItem<'static>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    thread_local! {
+        static LAST: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+    }
+    let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (cached, mut text) = LAST.get();
+    if cached != secs {
+        let mut buf = Vec::with_capacity(19);
+        let formatted = i64::try_from(secs)
+            .ok()
+            .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+            .and_then(|dt| dt.format_into(&mut buf, SECONDS).ok());
+        // Years past 9999 do not fit the format; they never occur.
+        if formatted.is_none() || buf.len() != text.len() {
+            out.extend_from_slice(b"0000-00-00T00:00:00.000Z");
+            return;
+        }
+        text.copy_from_slice(&buf);
+        LAST.set((secs, text));
+    }
+    out.extend_from_slice(&text);
+    out.push(b'.');
+    three_digits(out, (since.subsec_millis()) as u16);
+    out.push(b'Z');
+}
+
+/// A JSON string, or `null`.
+fn string(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        // Writing into a Vec cannot fail.
+        Some(s) => drop(serde_json::to_writer(&mut *out, s)),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// One formatted line on its way to the writer.
+// Large on purpose: a usual line crosses the channel in its slot, with no
+// heap allocation per request.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Line {
+    Inline { len: u16, bytes: [u8; INLINE] },
+    Heap(Vec<u8>),
+}
+
+impl Line {
+    /// Formats the line in this thread's reusable buffer, then copies it
+    /// into the slot (or, when long, into a buffer of its own).
+    pub(super) fn format(f: &Fields<'_>) -> Line {
+        thread_local! {
+            static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+        }
+        BUF.with_borrow_mut(|buf| {
+            buf.clear();
+            write_line(buf, f);
+            if buf.len() <= INLINE {
+                let mut bytes = [0u8; INLINE];
+                bytes[..buf.len()].copy_from_slice(buf);
+                // At most INLINE, which fits u16.
+                Line::Inline {
+                    len: buf.len() as u16,
+                    bytes,
+                }
+            } else {
+                let line = Line::Heap(buf.clone());
+                // A very long path must not keep a large buffer alive.
+                buf.shrink_to(INLINE * 2);
+                line
+            }
+        })
+    }
+
+    pub(super) fn as_bytes(&self) -> &[u8] {
+        match self {
+            Line::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Line::Heap(v) => v,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A line's fields with every one set.
+    pub(crate) fn fields(path: Option<&str>) -> Fields<'_> {
+        Fields {
+            time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_764_479_223_045),
+            client: "2001:db8::1".parse().unwrap(),
+            method: Some("GET"),
+            path,
+            status: 200,
+            bytes: 1234,
+            duration: Duration::from_micros(2_005_007),
+            release: Some("v2"),
+            pin: Some("v1"),
+            kind: LogKind::Asset,
+        }
+    }
+
+    fn line(f: &Fields<'_>) -> String {
+        let l = Line::format(f);
+        String::from_utf8(l.as_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn a_line_is_one_json_object_with_every_field() {
+        let text = line(&fields(Some("/assets/app.js")));
+        assert_eq!(
+            text,
+            "{\"time\":\"2025-11-30T05:07:03.045Z\",\"client\":\"2001:db8::1\",\"method\":\"GET\",\
+             \"path\":\"/assets/app.js\",\"status\":200,\"bytes\":1234,\"duration_ms\":2005.007,\
+             \"release\":\"v2\",\"pin\":\"v1\",\"kind\":\"asset\"}\n"
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["duration_ms"].as_f64(), Some(2005.007));
+    }
+
+    #[test]
+    fn quotes_backslashes_and_control_characters_are_escaped() {
+        let nasty = "/a\"b\\c\nd\re\u{1}f\u{7f}g\u{e9}\t\"}{";
+        let text = line(&fields(Some(nasty)));
+        assert_eq!(text.matches('\n').count(), 1, "{text}");
+        assert!(text.ends_with("}\n"));
+        assert!(!text.bytes().any(|b| b < 0x20 && b != b'\n'), "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["path"], nasty);
+        assert_eq!(v["kind"], "asset");
+    }
+
+    #[test]
+    fn unknown_fields_are_null() {
+        let mut f = fields(None);
+        f.method = None;
+        f.release = None;
+        f.pin = None;
+        f.kind = LogKind::EventStream;
+        f.client = "127.0.0.1".parse().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line(&f)).unwrap();
+        assert!(v["method"].is_null() && v["path"].is_null());
+        assert!(v["release"].is_null() && v["pin"].is_null());
+        assert_eq!(v["kind"], "event-stream");
+        assert_eq!(v["client"], "127.0.0.1");
+    }
+
+    #[test]
+    fn long_lines_leave_the_inline_slot_whole() {
+        let long = format!("/{}", "x".repeat(5000));
+        let l = Line::format(&fields(Some(&long)));
+        assert!(matches!(l, Line::Heap(_)));
+        let v: serde_json::Value = serde_json::from_slice(l.as_bytes()).unwrap();
+        assert_eq!(v["path"], long.as_str());
+        let short = Line::format(&fields(Some("/")));
+        assert!(matches!(short, Line::Inline { .. }));
+    }
+
+    #[test]
+    fn times_and_addresses_are_exact_across_seconds() {
+        let at = |ms: u64, ip: &str| {
+            let mut f = fields(Some("/"));
+            f.time = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+            f.client = ip.parse().unwrap();
+            f.duration = Duration::from_micros(7);
+            let v: serde_json::Value = serde_json::from_str(&line(&f)).unwrap();
+            (
+                v["time"].as_str().unwrap().to_owned(),
+                v["client"].as_str().unwrap().to_owned(),
+                v["duration_ms"].as_f64().unwrap(),
+            )
+        };
+        // The same second twice, the next one, then back: the cached part
+        // follows.
+        assert_eq!(
+            at(1_764_479_223_999, "10.0.255.1").0,
+            "2025-11-30T05:07:03.999Z"
+        );
+        assert_eq!(
+            at(1_764_479_223_000, "0.0.0.0").0,
+            "2025-11-30T05:07:03.000Z"
+        );
+        assert_eq!(
+            at(1_764_479_224_001, "1.2.3.4").0,
+            "2025-11-30T05:07:04.001Z"
+        );
+        assert_eq!(at(951_782_400_010, "1.2.3.4").0, "2000-02-29T00:00:00.010Z");
+        assert_eq!(at(0, "255.255.255.255").1, "255.255.255.255");
+        assert_eq!(at(0, "10.0.255.1").1, "10.0.255.1");
+        assert_eq!(at(0, "::ffff:10.0.0.1").1, "::ffff:10.0.0.1");
+        assert_eq!(at(0, "1.2.3.4").2, 0.007);
+    }
+}
