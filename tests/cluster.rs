@@ -402,6 +402,11 @@ fn deploys_through_one_node_and_gc_through_another_never_lose_a_blob() {
             "--promote",
         ]);
         if out.status.success() {
+            wait_for(
+                "node 2 to serve the new release",
+                Duration::from_secs(5),
+                || n2.current().as_deref() == Some(id.as_str()),
+            );
             acknowledged.push(id.clone());
         } else {
             // A deploy may lose a race cleanly; it must say so in one line.
@@ -468,6 +473,9 @@ fn a_managed_back_end_must_be_healthy_on_every_node_before_promotion() {
 
     // Each node runs its own copy; promotion through node 2 waits for both.
     n2.ok(&["promote", "v1"]);
+    wait_for("node 1 to serve v1", Duration::from_secs(5), || {
+        n1.current().as_deref() == Some("v1")
+    });
     for n in [&n1, &n2] {
         let r = n.get("/api/items").send().unwrap();
         assert_eq!(r.status(), 200);
