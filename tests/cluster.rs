@@ -493,3 +493,35 @@ fn a_managed_back_end_must_be_healthy_on_every_node_before_promotion() {
     assert_eq!(n1.current().as_deref(), Some("v1"));
     assert_eq!(n2.current().as_deref(), Some("v1"));
 }
+
+#[test]
+fn cluster_mode_needs_an_admin_token_and_a_postgres_url() {
+    let data = tempfile::tempdir().unwrap();
+    let serve = |args: &[&str]| {
+        let out = std::process::Command::new(crate::support::bin())
+            .arg("serve")
+            .arg("--data")
+            .arg(data.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("SKEWLESS_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        err
+    };
+    // A generated token would differ per node: cluster mode refuses to start.
+    let err = serve(&["--state", "postgres://postgres@127.0.0.1:5432/skewless"]);
+    assert!(
+        err.contains("needs an admin token shared by every node"),
+        "{err}"
+    );
+    let err = serve(&["--state", "mysql://x", "--admin-token", "0123456789abcdef"]);
+    assert!(err.contains("postgres://"), "{err}");
+    assert!(
+        !data.path().join("admin-token").exists(),
+        "nothing was created"
+    );
+}
