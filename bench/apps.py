@@ -79,8 +79,9 @@ SHELL = """<!doctype html>
 """
 
 
-def static_app(root, seed=1):
-    """The app of the static cases. Returns the paths the cases request."""
+def static_app(root, seed=1, big=0):
+    """The app of the static cases (with `big` > 0, also an incompressible
+    file of that many bytes). Returns the paths the cases request."""
     rng = random.Random(seed)
     js = js_text(rng, 200 * 1024)
     js_name = f"app-{short_hash(js)}.js"
@@ -95,7 +96,12 @@ def static_app(root, seed=1):
     write(os.path.join(root, "1k.txt"), small)
     write(os.path.join(root, "favicon.svg"),
           '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><circle cx="16" cy="16" r="14"/></svg>\n')
-    return {"js": f"assets/{js_name}", "small": "1k.txt"}
+    paths = {"js": f"assets/{js_name}", "small": "1k.txt"}
+    if big:
+        data = rng.randbytes(big)
+        paths["big"] = f"media/video-{short_hash(data)}.bin"
+        write(os.path.join(root, paths["big"]), data)
+    return paths
 
 
 # (extension, share of files, mean size in bytes, compressible)

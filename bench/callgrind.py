@@ -5,7 +5,8 @@ valgrind's callgrind (deterministic, unlike timings on a noisy machine).
 Each server runs alone under callgrind with one worker; wrk sends
 `--duration` seconds of the chosen case over 8 connections; the program's
 instruction total (start-up included, which is small next to tens of
-thousands of requests) is divided by the requests answered. Kernel time
+thousands of requests) is divided by the requests answered; so is the
+count after start-up alone ("steady"). Kernel time
 (the TCP stack) is not counted: it is about the same for both. The
 skewless profile is kept (bench/results/callgrind-<case>.out) for
 `callgrind_annotate --inclusive=yes`.
@@ -35,12 +36,17 @@ def totals(out_file):
 
 
 def under_callgrind(cmd, out_file, env, port, url, headers, duration):
+    """Returns the requests answered, the instructions of the whole run
+    (start-up included) and those after start-up alone."""
     vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", "--dump-instr=no"]
     p = common.Proc("callgrind", vg + cmd, env=env)
     common.wait_port(port, deadline_s=60)
+    # The start-up's counts go to <out_file>.1 and are reset.
+    subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True, capture_output=True)
     r = common.wrk(url, headers, connections=8, duration=duration, cpus="")
     p.stop()
-    return r["requests"], totals(out_file)
+    steady = totals(out_file)
+    return r["requests"], totals(out_file + ".1") + steady, steady
 
 
 def main():
@@ -85,13 +91,12 @@ def main():
     out_file = os.path.join(common.RESULTS, f"{name}.out")
     os.makedirs(common.RESULTS, exist_ok=True)
     log(f"skewless under callgrind: {case}")
-    reqs, instr = under_callgrind(
+    reqs, instr, steady = under_callgrind(
         [common.SKEWLESS, "serve", "--listen", f"127.0.0.1:{port}", "--data", data,
          "--admin-token", common.TOKEN],
         out_file, {"TOKIO_WORKER_THREADS": "1", "SKEWLESS_LOG": "warn"}, port,
         f"http://127.0.0.1:{port}{sk_path}", sk_headers, args.duration)
-    results["skewless"] = {"requests": reqs, "instructions": instr,
-                           "per_request": round(instr / reqs) if reqs else None}
+    results["skewless"] = per_request(reqs, instr, steady)
 
     d = tempfile.mkdtemp(prefix="bench-callgrind-nginx-")
     port = common.free_port()
@@ -113,17 +118,29 @@ def main():
         ng_headers.append(f"If-None-Match: {etag}")
     log(f"nginx under callgrind: {case}")
     nout = os.path.join(d, "callgrind-nginx.out")
-    reqs, instr = under_callgrind(["nginx", "-c", conf, "-e", os.path.join(d, "error.log")], nout, {},
-                                  port, f"http://127.0.0.1:{port}{ng_path}", ng_headers, args.duration)
-    results["nginx"] = {"requests": reqs, "instructions": instr,
-                        "per_request": round(instr / reqs) if reqs else None}
-    ratio = (results["skewless"]["per_request"] / results["nginx"]["per_request"]
-             if results["nginx"]["per_request"] else None)
+    reqs, instr, steady = under_callgrind(["nginx", "-c", conf, "-e", os.path.join(d, "error.log")],
+                                          nout, {}, port, f"http://127.0.0.1:{port}{ng_path}",
+                                          ng_headers, args.duration)
+    results["nginx"] = per_request(reqs, instr, steady)
+    sk, ng = results["skewless"], results["nginx"]
+    ratio = sk["per_request"] / ng["per_request"] if ng["per_request"] else None
+    steady_ratio = (sk["per_request_steady"] / ng["per_request_steady"]
+                    if ng["per_request_steady"] else None)
     out = common.save(name, {"case": case, "results": results,
-                                            "skewless_nginx_ratio": round(ratio, 2) if ratio else None})
-    common.table(["server", "requests", "instructions", "per request"],
-                 [[k, v["requests"], v["instructions"], v["per_request"]] for k, v in out["results"].items()])
-    print(f"skewless/nginx instructions per request: {out['skewless_nginx_ratio']}")
+                             "skewless_nginx_ratio": round(ratio, 2) if ratio else None,
+                             "skewless_nginx_ratio_steady":
+                                 round(steady_ratio, 2) if steady_ratio else None})
+    common.table(["server", "requests", "instructions", "per request", "per request, steady"],
+                 [[k, v["requests"], v["instructions"], v["per_request"], v["per_request_steady"]]
+                  for k, v in out["results"].items()])
+    print(f"skewless/nginx instructions per request: {out['skewless_nginx_ratio']} "
+          f"(start-up excluded: {out['skewless_nginx_ratio_steady']})")
+
+
+def per_request(reqs, instr, steady):
+    return {"requests": reqs, "instructions": instr, "instructions_steady": steady,
+            "per_request": round(instr / reqs) if reqs else None,
+            "per_request_steady": round(steady / reqs) if reqs else None}
 
 
 if __name__ == "__main__":

@@ -121,6 +121,15 @@ class Proc:
                     return int(line.split()[1])
         return 0
 
+    def peak_rss_kib(self):
+        """VmHWM: the peak RSS since start or since "5" was written to
+        /proc/<pid>/clear_refs."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        return 0
+
     def threads(self):
         return len(os.listdir(f"/proc/{self.pid}/task"))
 
@@ -389,9 +398,12 @@ def table(headers, rows):
     sys.stdout.flush()
 
 
-def comparison_args(doc):
-    """Parses the flags shared by the scripts that compare against nginx."""
+def comparison_args(doc, extra=()):
+    """Parses the flags shared by the scripts that compare against nginx
+    (and `extra` ones: (names, argparse keywords) pairs)."""
     ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    for names, kw in extra:
+        ap.add_argument(*names, **kw)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=4, help="seconds per wrk run")
     ap.add_argument("--connections", type=int, default=64)

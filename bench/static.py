@@ -2,8 +2,9 @@
 """Static serving, skewless against nginx over the same bytes.
 
 Cases: the shell through an SPA fallback route, a 1 KB file, a 200 KB
-content-hashed bundle with `Accept-Encoding: br, gzip`, and a 304
-revalidation of the shell. nginx serves a directory holding exactly the bytes
+content-hashed bundle with `Accept-Encoding: br, gzip`, a 304
+revalidation of the shell, and a large incompressible file (64 MiB, 16
+concurrent downloads; with the gateway's peak RSS during them). nginx serves a directory holding exactly the bytes
 skewless serves (the rewritten shell and the deploy-time br/gzip variants)
 with `gzip_static on` and `brotli_static on`, so both answer the bundle with
 the same brotli bytes.
@@ -12,7 +13,7 @@ Both servers run at once on the server core(s) with the same worker count
 (skewless: TOKIO_WORKER_THREADS, nginx: worker_processes); wrk runs on the
 other core. Writes bench/results/static.json.
 
-Usage: bench/static.py [--rounds N] [--duration S] [--connections C]
+Usage: bench/static.py [--rounds N] [--duration S] [--connections C] [--big-mib M]
 """
 
 import os
@@ -65,14 +66,16 @@ def check(url, headers, expect_status, expect_encoding):
 
 
 def main():
-    args = common.comparison_args(__doc__)
+    args = common.comparison_args(__doc__, extra=[
+        (("--big-mib",), {"type": int, "default": 64,
+                          "help": "size of the large-file case's file (MiB)"})])
 
     common.ensure_tools()
     common.build()
     work = tempfile.mkdtemp(prefix="bench-static-")
     os.chmod(work, 0o755)  # nginx's workers run unprivileged
     app = os.path.join(work, "app")
-    files = apps.static_app(app)
+    files = apps.static_app(app, big=args.big_mib << 20)
     sk, sk_url = common.start_skewless(os.path.join(work, "data"))
     common.deploy(sk_url, app, RELEASE)
     manifest = common.admin("GET", sk_url, f"/releases/{RELEASE}")["manifest"]
@@ -109,6 +112,27 @@ def main():
         f"both on CPU {common.SERVER_CPUS or 'any'}; wrk: 1 thread on CPU {common.CLIENT_CPUS or 'any'}")
     summary = common.compare(cases, rounds=args.rounds, duration=args.duration,
                              connections=args.connections)
+    # The large file: throughput at 16 concurrent downloads, and how much
+    # the gateway's memory rises meanwhile (peak RSS, reset before).
+    big = {t: (f"{u}/{files['big']}", []) for t, u in (("skewless", sk_url), ("nginx", ng_url))}
+    with open(f"/proc/{sk.pid}/clear_refs", "w") as f:
+        f.write("5")
+    rss_before = sk.rss_kib()
+    large = common.compare([("large", big)], rounds=args.rounds, duration=2 * args.duration,
+                           connections=16)
+    peak = sk.peak_rss_kib()
+    # Few downloads complete in a run, so the figure is bytes received per
+    # second (partial downloads at the end included), not requests/s.
+    rate = {}
+    for row in large:
+        rate[row["target"]] = [r["bytes"] / (r["duration_us"] / 1e6) for r in row["rounds"]]
+        row["throughput_mib_s"] = round(common.median(rate[row["target"]]) / 2**20)
+    large[0]["throughput_ratio"] = round(common.median(
+        [a / b for a, b in zip(rate["skewless"], rate["nginx"])]), 3)
+    large[0]["rss_before_kib"] = rss_before
+    large[0]["rss_peak_kib"] = peak
+    log(f"  large file: skewless RSS {rss_before} KiB before, peak {peak} KiB during")
+    summary += large
     out = common.save("static" + (f"-{args.label}" if args.label else ""), {
         "setup": {
             "workers": common.WORKERS,
@@ -119,12 +143,17 @@ def main():
             "duration_s": args.duration,
             "rounds": args.rounds,
             "skewless_threads": sk.threads(),
+            "large_file_bytes": args.big_mib << 20,
+            "large_file_connections": 16,
             "nginx": "1 master + worker_processes, sendfile, open_file_cache, gzip_static, brotli_static",
         },
         "checks": checks,
         "summary": summary,
     })
     common.print_comparison(out["summary"])
+    common.table(["case", "target", "conns", "MiB/s", "throughput ratio"],
+                 [[s["case"], s["target"], s["connections"], s["throughput_mib_s"],
+                   s.get("throughput_ratio", "")] for s in out["summary"] if s["case"] == "large"])
 
 
 if __name__ == "__main__":

@@ -106,6 +106,48 @@ fn pinned_clients_keep_their_back_end() {
 }
 
 #[test]
+fn connections_to_back_ends_are_reused() {
+    let b1 = Backend::start(1, "b1");
+    let s = Server::start();
+    s.deploy_with(&example("v1"), "v1", &["--backend", &b1.url, "--promote"]);
+    let peer = |s: &Server| {
+        let who = json(s.get("/api/whoami").send().unwrap());
+        assert_eq!(who["host"], b1.url.trim_start_matches("http://"));
+        who["peer"].as_str().unwrap().to_owned()
+    };
+    // One request at a time: every call after the first goes over the
+    // connection the first one opened.
+    let first = peer(&s);
+    for _ in 0..20 {
+        assert_eq!(peer(&s), first);
+    }
+    // Eight clients at once need at most eight connections.
+    let peers: std::collections::HashSet<String> = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..8)
+            .map(|_| scope.spawn(|| (0..15).map(|_| peer(&s)).collect::<Vec<_>>()))
+            .collect();
+        clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect()
+    });
+    assert!(peers.len() <= 8, "{} connections: {peers:?}", peers.len());
+    // A client that goes away mid-response costs its connection, not the
+    // next caller's answer.
+    let addr = s.url.trim_start_matches("http://");
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        c,
+        "GET /api/download?bytes=104857600 HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+    )
+    .unwrap();
+    let mut some = [0u8; 65536];
+    let _ = c.read(&mut some).unwrap();
+    drop(c);
+    assert_eq!(s.get("/api/items").send().unwrap().status(), 200);
+}
+
+#[test]
 fn websockets_reach_the_pinned_back_end() {
     let b1 = Backend::start(1, "b1");
     let b2 = Backend::start(2, "b2");

@@ -6,11 +6,13 @@ mod support;
 
 mod access_log;
 mod admin;
+mod browser;
 mod cluster;
 mod crash;
 mod deploy;
 mod fsck;
 mod gateway;
+mod large_files;
 mod lifecycle;
 mod proxy;
 mod reliability;

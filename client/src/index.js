@@ -15,7 +15,8 @@ import { watchChunkFailures } from './recovery.js';
 import { clearPinCookie, randomClientId, sessionRecords } from './reload.js';
 import { migrate } from './storage.js';
 import { openStream } from './stream.js';
-import { onlyStylesheets, swapStylesheets, swapping } from './stylesheet.js';
+import { serviceWorker } from './serviceworker.js';
+import { followRenames, onlyStylesheets, redirectInserted, swapStylesheets, swapping } from './stylesheet.js';
 import { openTabs, staggerDelay } from './tabs.js';
 
 /** @typedef {import('./policy.js').Policy} Policy */
@@ -33,6 +34,7 @@ import { openTabs, staggerDelay } from './tabs.js';
  * @property {boolean} [stream] listen to `/_skewless/events` (default true)
  * @property {boolean} [cssSwap] adopt stylesheet-only releases without a reload (default true)
  * @property {boolean} [chunkRecovery] reload once when a lazy chunk fails to load (default true)
+ * @property {boolean | 'on' | 'own' | 'off'} [serviceWorker] `true`/`'on'`: register `/_skewless/sw.js` so that every request of the tab is pinned; `'own'`: the app's own worker imports `/_skewless/sw-pin.js` (default false)
  */
 
 /**
@@ -55,6 +57,7 @@ export const DEFAULTS = {
   stream: true,
   cssSwap: true,
   chunkRecovery: true,
+  serviceWorker: false,
 };
 
 /**
@@ -124,6 +127,13 @@ export function createClient(options = {}, env = {}) {
   const stuck = last && last.from === release ? last.to : undefined;
   /** @type {Set<() => unknown>} */
   const snapshots = new Set();
+  /** Stylesheet paths of this page's code → their paths in the adopted release. */
+  /** @type {import('./stylesheet.js').Names} */
+  const names = new Map();
+  let redirecting = false;
+  const sw = serviceWorker(win, () => release);
+  const worker = () => sw.set(opts.serviceWorker === true || opts.serviceWorker === 'on' ? 'on' : opts.serviceWorker === 'own' ? 'own' : 'off');
+  stops.push(sw.stop);
 
   /**
    * @param {ReloadReason} reason
@@ -175,6 +185,7 @@ export function createClient(options = {}, env = {}) {
     const meta = doc.querySelector('meta[name="skewless-release"]');
     if (meta) meta.setAttribute('content', next);
     if (stream) stream.reconnect();
+    sw.announce();
     emitter.emit('css-swapped', { from, to: next });
     evaluate();
   };
@@ -195,6 +206,9 @@ export function createClient(options = {}, env = {}) {
       const diff = await response.json();
       if (!onlyStylesheets(diff) || pending !== target || release !== from) return false;
       if (!(await swapStylesheets(doc, from, target, diff))) return false;
+      if (!redirecting) stops.push(redirectInserted(win, names, () => release));
+      redirecting = true;
+      followRenames(names, diff);
       adopt(target);
       return true;
     } catch {
@@ -245,6 +259,7 @@ export function createClient(options = {}, env = {}) {
     if (state.current !== current) {
       if (source !== 'tab') tabs.post({ release, current: state.current, generation: state.generation });
       required = false;
+      sw.update();
     }
     current = state.current;
     // Only the gateway's own answers know whether *this* release must go.
@@ -333,6 +348,8 @@ export function createClient(options = {}, env = {}) {
     });
   }
 
+  if (release) worker();
+
   if (opts.chunkRecovery) {
     stops.push(
       watchChunkFailures(
@@ -393,6 +410,7 @@ export function createClient(options = {}, env = {}) {
     configure(next) {
       Object.assign(opts, next);
       if (poller) poller.restart();
+      if (release && 'serviceWorker' in next) worker();
       if (ready()) announce();
     },
     /**

@@ -1,8 +1,15 @@
 // Release lifecycle against the real gateway: presence of open tabs, retired
 // releases and required upgrades by event and by response header.
-import { createServer } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { collectErrors, launchBrowser, markDocument, recordReloadReasons, screenshot, startServer } from './support.js';
+import {
+  collectErrors,
+  launchBrowser,
+  markDocument,
+  recordReloadReasons,
+  screenshot,
+  startBackend,
+  startServer,
+} from './support.js';
 
 /** @typedef {import('playwright-core').Page} Page */
 /** @typedef {import('playwright-core').BrowserContext} BrowserContext */
@@ -11,29 +18,6 @@ import { collectErrors, launchBrowser, markDocument, recordReloadReasons, screen
 const read = (/** @type {Page} */ page, /** @type {() => any} */ fn) => page.evaluate(fn).catch(() => null);
 
 const CLIENT_ID = /^[A-Za-z0-9_-]{16,64}$/;
-
-/**
- * A back end for the fixture apps' `/api/` calls: answers every request with
- * the Skewless-* headers it received.
- */
-async function startBackend() {
-  const server = createServer((req, res) => {
-    res.setHeader('Content-Type', 'application/json');
-    res.end(
-      JSON.stringify({
-        path: req.url,
-        release: req.headers['skewless-release'] ?? null,
-        client: req.headers['skewless-client'] ?? null,
-      }),
-    );
-  });
-  await new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(undefined)));
-  const { port } = /** @type {import('node:net').AddressInfo} */ (server.address());
-  return {
-    url: `http://127.0.0.1:${port}`,
-    close: () => new Promise((resolve) => server.close(() => resolve(undefined))),
-  };
-}
 
 describe('presence', () => {
   /** @type {Awaited<ReturnType<typeof startServer>>} */
@@ -242,7 +226,7 @@ describe('required upgrades', () => {
     const fetchedAt = Date.now();
     const body = await page.evaluate(() => fetch('/api/items').then((r) => r.json()));
     // The call itself went through, pinned to v3 and carrying the tab's id.
-    expect(body).toEqual({ path: '/api/items', release: 'v3', client: id });
+    expect(body).toEqual({ backend: 'backend', path: '/api/items', release: 'v3', client: id });
     expect((await response).headers()['skewless-required']).toBe('v4');
 
     await expect.poll(() => read(page, () => window.skewless?.release), { timeout: 5000 }).toBe('v4');

@@ -1,6 +1,7 @@
 // Boilerplate for the end-to-end tests: start the real gateway on port 0
 // with a temporary data directory, drive its CLI, launch Debian's Chromium.
 import { execFile, spawn } from 'node:child_process';
+import { createServer } from 'node:http';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -30,12 +31,12 @@ function run(file, args) {
 
 /**
  * Starts `skewless serve` and resolves once it printed its address.
- * @param {{args?: string[]}} [options] `args`: more `serve` flags
+ * @param {{args?: string[], listen?: string, data?: string}} [options] `args`: more `serve` flags;
+ *   `listen` and `data` to start again where a stopped server was (default: port 0, a new directory)
  */
-export async function startServer({ args = [] } = {}) {
+export async function startServer({ args = [], listen = '127.0.0.1:0', data = mkdtempSync(path.join(tmpdir(), 'skewless-e2e-')) } = {}) {
   if (!existsSync(BIN)) throw new Error(`skewless binary not found at ${BIN}: run cargo build or set SKEWLESS_BIN`);
-  const data = mkdtempSync(path.join(tmpdir(), 'skewless-e2e-'));
-  const child = spawn(BIN, ['serve', '--listen', '127.0.0.1:0', '--data', data, '--admin-token', TOKEN, ...args], {
+  const child = spawn(BIN, ['serve', '--listen', listen, '--data', data, '--admin-token', TOKEN, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, SKEWLESS_LOG: process.env.SKEWLESS_LOG || 'warn' },
   });
@@ -67,11 +68,12 @@ export async function startServer({ args = [] } = {}) {
   const cli = (/** @type {string[]} */ ...args) => run(BIN, [...args, '--server', url, '--token', TOKEN]);
   return {
     url,
-    /** Deploys a fixture directory as release `id`, optionally with a back-end URL. */
+    data,
+    /** Deploys a fixture directory (or any directory, by absolute path) as release `id`, optionally with a back-end URL. */
     deploy: (/** @type {string} */ fixture, /** @type {string} */ id, { promote = false, backend = '' } = {}) =>
       cli(
         'deploy',
-        path.join(FIXTURES, fixture),
+        path.resolve(FIXTURES, fixture),
         '--release',
         id,
         ...(promote ? ['--promote'] : []),
@@ -94,10 +96,11 @@ export async function startServer({ args = [] } = {}) {
     get stderr() {
       return stderr;
     },
-    async stop() {
+    /** Stops the server and removes its data directory, unless `keepData`. */
+    async stop({ keepData = false } = {}) {
       child.kill('SIGTERM');
       await exited;
-      rmSync(data, { recursive: true, force: true });
+      if (!keepData) rmSync(data, { recursive: true, force: true });
     },
   };
 }
@@ -108,12 +111,14 @@ export async function startServer({ args = [] } = {}) {
  * @param {string} url
  */
 async function assertServesCurrentClient(url) {
-  const src = path.join(CLIENT_DIR, 'src');
-  for (const name of readdirSync(src).filter((n) => n.endsWith('.js'))) {
-    const response = await fetch(`${url}/_skewless/${name}`);
-    const served = response.ok ? await response.text() : `HTTP ${response.status}`;
-    if (served !== readFileSync(path.join(src, name), 'utf8')) {
-      throw new Error(`${BIN} serves a different /_skewless/${name} than client/src/${name}: rebuild it (cargo build -p skewless)`);
+  for (const dir of ['src', 'sw']) {
+    for (const name of readdirSync(path.join(CLIENT_DIR, dir)).filter((n) => n.endsWith('.js'))) {
+      const response = await fetch(`${url}/_skewless/${name}`);
+      const served = response.ok ? await response.text() : `HTTP ${response.status}`;
+      // The service worker's kill switch puts one line in front.
+      if (served.replace(/^self\.skewlessOff = true;\n/, '') !== readFileSync(path.join(CLIENT_DIR, dir, name), 'utf8')) {
+        throw new Error(`${BIN} serves a different /_skewless/${name} than client/${dir}/${name}: rebuild it (cargo build -p skewless)`);
+      }
     }
   }
 }
@@ -198,5 +203,30 @@ export async function recordReloadReasons(page) {
   );
   return {
     reasons: () => page.evaluate(() => JSON.parse(sessionStorage.getItem('e2e:reload-reasons') || '[]')),
+  };
+}
+
+/**
+ * A back end for the apps' `/api/` calls: answers every request with its
+ * name and the Skewless-* headers it received.
+ * @param {string} [name]
+ */
+export async function startBackend(name = 'backend') {
+  const server = createServer((req, res) => {
+    res.setHeader('Content-Type', 'application/json');
+    res.end(
+      JSON.stringify({
+        backend: name,
+        path: req.url,
+        release: req.headers['skewless-release'] ?? null,
+        client: req.headers['skewless-client'] ?? null,
+      }),
+    );
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(undefined)));
+  const { port } = /** @type {import('node:net').AddressInfo} */ (server.address());
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () => new Promise((resolve) => server.close(() => resolve(undefined))),
   };
 }

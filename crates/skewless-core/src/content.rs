@@ -80,7 +80,7 @@ pub fn is_content_hashed(path: &str) -> bool {
 
 /// 8 to 64 characters of the base64url/hex alphabet that are not a plain
 /// word: a digit somewhere, or an upper-case letter after the first place.
-fn looks_like_hash(s: &str) -> bool {
+pub(crate) fn looks_like_hash(s: &str) -> bool {
     (8..=64).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')

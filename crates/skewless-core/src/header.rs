@@ -32,7 +32,7 @@ pub fn negotiate_encoding(accept: Option<&str>, has_br: bool, has_gzip: bool) ->
     let (mut br, mut gzip, mut star) = (None, None, None);
     for item in accept.split(',') {
         let mut parts = item.split(';');
-        let coding = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let coding = parts.next().unwrap_or("").trim();
         let q = parts
             .filter_map(|p| {
                 let (k, v) = p.split_once('=')?;
@@ -42,11 +42,13 @@ pub fn negotiate_encoding(accept: Option<&str>, has_br: bool, has_gzip: bool) ->
             })
             .next()
             .unwrap_or(1.0f32);
-        match coding.as_str() {
-            "br" => br = Some(q),
-            "gzip" | "x-gzip" => gzip = Some(q),
-            "*" => star = Some(q),
-            _ => {}
+        // Compared without lower-casing a copy: no allocation per item.
+        if coding.eq_ignore_ascii_case("br") {
+            br = Some(q);
+        } else if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            gzip = Some(q);
+        } else if coding == "*" {
+            star = Some(q);
         }
     }
     let br = br.or(star).unwrap_or(0.0);
@@ -135,6 +137,10 @@ pub fn etag_matches(if_none_match: Option<&str>, etag: &str) -> bool {
     let Some(h) = if_none_match else {
         return false;
     };
+    // The usual case: the one tag the client has, sent back as is.
+    if h == etag {
+        return true;
+    }
     let want = etag.trim_start_matches("W/");
     h.split(',')
         .map(str::trim)

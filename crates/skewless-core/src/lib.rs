@@ -13,6 +13,7 @@ pub mod manifest;
 pub mod path;
 pub mod pin;
 pub mod resolve;
+pub mod restyle;
 pub mod retention;
 pub mod transition;
 pub mod upstream;

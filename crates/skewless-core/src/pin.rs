@@ -1,4 +1,5 @@
-//! Which release a client runs: the `Skewless-Release` header, else the
+//! Which release a client runs: the `Skewless-Release` header, else (for
+//! requests a page makes by itself) a `Referer` under `/_r/<id>/`, else the
 //! `skewless_release` cookie. An invalid or malformed pin is no pin.
 
 use crate::header::cookie;
@@ -28,6 +29,39 @@ pub fn pin_str<'a>(header: Option<&'a str>, cookie_header: Option<&'a str>) -> O
         })
 }
 
+/// The release a `Referer` lies under: `http://<host>/_r/<id>/…` names `<id>`
+/// when `<host>` is the request's own (`host`; any host when the request
+/// names none). Module imports, CSS `url()`s and a worker's requests are sent
+/// with the URL of the script or stylesheet that made them as `Referer`, so
+/// this names the release of that file, whatever the shared cookie says.
+pub fn referer_release<'a>(referer: &'a str, host: Option<&str>) -> Option<&'a str> {
+    let rest = &referer[referer.find("://")? + 3..];
+    let slash = rest.find('/')?;
+    let (authority, path) = rest.split_at(slash);
+    if host.is_some_and(|h| !h.eq_ignore_ascii_case(authority)) {
+        return None;
+    }
+    let id = path.strip_prefix("/_r/")?.split_once('/')?.0;
+    crate::id::is_valid(id).then_some(id)
+}
+
+/// The pin of a request that is not a navigation: the header, else a
+/// `Referer` under `/_r/<id>/` of this host, else the cookie. The cookie is
+/// shared by every tab of the browser and names the shell it loaded last, so
+/// it only decides when neither better signal is there.
+pub fn pin_of<'a>(
+    header: Option<&'a str>,
+    referer: Option<&'a str>,
+    host: Option<&str>,
+    cookie_header: Option<&'a str>,
+) -> Option<&'a str> {
+    header
+        .map(str::trim)
+        .filter(|h| crate::id::is_valid(h))
+        .or_else(|| referer.and_then(|r| referer_release(r, host)))
+        .or_else(|| pin_str(None, cookie_header))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,5 +80,31 @@ mod tests {
         let p = pin_from(Some("bad id"), Some("skewless_release=v2"));
         assert_eq!(p.unwrap().as_str(), "v2");
         assert!(pin_from(None, Some("skewless_release=%2e%2e")).is_none());
+    }
+
+    #[test]
+    fn referer_under_a_release_beats_the_cookie() {
+        let cookie = Some("skewless_release=v2");
+        let host = Some("app.test:8080");
+        let r = Some("http://app.test:8080/_r/v1/assets/index-Dw3a_x1Z.js");
+        assert_eq!(pin_of(None, r, host, cookie), Some("v1"));
+        assert_eq!(pin_of(Some("v3"), r, host, cookie), Some("v3"));
+        // Another host, a page outside /_r/, a bad id: the cookie decides.
+        let other = Some("http://evil.test/_r/v1/x.js");
+        assert_eq!(pin_of(None, other, host, cookie), Some("v2"));
+        assert_eq!(
+            pin_of(None, Some("http://app.test:8080/settings"), host, cookie),
+            Some("v2")
+        );
+        assert_eq!(
+            pin_of(None, Some("http://app.test:8080/_r/../x"), host, cookie),
+            Some("v2")
+        );
+        assert_eq!(
+            pin_of(None, Some("http://app.test:8080/_r/v1"), host, None),
+            None
+        );
+        assert_eq!(referer_release("https://a/_r/v9/", None), Some("v9"));
+        assert_eq!(referer_release("not a url", None), None);
     }
 }

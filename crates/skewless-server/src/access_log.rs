@@ -191,7 +191,14 @@ impl AccessLog {
             None
         }
         .or_else(|| pinned_path(path))
-        .or_else(|| pin::pin_str(text(&PIN_HEADER), text(&header::COOKIE)));
+        .or_else(|| {
+            pin::pin_of(
+                text(&PIN_HEADER),
+                text(&header::REFERER),
+                text(&header::HOST),
+                text(&header::COOKIE),
+            )
+        });
         Some(Started {
             log: AccessLog {
                 shared: Some(shared.clone()),

@@ -86,6 +86,9 @@ pub struct ServerConfig {
     pub node_id: Option<String>,
     /// Timings of cluster mode.
     pub cluster: ClusterTiming,
+    /// Whether `/_skewless/sw.js` pins requests. `false` is the kill switch:
+    /// every installed skewless service worker unregisters itself.
+    pub service_worker: bool,
 }
 
 /// Timings of cluster mode.
@@ -237,6 +240,7 @@ impl Default for ServerConfig {
             blobs: None,
             node_id: None,
             cluster: ClusterTiming::default(),
+            service_worker: true,
         }
     }
 }

@@ -4,23 +4,24 @@
 //! clear JSON 502/504 when the back end is down or slow.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::uri::{Authority, PathAndQuery, Scheme};
+use axum::http::uri::{Authority, PathAndQuery};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri};
 use axum::response::Response;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 
+use crate::conns::{Failure, Key, Pool};
 use crate::error::json_error;
 
 /// A back end address: scheme, authority and an optional path prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
-    scheme: Scheme,
-    authority: Authority,
+    key: Key,
+    /// `Host` of requests sent to it.
+    host: HeaderValue,
     prefix: String,
     /// The URL as configured, for messages.
     pub url: String,
@@ -32,8 +33,9 @@ impl Upstream {
         let uri: Uri = url
             .parse()
             .map_err(|_| format!("back end {url:?} is not a URL"))?;
-        let scheme = match uri.scheme() {
-            Some(s) if matches!(s.as_str(), "http" | "https") => s.clone(),
+        let https = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
             _ => {
                 return Err(format!(
                     "back end {url:?} must be an http:// or https:// URL"
@@ -47,27 +49,38 @@ impl Upstream {
         if uri.query().is_some() {
             return Err(format!("back end {url:?} must not have a query"));
         }
-        Ok(Upstream {
-            scheme,
+        Ok(Upstream::new(
+            https,
             authority,
-            prefix: uri.path().trim_end_matches('/').to_owned(),
-            url: url.to_owned(),
-        })
+            uri.path().trim_end_matches('/').to_owned(),
+            url.to_owned(),
+        ))
+    }
+
+    fn new(https: bool, authority: Authority, prefix: String, url: String) -> Upstream {
+        Upstream {
+            host: HeaderValue::from_str(authority.as_str())
+                .expect("an authority is a valid header value"),
+            key: Key { https, authority },
+            prefix,
+            url,
+        }
     }
 
     /// A local back end on a port.
     pub fn local(port: u16) -> Upstream {
-        Upstream {
-            scheme: Scheme::HTTP,
-            authority: Authority::try_from(format!("127.0.0.1:{port}"))
+        Upstream::new(
+            false,
+            Authority::try_from(format!("127.0.0.1:{port}"))
                 .expect("an IPv4 address and port is an authority"),
-            prefix: String::new(),
-            url: format!("http://127.0.0.1:{port}"),
-        }
+            String::new(),
+            format!("http://127.0.0.1:{port}"),
+        )
     }
 
-    fn uri_for(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, String> {
-        let path_and_query = match (path_and_query, self.prefix.is_empty()) {
+    /// The request target (origin form) on the back end.
+    fn target_for(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, String> {
+        Ok(Uri::from(match (path_and_query, self.prefix.is_empty()) {
             (Some(pq), true) => pq.clone(),
             (None, true) => PathAndQuery::from_static("/"),
             (pq, false) => {
@@ -75,21 +88,14 @@ impl Upstream {
                 PathAndQuery::try_from(format!("{}{rest}", self.prefix))
                     .map_err(|e| format!("cannot build the back-end URL: {e}"))?
             }
-        };
-        let mut parts = axum::http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(path_and_query);
-        Uri::from_parts(parts).map_err(|e| format!("cannot build the back-end URL: {e}"))
+        }))
     }
 }
 
-type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
-
-/// The pooled client that talks to back ends.
+/// Forwards requests to back ends over pooled connections.
 #[derive(Clone)]
 pub struct Proxy {
-    client: Client<HttpsConnector, Body>,
+    pool: Arc<Pool>,
     read_timeout: Duration,
 }
 
@@ -148,21 +154,8 @@ fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
 impl Proxy {
     /// A proxy with the given timeouts.
     pub fn new(connect_timeout: Duration, read_timeout: Duration) -> Proxy {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(connect_timeout));
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(https);
         Proxy {
-            client,
+            pool: Arc::new(Pool::new(connect_timeout, 256, Duration::from_secs(60))),
             read_timeout,
         }
     }
@@ -174,17 +167,18 @@ impl Proxy {
         mut req: Request<Body>,
         upstream: &Upstream,
         client: SocketAddr,
-        served_by: &str,
+        served_by: &HeaderValue,
     ) -> Response {
+        let served_by_text = served_by.to_str().unwrap_or("");
         let upgrade = upgrade_of(req.headers());
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        let uri = match upstream.uri_for(parts.uri.path_and_query()) {
+        let uri = match upstream.target_for(parts.uri.path_and_query()) {
             Ok(u) => u,
             Err(e) => return json_error(StatusCode::BAD_GATEWAY, &e),
         };
         strip_hop_by_hop(&mut parts.headers);
-        let host = parts.headers.remove(header::HOST);
+        let host = parts.headers.insert(header::HOST, upstream.host.clone());
         forwarded_headers(&mut parts.headers, client, host.as_ref());
         if let Some(proto) = &upgrade {
             parts
@@ -196,36 +190,58 @@ impl Proxy {
         parts.version = axum::http::Version::HTTP_11;
         let out = Request::from_parts(parts, body);
 
-        let sent = tokio::time::timeout(self.read_timeout, self.client.request(out)).await;
-        let mut resp = match sent {
-            Err(_) => {
-                return json_error(
-                    StatusCode::GATEWAY_TIMEOUT,
+        let failed = |e: Failure| match e {
+            Failure::Http(e) if too_large(&e) => json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body is larger than the proxy limit",
+            ),
+            e => {
+                let cause = match e {
+                    Failure::Connect(msg) => msg,
+                    Failure::Http(e) => std::error::Error::source(&e)
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| e.to_string()),
+                };
+                json_error(
+                    StatusCode::BAD_GATEWAY,
                     &format!(
-                        "the back end of release {served_by} ({}) did not answer within {}s",
-                        upstream.url,
-                        self.read_timeout.as_secs()
+                        "the back end of release {served_by_text} ({}) is unreachable: {cause}",
+                        upstream.url
                     ),
                 )
             }
-            Ok(Err(e)) => {
-                if too_large(&e) {
-                    return json_error(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "request body is larger than the proxy limit",
-                    );
-                }
-                let cause = std::error::Error::source(&e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| e.to_string());
-                return json_error(
-                    StatusCode::BAD_GATEWAY,
-                    &format!(
-                        "the back end of release {served_by} ({}) is unreachable: {cause}",
-                        upstream.url
-                    ),
-                );
-            }
+        };
+        let timed_out = || {
+            json_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!(
+                    "the back end of release {served_by_text} ({}) did not answer within {}s",
+                    upstream.url,
+                    self.read_timeout.as_secs()
+                ),
+            )
+        };
+        if upgrade.is_none() {
+            let sent =
+                tokio::time::timeout(self.read_timeout, self.pool.send(&upstream.key, out)).await;
+            let resp = match sent {
+                Err(_) => return timed_out(),
+                Ok(Err(e)) => return failed(e),
+                Ok(Ok(r)) => r,
+            };
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            stamp(&mut parts.headers, served_by);
+            return Response::from_parts(parts, body);
+        }
+        let sent = tokio::time::timeout(
+            self.read_timeout,
+            Box::pin(self.pool.send_upgrade(&upstream.key, out)),
+        )
+        .await;
+        let mut resp = match sent {
+            Err(_) => return timed_out(),
+            Ok(Err(e)) => return failed(e),
             Ok(Ok(r)) => r,
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -271,10 +287,8 @@ fn too_large(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-fn stamp(headers: &mut HeaderMap, served_by: &str) {
-    if let Ok(v) = HeaderValue::from_str(served_by) {
-        headers.insert(SERVED_BY, v);
-    }
+fn stamp(headers: &mut HeaderMap, served_by: &HeaderValue) {
+    headers.insert(SERVED_BY, served_by.clone());
 }
 
 /// Writes an address as `Forwarded` and `X-Forwarded-For` spell it, without
@@ -351,25 +365,22 @@ mod tests {
         let pq = |s: &'static str| PathAndQuery::from_static(s);
         let u = Upstream::parse("http://127.0.0.1:9001/base/").unwrap();
         assert_eq!(
-            u.uri_for(Some(&pq("/api/x?y=1"))).unwrap().to_string(),
-            "http://127.0.0.1:9001/base/api/x?y=1"
+            u.target_for(Some(&pq("/api/x?y=1"))).unwrap().to_string(),
+            "/base/api/x?y=1"
         );
+        assert_eq!(u.host, "127.0.0.1:9001");
+        assert!(!u.key.https);
         let u = Upstream::parse("https://api.example.com").unwrap();
         assert_eq!(
-            u.uri_for(Some(&pq("/api/x?y=1"))).unwrap().to_string(),
-            "https://api.example.com/api/x?y=1"
+            u.target_for(Some(&pq("/api/x?y=1"))).unwrap().to_string(),
+            "/api/x?y=1"
         );
-        assert_eq!(
-            u.uri_for(None).unwrap().to_string(),
-            "https://api.example.com/"
-        );
-        assert_eq!(
-            Upstream::local(8080)
-                .uri_for(Some(&pq("/a")))
-                .unwrap()
-                .to_string(),
-            "http://127.0.0.1:8080/a"
-        );
+        assert_eq!(u.target_for(None).unwrap().to_string(), "/");
+        assert_eq!(u.host, "api.example.com");
+        assert!(u.key.https);
+        let local = Upstream::local(8080);
+        assert_eq!(local.target_for(Some(&pq("/a"))).unwrap().to_string(), "/a");
+        assert_eq!(local.host, "127.0.0.1:8080");
         assert!(Upstream::parse("ftp://x").is_err());
         assert!(Upstream::parse("127.0.0.1:9001").is_err());
         assert!(Upstream::parse("http://x/?a=b").is_err());

@@ -1,5 +1,7 @@
 //! Serving one stored file: encoding negotiation over the precompressed
 //! variants, ETag and `If-None-Match`, `Range`, `HEAD`, cache headers.
+//! Large files are sent from disk in bounded chunks as the client reads
+//! them (see [`Readable`]).
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -8,7 +10,7 @@ use skewless_core::header::{
     etag_matches, negotiate_encoding, parse_range, Encoding, RangeRequest,
 };
 use skewless_core::Entry;
-use skewless_store::{BlobStore, StoreError, Variant};
+use skewless_store::{BlobStore, Readable, StoreError, Variant};
 
 use crate::error::json_error;
 use crate::snapshot::etag_for;
@@ -138,15 +140,14 @@ pub async fn file_response(
     h.insert(SERVED_BY, f.served_by.clone());
     h.insert(header::X_CONTENT_TYPE_OPTIONS, NOSNIFF);
 
-    if etag_matches(text(header::IF_NONE_MATCH), etag.to_str().unwrap_or("")) {
+    let etag_text = etag.to_str().unwrap_or("");
+    if etag_matches(text(header::IF_NONE_MATCH), etag_text) {
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
         return resp;
     }
 
     let range = match (encoding, text(header::IF_RANGE)) {
-        (Encoding::Identity, Some(if_range)) if if_range.trim() != etag.to_str().unwrap_or("") => {
-            RangeRequest::Full
-        }
+        (Encoding::Identity, Some(if_range)) if if_range.trim() != etag_text => RangeRequest::Full,
         (Encoding::Identity, _) => parse_range(range_header, len),
         _ => RangeRequest::Full,
     };
@@ -182,9 +183,21 @@ pub async fn file_response(
     if method == Method::HEAD {
         return resp;
     }
-    match store.read(&entry.hash, variant, read).await {
-        Ok(bytes) => {
+    match store.open(&entry.hash, variant, read).await {
+        Ok(data) if data.len() != body_len => {
+            tracing::error!(blob = %entry.hash, expected = body_len, found = data.len(),
+                "stored file differs in size from its manifest entry");
+            json_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "a file of this release changed in the blob store",
+            )
+        }
+        Ok(Readable::Bytes(bytes)) => {
             *resp.body_mut() = Body::from(bytes);
+            resp
+        }
+        Ok(Readable::Stream { body, .. }) => {
+            *resp.body_mut() = Body::from_stream(body);
             resp
         }
         Err(StoreError::NotFound(h)) => {

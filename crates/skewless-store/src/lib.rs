@@ -3,8 +3,10 @@
 //! compressible types. [`BlobStore`] is the seam; [`LocalDir`] keeps blobs in a
 //! directory, written crash-safely (temp file, fsync, rename, fsync dir).
 
+mod chunks;
 mod compress;
 mod error;
+mod hot;
 mod local;
 
 use std::pin::Pin;
@@ -14,12 +16,42 @@ use bytes::Bytes;
 use futures::Stream;
 use skewless_core::BlobHash;
 
+pub use chunks::CHUNK;
 pub use compress::{brotli_compress, gzip_compress};
 pub use error::StoreError;
 pub use local::LocalDir;
 
 /// A stream of body chunks, as an upload arrives.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// A stored form (or a range of it) ready to be sent.
+pub enum Readable {
+    /// Held in memory.
+    Bytes(Bytes),
+    /// Read from an open file in chunks of at most [`CHUNK`] bytes as it
+    /// is consumed: constant memory whatever the size.
+    Stream {
+        /// The chunks.
+        body: ByteStream,
+        /// The bytes the stream yields (the stored length for a whole form).
+        len: u64,
+    },
+}
+
+impl Readable {
+    /// The bytes this yields.
+    pub fn len(&self) -> u64 {
+        match self {
+            Readable::Bytes(b) => b.len() as u64,
+            Readable::Stream { len, .. } => *len,
+        }
+    }
+
+    /// Whether this yields nothing.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// Which stored form of a blob.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,6 +132,18 @@ pub trait BlobStore: Send + Sync + 'static {
         variant: Variant,
         range: Option<(u64, u64)>,
     ) -> Result<Bytes, StoreError>;
+
+    /// Opens a variant (or `len` bytes of it from `offset`) for sending.
+    /// Stores may answer large forms as a stream read as it is consumed;
+    /// this default reads the whole form into memory.
+    async fn open(
+        &self,
+        hash: &BlobHash,
+        variant: Variant,
+        range: Option<(u64, u64)>,
+    ) -> Result<Readable, StoreError> {
+        self.read(hash, variant, range).await.map(Readable::Bytes)
+    }
 
     /// Size of a stored variant, `None` if it is not stored.
     async fn stat(&self, hash: &BlobHash, variant: Variant) -> Result<Option<u64>, StoreError>;

@@ -5,11 +5,9 @@
 //! that are read are kept in memory ([`HotBlobs`]), so serving them costs
 //! no file system call and no hop to the blocking thread pool.
 
-use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use async_trait::async_trait;
@@ -18,155 +16,20 @@ use futures::StreamExt;
 use skewless_core::BlobHash;
 use tokio::io::AsyncWriteExt;
 
+use crate::chunks::{self, CHUNK};
 use crate::compress::{brotli_compress, gzip_compress, worth_it};
-use crate::{BlobInfo, BlobStore, ByteStream, Put, StoreError, Variant, Variants};
+use crate::hot::{HotBlobs, HOT_BUDGET, HOT_MAX_BLOB};
+use crate::{BlobInfo, BlobStore, ByteStream, Put, Readable, StoreError, Variant, Variants};
 
 /// Largest blob that gets compressed variants: past this, compression time
 /// outweighs the gain for the rare huge text file.
 const MAX_COMPRESS: u64 = 64 * 1024 * 1024;
-
-/// Largest stored form kept in memory once read.
-const HOT_MAX_BLOB: u64 = 1024 * 1024;
-/// Memory the in-memory copies may take in total.
-const HOT_BUDGET: u64 = 128 * 1024 * 1024;
-const HOT_SHARDS: usize = 16;
 
 /// A blob store in a local directory.
 #[derive(Debug, Clone)]
 pub struct LocalDir {
     root: PathBuf,
     hot: Arc<HotBlobs>,
-}
-
-/// In-memory copies of small blobs that have been read, by hash and variant.
-/// Blobs are immutable, so a copy is valid until the store deletes the blob
-/// or its variants, which remove it here too. Reads take a shard's shared
-/// lock only; eviction (second chance: entries read since the last sweep
-/// stay) runs when an insert would exceed the budget.
-#[derive(Debug)]
-struct HotBlobs {
-    shards: [RwLock<HashMap<BlobHash, HotEntry>>; HOT_SHARDS],
-    bytes: AtomicU64,
-    sweep_from: AtomicUsize,
-    budget: u64,
-    /// Bumped by every removal, so a read that raced a delete does not put
-    /// the deleted bytes back.
-    removals: AtomicU64,
-}
-
-#[derive(Debug, Default)]
-struct HotEntry {
-    forms: [Option<Bytes>; 3],
-    used: AtomicBool,
-}
-
-impl HotEntry {
-    fn len(&self) -> u64 {
-        self.forms.iter().flatten().map(|b| b.len() as u64).sum()
-    }
-}
-
-fn form_index(v: Variant) -> usize {
-    match v {
-        Variant::Identity => 0,
-        Variant::Br => 1,
-        Variant::Gzip => 2,
-    }
-}
-
-impl HotBlobs {
-    fn new(budget: u64) -> Self {
-        HotBlobs {
-            shards: std::array::from_fn(|_| RwLock::new(HashMap::new())),
-            bytes: AtomicU64::new(0),
-            sweep_from: AtomicUsize::new(0),
-            budget,
-            removals: AtomicU64::new(0),
-        }
-    }
-
-    fn shard(&self, hash: &BlobHash) -> &RwLock<HashMap<BlobHash, HotEntry>> {
-        // Hashes are hex, so the last digit spreads evenly over 16 shards.
-        let digit = hash.as_str().as_bytes().last().copied().unwrap_or(b'0');
-        let i = (digit as char).to_digit(16).unwrap_or(0) as usize;
-        &self.shards[i % HOT_SHARDS]
-    }
-
-    fn get(&self, hash: &BlobHash, v: Variant) -> Option<Bytes> {
-        // A poisoned lock only means a panic elsewhere mid-insert; the map
-        // itself is always consistent.
-        let map = self.shard(hash).read().unwrap_or_else(|e| e.into_inner());
-        let entry = map.get(hash)?;
-        let bytes = entry.forms[form_index(v)].clone()?;
-        if !entry.used.load(Ordering::Relaxed) {
-            entry.used.store(true, Ordering::Relaxed);
-        }
-        Some(bytes)
-    }
-
-    /// Keeps `bytes`, read from disk after [`Self::removals`] returned
-    /// `seen`, unless something was removed meanwhile.
-    fn insert(&self, hash: &BlobHash, v: Variant, bytes: Bytes, seen: u64) {
-        let len = bytes.len() as u64;
-        if len > HOT_MAX_BLOB || len > self.budget {
-            return;
-        }
-        if self.bytes.load(Ordering::Relaxed) + len > self.budget {
-            self.evict(len);
-        }
-        let mut map = self.shard(hash).write().unwrap_or_else(|e| e.into_inner());
-        if self.removals.load(Ordering::Acquire) != seen {
-            return;
-        }
-        let entry = map.entry(hash.clone()).or_default();
-        let slot = &mut entry.forms[form_index(v)];
-        if let Some(old) = slot.replace(bytes) {
-            self.bytes.fetch_sub(old.len() as u64, Ordering::Relaxed);
-        }
-        self.bytes.fetch_add(len, Ordering::Relaxed);
-    }
-
-    /// Frees at least `need` bytes (if that much is held): first entries not
-    /// read since the last sweep, then, if that was not enough, any.
-    fn evict(&self, need: u64) {
-        let target = self.budget.saturating_sub(need);
-        for pass in 0..3 {
-            for _ in 0..HOT_SHARDS {
-                if self.bytes.load(Ordering::Relaxed) <= target {
-                    return;
-                }
-                let i = self.sweep_from.fetch_add(1, Ordering::Relaxed) % HOT_SHARDS;
-                let mut map = self.shards[i].write().unwrap_or_else(|e| e.into_inner());
-                map.retain(|_, e| {
-                    if pass < 2 && e.used.swap(false, Ordering::Relaxed) {
-                        return true;
-                    }
-                    self.bytes.fetch_sub(e.len(), Ordering::Relaxed);
-                    false
-                });
-            }
-        }
-    }
-
-    fn removals(&self) -> u64 {
-        self.removals.load(Ordering::Acquire)
-    }
-
-    fn remove(&self, hash: &BlobHash, forms: &[Variant]) {
-        let mut map = self.shard(hash).write().unwrap_or_else(|e| e.into_inner());
-        self.removals.fetch_add(1, Ordering::AcqRel);
-        let Some(entry) = map.get_mut(hash) else {
-            return;
-        };
-        for &v in forms {
-            if let Some(old) = entry.forms[form_index(v)].take() {
-                self.bytes.fetch_sub(old.len() as u64, Ordering::Relaxed);
-            }
-        }
-        if entry.forms.iter().all(Option::is_none) {
-            map.remove(hash);
-        }
-    }
 }
 
 impl LocalDir {
@@ -242,6 +105,18 @@ fn publish(tmp: &Path, dest: &Path) -> Result<(), StoreError> {
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StoreError::io(dir, e))
+}
+
+/// `len` bytes from `offset` of an in-memory form (clamped to it).
+fn slice(bytes: Bytes, range: Option<(u64, u64)>) -> Bytes {
+    match range {
+        None => bytes,
+        Some((offset, len)) => {
+            let start = (offset as usize).min(bytes.len());
+            let end = start.saturating_add(len as usize).min(bytes.len());
+            bytes.slice(start..end)
+        }
+    }
 }
 
 fn file_len(p: &Path) -> Option<u64> {
@@ -357,14 +232,7 @@ impl BlobStore for LocalDir {
         range: Option<(u64, u64)>,
     ) -> Result<Bytes, StoreError> {
         if let Some(bytes) = self.hot.get(hash, variant) {
-            return Ok(match range {
-                None => bytes,
-                Some((offset, len)) => {
-                    let start = (offset as usize).min(bytes.len());
-                    let end = start.saturating_add(len as usize).min(bytes.len());
-                    bytes.slice(start..end)
-                }
-            });
+            return Ok(slice(bytes, range));
         }
         let seen = self.hot.removals();
         let path = self.path(hash, suffix(variant));
@@ -397,6 +265,51 @@ impl BlobStore for LocalDir {
                 .map_err(|e| StoreError::Interrupted(e.to_string()))?;
                 r.map_err(|e| not_found(e, &path))
             }
+        }
+    }
+
+    async fn open(
+        &self,
+        hash: &BlobHash,
+        variant: Variant,
+        range: Option<(u64, u64)>,
+    ) -> Result<Readable, StoreError> {
+        if let Some(bytes) = self.hot.get(hash, variant) {
+            return Ok(Readable::Bytes(slice(bytes, range)));
+        }
+        let seen = self.hot.removals();
+        let path = self.path(hash, suffix(variant));
+        let p = path.clone();
+        // Small forms are read at once (and kept when whole); larger ones
+        // are sent from the open file chunk by chunk.
+        let opened = tokio::task::spawn_blocking(move || {
+            let mut o = chunks::open(&p)?;
+            let (offset, len) = range.unwrap_or((0, o.len));
+            if len <= HOT_MAX_BLOB {
+                return chunks::read_at(&mut o.file, offset, len).map(Ok);
+            }
+            if offset.saturating_add(len) > o.len {
+                return Err(chunks::shrank());
+            }
+            Ok(Err((o.file, offset, len)))
+        })
+        .await
+        .map_err(|e| StoreError::Interrupted(e.to_string()))?;
+        match opened {
+            Ok(Ok(bytes)) => {
+                if range.is_none() {
+                    self.hot.insert(hash, variant, bytes.clone(), seen);
+                }
+                Ok(Readable::Bytes(bytes))
+            }
+            Ok(Err((file, offset, len))) => Ok(Readable::Stream {
+                body: chunks::stream(file, offset, len, CHUNK),
+                len,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::NotFound(hash.to_string()))
+            }
+            Err(e) => Err(StoreError::io(&path, e)),
         }
     }
 
@@ -623,51 +536,57 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn hot_blobs_stay_within_budget_and_keep_what_is_read() {
-        let hot = HotBlobs::new(1000);
-        let hashes: Vec<BlobHash> = (0..8u8).map(|i| hash_of(&[i])).collect();
-        for h in &hashes[..4] {
-            hot.insert(h, Variant::Identity, Bytes::from(vec![0u8; 250]), 0);
+    #[tokio::test]
+    async fn large_forms_are_opened_as_streams_and_small_ones_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDir::open(dir.path()).unwrap();
+        let data: &'static [u8] = Box::leak(b"streamed ".repeat(400_000).into_boxed_slice());
+        let h = hash_of(data);
+        let whole: ByteStream = Box::pin(futures::stream::iter([Ok(Bytes::from_static(data))]));
+        store.put(&h, whole, 1 << 30).await.unwrap();
+        // A precompressed form larger than what is kept in memory.
+        let br: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(store.path(&h, ".br"), &br).unwrap();
+        let collect = |r: Readable| async move {
+            match r {
+                Readable::Stream { mut body, len } => {
+                    let mut out = Vec::new();
+                    while let Some(c) = body.next().await {
+                        let c = c.unwrap();
+                        assert!(c.len() <= CHUNK);
+                        out.extend_from_slice(&c);
+                    }
+                    assert_eq!(out.len() as u64, len);
+                    out
+                }
+                Readable::Bytes(_) => panic!("a large form must be streamed"),
+            }
+        };
+        let got = collect(store.open(&h, Variant::Br, None).await.unwrap()).await;
+        assert_eq!(got, br);
+        let got = collect(store.open(&h, Variant::Identity, None).await.unwrap()).await;
+        assert_eq!(got, data);
+        let got = collect(
+            store
+                .open(&h, Variant::Identity, Some((5, 2_000_000)))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(got, &data[5..2_000_005]);
+        // A small range is read at once; a range past the stored end fails.
+        match store.open(&h, Variant::Br, Some((10, 20))).await.unwrap() {
+            Readable::Bytes(b) => assert_eq!(&b[..], &br[10..30]),
+            Readable::Stream { .. } => panic!("a small range is read at once"),
         }
-        assert_eq!(hot.bytes.load(Ordering::Relaxed), 1000);
-        // The first is read again, so it survives the next sweep.
-        assert!(hot.get(&hashes[0], Variant::Identity).is_some());
-        hot.insert(
-            &hashes[4],
-            Variant::Identity,
-            Bytes::from(vec![0u8; 250]),
-            0,
-        );
-        assert!(hot.bytes.load(Ordering::Relaxed) <= 1000);
-        assert!(hot.get(&hashes[0], Variant::Identity).is_some());
-        assert!(hot.get(&hashes[4], Variant::Identity).is_some());
-        // Too large for the budget: not kept, nothing evicted for it.
-        hot.insert(
-            &hashes[5],
-            Variant::Identity,
-            Bytes::from(vec![0u8; 1001]),
-            0,
-        );
-        assert!(hot.get(&hashes[5], Variant::Identity).is_none());
-        assert!(hot.get(&hashes[0], Variant::Identity).is_some());
-    }
-
-    #[test]
-    fn a_read_that_raced_a_delete_is_not_kept() {
-        let hot = HotBlobs::new(1000);
-        let h = hash_of(b"x");
-        let seen = hot.removals();
-        hot.remove(&h, &[Variant::Identity]);
-        hot.insert(&h, Variant::Identity, Bytes::from_static(b"x"), seen);
-        assert!(hot.get(&h, Variant::Identity).is_none());
-        hot.insert(
-            &h,
-            Variant::Identity,
-            Bytes::from_static(b"x"),
-            hot.removals(),
-        );
-        assert!(hot.get(&h, Variant::Identity).is_some());
+        assert!(store
+            .open(&h, Variant::Br, Some((2_000_000, 1_500_000)))
+            .await
+            .is_err());
+        assert!(matches!(
+            store.open(&h, Variant::Gzip, None).await,
+            Err(StoreError::NotFound(_))
+        ));
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -67,7 +67,8 @@ async fn main() {
         "example-backend {} (api {}) listening on {addr}",
         app.name, app.api
     );
-    if let Err(e) = axum::serve(listener, router).await {
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, service).await {
         eprintln!("example-backend: {e}");
         std::process::exit(1);
     }
@@ -91,7 +92,11 @@ async fn items(State(app): State<App>) -> Response {
     tagged(&app, body)
 }
 
-async fn whoami(State(app): State<App>, headers: HeaderMap) -> Response {
+async fn whoami(
+    State(app): State<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
     let h = |n: &str| {
         headers
             .get(n)
@@ -103,6 +108,7 @@ async fn whoami(State(app): State<App>, headers: HeaderMap) -> Response {
         json!({
             "backend": app.name,
             "api": app.api,
+            "peer": peer.to_string(),
             "host": h("host"),
             "x_forwarded_for": h("x-forwarded-for"),
             "x_forwarded_proto": h("x-forwarded-proto"),

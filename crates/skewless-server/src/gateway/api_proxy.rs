@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::http::{header, HeaderName, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
+use skewless_core::pin;
 use skewless_core::upstream::{self, Candidate};
-use skewless_core::{pin, ReleaseId};
 
 use super::stamp::PIN_HEADER;
 use super::Gateway;
@@ -31,11 +31,21 @@ pub(super) async fn forward(gw: &Gateway, req: Request, client: SocketAddr) -> R
             &format!("request body is larger than the proxy limit of {limit} bytes"),
         );
     }
-    let req =
-        req.map(|body| axum::body::Body::new(http_body_util::Limited::new(body, limit as usize)));
+    let req = req.map(|body| {
+        if hyper::body::Body::is_end_stream(&body) {
+            axum::body::Body::empty()
+        } else {
+            axum::body::Body::new(http_body_util::Limited::new(body, limit as usize))
+        }
+    });
     let headers = req.headers();
     let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let pin = pin::pin_from(text(&PIN_HEADER), text(&header::COOKIE));
+    let pin = pin::pin_of(
+        text(&PIN_HEADER),
+        text(&header::REFERER),
+        text(&header::HOST),
+        text(&header::COOKIE),
+    );
     let snap = gw.routing.load();
     let candidates: Vec<Candidate<Arc<Upstream>>> = snap
         .ordered
@@ -50,11 +60,15 @@ pub(super) async fn forward(gw: &Gateway, req: Request, client: SocketAddr) -> R
             },
         })
         .collect();
-    let index_of = |id: &ReleaseId| snap.ordered.iter().position(|v| &v.record.id == id);
-    let pinned = pin.as_ref().and_then(index_of);
-    let current = snap.pointer.current.as_ref().and_then(index_of);
+    let index_of = |id: &str| snap.ordered.iter().position(|v| v.record.id.as_str() == id);
+    let pinned = pin.and_then(index_of);
+    let current = snap
+        .pointer
+        .current
+        .as_ref()
+        .and_then(|c| index_of(c.as_str()));
     if let Some((i, upstream)) = upstream::route(&candidates, pinned, current) {
-        let served_by = snap.ordered[i].record.id.to_string();
+        let served_by = snap.ordered[i].id_header.clone();
         if Some(i) != current && pinned.is_some() {
             metrics::skew_saved(Kind::Api);
         }
@@ -65,11 +79,11 @@ pub(super) async fn forward(gw: &Gateway, req: Request, client: SocketAddr) -> R
     let routed = pinned
         .filter(|&p| candidates[p].served)
         .or(current)
-        .map(|i| snap.ordered[i].record.id.to_string());
+        .map(|i| snap.ordered[i].id_header.clone());
     drop(snap);
     match (&gw.default_upstream, routed) {
         (Some(upstream), routed) => {
-            let served_by = routed.unwrap_or_else(|| "default".into());
+            let served_by = routed.unwrap_or(HeaderValue::from_static("default"));
             gw.proxy.forward(req, upstream, client, &served_by).await
         }
         (None, _) => json_error(

@@ -88,6 +88,8 @@ pub struct Gateway {
     shutdown: watch::Receiver<bool>,
     /// Configuration.
     config: ServerConfig,
+    /// Rename-aware release diffs, once per pair.
+    diffs: Arc<crate::restyle::Diffs>,
 }
 
 /// The state the router's handlers extract their parts from.
@@ -159,6 +161,7 @@ impl Gateway {
             )
             .with_cluster(cluster),
         );
+        let diffs = ops.diffs().clone();
         let finished = ops.finish_collection().await?;
         if finished > 0 {
             tracing::info!(
@@ -189,6 +192,7 @@ impl Gateway {
             access_log,
             shutdown,
             config,
+            diffs,
         }))
     }
 

@@ -67,8 +67,19 @@ pub(super) async fn resolve_request(gw: &Arc<Gateway>, req: Request, peer: Socke
     }
     let headers = req.headers();
     let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let pin_str = pin::pin_str(text(&PIN_HEADER), text(&header::COOKIE));
     let navigation = is_navigation(true, text(&SEC_FETCH_MODE), text(&header::ACCEPT));
+    // A page load is pinned by the cookie alone (it keeps a canary sticky);
+    // what a page loads by itself may name its release by `Referer` too.
+    let pin_str = if navigation {
+        pin::pin_str(text(&PIN_HEADER), text(&header::COOKIE))
+    } else {
+        pin::pin_of(
+            text(&PIN_HEADER),
+            text(&header::REFERER),
+            text(&header::HOST),
+            text(&header::COOKIE),
+        )
+    };
     let snap = gw.routing.load();
     let resolution = resolve(
         &**snap,

@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         .route("/_skewless/dashboard", get(dashboard))
         .route("/_skewless/dashboard/{file}", get(dashboard))
         .route("/_skewless/{module}", get(client_module))
+        .merge(crate::service_worker::routes())
 }
 
 fn json(status: StatusCode, body: String) -> Response {
@@ -92,7 +93,8 @@ pub struct DiffQuery {
     to: String,
 }
 
-/// `GET /_skewless/diff?from=<id>&to=<id>`: which original files differ.
+/// `GET /_skewless/diff?from=<id>&to=<id>`: the rename-aware diff (see
+/// [`skewless_core::restyle`]), computed once per pair.
 async fn diff(State(AppState(gw)): State<AppState>, Query(q): Query<DiffQuery>) -> Response {
     let snap = gw.routing.load();
     let (Some(from), Some(to)) = (snap.view(&q.from), snap.view(&q.to)) else {
@@ -101,15 +103,14 @@ async fn diff(State(AppState(gw)): State<AppState>, Query(q): Query<DiffQuery>) 
             "both releases must exist and be served",
         );
     };
-    let d = from.record.manifest.diff(&to.record.manifest);
-    let body = serde_json::json!({
-        "from": from.record.id,
-        "to": to.record.id,
-        "changed": d.changed,
-        "added": d.added,
-        "removed": d.removed,
-    });
-    let mut resp = json(StatusCode::OK, body.to_string());
+    let (from, to) = (from.clone(), to.clone());
+    drop(snap);
+    let body = match gw.diffs.get(&gw.blobs, &from, &to).await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
+    };
+    let mut resp = json(StatusCode::OK, String::new());
+    *resp.body_mut() = Body::from(body);
     // Both releases are immutable, so their diff is too.
     resp.headers_mut().insert(
         header::CACHE_CONTROL,

@@ -22,6 +22,7 @@ use skewless_wire::PromoteRequest;
 
 use crate::cluster::Cluster;
 use crate::presence::Presence;
+use crate::restyle::Diffs;
 use crate::snapshot::{ReleaseView, Routing, Snapshot};
 use crate::supervisor::{Supervisor, Wanted};
 use crate::{Clock, ServerError};
@@ -54,6 +55,9 @@ pub struct Operations {
     settings: Settings,
     /// This node's part in a cluster, when state is shared.
     cluster: Option<Arc<Cluster>>,
+    /// Rename-aware release diffs, once per pair; started for every new
+    /// current release and canary as the snapshot changes.
+    diffs: Arc<Diffs>,
     /// Serialises snapshot rebuilds.
     refresh_lock: tokio::sync::Mutex<()>,
 }
@@ -78,8 +82,15 @@ impl Operations {
             presence,
             supervisor,
             settings,
+            diffs: Arc::default(),
             refresh_lock: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// The rename-aware release diffs, kept for the pairs the snapshot
+    /// serves.
+    pub(crate) fn diffs(&self) -> &Arc<Diffs> {
+        &self.diffs
     }
 
     /// Time now, by the injected clock.
@@ -181,6 +192,7 @@ impl Operations {
                 })
             })
             .collect();
+        self.diffs.refresh(&self.blobs, &snap);
         self.routing.publish(snap);
         self.supervisor.sync(wanted);
         Ok(())

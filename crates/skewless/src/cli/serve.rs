@@ -104,6 +104,10 @@ pub struct ServeArgs {
     /// Write an access log, one JSON line per request, to FILE (appended to; reopened on SIGHUP) or to standard output (-) [default: off].
     #[arg(long, env = "SKEWLESS_ACCESS_LOG", value_name = "-|FILE")]
     access_log: Option<PathBuf>,
+    /// Let /_skewless/sw.js pin requests; false is the kill switch that makes
+    /// every installed skewless service worker unregister [default: true].
+    #[arg(long, env = "SKEWLESS_SERVICE_WORKER")]
+    service_worker: Option<bool>,
     /// Default health-check path of managed back ends [default: /healthz].
     #[arg(long, env = "SKEWLESS_HEALTH_PATH")]
     health_path: Option<String>,
@@ -172,6 +176,7 @@ impl ServeArgs {
         set!(c.max_event_streams, self.max_event_streams);
         set!(c.max_event_streams_per_ip, self.max_event_streams_per_ip);
         set!(c.admin_allow_remote, self.admin_allow_remote);
+        set!(c.service_worker, self.service_worker);
         set!(c.backend.health_path, self.health_path);
         set!(c.backend.health_timeout_secs, self.health_timeout_secs);
         set!(c.backend.stop_grace_secs, self.stop_grace_secs);
