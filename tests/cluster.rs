@@ -459,9 +459,9 @@ fn a_managed_back_end_must_be_healthy_on_every_node_before_promotion() {
     let blobs = tempfile::tempdir().unwrap();
     let url = db.url();
     let wait = ["--cluster-backend-wait-secs", "3"];
-    let n1 = node(&url, blobs.path(), "n1", &wait);
+    let mut n1 = node(&url, blobs.path(), "n1", &wait);
     // Node 2's environment breaks back ends that need it clean.
-    let n2 = node_env(&url, blobs.path(), "n2", &wait, &[("BACKEND_BROKEN", "1")]);
+    let mut n2 = node_env(&url, blobs.path(), "n2", &wait, &[("BACKEND_BROKEN", "1")]);
     let backend = example_backend();
     let good = format!("{} --port {{port}} --api 1", backend.display());
     let picky = format!(
@@ -492,6 +492,10 @@ fn a_managed_back_end_must_be_healthy_on_every_node_before_promotion() {
     assert!(err.contains("n2") && !err.contains("n1"), "{err}");
     assert_eq!(n1.current().as_deref(), Some("v1"));
     assert_eq!(n2.current().as_deref(), Some("v1"));
+    // A graceful stop stops each node's own back ends.
+    for n in [&mut n1, &mut n2] {
+        assert!(n.terminate().success());
+    }
 }
 
 #[test]
