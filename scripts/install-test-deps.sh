@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine: Node.js and
 # npm for the browser library, Debian's Chromium for the browser tests,
-# curl for the quickstart check.
+# curl for the quickstart check, PostgreSQL (a server on 127.0.0.1:5432 for
+# the state conformance suite, initdb/pg_ctl for private servers, psql) and
+# HAProxy for the cluster tests.
 set -euo pipefail
 
 need=()
@@ -9,6 +11,9 @@ command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
@@ -16,4 +21,18 @@ if [ ${#need[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}"
+fi
+
+# The conformance suite needs a server on 127.0.0.1:5432 (user postgres,
+# trust auth on loopback): start Debian's cluster if nothing answers there.
+if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  ver=$(ls /usr/lib/postgresql | sort -n | tail -1)
+  hba=/etc/postgresql/$ver/main/pg_hba.conf
+  if [ -f "$hba" ] && ! grep -q "skewless tests" "$hba"; then
+    printf '# skewless tests\nhost all postgres 127.0.0.1/32 trust\n' | $sudo_cmd sh -c "cat - $hba > $hba.new && mv $hba.new $hba"
+  fi
+  $sudo_cmd pg_ctlcluster "$ver" main start || $sudo_cmd pg_ctlcluster "$ver" main reload || true
+  for _ in $(seq 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
 fi

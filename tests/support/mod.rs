@@ -53,9 +53,14 @@ impl Server {
 
     /// Starts with extra `serve` flags.
     pub fn start_with(data: tempfile::TempDir, extra: &[&str]) -> Server {
+        Self::start_with_env(data, extra, &[])
+    }
+
+    /// Starts with extra `serve` flags and environment variables.
+    pub fn start_with_env(data: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut args = vec!["--admin-token", TOKEN];
         args.extend_from_slice(extra);
-        let (child, url) = spawn(data.path(), &args);
+        let (child, url) = spawn_env(data.path(), &args, env);
         Server {
             data,
             url,
@@ -205,6 +210,10 @@ impl Drop for Server {
 }
 
 fn spawn(data: &Path, extra: &[&str]) -> (Child, String) {
+    spawn_env(data, extra, &[])
+}
+
+fn spawn_env(data: &Path, extra: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     let listen: &[&str] = if extra.contains(&"--listen") {
         &[]
     } else {
@@ -217,6 +226,7 @@ fn spawn(data: &Path, extra: &[&str]) -> (Child, String) {
         .arg(data)
         .args(extra)
         .env("SKEWLESS_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -388,3 +398,5 @@ pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .is_ok_and(|st| !st.contains(") Z ") && !st.contains(") X "))
 }
+
+pub mod cluster;

@@ -209,6 +209,11 @@ impl Client {
         self.send(self.request(Method::GET, "/status")).await
     }
 
+    /// Every node of the cluster.
+    pub async fn nodes(&self) -> Result<Vec<skewless_wire::Node>, ClientError> {
+        self.send(self.request(Method::GET, "/nodes")).await
+    }
+
     /// The newest `limit` history entries.
     pub async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, ClientError> {
         self.send(self.request(Method::GET, &format!("/history?limit={limit}")))

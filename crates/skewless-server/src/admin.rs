@@ -16,7 +16,7 @@ use skewless_core::{BlobHash, HistoryEntry, Lifecycle, ReleaseId};
 use skewless_store::ByteStream;
 use skewless_wire::{
     CreateRelease, FsckReport, FsckRequest, GcReport, GcRequest, HistoryQuery, MissingRequest,
-    MissingResponse, PointerState, PromoteRequest, Release, ReleaseDetail, RequiredRequest,
+    MissingResponse, Node, PointerState, PromoteRequest, Release, ReleaseDetail, RequiredRequest,
     Retired, Status,
 };
 
@@ -47,6 +47,7 @@ pub fn routes(tokens: Arc<Tokens>) -> Router<AppState> {
         .route("/fsck", get(fsck_check).post(fsck))
         .route("/status", get(status))
         .route("/history", get(history))
+        .route("/nodes", get(nodes))
         .fallback(|| async { ServerError::NotFound("no such admin endpoint".into()) })
         .layer(DefaultBodyLimit::max(MAX_JSON))
         .layer(middleware::from_fn_with_state(tokens, require_admin))
@@ -181,4 +182,8 @@ async fn history(
     Query(q): Query<HistoryQuery>,
 ) -> ApiResult<Json<Vec<HistoryEntry>>> {
     Ok(Json(ops.history(q.limit.unwrap_or(100).min(10_000)).await?))
+}
+
+async fn nodes(State(ops): Ops) -> ApiResult<Json<Vec<Node>>> {
+    Ok(Json(ops.nodes().await?))
 }

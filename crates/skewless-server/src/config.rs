@@ -74,9 +74,52 @@ pub struct ServerConfig {
     /// Named admin tokens, so history says who acted.
     #[serde(skip_serializing)]
     pub tokens: Vec<TokenConfig>,
+    /// Where release state lives: absent for the embedded SQLite database
+    /// under `data`, or `postgres://…` for a database several nodes share
+    /// (cluster mode). Not printed: it may hold a password.
+    #[serde(skip_serializing)]
+    pub state: Option<String>,
+    /// Blob directory, shared by every node of a cluster (default
+    /// `<data>/blobs`).
+    pub blobs: Option<PathBuf>,
+    /// This node's id in a cluster (default `<host>:<port>`).
+    pub node_id: Option<String>,
+    /// Timings of cluster mode.
+    pub cluster: ClusterTiming,
     /// Whether `/_skewless/sw.js` pins requests. `false` is the kill switch:
     /// every installed skewless service worker unregisters itself.
     pub service_worker: bool,
+}
+
+/// Timings of cluster mode.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterTiming {
+    /// Milliseconds between polls of the state version (the safety net
+    /// for lost notifications).
+    pub poll_ms: u64,
+    /// Milliseconds between heartbeats (with presence); nodes silent for
+    /// three are ignored.
+    pub heartbeat_ms: u64,
+    /// Seconds a singleton lease lasts unless renewed (renewed every third).
+    pub lease_ttl_secs: u64,
+    /// Seconds a promotion waits for every live node's managed back end to
+    /// be healthy.
+    pub backend_wait_secs: u64,
+    /// Seconds after which a silent node's rows are deleted.
+    pub forget_node_secs: u64,
+}
+
+impl Default for ClusterTiming {
+    fn default() -> Self {
+        ClusterTiming {
+            poll_ms: 1000,
+            heartbeat_ms: 2000,
+            lease_ttl_secs: 15,
+            backend_wait_secs: 30,
+            forget_node_secs: 3600,
+        }
+    }
 }
 
 /// Thresholds of the reaper.
@@ -193,6 +236,10 @@ impl Default for ServerConfig {
             backend: BackendDefaults::default(),
             retention: Retention::default(),
             tokens: Vec::new(),
+            state: None,
+            blobs: None,
+            node_id: None,
+            cluster: ClusterTiming::default(),
             service_worker: true,
         }
     }
@@ -220,8 +267,40 @@ impl ServerConfig {
         })
     }
 
+    /// Whether state is shared with other nodes.
+    pub fn clustered(&self) -> bool {
+        self.state.is_some()
+    }
+
+    /// The blob directory.
+    pub fn blob_dir(&self) -> PathBuf {
+        self.blobs
+            .clone()
+            .unwrap_or_else(|| self.data.join("blobs"))
+    }
+
     /// Checks values no type can: URLs and prefixes.
     pub fn validate(&self) -> Result<(), ServerError> {
+        if let Some(state) = &self.state {
+            if !(state.starts_with("postgres://") || state.starts_with("postgresql://")) {
+                return Err(ServerError::Startup(
+                    "state must be a postgres://… URL (omit it for the embedded database under --data)".into(),
+                ));
+            }
+            if self.admin_token.is_none() {
+                return Err(ServerError::Startup(
+                    "cluster mode (state postgres://…) needs an admin token shared by every node: set --admin-token, SKEWLESS_ADMIN_TOKEN or admin_token".into(),
+                ));
+            }
+            if self.cluster.poll_ms == 0
+                || self.cluster.heartbeat_ms == 0
+                || self.cluster.lease_ttl_secs < 3
+            {
+                return Err(ServerError::Startup(
+                    "cluster.poll_ms and cluster.heartbeat_ms must be above 0 and cluster.lease_ttl_secs at least 3".into(),
+                ));
+            }
+        }
         for p in &self.api_prefixes {
             if !p.starts_with('/') || p.starts_with("/_skewless") || p.starts_with("/_r/") {
                 return Err(ServerError::Startup(format!(

@@ -77,6 +77,7 @@ impl ServerError {
                 StateError::NoRollback(_) => StatusCode::CONFLICT,
                 StateError::Conflict(_) => StatusCode::CONFLICT,
                 StateError::MissingBlobs(_) => StatusCode::UNPROCESSABLE_ENTITY,
+                StateError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 StateError::Database(_) => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ServerError::Store(e) => match e {

@@ -7,6 +7,7 @@ mod admin;
 mod auth;
 mod client_js;
 mod clock;
+mod cluster;
 mod config;
 mod conns;
 mod datadir;
@@ -30,7 +31,7 @@ mod supervisor;
 mod tls;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{BackendDefaults, Retention, Role, ServerConfig, TokenConfig};
+pub use config::{BackendDefaults, ClusterTiming, Retention, Role, ServerConfig, TokenConfig};
 pub use datadir::DataLock;
 pub use error::ServerError;
 pub use gateway::{Adapters, Gateway};

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use skewless_core::retention::{to_retire, Candidate, Policy};
 
 use crate::operations::Operations;
-use crate::presence::Presence;
 use crate::snapshot::Routing;
 use crate::Retention;
 
@@ -16,20 +15,21 @@ use crate::Retention;
 pub const ACTOR: &str = "reaper";
 
 /// Runs until the task is aborted.
-pub async fn run(
-    ops: Arc<Operations>,
-    presence: Arc<Presence>,
-    routing: Arc<Routing>,
-    retention: Retention,
-) {
+pub async fn run(ops: Arc<Operations>, routing: Arc<Routing>, retention: Retention) {
     let interval = Duration::from_millis(retention.reaper_interval_ms.max(50));
     let gc_every =
         (retention.gc_interval_secs > 0).then(|| Duration::from_secs(retention.gc_interval_secs));
     let mut last_gc = Instant::now();
     loop {
         tokio::time::sleep(interval).await;
-        reap(&ops, &presence, &routing, &retention).await;
-        if gc_every.is_some_and(|every| last_gc.elapsed() >= every) {
+        // In a cluster only the lease holder runs each job (to avoid
+        // duplicate work; the operations are safe anyway).
+        let holds = |job| ops.cluster().is_none_or(|c| c.holds(job));
+        let fresh = ops.cluster().is_none_or(|c| c.view_is_fresh());
+        if holds("reaper") && fresh {
+            reap(&ops, &routing, &retention).await;
+        }
+        if holds("gc") && gc_every.is_some_and(|every| last_gc.elapsed() >= every) {
             last_gc = Instant::now();
             match ops.collect_garbage(false, ACTOR).await {
                 Ok(report) => tracing::info!(
@@ -45,12 +45,7 @@ pub async fn run(
 
 /// One pass: retire what the retention policy says. Returns how many
 /// releases were retired.
-pub async fn reap(
-    ops: &Operations,
-    presence: &Presence,
-    routing: &Routing,
-    r: &Retention,
-) -> usize {
+pub async fn reap(ops: &Operations, routing: &Routing, r: &Retention) -> usize {
     let policy = Policy {
         keep_last: r.keep_last,
         min_drain_secs: r.min_drain_secs,
@@ -59,7 +54,9 @@ pub async fn reap(
     };
     let now = ops.now();
     let snap = routing.load_full();
-    let counts = presence.counts(now);
+    // Over every node in a cluster: a release is retired only when no node
+    // has a client.
+    let counts = ops.counts();
     let candidates: Vec<Candidate<'_>> = snap
         .ordered
         .iter()
@@ -69,7 +66,7 @@ pub async fn reap(
             state: v.record.state,
             created_at: v.record.created_at,
             drained_at: v.record.drained_at,
-            last_seen: presence.last_seen(&v.record.id, now),
+            last_seen: ops.last_seen(&v.record.id),
             live: counts.get(&v.record.id).map_or(0, |c| c.total),
         })
         .collect();

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::cluster::Cluster;
 use crate::gateway::{router, Adapters, Gateway};
 use crate::{ServerConfig, ServerError};
 
@@ -66,7 +67,19 @@ impl Bound {
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let grace = Duration::from_secs(config.shutdown_grace_secs);
-        let gw = Gateway::new(config, adapters, stop_rx.clone()).await?;
+        let cluster = config.clustered().then(|| {
+            let node_id = config
+                .node_id
+                .clone()
+                .unwrap_or_else(|| format!("{}:{}", hostname(), addr.port()));
+            Arc::new(Cluster::new(
+                node_id,
+                addr.to_string(),
+                config.cluster.clone(),
+            ))
+        });
+        let gw =
+            Gateway::new_in_cluster(config, adapters, cluster.clone(), stop_rx.clone()).await?;
         gw.access_log().reopen_on_hangup();
         let header_read_timeout = Duration::from_secs(gw.config().header_read_timeout_secs.max(1));
         let tls = tls.map(|(acceptor, certs)| {
@@ -88,6 +101,13 @@ impl Bound {
             ));
         }
         let reaper = tokio::spawn(gw.reaper());
+        let cluster_tasks = match &cluster {
+            Some(c) => {
+                tracing::info!(node = %c.node_id, "cluster mode: state shared with other nodes");
+                crate::cluster::spawn(&gw, c)
+            }
+            None => Vec::new(),
+        };
         let app = router(gw.clone());
         let scheme = if tls.is_some() { "https" } else { "http" };
         println!("skewless listening on {scheme}://{addr}");
@@ -110,6 +130,12 @@ impl Bound {
         )
         .await;
         reaper.abort();
+        for t in cluster_tasks {
+            t.abort();
+        }
+        if let Some(c) = &cluster {
+            crate::cluster::release_leases(gw.operations().state().as_ref(), c).await;
+        }
         gw.stop_backends().await;
         let log = gw.access_log().clone();
         let _ = tokio::task::spawn_blocking(move || log.close()).await;
@@ -136,4 +162,14 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+}
+
+/// This machine's host name (for the default node id).
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }

@@ -93,6 +93,9 @@ pub struct ReleaseView {
 /// The gateway's view of all live releases.
 #[derive(Debug)]
 pub struct Snapshot {
+    /// The state version it reflects (the cluster version on a shared
+    /// store; 0 on the embedded one). A node never swaps in an older one.
+    pub version: u64,
     /// The current pointer.
     pub pointer: Pointer,
     /// Releases that are not collected.
@@ -197,6 +200,7 @@ impl Snapshot {
             .and_then(|r| releases.get(r))
             .map(|v| v.record.seq);
         Snapshot {
+            version: 0,
             pointer,
             releases,
             ordered,

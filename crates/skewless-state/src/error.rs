@@ -25,6 +25,12 @@ pub enum StateError {
     /// collected).
     #[error("{} blob(s) of this release are not uploaded, e.g. {}", .0.len(), sample(.0))]
     MissingBlobs(Vec<skewless_core::BlobHash>),
+    /// The database cannot be reached (down, restarting, out of
+    /// connections); nothing was changed.
+    #[error(
+        "the state database is unavailable ({0}); nothing was changed, try again when it is back"
+    )]
+    Unavailable(String),
     /// The database failed or holds data this version cannot read.
     #[error("state database error: {0}")]
     Database(String),

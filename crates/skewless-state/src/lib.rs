@@ -1,11 +1,13 @@
 //! Release state: releases with their manifests, the current pointer with its
 //! generation number, and the history of every change. [`StateStore`] is the
 //! seam; [`Sqlite`] is the embedded implementation (WAL, full sync), so an
-//! acknowledged promotion survives `kill -9`. The release rules are not here:
+//! acknowledged promotion survives `kill -9`; [`Postgres`] is shared by the
+//! nodes of a cluster and also implements [`ClusterState`]. The release rules are not here:
 //! an adapter stores what [`skewless_core::transition::decide`] decided.
 
 mod error;
 mod model;
+mod postgres;
 mod sqlite;
 
 use async_trait::async_trait;
@@ -14,8 +16,20 @@ use skewless_core::{BlobHash, Lifecycle, ReleaseId};
 
 pub use error::StateError;
 pub use model::{NewRelease, ReleaseRecord};
+pub use postgres::{Change, ChangeFeed, Lease, NodeRow, Postgres, PresenceRow, TimeSource};
 pub use skewless_core::transition::{HistoryEntry, Pointer};
 pub use sqlite::Sqlite;
+
+/// What the routing snapshot is built from, read at one point in time.
+#[derive(Debug, Clone)]
+pub struct RoutingState {
+    /// The cluster version this reflects (0 for a store that is not shared).
+    pub version: u64,
+    /// The current pointer.
+    pub pointer: Pointer,
+    /// Every release, collected ones included, without manifests.
+    pub releases: Vec<ReleaseRecord>,
+}
 
 /// Where release state lives. Every mutating call is one atomic transaction
 /// and is durable when it returns.
@@ -149,4 +163,71 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// The newest `limit` history entries, oldest first.
     async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, StateError>;
+
+    /// The version of what gateways route: raised by every change to
+    /// releases or the pointer (always 0 for a store only one node uses).
+    async fn version(&self) -> Result<u64, StateError> {
+        Ok(0)
+    }
+
+    /// Version, pointer and release summaries, consistent with each other.
+    async fn routing_state(&self) -> Result<RoutingState, StateError> {
+        let version = self.version().await?;
+        let pointer = self.pointer().await?;
+        let releases = self.release_summaries().await?;
+        Ok(RoutingState {
+            version,
+            pointer,
+            releases,
+        })
+    }
+
+    /// The cluster side of a store several nodes share.
+    fn cluster(&self) -> Option<&dyn ClusterState> {
+        None
+    }
+}
+
+/// What the nodes of a cluster share besides releases. Heartbeats and
+/// leases never notify: only routing changes do.
+#[async_trait]
+pub trait ClusterState: Send + Sync {
+    /// Starts listening for changes (reconnecting by itself).
+    fn changes(&self) -> ChangeFeed;
+
+    /// Records that `node` is alive with this report (JSON) and these live
+    /// clients per release (replacing its earlier rows).
+    async fn heartbeat(
+        &self,
+        node: &str,
+        report: &str,
+        presence: &[PresenceRow],
+    ) -> Result<(), StateError>;
+
+    /// Every node that reported, with the age of its report.
+    async fn nodes(&self) -> Result<Vec<NodeRow>, StateError>;
+
+    /// Live clients per release summed over the nodes heard from within
+    /// `live_within_secs`; last seen is the latest of every row.
+    async fn cluster_presence(&self, live_within_secs: i64)
+        -> Result<Vec<PresenceRow>, StateError>;
+
+    /// Takes or renews the lease `name` for `ttl_secs`: its epoch if
+    /// `holder` holds it now, `None` if another node holds it unexpired.
+    async fn take_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_secs: i64,
+    ) -> Result<Option<i64>, StateError>;
+
+    /// Gives up a lease `holder` holds, so another node may take it at once.
+    async fn release_lease(&self, name: &str, holder: &str) -> Result<(), StateError>;
+
+    /// Every lease with its holder.
+    async fn leases(&self) -> Result<Vec<Lease>, StateError>;
+
+    /// Deletes nodes (and their presence) not heard from for this long;
+    /// returns how many.
+    async fn forget_nodes(&self, silent_for_secs: i64) -> Result<u64, StateError>;
 }

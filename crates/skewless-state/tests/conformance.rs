@@ -2,7 +2,86 @@
 
 use skewless_core::manifest::FileSpec;
 use skewless_core::{BlobHash, Entry, Lifecycle, Manifest, ReleaseId};
-use skewless_state::{NewRelease, Sqlite, StateError, StateStore};
+use skewless_state::{NewRelease, Postgres, Sqlite, StateError, StateStore, TimeSource};
+
+mod pg {
+    //! A fresh PostgreSQL database per test, dropped afterwards even when
+    //! the test fails. The server is `SKEWLESS_TEST_POSTGRES` (default: the
+    //! local one on 127.0.0.1:5432, user postgres).
+    use sqlx::Connection;
+
+    pub fn server() -> String {
+        std::env::var("SKEWLESS_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+    }
+
+    pub struct Db {
+        pub name: String,
+    }
+
+    impl Db {
+        pub async fn create() -> Db {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let name = format!(
+                "skewless_t_{}_{}_{}",
+                std::process::id(),
+                N.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .subsec_nanos()
+            );
+            let mut c = sqlx::PgConnection::connect(&format!("{}/postgres", server()))
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("PostgreSQL at {} is needed for these tests: {e}", server())
+                });
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut c)
+                .await
+                .unwrap();
+            Db { name }
+        }
+
+        pub fn url(&self) -> String {
+            format!("{}/{}", server(), self.name)
+        }
+    }
+
+    impl Drop for Db {
+        fn drop(&mut self) {
+            let name = self.name.clone();
+            // Its own runtime: this may run while the test's is unwinding.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok(mut c) =
+                        sqlx::PgConnection::connect(&format!("{}/postgres", server())).await
+                    {
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut c)
+                                .await;
+                    }
+                })
+            })
+            .join();
+        }
+    }
+}
+
+/// A store on a fresh database, taking the times the test passes.
+async fn postgres() -> (Postgres, pg::Db) {
+    let db = pg::Db::create().await;
+    let store = Postgres::connect(&db.url())
+        .await
+        .unwrap()
+        .with_time_source(TimeSource::Caller);
+    (store, db)
+}
 
 fn hash(n: u8) -> BlobHash {
     BlobHash::from_bytes(&[n; 32])
@@ -341,4 +420,140 @@ async fn sqlite_state_survives_reopen() {
     let store = Sqlite::open(&path).unwrap();
     let p = store.pointer().await.unwrap();
     assert_eq!((p.current, p.generation), (Some(id("v1")), 1));
+}
+
+#[tokio::test]
+async fn postgres_guards_blobs_between_registration_and_collection() {
+    let (store, _db) = postgres().await;
+    blobs_and_collection(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_conforms() {
+    let (store, _db) = postgres().await;
+    conformance(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_canary_and_requirements() {
+    let (store, _db) = postgres().await;
+    canary_and_requirements(&store).await;
+}
+
+#[tokio::test]
+async fn postgres_state_survives_reconnect_and_bumps_the_version() {
+    let (store, db) = postgres().await;
+    assert_eq!(store.version().await.unwrap(), 0);
+    create(&store, new_release("v1", &[("index.html", 1)]), "t")
+        .await
+        .unwrap();
+    store.promote(&id("v1"), false, "t", 1).await.unwrap();
+    assert_eq!(store.version().await.unwrap(), 2, "deploy and promote");
+    // Failed decisions change nothing, the version included.
+    assert!(store.promote(&id("nope"), false, "t", 2).await.is_err());
+    store.close().await;
+    // Another node connecting to the same database (migrations are idempotent).
+    let other = Postgres::connect(&db.url()).await.unwrap();
+    let s = other.routing_state().await.unwrap();
+    assert_eq!(
+        (
+            s.version,
+            s.pointer.current,
+            s.pointer.generation,
+            s.releases.len()
+        ),
+        (2, Some(id("v1")), 1, 1)
+    );
+}
+
+#[tokio::test]
+async fn postgres_takes_gc_times_from_the_database() {
+    let db = pg::Db::create().await;
+    let store = Postgres::connect(&db.url()).await.unwrap();
+    // Callers' clocks far off in either direction do not matter.
+    assert!(store.touch_blobs(&[hash(1)], 0).await.unwrap().is_empty());
+    assert!(
+        store
+            .mark_garbage(&[], false, i64::MAX / 2, 3600)
+            .await
+            .unwrap()
+            .is_empty(),
+        "touched just now by the database's clock: kept however late the caller thinks it is"
+    );
+    assert_eq!(
+        store.mark_garbage(&[], false, 0, 0).await.unwrap(),
+        vec![hash(1)],
+        "with no grace an unused blob goes, however early the caller thinks it is"
+    );
+}
+
+#[tokio::test]
+async fn postgres_registration_and_collection_interleave_safely() {
+    // Two nodes: one deploys over and over, the other collects with no
+    // grace at the same time. Every registered release keeps its blobs.
+    let db = pg::Db::create().await;
+    let deployer = Postgres::connect(&db.url()).await.unwrap();
+    let collector = Postgres::connect(&db.url()).await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gc = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut runs = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let doomed = collector.mark_garbage(&[], false, 0, 0).await.unwrap();
+                collector.forget_blobs(&doomed).await.unwrap();
+                runs += 1;
+            }
+            runs
+        })
+    };
+    let mut registered = 0;
+    for round in 0..60u8 {
+        let r = new_release(
+            &format!("r{round}"),
+            &[("index.html", round), ("a.js", round + 100)],
+        );
+        let mut hashes: Vec<BlobHash> = r.manifest.files.values().map(|e| e.hash.clone()).collect();
+        hashes.push(r.shell.hash.clone());
+        // A deploy re-uploads what is being deleted, then registers; a
+        // registration that lost the race fails cleanly and is retried.
+        for _ in 0..20 {
+            let _again = deployer.touch_blobs(&hashes, 0).await.unwrap();
+            match deployer.create_release(r.clone(), "t").await {
+                Ok(_) => {
+                    registered += 1;
+                    break;
+                }
+                Err(StateError::MissingBlobs(_)) => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let runs = gc.await.unwrap();
+    assert!(
+        runs > 0 && registered == 60,
+        "runs {runs}, registered {registered}"
+    );
+    let deleting: std::collections::HashSet<_> = deployer
+        .deleting_blobs()
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    let mut present = std::collections::HashSet::new();
+    for (h, state) in deployer.blob_refs().await.unwrap() {
+        assert_ne!(state, Lifecycle::Collected);
+        assert!(
+            !deleting.contains(&h),
+            "registered release's blob {h} is being deleted"
+        );
+        present.insert(h);
+    }
+    // And state still knows each of them present.
+    let missing = deployer
+        .touch_blobs(&present.into_iter().collect::<Vec<_>>(), 0)
+        .await
+        .unwrap();
+    assert!(missing.is_empty(), "{missing:?}");
 }

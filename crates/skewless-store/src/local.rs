@@ -36,12 +36,30 @@ impl LocalDir {
     /// Opens (creating if needed) a store rooted at `root`, and clears
     /// uploads that a crash left half-written.
     pub fn open(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
-        let root = root.into();
+        Self::open_with(root.into(), std::time::Duration::ZERO)
+    }
+
+    /// Opens a directory other processes (the nodes of a cluster) use at
+    /// the same time: only uploads left for over a day are cleared, as
+    /// younger ones may be another node's in flight.
+    pub fn open_shared(root: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        Self::open_with(root.into(), std::time::Duration::from_secs(86_400))
+    }
+
+    fn open_with(root: PathBuf, older_than: std::time::Duration) -> Result<Self, StoreError> {
         let tmp = root.join("tmp");
         std::fs::create_dir_all(&tmp).map_err(|e| StoreError::io(&tmp, e))?;
         if let Ok(entries) = std::fs::read_dir(&tmp) {
             for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
+                let old = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_none_or(|age| age >= older_than);
+                if old {
+                    let _ = std::fs::remove_file(e.path());
+                }
             }
         }
         Ok(LocalDir {

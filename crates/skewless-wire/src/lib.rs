@@ -366,3 +366,38 @@ mod tests {
         assert_eq!(c.id, None);
     }
 }
+
+/// What a node of a cluster reports with each heartbeat.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    /// The node's id.
+    pub id: String,
+    /// The address it listens on.
+    pub address: String,
+    /// The skewless version it runs.
+    pub version: String,
+    /// The state version its routing snapshot reflects.
+    pub cluster_version: u64,
+    /// Event streams open on it.
+    pub event_streams: usize,
+    /// Live clients on it, over every release.
+    pub clients: usize,
+    /// The singleton leases it holds.
+    pub leases: Vec<String>,
+    /// Health of its managed back end per release.
+    pub backends: BTreeMap<String, Health>,
+}
+
+/// One node as `GET /nodes` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    /// Its last report.
+    #[serde(flatten)]
+    pub report: NodeReport,
+    /// Unix seconds (the database's clock) of its last heartbeat.
+    pub last_heartbeat: i64,
+    /// Seconds since then.
+    pub silent_secs: i64,
+    /// Whether it counts (heard from within three heartbeats).
+    pub live: bool,
+}

@@ -33,6 +33,7 @@ fn main() {
             Command::Retire(args) => cli::retire::run(args).await,
             Command::Gc(args) => cli::gc::run(args).await,
             Command::History(args) => cli::history::run(args).await,
+            Command::Nodes(args) => cli::nodes::run(args).await,
             Command::Fsck(args) => cli::fsck::run(args).await,
         }
     });

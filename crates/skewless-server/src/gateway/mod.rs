@@ -116,6 +116,16 @@ impl Gateway {
         adapters: Adapters,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Arc<Self>, ServerError> {
+        Self::new_in_cluster(config, adapters, None, shutdown).await
+    }
+
+    /// The same, as a node of `cluster` when state is shared.
+    pub async fn new_in_cluster(
+        config: ServerConfig,
+        adapters: Adapters,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<Arc<Self>, ServerError> {
         config.validate()?;
         // Opened before the admin token is made: a log that cannot be
         // opened stops the start with nothing created.
@@ -134,19 +144,23 @@ impl Gateway {
         let routing = Arc::new(Routing::default());
         let presence = Arc::new(Presence::new(config.retention.presence_window_secs));
         let supervisor = Arc::new(Supervisor::new(config.backend.clone()));
-        let ops = Arc::new(Operations::new(
-            adapters.state,
-            adapters.blobs.clone(),
-            adapters.clock.clone(),
-            routing.clone(),
-            presence.clone(),
-            supervisor.clone(),
-            Settings {
-                default_health_path: config.backend.health_path.clone(),
-                gc_grace_secs: config.gc_grace_secs,
-                max_upload_bytes: config.max_upload_bytes,
-            },
-        ));
+        let ops = Arc::new(
+            Operations::new(
+                adapters.state,
+                adapters.blobs.clone(),
+                adapters.clock.clone(),
+                routing.clone(),
+                presence.clone(),
+                supervisor.clone(),
+                Settings {
+                    default_health_path: config.backend.health_path.clone(),
+                    gc_grace_secs: config.gc_grace_secs,
+                    max_upload_bytes: config.max_upload_bytes,
+                    cluster_backend_wait_secs: config.cluster.backend_wait_secs,
+                },
+            )
+            .with_cluster(cluster),
+        );
         let diffs = ops.diffs().clone();
         let finished = ops.finish_collection().await?;
         if finished > 0 {
@@ -202,9 +216,22 @@ impl Gateway {
     pub(crate) fn reaper(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         crate::reaper::run(
             self.ops.clone(),
-            self.presence.clone(),
             self.routing.clone(),
             self.config.retention.clone(),
+        )
+    }
+
+    /// This node's report and live clients per release, for its heartbeat.
+    pub(crate) fn node_report(
+        &self,
+        cluster: &crate::cluster::Cluster,
+    ) -> (skewless_wire::NodeReport, Vec<skewless_state::PresenceRow>) {
+        crate::cluster::report(
+            &self.routing,
+            &self.presence,
+            &self.supervisor,
+            self.clock.now(),
+            cluster,
         )
     }
 
@@ -216,13 +243,7 @@ impl Gateway {
     /// One pass of the reaper now: retires what the retention policy says;
     /// returns how many releases it retired.
     pub async fn reap(&self) -> usize {
-        crate::reaper::reap(
-            &self.ops,
-            &self.presence,
-            &self.routing,
-            &self.config.retention,
-        )
-        .await
+        crate::reaper::reap(&self.ops, &self.routing, &self.config.retention).await
     }
 
     /// Counts a client as live on a release, as a request carrying its pin

@@ -183,7 +183,7 @@ async fn dashboard(file: Option<Path<String>>) -> Response {
 /// `GET /_skewless/metrics`.
 async fn metrics_endpoint(State(AppState(gw)): State<AppState>) -> Response {
     let snap = gw.routing.load();
-    let counts = gw.presence.counts(gw.clock.now());
+    let counts = gw.ops.counts();
     let mut by_state = std::collections::HashMap::<&'static str, f64>::new();
     for v in &snap.ordered {
         let id = v.record.id.to_string();
@@ -206,7 +206,7 @@ async fn metrics_endpoint(State(AppState(gw)): State<AppState>) -> Response {
         gauge!("skewless_releases", "state" => state)
             .set(by_state.get(state).copied().unwrap_or(0.0));
     }
-    gauge!("skewless_event_streams").set(gw.routing.streams() as f64);
+    gauge!("skewless_event_streams").set(gw.ops.event_streams() as f64);
     let mut resp = gw.metrics.render().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

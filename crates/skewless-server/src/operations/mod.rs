@@ -20,6 +20,7 @@ use skewless_state::StateStore;
 use skewless_store::BlobStore;
 use skewless_wire::PromoteRequest;
 
+use crate::cluster::Cluster;
 use crate::presence::Presence;
 use crate::restyle::Diffs;
 use crate::snapshot::{ReleaseView, Routing, Snapshot};
@@ -39,6 +40,8 @@ pub struct Settings {
     pub gc_grace_secs: i64,
     /// Largest blob upload accepted, in bytes.
     pub max_upload_bytes: u64,
+    /// Seconds a promotion waits for every node's managed back end.
+    pub cluster_backend_wait_secs: u64,
 }
 
 /// The one home of every release operation.
@@ -50,6 +53,8 @@ pub struct Operations {
     presence: Arc<Presence>,
     supervisor: Arc<Supervisor>,
     settings: Settings,
+    /// This node's part in a cluster, when state is shared.
+    cluster: Option<Arc<Cluster>>,
     /// Rename-aware release diffs, once per pair; started for every new
     /// current release and canary as the snapshot changes.
     diffs: Arc<Diffs>,
@@ -69,6 +74,7 @@ impl Operations {
         settings: Settings,
     ) -> Self {
         Operations {
+            cluster: None,
             state,
             blobs,
             clock,
@@ -92,6 +98,54 @@ impl Operations {
         self.clock.now()
     }
 
+    /// Makes this node a member of a cluster (state shared with others).
+    pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// The state store.
+    pub fn state(&self) -> &Arc<dyn StateStore> {
+        &self.state
+    }
+
+    /// This node's part in a cluster, if state is shared.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// The state version the routing snapshot reflects.
+    pub fn applied_version(&self) -> u64 {
+        self.routing.load().version
+    }
+
+    /// Live clients per release: over every live node in a cluster.
+    pub fn counts(&self) -> std::collections::HashMap<ReleaseId, skewless_wire::Counts> {
+        let local = self.presence.counts(self.clock.now());
+        match &self.cluster {
+            Some(c) => c.counts(local),
+            None => local,
+        }
+    }
+
+    /// When a client of `release` was last seen (on any node).
+    pub fn last_seen(&self, release: &ReleaseId) -> Option<i64> {
+        let local = self.presence.last_seen(release, self.clock.now());
+        match &self.cluster {
+            Some(c) => c.last_seen(release, local),
+            None => local,
+        }
+    }
+
+    /// Open event streams (over every live node in a cluster).
+    pub fn event_streams(&self) -> usize {
+        let local = self.routing.streams();
+        match &self.cluster {
+            Some(c) => c.event_streams(local),
+            None => local,
+        }
+    }
+
     /// Rebuilds the routing snapshot from state, brings the managed back
     /// ends in line with it and, if what a client should run changed,
     /// notifies every open event stream. Manifests are immutable, so those
@@ -99,11 +153,14 @@ impl Operations {
     pub async fn refresh(&self) -> Result<(), ServerError> {
         let _guard = self.refresh_lock.lock().await;
         let old = self.routing.load_full();
-        let pointer = self.state.pointer().await?;
-        let summaries = self.state.release_summaries().await?;
-        let mut views = Vec::with_capacity(summaries.len());
+        let state = self.state.routing_state().await?;
+        if state.version < old.version {
+            // Read from a lagging view: never go backwards.
+            return Ok(());
+        }
+        let mut views = Vec::with_capacity(state.releases.len());
         let mut gone = HashSet::new();
-        for mut rec in summaries {
+        for mut rec in state.releases {
             if !rec.state.holds_blobs() {
                 gone.insert(rec.id);
                 continue;
@@ -114,7 +171,8 @@ impl Operations {
             };
             views.push(Arc::new(ReleaseView::new(rec)));
         }
-        let snap = Snapshot::build(pointer, views, gone);
+        let mut snap = Snapshot::build(state.pointer, views, gone);
+        snap.version = state.version;
         for id in snap.gone.difference(&old.gone) {
             self.presence.forget(id);
         }
@@ -183,6 +241,14 @@ impl Operations {
                 return Err(ServerError::Conflict(format!(
                     "the back end of release {id} is not healthy ({why}); fix it or promote with --force"
                 )));
+            }
+            if let Some(cluster) = &self.cluster {
+                let wait = std::time::Duration::from_secs(self.settings.cluster_backend_wait_secs);
+                crate::cluster::wait_backends_healthy(self.state.as_ref(), cluster, id, wait)
+                    .await
+                    .map_err(|why| {
+                        ServerError::Conflict(format!("{why}; fix it or promote with --force"))
+                    })?;
             }
         }
         match req.percent {

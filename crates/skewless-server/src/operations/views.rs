@@ -29,12 +29,7 @@ impl Operations {
             current: snap.pointer.current.as_ref() == Some(&r.id),
             canary: snap.pointer.canary.as_ref() == Some(&r.id),
             drained_at: r.drained_at,
-            clients: self
-                .presence
-                .counts(self.clock.now())
-                .get(&r.id)
-                .copied()
-                .unwrap_or_default(),
+            clients: self.counts().get(&r.id).copied().unwrap_or_default(),
         }
     }
 
@@ -62,7 +57,7 @@ impl Operations {
         for r in &all {
             *releases.entry(r.state.as_str().to_owned()).or_insert(0) += 1;
         }
-        let counts = self.presence.counts(self.clock.now());
+        let counts = self.counts();
         let clients = snap
             .ordered
             .iter()
@@ -80,8 +75,22 @@ impl Operations {
             canary: canary_of(&snap.pointer),
             releases,
             clients,
-            event_streams: self.routing.streams(),
+            event_streams: self.event_streams(),
         })
+    }
+
+    /// Every node of the cluster as it last reported itself; a single node
+    /// (embedded state) answers with itself alone.
+    pub async fn nodes(&self) -> Result<Vec<skewless_wire::Node>, ServerError> {
+        match &self.cluster {
+            Some(cluster) => {
+                let view = crate::cluster::read_view(self.state.as_ref(), cluster).await?;
+                Ok(view.nodes)
+            }
+            None => Err(ServerError::NotFound(
+                "this server is not in a cluster (its state is the embedded database); serve with --state postgres://… to run several nodes".into(),
+            )),
+        }
     }
 
     /// The newest `limit` history entries, oldest first.

@@ -5,6 +5,7 @@ pub mod deploy;
 pub mod fsck;
 pub mod gc;
 pub mod history;
+pub mod nodes;
 pub mod promote;
 pub mod releases;
 pub mod require;
@@ -53,6 +54,8 @@ pub enum Command {
     Fsck(fsck::FsckArgs),
     /// Show the history of admin actions.
     History(history::HistoryArgs),
+    /// List the nodes of a cluster: heartbeat, state version, streams, clients, leases, back ends.
+    Nodes(nodes::NodesArgs),
 }
 
 /// How to reach a running server's admin API.

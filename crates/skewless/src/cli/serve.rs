@@ -8,7 +8,7 @@ use clap::Args;
 use std::sync::Arc;
 
 use skewless_server::{Adapters, DataLock, ServerConfig, SystemClock};
-use skewless_state::Sqlite;
+use skewless_state::{Postgres, Sqlite};
 use skewless_store::LocalDir;
 
 #[derive(Debug, Args)]
@@ -25,7 +25,28 @@ pub struct ServeArgs {
     /// Data directory: state database, blobs, generated admin token [default: ./skewless-data].
     #[arg(long, env = "SKEWLESS_DATA")]
     data: Option<PathBuf>,
-    /// Admin token (default: generated on first start into <data>/admin-token).
+    /// Where release state lives: postgres://user@host/db for state shared by several nodes (cluster mode) [default: SQLite under --data].
+    #[arg(long, env = "SKEWLESS_STATE", hide_env_values = true)]
+    state: Option<String>,
+    /// Blob directory; the nodes of a cluster share one [default: <data>/blobs].
+    #[arg(long, env = "SKEWLESS_BLOBS")]
+    blobs: Option<PathBuf>,
+    /// This node's id in a cluster [default: <host name>:<port>].
+    #[arg(long, env = "SKEWLESS_NODE_ID")]
+    node_id: Option<String>,
+    /// Milliseconds between polls of the shared state's version, the safety net for lost notifications [default: 1000].
+    #[arg(long, env = "SKEWLESS_CLUSTER_POLL_MS")]
+    cluster_poll_ms: Option<u64>,
+    /// Milliseconds between a node's heartbeats; nodes silent for three are ignored [default: 2000].
+    #[arg(long, env = "SKEWLESS_HEARTBEAT_MS")]
+    heartbeat_ms: Option<u64>,
+    /// Seconds a singleton lease (reaper, gc, cleanup) lasts unless renewed [default: 15].
+    #[arg(long, env = "SKEWLESS_LEASE_TTL_SECS")]
+    lease_ttl_secs: Option<u64>,
+    /// Seconds a promotion waits for every node's managed back end to be healthy [default: 30].
+    #[arg(long, env = "SKEWLESS_CLUSTER_BACKEND_WAIT_SECS")]
+    cluster_backend_wait_secs: Option<u64>,
+    /// Admin token; required in cluster mode, where every node needs the same (default: generated on first start into <data>/admin-token).
     #[arg(long, env = "SKEWLESS_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
     /// Largest blob upload accepted, in bytes [default: 536870912].
@@ -171,6 +192,19 @@ impl ServeArgs {
         set!(c.retention.reaper_interval_ms, self.reaper_interval_ms);
         set!(c.retention.gc_interval_secs, self.gc_interval_secs);
         set!(c.retention.presence_window_secs, self.presence_window_secs);
+        set!(c.cluster.poll_ms, self.cluster_poll_ms);
+        set!(c.cluster.heartbeat_ms, self.heartbeat_ms);
+        set!(c.cluster.lease_ttl_secs, self.lease_ttl_secs);
+        set!(c.cluster.backend_wait_secs, self.cluster_backend_wait_secs);
+        if self.state.is_some() {
+            c.state = self.state.clone();
+        }
+        if self.blobs.is_some() {
+            c.blobs = self.blobs.clone();
+        }
+        if self.node_id.is_some() {
+            c.node_id = self.node_id.clone();
+        }
         if self.tls_cert.is_some() {
             c.tls_cert = self.tls_cert.clone();
             c.tls_key = self.tls_key.clone();
@@ -224,19 +258,31 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("gateway stopped")?;
     // Held until the server has stopped: one process owns the data directory.
     let _lock = DataLock::acquire(&bound.config().data).context("gateway stopped")?;
-    let adapters = adapters(bound.config()).context("gateway stopped")?;
+    let adapters = adapters(bound.config()).await.context("gateway stopped")?;
     bound.serve(adapters).await.context("gateway stopped")?;
     Ok(())
 }
 
-/// The composition root: the embedded state store and blob directory under
-/// the data directory, and the system clock.
-fn adapters(config: &ServerConfig) -> anyhow::Result<Adapters> {
-    let data = &config.data;
-    let blobs = LocalDir::open(data.join("blobs"))?;
-    let state = Sqlite::open(&data.join("state.db"))?;
+/// The composition root: state in PostgreSQL when `state` names one
+/// (cluster mode), else the embedded SQLite database under the data
+/// directory; the blob directory; the system clock.
+async fn adapters(config: &ServerConfig) -> anyhow::Result<Adapters> {
+    let blob_dir = config.blob_dir();
+    let state: Arc<dyn skewless_state::StateStore> = match &config.state {
+        Some(url) => Arc::new(
+            Postgres::connect(url)
+                .await
+                .context("cannot open the state database")?,
+        ),
+        None => Arc::new(Sqlite::open(&config.data.join("state.db"))?),
+    };
+    let blobs = if config.clustered() || config.blobs.is_some() {
+        LocalDir::open_shared(blob_dir)?
+    } else {
+        LocalDir::open(blob_dir)?
+    };
     Ok(Adapters {
-        state: Arc::new(state),
+        state,
         blobs: Arc::new(blobs),
         clock: Arc::new(SystemClock),
     })
