@@ -25,6 +25,23 @@ fn state_of(s: &Server, id: &str) -> String {
 }
 
 /// The release a request pinned to `pin` (or unpinned) is served by.
+/// The paths of a release's files other than its shell, from its manifest.
+fn asset_paths(s: &Server, release: &str) -> Vec<String> {
+    let detail: serde_json::Value = s
+        .admin(reqwest::Method::GET, &format!("/releases/{release}"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    detail["manifest"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|p| !p.ends_with("index.html"))
+        .cloned()
+        .collect()
+}
+
 fn served_by(url: &str, path: &str, pin: Option<&str>) -> (u16, String) {
     let http = reqwest::blocking::Client::new();
     let mut req = http.get(format!("{url}{path}"));
@@ -112,19 +129,7 @@ fn three_nodes_behind_haproxy_serve_one_promotion_and_every_pin() {
 
     // A client pinned to v1 gets v1's assets and back end from every node
     // and through the load balancer; a new one gets v2.
-    let detail: serde_json::Value = n3
-        .admin(reqwest::Method::GET, "/releases/v1")
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let v1_files: Vec<String> = detail["manifest"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .filter(|p| !p.ends_with("index.html"))
-        .cloned()
-        .collect();
+    let v1_files = asset_paths(&n3, "v1");
     assert!(!v1_files.is_empty());
     for base in [&n1.url, &n2.url, &n3.url, &lb.url] {
         assert_eq!(served_by(base, "/", None), (200, "v2".into()), "{base}");
@@ -294,19 +299,7 @@ fn nodes_ride_out_a_lost_listener_and_a_database_restart() {
     // open event streams stay open, writes are refused in one line.
     let mut stream = n2.events("v2");
     assert_eq!(stream.next_event().0, "release");
-    let detail: serde_json::Value = n1
-        .admin(reqwest::Method::GET, "/releases/v1")
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let v1_files: Vec<String> = detail["manifest"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .filter(|p| !p.ends_with("index.html"))
-        .cloned()
-        .collect();
+    let v1_files = asset_paths(&n1, "v1");
     pg.down();
     for n in [&n1, &n2] {
         assert_eq!(served_by(&n.url, "/", None), (200, "v2".into()));
