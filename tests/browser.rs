@@ -134,6 +134,24 @@ fn a_referer_under_a_release_pins_what_the_page_loads_by_itself() {
         .send()
         .unwrap();
     assert_eq!(resp.headers()["skewless-served-by"], "v2");
+    // The stamp judges the release the answer came from: under a minimum
+    // of v2, a file v1's stylesheet asked for says v1 must upgrade, though
+    // the cookie names v2.
+    s.ok(&["require", "v2"]);
+    let resp = s
+        .get("/banner.svg")
+        .header(header::COOKIE, "skewless_release=v2")
+        .header(header::REFERER, format!("http://{host}/_r/v1/x.css"))
+        .send()
+        .unwrap();
+    assert_eq!(resp.headers()["skewless-served-by"], "v1");
+    assert_eq!(resp.headers()["skewless-required"], "v2");
+    let resp = s
+        .get("/banner.svg")
+        .header(header::COOKIE, "skewless_release=v2")
+        .send()
+        .unwrap();
+    assert!(resp.headers().get("skewless-required").is_none());
 }
 
 fn script(s: &Server, path: &str) -> (reqwest::header::HeaderMap, String) {

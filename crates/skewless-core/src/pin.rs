@@ -62,6 +62,23 @@ pub fn pin_of<'a>(
         .or_else(|| pin_str(None, cookie_header))
 }
 
+/// The pin of a request, by the one rule every part of the gateway applies:
+/// a page load (`navigation`) is pinned by the header, else the cookie (the
+/// cookie keeps a canary sticky); every other request by [`pin_of`].
+pub fn request_pin<'a>(
+    navigation: bool,
+    header: Option<&'a str>,
+    referer: Option<&'a str>,
+    host: Option<&str>,
+    cookie_header: Option<&'a str>,
+) -> Option<&'a str> {
+    if navigation {
+        pin_str(header, cookie_header)
+    } else {
+        pin_of(header, referer, host, cookie_header)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +97,16 @@ mod tests {
         let p = pin_from(Some("bad id"), Some("skewless_release=v2"));
         assert_eq!(p.unwrap().as_str(), "v2");
         assert!(pin_from(None, Some("skewless_release=%2e%2e")).is_none());
+    }
+
+    #[test]
+    fn a_page_load_ignores_the_referer() {
+        let cookie = Some("skewless_release=v2");
+        let host = Some("app.test");
+        let r = Some("http://app.test/_r/v1/assets/x.js");
+        assert_eq!(request_pin(true, None, r, host, cookie), Some("v2"));
+        assert_eq!(request_pin(false, None, r, host, cookie), Some("v1"));
+        assert_eq!(request_pin(true, Some("v3"), r, host, cookie), Some("v3"));
     }
 
     #[test]

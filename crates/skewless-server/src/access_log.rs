@@ -33,8 +33,9 @@ use axum::response::Response;
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use metrics::Counter;
-use skewless_core::{id, pin};
+use skewless_core::id;
 
+use crate::gateway::pin::RequestPin;
 use crate::metrics::Kind;
 use crate::ServerError;
 use line::Line;
@@ -45,7 +46,6 @@ use writer::{target_name, write_loop, Msg, Sink, Target};
 const QUEUE_LINES: usize = 4096;
 
 const SERVED_BY: HeaderName = HeaderName::from_static("skewless-served-by");
-const PIN_HEADER: HeaderName = HeaderName::from_static(pin::HEADER);
 const EVENTS_PATH: &str = "/_skewless/events";
 
 struct Shared {
@@ -183,22 +183,15 @@ impl AccessLog {
         let shared = self.shared.as_ref()?;
         let uri = req.uri();
         let h = req.headers();
-        let text = |name: &HeaderName| h.get(name).and_then(|v| v.to_str().ok());
         let path = uri.path();
+        let requested = RequestPin::of(req.method(), h);
         let pin = if path == EVENTS_PATH {
             events_release(uri.query())
         } else {
             None
         }
         .or_else(|| pinned_path(path))
-        .or_else(|| {
-            pin::pin_of(
-                text(&PIN_HEADER),
-                text(&header::REFERER),
-                text(&header::HOST),
-                text(&header::COOKIE),
-            )
-        });
+        .or(requested.as_str());
         Some(Started {
             log: AccessLog {
                 shared: Some(shared.clone()),

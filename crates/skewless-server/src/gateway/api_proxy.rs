@@ -6,19 +6,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::Response;
-use skewless_core::pin;
 use skewless_core::upstream::{self, Candidate};
 
-use super::stamp::PIN_HEADER;
 use super::Gateway;
 use crate::error::json_error;
 use crate::metrics::{self, Kind};
 use crate::proxy::Upstream;
 
-/// Resolution rule 3: API calls go to the back end of the client's release.
-pub(super) async fn forward(gw: &Gateway, req: Request, client: SocketAddr) -> Response {
+/// Resolution rule 3: API calls go to the back end of the client's release
+/// (`pin`, see [`super::pin::RequestPin`]).
+pub(super) async fn forward(
+    gw: &Gateway,
+    req: Request,
+    client: SocketAddr,
+    pin: Option<&str>,
+) -> Response {
     let limit = gw.config.max_proxy_body_bytes;
     let declared = req
         .headers()
@@ -38,14 +42,6 @@ pub(super) async fn forward(gw: &Gateway, req: Request, client: SocketAddr) -> R
             axum::body::Body::new(http_body_util::Limited::new(body, limit as usize))
         }
     });
-    let headers = req.headers();
-    let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let pin = pin::pin_of(
-        text(&PIN_HEADER),
-        text(&header::REFERER),
-        text(&header::HOST),
-        text(&header::COOKIE),
-    );
     let snap = gw.routing.load();
     let candidates: Vec<Candidate<Arc<Upstream>>> = snap
         .ordered

@@ -14,6 +14,7 @@
 
 pub(crate) mod api_proxy;
 pub(crate) mod events;
+pub(crate) mod pin;
 pub(crate) mod site;
 pub(crate) mod stamp;
 pub(crate) mod system;
@@ -282,6 +283,6 @@ pub async fn handle(
         };
     }
     let seen = Seen::of(&req);
-    let resp = site::resolve_request(&gw, req, peer).await;
+    let resp = site::resolve_request(&gw, req, peer, &seen.pin).await;
     seen.stamp(&gw, resp)
 }

@@ -7,20 +7,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::Response;
+use skewless_core::content::is_content_hashed;
 use skewless_core::path::normalize_request_path;
-use skewless_core::resolve::{is_navigation, resolve, Resolution, Source};
+use skewless_core::resolve::{resolve, Resolution, Source};
 use skewless_core::retention::{choose_shell, ShellChoice};
-use skewless_core::{content::is_content_hashed, pin};
 
-use super::stamp::PIN_HEADER;
+use super::pin::RequestPin;
 use super::{api_proxy, AppState, Gateway};
 use crate::error::json_error;
 use crate::metrics::{self, Kind};
 use crate::serve::{file_response, Caching, FileRequest};
-
-const SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
 
 fn tagged(mut resp: Response, kind: Kind) -> Response {
     resp.extensions_mut().insert(kind);
@@ -33,11 +31,18 @@ pub(super) async fn resolve_fallback(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
-    resolve_request(&gw, req, peer).await
+    let pin = RequestPin::of(req.method(), req.headers());
+    resolve_request(&gw, req, peer, &pin).await
 }
 
-/// Resolution rules 2 to 5 for every path no system route claimed.
-pub(super) async fn resolve_request(gw: &Arc<Gateway>, req: Request, peer: SocketAddr) -> Response {
+/// Resolution rules 2 to 5 for every path no system route claimed, for a
+/// request with this pin.
+pub(super) async fn resolve_request(
+    gw: &Arc<Gateway>,
+    req: Request,
+    peer: SocketAddr,
+    pin: &RequestPin,
+) -> Response {
     let path = match normalize_request_path(req.uri().path()) {
         Ok(p) => p,
         Err(e) => {
@@ -53,7 +58,10 @@ pub(super) async fn resolve_request(gw: &Arc<Gateway>, req: Request, peer: Socke
         .iter()
         .any(|p| path.starts_with(p.as_str()) || p.strip_suffix('/') == Some(path.as_str()))
     {
-        return tagged(api_proxy::forward(gw, req, peer).await, Kind::Api);
+        return tagged(
+            api_proxy::forward(gw, req, peer, pin.as_str()).await,
+            Kind::Api,
+        );
     }
     let method = req.method();
     if method != Method::GET && method != Method::HEAD {
@@ -66,20 +74,7 @@ pub(super) async fn resolve_request(gw: &Arc<Gateway>, req: Request, peer: Socke
         return tagged(resp, Kind::Asset);
     }
     let headers = req.headers();
-    let text = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let navigation = is_navigation(true, text(&SEC_FETCH_MODE), text(&header::ACCEPT));
-    // A page load is pinned by the cookie alone (it keeps a canary sticky);
-    // what a page loads by itself may name its release by `Referer` too.
-    let pin_str = if navigation {
-        pin::pin_str(text(&PIN_HEADER), text(&header::COOKIE))
-    } else {
-        pin::pin_of(
-            text(&PIN_HEADER),
-            text(&header::REFERER),
-            text(&header::HOST),
-            text(&header::COOKIE),
-        )
-    };
+    let (pin_str, navigation) = (pin.as_str(), pin.navigation());
     let snap = gw.routing.load();
     let resolution = resolve(
         &**snap,

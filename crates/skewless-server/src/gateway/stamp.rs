@@ -4,11 +4,11 @@
 //! client as live on the release it runs (presence) and counts the request.
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
-use skewless_core::pin;
 
+use super::pin::RequestPin;
 use super::{AppState, Gateway};
 use crate::metrics::{self, Kind};
 
@@ -17,7 +17,6 @@ pub const CLIENT_HEADER: &str = "skewless-client";
 
 const CURRENT_HEADER: HeaderName = HeaderName::from_static("skewless-current");
 const REQUIRED_HEADER: HeaderName = HeaderName::from_static("skewless-required");
-pub(super) const PIN_HEADER: HeaderName = HeaderName::from_static(pin::HEADER);
 const CLIENT: HeaderName = HeaderName::from_static(CLIENT_HEADER);
 
 /// The `Skewless-*` values of one response.
@@ -30,15 +29,9 @@ pub(crate) struct Stamp {
 }
 
 impl Stamp {
-    /// The values for a request with these pin header, cookie and client
-    /// id; records the client as live on its release.
-    pub(crate) fn for_request(
-        gw: &Gateway,
-        pin_header: Option<&str>,
-        cookie: Option<&str>,
-        client: Option<&str>,
-    ) -> Stamp {
-        let pin_str = pin::pin_str(pin_header, cookie);
+    /// The values for a request with this pin (see [`RequestPin`]) and
+    /// client id; records the client as live on its release.
+    pub(crate) fn for_request(gw: &Gateway, pin_str: Option<&str>, client: Option<&str>) -> Stamp {
         let snap = gw.routing.load();
         let current = snap.current_for(pin_str);
         let stamp = if current.is_empty() {
@@ -96,31 +89,26 @@ pub(super) async fn stamp(
     seen.stamp(&gw, resp)
 }
 
-/// What [`Seen::stamp`] needs of a request once its response is built.
-/// Header values are reference-counted slices of the request buffer:
+/// What [`Seen::stamp`] needs of a request once its response is built:
+/// its pin, worked out once for everything that answers it, and its client
+/// id. Header values are reference-counted slices of the request buffer:
 /// keeping them costs no copy.
 pub(super) struct Seen {
-    pin: Option<HeaderValue>,
-    cookie: Option<HeaderValue>,
+    pub(super) pin: RequestPin,
     client: Option<HeaderValue>,
 }
 
 impl Seen {
     pub(super) fn of<B>(req: &axum::http::Request<B>) -> Seen {
-        let h = req.headers();
         Seen {
-            pin: h.get(&PIN_HEADER).cloned(),
-            cookie: h.get(header::COOKIE).cloned(),
-            client: h.get(&CLIENT).cloned(),
+            pin: RequestPin::of(req.method(), req.headers()),
+            client: req.headers().get(&CLIENT).cloned(),
         }
     }
 
     pub(super) fn stamp(&self, gw: &Gateway, mut resp: Response) -> Response {
-        fn text(v: &Option<HeaderValue>) -> Option<&str> {
-            v.as_ref().and_then(|v| v.to_str().ok())
-        }
-        Stamp::for_request(gw, text(&self.pin), text(&self.cookie), text(&self.client))
-            .apply(resp.headers_mut());
+        let client = self.client.as_ref().and_then(|v| v.to_str().ok());
+        Stamp::for_request(gw, self.pin.as_str(), client).apply(resp.headers_mut());
         let kind = resp
             .extensions()
             .get::<Kind>()

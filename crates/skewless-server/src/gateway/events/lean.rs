@@ -80,17 +80,19 @@ pub async fn serve(
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .and_then(|h| std::str::from_utf8(h.value).ok())
     };
-    log.pin = ReleaseText::of(
-        events_release(req.path.and_then(|p| p.split_once('?')).map(|(_, q)| q)).or_else(|| {
-            skewless_core::pin::pin_str(header(skewless_core::pin::HEADER), header("cookie"))
-        }),
-    );
-    let stamp = Stamp::for_request(
-        &gw,
+    // The same rule as every other request (an event stream is never a
+    // page load).
+    let pin = skewless_core::pin::request_pin(
+        false,
         header(skewless_core::pin::HEADER),
+        header("referer"),
+        header("host"),
         header("cookie"),
-        header(CLIENT_HEADER),
     );
+    log.pin = ReleaseText::of(
+        events_release(req.path.and_then(|p| p.split_once('?')).map(|(_, q)| q)).or(pin),
+    );
+    let stamp = Stamp::for_request(&gw, pin, header(CLIENT_HEADER));
     let query = req
         .path
         .and_then(|p| p.split_once('?'))
