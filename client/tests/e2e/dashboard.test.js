@@ -29,9 +29,10 @@ async function shot(page, name) {
 /**
  * A context whose pages report every CSP violation as a console error.
  * @param {import('playwright-core').Browser} browser
+ * @param {'light' | 'dark'} [colorScheme]
  */
-async function watchedContext(browser) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+async function watchedContext(browser, colorScheme = /** @type {'light' | 'dark'} */ ('light')) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, colorScheme });
   await context.addInitScript(() => {
     document.addEventListener('securitypolicyviolation', (e) => {
       console.error(`CSP violation: ${e.violatedDirective} blocked ${e.blockedURI || 'inline code'}`);
@@ -76,8 +77,8 @@ describe('dashboard', () => {
   let board;
 
   /** A watched context, closed after the suite. */
-  const open = async () => {
-    const { context, collected } = await watchedContext(browser);
+  const open = async (/** @type {'light' | 'dark'} */ colorScheme = 'light') => {
+    const { context, collected } = await watchedContext(browser, colorScheme);
     errorLists.push(collected);
     contexts.push(context);
     return context;
@@ -173,13 +174,19 @@ describe('dashboard', () => {
       'v2 becomes the current release: every new page load gets it, v1 starts draining',
     );
     await shot(board, '03-confirm-promote');
-    // Cancelling changes nothing.
-    await dialog.getByRole('button', { name: 'Cancel' }).click();
+    // The safe choice has the focus; Escape cancels and changes nothing.
+    expect(await board.evaluate(() => document.activeElement?.id)).toBe('confirm-cancel');
+    await board.keyboard.press('Escape');
     await dialog.waitFor({ state: 'hidden' });
     expect((await server.status()).current).toBe('v1');
 
-    await board.getByRole('button', { name: 'Promote v2' }).click();
-    await dialog.getByRole('button', { name: 'Promote v2' }).click();
+    // By keyboard alone: focus the button, open, move to confirm, press it.
+    await board.getByRole('button', { name: 'Promote v2' }).focus();
+    await board.keyboard.press('Enter');
+    await dialog.waitFor({ state: 'visible' });
+    await board.keyboard.press('Tab');
+    expect(await board.evaluate(() => document.activeElement?.textContent)).toBe('Promote v2');
+    await board.keyboard.press('Enter');
     await app.waitForFunction(() => window.skewless.current === 'v2');
     // Its next in-app navigation loads v2.
     await app.click('#to-settings');
@@ -234,8 +241,9 @@ describe('dashboard', () => {
     await app.close();
   });
 
-  it('shows a read token everything but no action', async () => {
-    const page = await login(await open(), server.url, READ_TOKEN);
+  it('shows a read token everything but no action (in the dark colour scheme)', async () => {
+    const page = await login(await open('dark'), server.url, READ_TOKEN);
+    expect(await page.evaluate(() => getComputedStyle(document.body).backgroundColor)).toBe('rgb(17, 22, 28)');
     await expect.poll(() => page.locator('#who').textContent()).toBe('viewer (read only)');
     await page.locator('#history tbody tr').first().waitFor();
     expect(await page.locator('#global-actions').isVisible()).toBe(false);

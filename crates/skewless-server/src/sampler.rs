@@ -78,6 +78,10 @@ mod tests {
             interval_secs: 0,
             kept_secs: 0,
         };
-        assert_eq!((odd.interval(), odd.ring()), (1, 1));
+        assert_eq!(
+            (odd.interval(), odd.ring()),
+            (1, 2),
+            "never a zero interval or ring"
+        );
     }
 }

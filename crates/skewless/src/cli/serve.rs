@@ -40,7 +40,7 @@ pub struct ServeArgs {
     /// Milliseconds between a node's heartbeats; nodes silent for three are ignored [default: 2000].
     #[arg(long, env = "SKEWLESS_HEARTBEAT_MS")]
     heartbeat_ms: Option<u64>,
-    /// Seconds a singleton lease (reaper, gc, cleanup) lasts unless renewed [default: 15].
+    /// Seconds a singleton lease (reaper, gc, cleanup, samples) lasts unless renewed [default: 15].
     #[arg(long, env = "SKEWLESS_LEASE_TTL_SECS")]
     lease_ttl_secs: Option<u64>,
     /// Seconds a promotion waits for every node's managed back end to be healthy [default: 30].
