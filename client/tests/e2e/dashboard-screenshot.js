@@ -61,7 +61,7 @@ try {
   await page.keyboard.press('Enter');
   await page.locator('#board').waitFor({ state: 'visible' });
   await page.getByLabel('Show the last').selectOption('900');
-  await page.locator('path[data-release="v3"]').waitFor();
+  await page.locator('path[data-release="v3"]').waitFor({ state: 'attached' });
   await page.screenshot({ path: OUT, fullPage: true });
   console.log(`wrote ${OUT}`);
   await browser.close();

@@ -179,6 +179,12 @@ describe('dashboard', () => {
     await board.keyboard.press('Escape');
     await dialog.waitFor({ state: 'hidden' });
     expect((await server.status()).current).toBe('v1');
+    // The focus is back on the button, and stays there across refreshes.
+    const focusedLabel = () => board.evaluate(() => document.activeElement?.getAttribute('aria-label'));
+    expect(await focusedLabel()).toBe('Promote v2');
+    const updated = await board.locator('#updated').getAttribute('datetime');
+    await expect.poll(() => board.locator('#updated').getAttribute('datetime')).not.toBe(updated);
+    expect(await focusedLabel()).toBe('Promote v2');
 
     // By keyboard alone: focus the button, open, move to confirm, press it.
     await board.getByRole('button', { name: 'Promote v2' }).focus();

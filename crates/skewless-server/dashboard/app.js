@@ -297,7 +297,27 @@ function renderReleases(status, releases, nodes) {
     if (isAdmin()) tr.append(actionsCell(r, status));
     return tr;
   });
+  // Rows are rebuilt on every refresh: keep the keyboard focus on the
+  // same action.
+  const focused = focusedAction();
   $("releases").querySelector("tbody")?.replaceChildren(...rows);
+  if (focused) refocus(focused);
+}
+
+/** The label of the focused action button in the releases table, if any. */
+function focusedAction() {
+  const active = document.activeElement;
+  return active instanceof HTMLButtonElement && $("releases").contains(active) ? active.getAttribute("aria-label") : null;
+}
+
+/** Focuses the releases-table action labelled `label`, if it is there. @param {string} label */
+function refocus(label) {
+  for (const b of $("releases").querySelectorAll("button")) {
+    if (b.getAttribute("aria-label") === label) {
+      b.focus();
+      return;
+    }
+  }
 }
 
 /** @param {string} label @param {string} name @param {() => void} onClick */
@@ -382,7 +402,10 @@ function confirmAction(a) {
   $("confirm-percent-row").hidden = a.percent === undefined;
   if (a.percent !== undefined) percentInput.value = String(a.percent);
   dialog.returnValue = "";
+  const opener = focusedAction();
   dialog.onclose = async () => {
+    // The button that opened the dialog may have been rebuilt meanwhile.
+    if (opener) refocus(opener);
     if (dialog.returnValue !== "ok") return;
     const percent = Number(percentInput.value);
     if (a.percent !== undefined && !(Number.isInteger(percent) && percent >= 1 && percent <= 99)) {
