@@ -16,6 +16,8 @@ import { CLIENT_DIR, collectErrors, launchBrowser, markDocument, startServer } f
 const ADMIN_TOKEN = 'e2e-admin-token';
 const READ_TOKEN = 'e2e-read-token-0123456789';
 const SHOTS = path.join(CLIENT_DIR, 'test-results/dashboard');
+/** A managed back end: answers every path, health check included. */
+const MANAGED_BACKEND = `node -e "require('node:http').createServer((q, s) => s.end('ok')).listen(Number(process.argv[1]), '127.0.0.1')" {port}`;
 
 /**
  * Saves a screenshot of a key moment under test-results/dashboard/.
@@ -56,6 +58,14 @@ async function login(context, url, token) {
   return page;
 }
 
+/**
+ * Polls `fn` until the matcher holds: ten seconds by default, as the page
+ * refreshes every two seconds on a shared machine.
+ * @template T
+ * @param {() => T | Promise<T>} fn @param {{timeout?: number}} [options]
+ */
+const eventually = (fn, options = {}) => expect.poll(fn, { timeout: 10000, ...options });
+
 /** The number a selector's attribute holds, or -1. @param {Page} page @param {string} selector @param {string} attr */
 const numberAt = (page, selector, attr) =>
   page
@@ -93,7 +103,8 @@ describe('dashboard', () => {
       launchBrowser(),
     ]);
     await server.deploy('app-v1', 'v1', { promote: true });
-    await server.deploy('app-v2', 'v2');
+    // v2 brings a back end the gateway runs, to show its health.
+    await server.deploy('app-v2', 'v2', { backendCmd: MANAGED_BACKEND });
   });
 
   afterAll(async () => {
@@ -107,24 +118,28 @@ describe('dashboard', () => {
     const context = await open();
     const page = await context.newPage();
     await page.goto(`${server.url}/_skewless/dashboard`);
-    await expect.poll(() => page.locator('#login').isVisible()).toBe(true);
+    await eventually(() => page.locator('#login').isVisible()).toBe(true);
     await shot(page, '01-login');
     await page.getByLabel('Admin or read token').fill(ADMIN_TOKEN);
     await page.keyboard.press('Enter');
     await page.locator('#board').waitFor({ state: 'visible' });
     expect(page.url()).toBe(`${server.url}/_skewless/dashboard`);
     expect(await page.evaluate(() => sessionStorage.getItem('skewless-admin-token'))).toBe(ADMIN_TOKEN);
-    await expect.poll(() => page.locator('#who').textContent()).toBe('admin (admin)');
-    await expect.poll(() => page.locator('#summary').textContent()).toBe('current v1');
+    await eventually(() => page.locator('#who').textContent()).toBe('admin (admin)');
+    await eventually(() => page.locator('#summary').textContent()).toBe('current v1');
     // A reload of the tab keeps the token; the login form stays hidden.
     await page.reload();
     await page.locator('#board').waitFor({ state: 'visible' });
     expect(await page.locator('#login').isVisible()).toBe(false);
     // The time of the last update moves on by itself.
     const first = await page.locator('#updated').getAttribute('datetime');
-    await expect.poll(() => page.locator('#updated').getAttribute('datetime'), { timeout: 10000 }).not.toBe(first);
-    // The single node lists itself.
-    await expect.poll(() => page.locator('#nodes tbody tr').count()).toBe(1);
+    await eventually(() => page.locator('#updated').getAttribute('datetime'), { timeout: 10000 }).not.toBe(first);
+    // The single node lists itself, with v2's managed back end.
+    await eventually(() => page.locator('#nodes tbody tr').count()).toBe(1);
+    await eventually(() => page.locator('#nodes tbody tr td').last().textContent(), { timeout: 20000 }).toBe('v2 healthy');
+    // Per release: its back end's health on every node.
+    const node = await page.locator('#nodes tbody th').textContent();
+    await eventually(() => page.locator('tr[data-release="v2"] .health').textContent()).toBe(`${node}: healthy`);
     board = page;
   });
 
@@ -156,7 +171,7 @@ describe('dashboard', () => {
 
     // The longer windows draw the same series.
     await board.getByLabel('Show the last').selectOption('86400');
-    await expect.poll(() => board.locator('#plot title').textContent()).toContain('24 hours');
+    await eventually(() => board.locator('#plot title').textContent()).toContain('24 hours');
     expect(await numberAt(board, 'path[data-release="v1"]', 'data-last')).toBe(before + 3);
     await board.getByLabel('Show the last').selectOption('3600');
     await streams.close();
@@ -183,7 +198,7 @@ describe('dashboard', () => {
     const focusedLabel = () => board.evaluate(() => document.activeElement?.getAttribute('aria-label'));
     expect(await focusedLabel()).toBe('Promote v2');
     const updated = await board.locator('#updated').getAttribute('datetime');
-    await expect.poll(() => board.locator('#updated').getAttribute('datetime')).not.toBe(updated);
+    await eventually(() => board.locator('#updated').getAttribute('datetime'), { timeout: 10000 }).not.toBe(updated);
     expect(await focusedLabel()).toBe('Promote v2');
 
     // By keyboard alone: focus the button, open, move to confirm, press it.
@@ -197,17 +212,17 @@ describe('dashboard', () => {
     // Its next in-app navigation loads v2.
     await app.click('#to-settings');
     await app.waitForFunction(() => window.skewless?.release === 'v2');
-    await expect.poll(() => board.locator('#summary').textContent()).toBe('current v2');
+    await eventually(() => board.locator('#summary').textContent()).toBe('current v2');
     await expect
       .poll(() => board.locator('#history tbody tr').first().textContent())
       .toMatch(/promote.*v2.*admin.*v1 → v2/);
     expect((await server.status()).current).toBe('v2');
-    await expect.poll(() => numberAt(board, 'path[data-release="v2"]', 'data-last'), { timeout: 15000 }).toBeGreaterThan(0);
+    await eventually(() => numberAt(board, 'path[data-release="v2"]', 'data-last'), { timeout: 15000 }).toBeGreaterThan(0);
     await shot(board, '04-promoted');
 
     await board.getByRole('button', { name: 'Retire v1' }).click();
     await dialog.getByRole('button', { name: 'Retire v1' }).click();
-    await expect.poll(() => board.locator('tr[data-release="v1"] td:nth-of-type(1)').textContent()).toBe('retired');
+    await eventually(() => board.locator('tr[data-release="v1"] td:nth-of-type(1)').textContent()).toBe('retired');
 
     // A canary through the dialog, then aborted.
     await server.deploy('app-v3', 'v3');
@@ -215,30 +230,30 @@ describe('dashboard', () => {
     await board.getByRole('button', { name: 'Canary v3' }).click();
     await dialog.getByLabel('Share of new sessions (%)').fill('25');
     await dialog.getByRole('button', { name: 'Start canary of v3' }).click();
-    await expect.poll(() => board.locator('#summary').textContent()).toBe('current v2 · canary v3 at 25 %');
-    await expect.poll(() => board.locator('#split').getAttribute('aria-label')).toBe(
+    await eventually(() => board.locator('#summary').textContent()).toBe('current v2 · canary v3 at 25 %');
+    await eventually(() => board.locator('#split').getAttribute('aria-label')).toBe(
       'New sessions: 75 % to v2 (current), 25 % to v3 (canary)',
     );
     await shot(board, '05-canary');
     await board.getByRole('button', { name: 'Abort canary' }).click();
     await dialog.getByRole('button', { name: 'Abort canary' }).click();
-    await expect.poll(() => board.locator('#summary').textContent()).toBe('current v2');
+    await eventually(() => board.locator('#summary').textContent()).toBe('current v2');
     expect((await server.status()).current).toBe('v2');
 
     // An action the API refuses (the release before v2 is retired) shows
     // its error in one line.
     await board.getByRole('button', { name: 'Promote v3' }).click();
     await dialog.getByRole('button', { name: 'Promote v3' }).click();
-    await expect.poll(() => board.locator('#summary').textContent()).toBe('current v3');
+    await eventually(() => board.locator('#summary').textContent()).toBe('current v3');
     await board.getByRole('button', { name: 'Roll back' }).click();
     await dialog.getByRole('button', { name: 'Roll back' }).click();
-    await expect.poll(() => board.locator('#summary').textContent()).toBe('current v2');
+    await eventually(() => board.locator('#summary').textContent()).toBe('current v2');
     await board.getByRole('button', { name: 'Roll back' }).click();
     await dialog.getByRole('button', { name: 'Roll back' }).click();
-    await expect.poll(() => board.locator('#error').isVisible()).toBe(true);
+    await eventually(() => board.locator('#error').isVisible()).toBe(true);
     // Chromium logs the refused request itself; that one line is expected.
     const boardErrors = errorLists[0];
-    await expect.poll(() => boardErrors.filter((e) => e.includes('status of 409')).length).toBe(1);
+    await eventually(() => boardErrors.filter((e) => e.includes('status of 409')).length).toBe(1);
     boardErrors.splice(boardErrors.findIndex((e) => e.includes('status of 409')), 1);
     const error = await board.locator('#error').textContent();
     expect(error).toMatch(/^POST \/rollback: .+/);
@@ -250,7 +265,7 @@ describe('dashboard', () => {
   it('shows a read token everything but no action (in the dark colour scheme)', async () => {
     const page = await login(await open('dark'), server.url, READ_TOKEN);
     expect(await page.evaluate(() => getComputedStyle(document.body).backgroundColor)).toBe('rgb(17, 22, 28)');
-    await expect.poll(() => page.locator('#who').textContent()).toBe('viewer (read only)');
+    await eventually(() => page.locator('#who').textContent()).toBe('viewer (read only)');
     await page.locator('#history tbody tr').first().waitFor();
     expect(await page.locator('#global-actions').isVisible()).toBe(false);
     expect(await page.locator('td.actions button, #global-actions button').count()).toBe(0);
