@@ -250,7 +250,7 @@ function backendCell(r, nodes) {
   const td = el("td");
   if (r.backend) td.append(el("div", r.backend, { class: "mono" }));
   if (r.backend_cmd) {
-    td.append(el("div", r.backend_cmd, { class: "mono" }));
+    td.append(el("div", r.backend_cmd, { class: "mono cmd", title: r.backend_cmd }));
     const list = el("ul", null, { class: "health" });
     for (const n of nodes) {
       const health = n.backends?.[r.id];
@@ -288,7 +288,7 @@ function renderReleases(status, releases, nodes) {
     tr.append(
       name,
       el("td", labels.join(" · ")),
-      el("td", age(now - r.created_at), { title: new Date(r.created_at * 1000).toLocaleString() }),
+      el("td", age(now - r.created_at), { class: "nowrap", title: new Date(r.created_at * 1000).toLocaleString() }),
       clients,
       el("td", r.files, { class: "num" }),
       el("td", size(r.size), { class: "num" }),
