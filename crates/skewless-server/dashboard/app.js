@@ -19,8 +19,6 @@ const state = {
   status: null,
   /** @type {any[]} */
   releases: [],
-  /** @type {any[]} */
-  nodes: [],
   timer: 0,
   busy: false,
   /** The last action's error, kept on screen until the next action. */
@@ -190,7 +188,6 @@ async function refresh() {
     ]);
     state.status = status;
     state.releases = releases.filter((/** @type {any} */ r) => r.state !== "collected");
-    state.nodes = nodes;
     renderSummary(status);
     renderReleases(status, state.releases, nodes);
     renderPlot(series, status);
