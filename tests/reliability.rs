@@ -357,6 +357,7 @@ fn read_only_tokens_and_the_dashboard_policy() {
         "/_skewless/dashboard",
         "/_skewless/dashboard/app.js",
         "/_skewless/dashboard/style.css",
+        "/_skewless/dashboard/icon.svg",
     ] {
         let r = s.get(p).send().unwrap();
         assert_eq!(r.status(), 200, "{p}");

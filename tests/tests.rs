@@ -9,6 +9,7 @@ mod admin;
 mod browser;
 mod cluster;
 mod crash;
+mod dashboard;
 mod deploy;
 mod fsck;
 mod gateway;

@@ -69,8 +69,8 @@ export async function startServer({ args = [], listen = '127.0.0.1:0', data = mk
   return {
     url,
     data,
-    /** Deploys a fixture directory (or any directory, by absolute path) as release `id`, optionally with a back-end URL. */
-    deploy: (/** @type {string} */ fixture, /** @type {string} */ id, { promote = false, backend = '' } = {}) =>
+    /** Deploys a fixture directory (or any directory, by absolute path) as release `id`, optionally with a back-end URL or a managed back-end command. */
+    deploy: (/** @type {string} */ fixture, /** @type {string} */ id, { promote = false, backend = '', backendCmd = '' } = {}) =>
       cli(
         'deploy',
         path.resolve(FIXTURES, fixture),
@@ -78,6 +78,7 @@ export async function startServer({ args = [], listen = '127.0.0.1:0', data = mk
         id,
         ...(promote ? ['--promote'] : []),
         ...(backend ? ['--backend', backend] : []),
+        ...(backendCmd ? ['--backend-cmd', backendCmd] : []),
       ),
     promote: (/** @type {string} */ id, { required = false, percent = 100 } = {}) =>
       cli('promote', id, ...(required ? ['--required'] : []), ...(percent < 100 ? ['--percent', String(percent)] : [])),

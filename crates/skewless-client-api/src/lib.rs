@@ -214,6 +214,21 @@ impl Client {
         self.send(self.request(Method::GET, "/nodes")).await
     }
 
+    /// Live clients per release over the last `seconds`, as the server
+    /// sampled them.
+    pub async fn client_history(
+        &self,
+        seconds: i64,
+    ) -> Result<skewless_wire::ClientHistory, ClientError> {
+        self.send(self.request(Method::GET, &format!("/clients/history?seconds={seconds}")))
+            .await
+    }
+
+    /// The name and role of the token this client uses.
+    pub async fn whoami(&self) -> Result<skewless_wire::TokenInfo, ClientError> {
+        self.send(self.request(Method::GET, "/whoami")).await
+    }
+
     /// The newest `limit` history entries.
     pub async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, ClientError> {
         self.send(self.request(Method::GET, &format!("/history?limit={limit}")))

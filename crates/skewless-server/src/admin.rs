@@ -15,9 +15,9 @@ use futures::TryStreamExt;
 use skewless_core::{BlobHash, HistoryEntry, Lifecycle, ReleaseId};
 use skewless_store::ByteStream;
 use skewless_wire::{
-    CreateRelease, FsckReport, FsckRequest, GcReport, GcRequest, HistoryQuery, MissingRequest,
-    MissingResponse, Node, PointerState, PromoteRequest, Release, ReleaseDetail, RequiredRequest,
-    Retired, Status,
+    ClientHistory, ClientHistoryQuery, CreateRelease, FsckReport, FsckRequest, GcReport, GcRequest,
+    HistoryQuery, MissingRequest, MissingResponse, Node, PointerState, PromoteRequest, Release,
+    ReleaseDetail, RequiredRequest, Retired, Status, TokenInfo,
 };
 
 use crate::auth::{require_admin, Actor, Tokens};
@@ -48,6 +48,8 @@ pub fn routes(tokens: Arc<Tokens>) -> Router<AppState> {
         .route("/status", get(status))
         .route("/history", get(history))
         .route("/nodes", get(nodes))
+        .route("/clients/history", get(client_history))
+        .route("/whoami", get(whoami))
         .fallback(|| async { ServerError::NotFound("no such admin endpoint".into()) })
         .layer(DefaultBodyLimit::max(MAX_JSON))
         .layer(middleware::from_fn_with_state(tokens, require_admin))
@@ -186,4 +188,18 @@ async fn history(
 
 async fn nodes(State(ops): Ops) -> ApiResult<Json<Vec<Node>>> {
     Ok(Json(ops.nodes().await?))
+}
+
+async fn client_history(
+    State(ops): Ops,
+    Query(q): Query<ClientHistoryQuery>,
+) -> ApiResult<Json<ClientHistory>> {
+    Ok(Json(ops.client_history(q.seconds.unwrap_or(3600)).await?))
+}
+
+async fn whoami(Extension(actor): Extension<Actor>) -> Json<TokenInfo> {
+    Json(TokenInfo {
+        name: actor.name.to_string(),
+        role: actor.role,
+    })
 }

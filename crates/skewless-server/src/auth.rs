@@ -89,6 +89,8 @@ pub fn admin_reachable(peer: Option<std::net::IpAddr>, allow_remote: bool) -> bo
 pub struct Actor {
     /// Token name, recorded in history.
     pub name: Arc<str>,
+    /// What it may do.
+    pub role: Role,
 }
 
 /// One accepted admin token.
@@ -181,6 +183,7 @@ pub async fn require_admin(
     }
     let actor = Actor {
         name: token.name.clone(),
+        role: token.role,
     };
     req.extensions_mut().insert(actor);
     next.run(req).await

@@ -22,7 +22,7 @@ use crate::supervisor::Supervisor;
 use crate::ClusterTiming;
 
 /// The singleton jobs, each under a lease of its own name.
-pub const JOBS: [&str; 3] = ["reaper", "gc", "cleanup"];
+pub const JOBS: [&str; 4] = ["reaper", "gc", "cleanup", "samples"];
 
 /// What this node knows of the others, refreshed with each heartbeat.
 #[derive(Debug, Default)]
@@ -196,13 +196,33 @@ async fn follow(ops: Arc<Operations>, state: Arc<dyn StateStore>, poll: Duration
     }
 }
 
+/// Who a node is: its id, its address and the leases it holds.
+pub(crate) struct Identity<'a> {
+    /// Its id.
+    pub id: &'a str,
+    /// The address it listens on.
+    pub address: &'a str,
+    /// The singleton leases it holds.
+    pub leases: Vec<String>,
+}
+
+impl<'a> From<&'a Cluster> for Identity<'a> {
+    fn from(c: &'a Cluster) -> Self {
+        Identity {
+            id: &c.node_id,
+            address: &c.address,
+            leases: c.held(),
+        }
+    }
+}
+
 /// This node's report now.
 pub(crate) fn report(
     routing: &Routing,
     presence: &Presence,
     supervisor: &Supervisor,
     now: i64,
-    cluster: &Cluster,
+    node: Identity<'_>,
 ) -> (NodeReport, Vec<PresenceRow>) {
     let snap = routing.load_full();
     let counts = presence.counts(now);
@@ -228,13 +248,13 @@ pub(crate) fn report(
         })
         .collect();
     let report = NodeReport {
-        id: cluster.node_id.clone(),
-        address: cluster.address.clone(),
+        id: node.id.to_owned(),
+        address: node.address.to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         cluster_version: snap.version,
         event_streams: routing.streams(),
         clients: counts.values().map(|c| c.total).sum(),
-        leases: cluster.held(),
+        leases: node.leases,
         backends,
     };
     (report, rows)

@@ -71,6 +71,8 @@ pub struct ServerConfig {
     pub backend: BackendDefaults,
     /// When old releases are retired and blobs collected.
     pub retention: Retention,
+    /// How live clients per release are sampled for the dashboard's plot.
+    pub samples: Sampling,
     /// Named admin tokens, so history says who acted.
     #[serde(skip_serializing)]
     pub tokens: Vec<TokenConfig>,
@@ -122,6 +124,43 @@ impl Default for ClusterTiming {
     }
 }
 
+/// The series of live clients per release: one sample every `interval_secs`,
+/// kept for `kept_secs`, written to state by one node at a time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sampling {
+    /// Seconds between samples.
+    pub interval_secs: u64,
+    /// Seconds of samples kept (the longest window the dashboard shows).
+    pub kept_secs: u64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling {
+            interval_secs: 15,
+            kept_secs: 86_400,
+        }
+    }
+}
+
+impl Sampling {
+    /// Seconds between samples, at least one.
+    pub fn interval(&self) -> i64 {
+        self.interval_secs.max(1) as i64
+    }
+
+    /// Samples kept per release: the ring's size.
+    pub fn ring(&self) -> usize {
+        (self.kept_secs as i64 / self.interval()).max(1) as usize + 1
+    }
+
+    /// The sampling slot `now` falls in: every node names the same one.
+    pub fn slot(&self, now: i64) -> i64 {
+        now - now.rem_euclid(self.interval())
+    }
+}
+
 /// Thresholds of the reaper.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -156,15 +195,7 @@ impl Default for Retention {
     }
 }
 
-/// What an admin token may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Everything.
-    Admin,
-    /// Reads only (GET).
-    Read,
-}
+pub use skewless_wire::Role;
 
 /// One named admin token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -235,6 +266,7 @@ impl Default for ServerConfig {
             http_redirect_listen: None,
             backend: BackendDefaults::default(),
             retention: Retention::default(),
+            samples: Sampling::default(),
             tokens: Vec::new(),
             state: None,
             blobs: None,
@@ -300,6 +332,12 @@ impl ServerConfig {
                     "cluster.poll_ms and cluster.heartbeat_ms must be above 0 and cluster.lease_ttl_secs at least 3".into(),
                 ));
             }
+        }
+        if self.samples.interval_secs == 0 || self.samples.kept_secs < self.samples.interval_secs {
+            return Err(ServerError::Startup(
+                "samples.interval_secs must be above 0 and samples.kept_secs at least one interval"
+                    .into(),
+            ));
         }
         for p in &self.api_prefixes {
             if !p.starts_with('/') || p.starts_with("/_skewless") || p.starts_with("/_r/") {

@@ -22,6 +22,7 @@ mod proxy;
 mod reaper;
 mod redirect;
 mod restyle;
+mod sampler;
 mod serve;
 mod server;
 mod service_worker;
@@ -31,7 +32,9 @@ mod supervisor;
 mod tls;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{BackendDefaults, ClusterTiming, Retention, Role, ServerConfig, TokenConfig};
+pub use config::{
+    BackendDefaults, ClusterTiming, Retention, Role, Sampling, ServerConfig, TokenConfig,
+};
 pub use datadir::DataLock;
 pub use error::ServerError;
 pub use gateway::{Adapters, Gateway};

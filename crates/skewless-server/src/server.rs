@@ -67,19 +67,20 @@ impl Bound {
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let grace = Duration::from_secs(config.shutdown_grace_secs);
+        let node_id = config
+            .node_id
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", hostname(), addr.port()));
         let cluster = config.clustered().then(|| {
-            let node_id = config
-                .node_id
-                .clone()
-                .unwrap_or_else(|| format!("{}:{}", hostname(), addr.port()));
             Arc::new(Cluster::new(
-                node_id,
+                node_id.clone(),
                 addr.to_string(),
                 config.cluster.clone(),
             ))
         });
         let gw =
             Gateway::new_in_cluster(config, adapters, cluster.clone(), stop_rx.clone()).await?;
+        gw.operations().identify(node_id, addr.to_string());
         gw.access_log().reopen_on_hangup();
         let header_read_timeout = Duration::from_secs(gw.config().header_read_timeout_secs.max(1));
         let tls = tls.map(|(acceptor, certs)| {
@@ -101,6 +102,7 @@ impl Bound {
             ));
         }
         let reaper = tokio::spawn(gw.reaper());
+        let sampler = tokio::spawn(gw.sampler());
         let cluster_tasks = match &cluster {
             Some(c) => {
                 tracing::info!(node = %c.node_id, "cluster mode: state shared with other nodes");
@@ -130,6 +132,7 @@ impl Bound {
         )
         .await;
         reaper.abort();
+        sampler.abort();
         for t in cluster_tasks {
             t.abort();
         }

@@ -344,3 +344,88 @@ async fn an_unfinished_collection_is_finished_at_start_up() {
     assert!(!blobs.contains(&hash).await.unwrap());
     assert!(state.deleting_blobs().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn the_sampler_keeps_a_ring_of_live_clients_per_release_by_the_clock() {
+    let f = Fixture::new(|c| {
+        c.samples.interval_secs = 10;
+        c.samples.kept_secs = 30;
+        c.retention.presence_window_secs = 1000;
+        c.retention.keep_last = 0;
+    })
+    .await;
+    let ops = f.ops();
+    let promote = PromoteRequest::default();
+    let series = |h: &skewless_wire::ClientHistory, r: &str| -> Vec<(i64, u64)> {
+        h.releases
+            .iter()
+            .find(|s| s.release.as_str() == r)
+            .map(|s| s.points.iter().map(|p| (p.at - START, p.clients)).collect())
+            .unwrap_or_default()
+    };
+    deploy(ops, "v1", &app(1, b"shared")).await.unwrap();
+    ops.promote(&id("v1"), &promote, "t").await.unwrap();
+    f.gw.seen(&id("v1"), "tab-00000001");
+    f.gw.seen(&id("v1"), "tab-00000002");
+    assert_eq!(f.gw.sample().await.unwrap(), 1);
+
+    deploy(ops, "v2", &app(2, b"shared")).await.unwrap();
+    ops.promote(&id("v2"), &promote, "t").await.unwrap();
+    f.clock.advance(10);
+    f.gw.seen(&id("v2"), "tab-00000003");
+    assert_eq!(f.gw.sample().await.unwrap(), 2);
+    // Later in the same slot: the point is replaced, not added.
+    f.clock.advance(5);
+    f.gw.seen(&id("v2"), "tab-00000004");
+    f.gw.sample().await.unwrap();
+    let h = ops.client_history(3600).await.unwrap();
+    assert_eq!(series(&h, "v1"), vec![(0, 2), (10, 2)]);
+    assert_eq!(series(&h, "v2"), vec![(10, 2)]);
+    assert_eq!((h.interval_secs, h.kept_secs), (10, 30));
+    assert_eq!(h.from, h.now - 30, "clamped to what is kept");
+
+    // Ten more slots: state keeps a ring of four per release (30 s, both
+    // ends); the answer shows the last 30 s of it.
+    for _ in 0..10 {
+        f.clock.advance(10);
+        f.gw.sample().await.unwrap();
+    }
+    let kept: Vec<i64> = f
+        .state
+        .samples(0)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|s| s.release.as_str() == "v2")
+        .map(|s| s.at - START)
+        .collect();
+    assert_eq!(kept, vec![80, 90, 100, 110]);
+    let h = ops.client_history(3600).await.unwrap();
+    assert_eq!(series(&h, "v2"), vec![(90, 2), (100, 2), (110, 2)]);
+    // A shorter window shows fewer samples.
+    let short = ops.client_history(10).await.unwrap();
+    assert_eq!(series(&short, "v2"), vec![(110, 2)]);
+
+    // A retired release is no longer sampled; its points age out.
+    ops.retire(&id("v1"), "t").await.unwrap();
+    f.clock.advance(10);
+    assert_eq!(f.gw.sample().await.unwrap(), 1);
+    let h = ops.client_history(3600).await.unwrap();
+    assert_eq!(series(&h, "v1"), vec![(100, 2), (110, 2)]);
+    f.clock.advance(40);
+    f.gw.sample().await.unwrap();
+    let h = ops.client_history(3600).await.unwrap();
+    assert!(series(&h, "v1").is_empty(), "{h:?}");
+    assert_eq!(series(&h, "v2").last(), Some(&(160, 2)));
+
+    assert!(matches!(
+        ops.client_history(0).await,
+        Err(ServerError::BadRequest(_))
+    ));
+    // A single node lists itself, holding every job.
+    let nodes = ops.nodes().await.unwrap();
+    assert_eq!(nodes.len(), 1);
+    assert!(nodes[0].live);
+    assert_eq!(nodes[0].report.clients, 2);
+    assert!(nodes[0].report.leases.contains(&"samples".to_owned()));
+}

@@ -15,7 +15,7 @@ use skewless_core::transition::{Decision, Operation};
 use skewless_core::{BlobHash, Lifecycle, ReleaseId};
 
 pub use error::StateError;
-pub use model::{NewRelease, ReleaseRecord};
+pub use model::{ClientSample, NewRelease, ReleaseRecord};
 pub use postgres::{Change, ChangeFeed, Lease, NodeRow, Postgres, PresenceRow, TimeSource};
 pub use skewless_core::transition::{HistoryEntry, Pointer};
 pub use sqlite::Sqlite;
@@ -163,6 +163,21 @@ pub trait StateStore: Send + Sync + 'static {
 
     /// The newest `limit` history entries, oldest first.
     async fn history(&self, limit: usize) -> Result<Vec<HistoryEntry>, StateError>;
+
+    /// Records the live clients of each release at `at` (a sample already
+    /// stored for a release at that time is replaced), then prunes the ring:
+    /// drops every sample older than `oldest` and keeps at most the newest
+    /// `keep` of each release. One transaction.
+    async fn record_samples(
+        &self,
+        at: i64,
+        samples: &[(ReleaseId, u64)],
+        keep: usize,
+        oldest: i64,
+    ) -> Result<(), StateError>;
+
+    /// Every sample taken at or after `since`, by release, oldest first.
+    async fn samples(&self, since: i64) -> Result<Vec<ClientSample>, StateError>;
 
     /// The version of what gateways route: raised by every change to
     /// releases or the pointer (always 0 for a store only one node uses).

@@ -55,3 +55,14 @@ pub struct NewRelease {
     /// Unix seconds.
     pub created_at: i64,
 }
+
+/// Live clients of one release at one time, as the sampler recorded them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientSample {
+    /// The release.
+    pub release: ReleaseId,
+    /// Unix seconds of the sampling slot.
+    pub at: i64,
+    /// Live clients over every node then.
+    pub clients: u64,
+}

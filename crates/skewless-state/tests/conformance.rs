@@ -385,6 +385,66 @@ async fn blobs_and_collection(store: &dyn StateStore) {
     );
 }
 
+/// The client-count ring: samples replace their slot, old ones and those
+/// beyond the ring size go, reads are by release then time.
+async fn client_samples(store: &dyn StateStore) {
+    let series = |all: &[skewless_state::ClientSample], r: &str| -> Vec<(i64, u64)> {
+        all.iter()
+            .filter(|s| s.release.as_str() == r)
+            .map(|s| (s.at, s.clients))
+            .collect()
+    };
+    assert!(store.samples(0).await.unwrap().is_empty());
+    for (at, a, b) in [(100, 1, 0), (110, 3, 1), (120, 2, 2), (130, 5, 0)] {
+        store
+            .record_samples(at, &[(id("a"), a), (id("b"), b)], 3, 0)
+            .await
+            .unwrap();
+    }
+    let all = store.samples(0).await.unwrap();
+    // A ring of three per release: the sample at 100 went.
+    assert_eq!(series(&all, "a"), vec![(110, 3), (120, 2), (130, 5)]);
+    assert_eq!(series(&all, "b"), vec![(110, 1), (120, 2), (130, 0)]);
+    assert_eq!(all[0].release.as_str(), "a", "by release, then time");
+    // The same slot again replaces it (two writers never double a point).
+    store
+        .record_samples(130, &[(id("a"), 7)], 3, 0)
+        .await
+        .unwrap();
+    let all = store.samples(120).await.unwrap();
+    assert_eq!(series(&all, "a"), vec![(120, 2), (130, 7)]);
+    assert_eq!(series(&all, "b"), vec![(120, 2), (130, 0)]);
+    // A release no longer sampled keeps its ring until its samples age out.
+    store
+        .record_samples(140, &[(id("a"), 4)], 3, 125)
+        .await
+        .unwrap();
+    let all = store.samples(0).await.unwrap();
+    assert_eq!(series(&all, "a"), vec![(130, 7), (140, 4)]);
+    assert_eq!(series(&all, "b"), vec![(130, 0)]);
+    // Nothing to record still prunes.
+    store.record_samples(150, &[], 1, 0).await.unwrap();
+    let all = store.samples(0).await.unwrap();
+    assert_eq!(series(&all, "a"), vec![(140, 4)]);
+    assert_eq!(series(&all, "b"), vec![(130, 0)]);
+}
+
+#[tokio::test]
+async fn sqlite_keeps_a_ring_of_client_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.db");
+    client_samples(&Sqlite::open(&path).unwrap()).await;
+    // They survive a restart.
+    let store = Sqlite::open(&path).unwrap();
+    assert_eq!(store.samples(0).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn postgres_keeps_a_ring_of_client_samples() {
+    let (store, _db) = postgres().await;
+    client_samples(&store).await;
+}
+
 #[tokio::test]
 async fn sqlite_guards_blobs_between_registration_and_collection() {
     let dir = tempfile::tempdir().unwrap();

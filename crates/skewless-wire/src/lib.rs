@@ -323,6 +323,67 @@ pub struct HistoryQuery {
     pub limit: Option<usize>,
 }
 
+/// What an admin token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Everything.
+    Admin,
+    /// Reads only (GET).
+    Read,
+}
+
+/// Answer of `GET /whoami`: the token the request carried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    /// Its name, as history records it.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+}
+
+/// Query of `GET /clients/history`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientHistoryQuery {
+    /// How far back, in seconds (default 3600, at most what the server
+    /// keeps).
+    pub seconds: Option<i64>,
+}
+
+/// Live clients of a release at one time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientPoint {
+    /// Unix seconds of the sample.
+    pub at: i64,
+    /// Live clients over every node then.
+    pub clients: u64,
+}
+
+/// The samples of one release, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseClients {
+    /// The release.
+    pub release: ReleaseId,
+    /// Its samples.
+    pub points: Vec<ClientPoint>,
+}
+
+/// Answer of `GET /clients/history`: live clients per release over time,
+/// the same from every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientHistory {
+    /// Unix seconds (the answering node's clock) the window ends at.
+    pub now: i64,
+    /// Unix seconds the window starts at.
+    pub from: i64,
+    /// Seconds between samples.
+    pub interval_secs: u64,
+    /// Seconds of samples the server keeps (the longest window).
+    pub kept_secs: u64,
+    /// Every release sampled in the window.
+    pub releases: Vec<ReleaseClients>,
+}
+
 /// The body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {

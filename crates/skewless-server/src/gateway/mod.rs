@@ -158,6 +158,7 @@ impl Gateway {
                     gc_grace_secs: config.gc_grace_secs,
                     max_upload_bytes: config.max_upload_bytes,
                     cluster_backend_wait_secs: config.cluster.backend_wait_secs,
+                    samples: config.samples.clone(),
                 },
             )
             .with_cluster(cluster),
@@ -232,8 +233,24 @@ impl Gateway {
             &self.presence,
             &self.supervisor,
             self.clock.now(),
-            cluster,
+            cluster.into(),
         )
+    }
+
+    /// The sampler's loop: live clients per release into state; runs until
+    /// dropped.
+    pub(crate) fn sampler(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        crate::sampler::run(
+            self.ops.clone(),
+            self.routing.clone(),
+            self.config.samples.clone(),
+        )
+    }
+
+    /// One sample now, as the sampler takes every interval: returns how
+    /// many releases it sampled.
+    pub async fn sample(&self) -> Result<usize, ServerError> {
+        crate::sampler::sample(&self.ops, &self.routing, &self.config.samples).await
     }
 
     /// Stops every managed back end (at shutdown).

@@ -167,6 +167,7 @@ async fn dashboard(file: Option<Path<String>>) -> Response {
             include_str!("../../dashboard/style.css"),
             "text/css; charset=utf-8",
         ),
+        Some("icon.svg") => (include_str!("../../dashboard/icon.svg"), "image/svg+xml"),
         Some(_) => return json_error(StatusCode::NOT_FOUND, "no such dashboard file"),
     };
     Response::builder()

@@ -42,6 +42,8 @@ pub struct Settings {
     pub max_upload_bytes: u64,
     /// Seconds a promotion waits for every node's managed back end.
     pub cluster_backend_wait_secs: u64,
+    /// How live clients are sampled (for reading the series back).
+    pub samples: crate::Sampling,
 }
 
 /// The one home of every release operation.
@@ -60,6 +62,9 @@ pub struct Operations {
     diffs: Arc<Diffs>,
     /// Serialises snapshot rebuilds.
     refresh_lock: tokio::sync::Mutex<()>,
+    /// This node's id and address, once it listens (single-node mode; a
+    /// cluster node's are in its [`Cluster`]).
+    identity: std::sync::OnceLock<(String, String)>,
 }
 
 impl Operations {
@@ -84,6 +89,7 @@ impl Operations {
             settings,
             diffs: Arc::default(),
             refresh_lock: tokio::sync::Mutex::new(()),
+            identity: std::sync::OnceLock::new(),
         }
     }
 
@@ -102,6 +108,11 @@ impl Operations {
     pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> Self {
         self.cluster = cluster;
         self
+    }
+
+    /// Names this node for `nodes` once it listens (single-node mode).
+    pub fn identify(&self, id: String, address: String) {
+        let _ = self.identity.set((id, address));
     }
 
     /// The state store.

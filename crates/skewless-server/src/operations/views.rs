@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use skewless_core::{HistoryEntry, ReleaseId};
 use skewless_state::ReleaseRecord;
-use skewless_wire::{canary_of, Release, ReleaseDetail, Status};
+use skewless_wire::{
+    canary_of, ClientHistory, ClientPoint, Release, ReleaseClients, ReleaseDetail, Status,
+};
 
 use super::Operations;
 use crate::ServerError;
@@ -80,17 +82,78 @@ impl Operations {
     }
 
     /// Every node of the cluster as it last reported itself; a single node
-    /// (embedded state) answers with itself alone.
+    /// (embedded state) answers with itself alone, holding every job.
     pub async fn nodes(&self) -> Result<Vec<skewless_wire::Node>, ServerError> {
         match &self.cluster {
             Some(cluster) => {
                 let view = crate::cluster::read_view(self.state.as_ref(), cluster).await?;
                 Ok(view.nodes)
             }
-            None => Err(ServerError::NotFound(
-                "this server is not in a cluster (its state is the embedded database); serve with --state postgres://… to run several nodes".into(),
-            )),
+            None => {
+                let now = self.clock.now();
+                let (id, address) = self
+                    .identity
+                    .get()
+                    .cloned()
+                    .unwrap_or_else(|| ("local".into(), String::new()));
+                let identity = crate::cluster::Identity {
+                    id: &id,
+                    address: &address,
+                    leases: crate::cluster::JOBS
+                        .iter()
+                        .map(|j| (*j).to_owned())
+                        .collect(),
+                };
+                let (report, _) = crate::cluster::report(
+                    &self.routing,
+                    &self.presence,
+                    &self.supervisor,
+                    now,
+                    identity,
+                );
+                Ok(vec![skewless_wire::Node {
+                    report,
+                    last_heartbeat: now,
+                    silent_secs: 0,
+                    live: true,
+                }])
+            }
         }
+    }
+
+    /// Live clients per release over the last `seconds` (clamped to what
+    /// is kept), as the sampler recorded them.
+    pub async fn client_history(&self, seconds: i64) -> Result<ClientHistory, ServerError> {
+        let sampling = &self.settings.samples;
+        let kept = sampling.kept_secs as i64;
+        if seconds < 1 {
+            return Err(ServerError::BadRequest(format!(
+                "seconds must be 1 to {kept}, not {seconds}"
+            )));
+        }
+        let now = self.clock.now();
+        let from = now - seconds.min(kept);
+        let mut releases: Vec<ReleaseClients> = Vec::new();
+        for s in self.state.samples(from).await? {
+            let point = ClientPoint {
+                at: s.at,
+                clients: s.clients,
+            };
+            match releases.last_mut() {
+                Some(r) if r.release == s.release => r.points.push(point),
+                _ => releases.push(ReleaseClients {
+                    release: s.release,
+                    points: vec![point],
+                }),
+            }
+        }
+        Ok(ClientHistory {
+            now,
+            from,
+            interval_secs: sampling.interval() as u64,
+            kept_secs: sampling.kept_secs,
+            releases,
+        })
     }
 
     /// The newest `limit` history entries, oldest first.

@@ -18,13 +18,16 @@ use skewless_core::{Action, BlobHash, Lifecycle, ReleaseId};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres as Pg, Transaction};
 
-use crate::{HistoryEntry, NewRelease, Pointer, ReleaseRecord, StateError, StateStore};
+use crate::{
+    ClientSample, HistoryEntry, NewRelease, Pointer, ReleaseRecord, StateError, StateStore,
+};
 pub use cluster::{Change, ChangeFeed, Lease, NodeRow, PresenceRow};
 use rows::{parse_hash, parse_id, to_record, RawRelease, RELEASE_COLS};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),
     include_str!("../../migrations/postgres/0002_cluster.sql"),
+    include_str!("../../migrations/postgres/0003_client_samples.sql"),
 ];
 
 /// The notification channel of state changes.
@@ -679,6 +682,61 @@ impl StateStore for Postgres {
             });
         }
         Ok(out)
+    }
+
+    async fn record_samples(
+        &self,
+        at: i64,
+        samples: &[(ReleaseId, u64)],
+        keep: usize,
+        oldest: i64,
+    ) -> Result<(), StateError> {
+        let mut tx = self.pool.begin().await?;
+        let releases: Vec<String> = samples.iter().map(|(r, _)| r.to_string()).collect();
+        let clients: Vec<i64> = samples.iter().map(|(_, c)| *c as i64).collect();
+        sqlx::query(
+            "INSERT INTO client_samples (release, at, clients) \
+             SELECT r, $2, c FROM UNNEST($1::text[], $3::bigint[]) AS s(r, c) \
+             ON CONFLICT (release, at) DO UPDATE SET clients = excluded.clients",
+        )
+        .bind(&releases)
+        .bind(at)
+        .bind(&clients)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM client_samples WHERE at < $1")
+            .bind(oldest)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "DELETE FROM client_samples WHERE (release, at) IN (\
+             SELECT release, at FROM (\
+             SELECT release, at, ROW_NUMBER() OVER (PARTITION BY release ORDER BY at DESC) AS n FROM client_samples\
+             ) ranked WHERE n > $1)",
+        )
+        .bind(keep as i64)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn samples(&self, since: i64) -> Result<Vec<ClientSample>, StateError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT release, at, clients FROM client_samples WHERE at >= $1 ORDER BY release, at",
+        )
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(release, at, clients)| {
+                Ok(ClientSample {
+                    release: parse_id(release)?,
+                    at,
+                    clients: clients.max(0) as u64,
+                })
+            })
+            .collect()
     }
 
     async fn version(&self) -> Result<u64, StateError> {

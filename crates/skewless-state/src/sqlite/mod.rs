@@ -12,7 +12,9 @@ use skewless_core::gc::{deletable, Touch, Use};
 use skewless_core::transition::{decide, Decision, Operation, Standing};
 use skewless_core::{Action, BlobHash, Lifecycle, ReleaseId};
 
-use crate::{HistoryEntry, NewRelease, Pointer, ReleaseRecord, StateError, StateStore};
+use crate::{
+    ClientSample, HistoryEntry, NewRelease, Pointer, ReleaseRecord, StateError, StateStore,
+};
 
 mod rows;
 
@@ -27,7 +29,14 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_lifecycle.sql"),
     include_str!("../../migrations/sqlite/0004_rollback_target.sql"),
     include_str!("../../migrations/sqlite/0005_blobs.sql"),
+    include_str!("../../migrations/sqlite/0006_client_samples.sql"),
 ];
+
+/// Drops every sample beyond the newest `?1` of its release.
+const PRUNE_SAMPLES: &str = "DELETE FROM client_samples WHERE (release, at) IN (\
+     SELECT release, at FROM (\
+     SELECT release, at, ROW_NUMBER() OVER (PARTITION BY release ORDER BY at DESC) AS n FROM client_samples\
+     ) WHERE n > ?1)";
 
 /// SQLite-backed state.
 #[derive(Clone)]
@@ -506,6 +515,59 @@ impl StateStore for Sqlite {
             insert_history(&tx, &entry)?;
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn record_samples(
+        &self,
+        at: i64,
+        samples: &[(ReleaseId, u64)],
+        keep: usize,
+        oldest: i64,
+    ) -> Result<(), StateError> {
+        let samples = samples.to_vec();
+        self.with(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut put = tx.prepare_cached(
+                    "INSERT INTO client_samples (release, at, clients) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (release, at) DO UPDATE SET clients = excluded.clients",
+                )?;
+                for (release, clients) in &samples {
+                    put.execute(params![release.as_str(), at, *clients as i64])?;
+                }
+            }
+            tx.execute("DELETE FROM client_samples WHERE at < ?1", [oldest])?;
+            tx.execute(PRUNE_SAMPLES, [keep as i64])?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn samples(&self, since: i64) -> Result<Vec<ClientSample>, StateError> {
+        self.with(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT release, at, clients FROM client_samples WHERE at >= ?1 ORDER BY release, at",
+            )?;
+            let rows = stmt.query_map([since], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (release, at, clients) = row?;
+                out.push(ClientSample {
+                    release: parse_id(release)?,
+                    at,
+                    clients: clients.max(0) as u64,
+                });
+            }
+            Ok(out)
         })
         .await
     }

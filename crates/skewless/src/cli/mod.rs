@@ -54,7 +54,7 @@ pub enum Command {
     Fsck(fsck::FsckArgs),
     /// Show the history of admin actions.
     History(history::HistoryArgs),
-    /// List the nodes of a cluster: heartbeat, state version, streams, clients, leases, back ends.
+    /// List the nodes of a cluster (a single node lists itself): heartbeat, state version, streams, clients, leases, back ends.
     Nodes(nodes::NodesArgs),
 }
 

@@ -20,7 +20,7 @@ pub async fn run(args: NodesArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<24} {:<22} {:<8} {:>8} {:>10} {:>7} {:>7}  {:<18} BACK ENDS",
+        "{:<24} {:<22} {:<8} {:>8} {:>10} {:>7} {:>7}  {:<26} BACK ENDS",
         "NODE", "ADDRESS", "VERSION", "STATE V", "HEARTBEAT", "STREAMS", "CLIENTS", "LEASES"
     );
     for n in &nodes {
@@ -41,7 +41,7 @@ pub async fn run(args: NodesArgs) -> anyhow::Result<()> {
             .map(|(id, h)| format!("{id}={}", h.as_str()))
             .collect();
         println!(
-            "{:<24} {:<22} {:<8} {:>8} {:>10} {:>7} {:>7}  {:<18} {}",
+            "{:<24} {:<22} {:<8} {:>8} {:>10} {:>7} {:>7}  {:<26} {}",
             r.id,
             r.address,
             r.version,

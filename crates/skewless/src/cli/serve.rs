@@ -40,7 +40,7 @@ pub struct ServeArgs {
     /// Milliseconds between a node's heartbeats; nodes silent for three are ignored [default: 2000].
     #[arg(long, env = "SKEWLESS_HEARTBEAT_MS")]
     heartbeat_ms: Option<u64>,
-    /// Seconds a singleton lease (reaper, gc, cleanup) lasts unless renewed [default: 15].
+    /// Seconds a singleton lease (reaper, gc, cleanup, samples) lasts unless renewed [default: 15].
     #[arg(long, env = "SKEWLESS_LEASE_TTL_SECS")]
     lease_ttl_secs: Option<u64>,
     /// Seconds a promotion waits for every node's managed back end to be healthy [default: 30].
@@ -144,6 +144,9 @@ pub struct ServeArgs {
     /// Seconds a client id counts as live after its last request [default: 300].
     #[arg(long, env = "SKEWLESS_PRESENCE_WINDOW_SECS")]
     presence_window_secs: Option<i64>,
+    /// Seconds between samples of live clients per release (the dashboard's plot) [default: 15].
+    #[arg(long, env = "SKEWLESS_SAMPLE_INTERVAL_SECS")]
+    sample_interval_secs: Option<u64>,
     /// Deploy and promote the bundled example app once the server is up.
     #[arg(long)]
     demo: bool,
@@ -192,6 +195,7 @@ impl ServeArgs {
         set!(c.retention.reaper_interval_ms, self.reaper_interval_ms);
         set!(c.retention.gc_interval_secs, self.gc_interval_secs);
         set!(c.retention.presence_window_secs, self.presence_window_secs);
+        set!(c.samples.interval_secs, self.sample_interval_secs);
         set!(c.cluster.poll_ms, self.cluster_poll_ms);
         set!(c.cluster.heartbeat_ms, self.heartbeat_ms);
         set!(c.cluster.lease_ttl_secs, self.lease_ttl_secs);
