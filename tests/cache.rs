@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::cluster::{node, Database};
+use crate::support::cluster::{node, node_args, Database};
 use crate::support::{example, wait_for, Server};
 
 /// A release's manifest (path → entry).
@@ -191,6 +191,16 @@ fn releases_are_prefetched_into_every_cache_and_cached_files_outlive_a_store_out
     // started now with an empty cache, answers 503 with Retry-After.
     let real = hang(&blobs);
     check_all(&n2);
+    // Even after a crash: the cache is found again on disk.
+    let mut n2 = n2;
+    let restart = node_args(&url, &blobs, "n2", &args(&o2));
+    n2.crash_and_restart_with(&args(&restart));
+    wait_for("node 2 to serve v1 again", Duration::from_secs(10), || {
+        n2.current().as_deref() == Some("v1")
+    });
+    check_all(&n2);
+    assert_eq!(metric(&n2, "skewless_cache_misses_total"), 0.0);
+    assert_eq!(metric(&n2, "skewless_cache_files"), wanted.len() as f64);
     let n3 = node(&url, &blobs, "n3", &args(&o3));
     wait_for("node 3 to serve v1", Duration::from_secs(10), || {
         n3.current().as_deref() == Some("v1")
@@ -215,4 +225,51 @@ fn releases_are_prefetched_into_every_cache_and_cached_files_outlive_a_store_out
     check_all(&n3);
     assert!(metric(&n3, "skewless_cache_fill_failures_total") > 0.0);
     drop(n1);
+}
+
+#[test]
+fn cache_settings_come_from_the_file_env_and_flags_and_bad_ones_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("skewless.toml");
+    std::fs::write(
+        &file,
+        "blobs = \"/srv/blobs\"\ncache_dir = \"/var/cache/skewless\"\ncache_max_bytes = 1000\n",
+    )
+    .unwrap();
+    let print = |extra: &[&str], env: &[(&str, &str)]| {
+        let out = Command::new(crate::support::bin())
+            .args(["serve", "--print-config", "--config"])
+            .arg(&file)
+            .args(extra)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), text, err)
+    };
+    let (ok, text, err) = print(
+        &["--blob-timeout-ms", "750"],
+        &[("SKEWLESS_CACHE_MAX_BYTES", "2000")],
+    );
+    assert!(ok, "{err}");
+    for want in [
+        "cache_dir = \"/var/cache/skewless\"",
+        "cache_max_bytes = 2000",
+        "blob_timeout_ms = 750",
+    ] {
+        assert!(text.contains(want), "{want} missing from:\n{text}");
+    }
+    for (flags, word) in [
+        (&["--cache-dir", "/srv/blobs"][..], "cache_dir"),
+        (&["--cache-max-bytes", "0"][..], "cache_max_bytes"),
+        (&["--blob-timeout-ms", "0"][..], "blob_timeout_ms"),
+    ] {
+        let (ok, _, err) = print(flags, &[]);
+        assert!(!ok, "{flags:?} accepted");
+        assert!(
+            err.contains(word) && err.trim().lines().count() == 1,
+            "{err}"
+        );
+    }
 }

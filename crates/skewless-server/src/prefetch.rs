@@ -167,3 +167,111 @@ async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use skewless_core::manifest::FileSpec;
+    use skewless_core::{Lifecycle, Manifest, ReleaseId};
+    use skewless_state::{Pointer, ReleaseRecord};
+
+    use super::*;
+    use crate::snapshot::ReleaseView;
+
+    fn hash(name: &str) -> BlobHash {
+        BlobHash::from_bytes(blake3::hash(name.as_bytes()).as_bytes())
+    }
+
+    /// A release whose files are named by their contents (`index.html` by
+    /// the release's id), each 100 bytes, `.js` ones with a 30-byte br and
+    /// a 40-byte gzip form.
+    fn release(id: &str, seq: i64, state: Lifecycle, files: &[&str]) -> Arc<ReleaseView> {
+        let index = format!("{id}/index.html");
+        let specs: Vec<FileSpec> = files
+            .iter()
+            .map(|f| (*f, hash(f)))
+            .chain([("index.html", hash(&index))])
+            .map(|(path, hash)| FileSpec {
+                path: path.into(),
+                hash,
+                size: 100,
+            })
+            .collect();
+        let mut manifest = Manifest::from_specs(&specs).unwrap();
+        for (path, e) in manifest.files.iter_mut() {
+            if path.ends_with(".js") {
+                e.br = Some(30);
+                e.gzip = Some(40);
+            }
+        }
+        let shell = skewless_core::Entry {
+            hash: hash(&format!("shell of {id}")),
+            size: 100,
+            content_type: "text/html; charset=utf-8".into(),
+            br: None,
+            gzip: None,
+        };
+        Arc::new(ReleaseView::new(ReleaseRecord {
+            id: ReleaseId::parse(id).unwrap(),
+            seq,
+            created_at: 0,
+            state,
+            backend: None,
+            backend_cmd: None,
+            health_path: None,
+            shell,
+            promoted_at: None,
+            retired_at: None,
+            drained_at: None,
+            files: specs.len() as u64,
+            size: 0,
+            manifest,
+        }))
+    }
+
+    fn snapshot() -> Snapshot {
+        let mut pointer = Pointer::empty();
+        pointer.current = Some(ReleaseId::parse("cur").unwrap());
+        let views = vec![
+            release("gone", 1, Lifecycle::Retired, &["gone.css"]),
+            release("old", 2, Lifecycle::Draining, &["old.css", "a.js"]),
+            release("cur", 3, Lifecycle::Current, &["a.js", "cur.css"]),
+            release("new", 4, Lifecycle::Uploaded, &["new.css"]),
+        ];
+        Snapshot::build(pointer, views, HashSet::new())
+    }
+
+    #[test]
+    fn the_current_release_comes_first_then_the_newest_and_each_form_once() {
+        let got = wanted(&snapshot(), u64::MAX);
+        let order: Vec<(BlobHash, Variant)> = got.iter().map(|(h, v, _)| (h.clone(), *v)).collect();
+        let expect = vec![
+            (hash("shell of cur"), Variant::Identity),
+            (hash("a.js"), Variant::Identity),
+            (hash("a.js"), Variant::Br),
+            (hash("a.js"), Variant::Gzip),
+            (hash("cur.css"), Variant::Identity),
+            (hash("cur/index.html"), Variant::Identity),
+            (hash("shell of new"), Variant::Identity),
+            (hash("new/index.html"), Variant::Identity),
+            (hash("new.css"), Variant::Identity),
+            (hash("shell of old"), Variant::Identity),
+            (hash("old/index.html"), Variant::Identity),
+            (hash("old.css"), Variant::Identity),
+        ];
+        assert_eq!(order, expect);
+        assert_eq!(got[2].2, 30);
+        // The retired release is not fetched.
+        assert!(!order.iter().any(|(h, _)| *h == hash("gone.css")));
+    }
+
+    #[test]
+    fn what_is_wanted_stays_within_the_budget() {
+        let got = wanted(&snapshot(), 300);
+        let bytes: u64 = got.iter().map(|(_, _, s)| s).sum();
+        assert_eq!(got.len(), 4);
+        assert_eq!(bytes, 270);
+        assert!(wanted(&snapshot(), 99).is_empty());
+    }
+}

@@ -208,7 +208,7 @@ pub async fn file_response(
             )
         }
         Err(StoreError::Unavailable(why)) => {
-            tracing::warn!(blob = %entry.hash, "blob store unavailable: {why}");
+            tracing::warn!(blob = %entry.hash, reason = %why, "blob store unavailable");
             let mut resp = json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the blob store is unavailable and this file is not cached on this node; try again shortly",
