@@ -217,6 +217,13 @@ pub async fn file_response(
                 .insert(header::RETRY_AFTER, crate::error::RETRY_AFTER);
             resp
         }
+        Err(StoreError::Corrupt(why)) => {
+            tracing::error!(blob = %entry.hash, reason = %why, "copy from the blob store refused");
+            json_error(
+                StatusCode::BAD_GATEWAY,
+                "a copy of this file from the blob store failed its check and was not served",
+            )
+        }
         Err(e) => {
             tracing::error!(error = %e, "blob read failed");
             json_error(StatusCode::INTERNAL_SERVER_ERROR, "blob store read failed")
