@@ -68,6 +68,13 @@ impl LocalDir {
         })
     }
 
+    /// The same store, keeping no in-memory copies of what is read: for a
+    /// directory read only through a cache that keeps its own.
+    pub fn without_memory_copies(mut self) -> Self {
+        self.hot = Arc::new(HotBlobs::new(0));
+        self
+    }
+
     fn path(&self, hash: &BlobHash, suffix: &str) -> PathBuf {
         let h = hash.as_str();
         self.root.join(&h[..2]).join(format!("{h}{suffix}"))
@@ -557,6 +564,26 @@ mod tests {
         store.delete(&h).await.unwrap();
         assert!(matches!(
             store.read(&h, Variant::Identity, None).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_store_without_memory_copies_reads_the_file_every_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDir::open(dir.path()).unwrap().without_memory_copies();
+        let h = hash_of(b"remote bytes");
+        store
+            .put(&h, stream(b"remote bytes"), 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(
+            &store.read(&h, Variant::Identity, None).await.unwrap()[..],
+            b"remote bytes"
+        );
+        std::fs::remove_file(store.path(&h, "")).unwrap();
+        assert!(matches!(
+            store.open(&h, Variant::Identity, None).await,
             Err(StoreError::NotFound(_))
         ));
     }

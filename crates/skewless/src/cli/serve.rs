@@ -297,7 +297,7 @@ async fn adapters(config: &ServerConfig) -> anyhow::Result<Adapters> {
         LocalDir::open(blob_dir)?
     };
     let blobs: Arc<dyn BlobStore> = match config.cache_dir {
-        Some(_) => cached(Arc::new(dir), config)?,
+        Some(_) => cached(Arc::new(dir.without_memory_copies()), config)?,
         None => Arc::new(dir),
     };
     Ok(Adapters {
