@@ -109,6 +109,97 @@ impl LocalDir {
         self.hot.remove(hash, &[variant]);
         Ok(removed)
     }
+
+    /// [`BlobStore::read`], without boxing its future (the cache calls it
+    /// on every hit).
+    pub(crate) async fn read_form(
+        &self,
+        hash: &BlobHash,
+        variant: Variant,
+        range: Option<(u64, u64)>,
+    ) -> Result<Bytes, StoreError> {
+        if let Some(bytes) = self.hot.get(hash, variant) {
+            return Ok(slice(bytes, range));
+        }
+        let seen = self.hot.removals();
+        let path = self.path(hash, suffix(variant));
+        let not_found = |e: std::io::Error, path: &Path| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                StoreError::NotFound(hash.to_string())
+            } else {
+                StoreError::io(path, e)
+            }
+        };
+        match range {
+            None => {
+                let bytes = tokio::fs::read(&path)
+                    .await
+                    .map(Bytes::from)
+                    .map_err(|e| not_found(e, &path))?;
+                self.hot.insert(hash, variant, bytes.clone(), seen);
+                Ok(bytes)
+            }
+            Some((offset, len)) => {
+                let p = path.clone();
+                let r = tokio::task::spawn_blocking(move || {
+                    let mut f = std::fs::File::open(&p)?;
+                    f.seek(SeekFrom::Start(offset))?;
+                    let mut buf = Vec::with_capacity(len as usize);
+                    f.take(len).read_to_end(&mut buf)?;
+                    Ok::<_, std::io::Error>(Bytes::from(buf))
+                })
+                .await
+                .map_err(|e| StoreError::Interrupted(e.to_string()))?;
+                r.map_err(|e| not_found(e, &path))
+            }
+        }
+    }
+
+    /// [`BlobStore::open`], without boxing its future.
+    pub(crate) async fn open_form(
+        &self,
+        hash: &BlobHash,
+        variant: Variant,
+        range: Option<(u64, u64)>,
+    ) -> Result<Readable, StoreError> {
+        if let Some(bytes) = self.hot.get(hash, variant) {
+            return Ok(Readable::Bytes(slice(bytes, range)));
+        }
+        let seen = self.hot.removals();
+        let path = self.path(hash, suffix(variant));
+        let p = path.clone();
+        // Small forms are read at once (and kept when whole); larger ones
+        // are sent from the open file chunk by chunk.
+        let opened = tokio::task::spawn_blocking(move || {
+            let mut o = chunks::open(&p)?;
+            let (offset, len) = range.unwrap_or((0, o.len));
+            if len <= HOT_MAX_BLOB {
+                return chunks::read_at(&mut o.file, offset, len).map(Ok);
+            }
+            if offset.saturating_add(len) > o.len {
+                return Err(chunks::shrank());
+            }
+            Ok(Err((o.file, offset, len)))
+        })
+        .await
+        .map_err(|e| StoreError::Interrupted(e.to_string()))?;
+        match opened {
+            Ok(Ok(bytes)) => {
+                if range.is_none() {
+                    self.hot.insert(hash, variant, bytes.clone(), seen);
+                }
+                Ok(Readable::Bytes(bytes))
+            }
+            Ok(Err((file, offset, len))) => Ok(Readable::Stream {
+                body: chunks::stream(file, offset, len, CHUNK),
+                len,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::NotFound(hash.to_string()))
+            }
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
+    }
 }
 
 pub(crate) fn suffix(v: Variant) -> &'static str {
@@ -263,41 +354,7 @@ impl BlobStore for LocalDir {
         variant: Variant,
         range: Option<(u64, u64)>,
     ) -> Result<Bytes, StoreError> {
-        if let Some(bytes) = self.hot.get(hash, variant) {
-            return Ok(slice(bytes, range));
-        }
-        let seen = self.hot.removals();
-        let path = self.path(hash, suffix(variant));
-        let not_found = |e: std::io::Error, path: &Path| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                StoreError::NotFound(hash.to_string())
-            } else {
-                StoreError::io(path, e)
-            }
-        };
-        match range {
-            None => {
-                let bytes = tokio::fs::read(&path)
-                    .await
-                    .map(Bytes::from)
-                    .map_err(|e| not_found(e, &path))?;
-                self.hot.insert(hash, variant, bytes.clone(), seen);
-                Ok(bytes)
-            }
-            Some((offset, len)) => {
-                let p = path.clone();
-                let r = tokio::task::spawn_blocking(move || {
-                    let mut f = std::fs::File::open(&p)?;
-                    f.seek(SeekFrom::Start(offset))?;
-                    let mut buf = Vec::with_capacity(len as usize);
-                    f.take(len).read_to_end(&mut buf)?;
-                    Ok::<_, std::io::Error>(Bytes::from(buf))
-                })
-                .await
-                .map_err(|e| StoreError::Interrupted(e.to_string()))?;
-                r.map_err(|e| not_found(e, &path))
-            }
-        }
+        self.read_form(hash, variant, range).await
     }
 
     async fn open(
@@ -306,43 +363,7 @@ impl BlobStore for LocalDir {
         variant: Variant,
         range: Option<(u64, u64)>,
     ) -> Result<Readable, StoreError> {
-        if let Some(bytes) = self.hot.get(hash, variant) {
-            return Ok(Readable::Bytes(slice(bytes, range)));
-        }
-        let seen = self.hot.removals();
-        let path = self.path(hash, suffix(variant));
-        let p = path.clone();
-        // Small forms are read at once (and kept when whole); larger ones
-        // are sent from the open file chunk by chunk.
-        let opened = tokio::task::spawn_blocking(move || {
-            let mut o = chunks::open(&p)?;
-            let (offset, len) = range.unwrap_or((0, o.len));
-            if len <= HOT_MAX_BLOB {
-                return chunks::read_at(&mut o.file, offset, len).map(Ok);
-            }
-            if offset.saturating_add(len) > o.len {
-                return Err(chunks::shrank());
-            }
-            Ok(Err((o.file, offset, len)))
-        })
-        .await
-        .map_err(|e| StoreError::Interrupted(e.to_string()))?;
-        match opened {
-            Ok(Ok(bytes)) => {
-                if range.is_none() {
-                    self.hot.insert(hash, variant, bytes.clone(), seen);
-                }
-                Ok(Readable::Bytes(bytes))
-            }
-            Ok(Err((file, offset, len))) => Ok(Readable::Stream {
-                body: chunks::stream(file, offset, len, CHUNK),
-                len,
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(StoreError::NotFound(hash.to_string()))
-            }
-            Err(e) => Err(StoreError::io(&path, e)),
-        }
+        self.open_form(hash, variant, range).await
     }
 
     async fn stat(&self, hash: &BlobHash, variant: Variant) -> Result<Option<u64>, StoreError> {

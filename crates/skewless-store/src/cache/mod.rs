@@ -393,7 +393,7 @@ impl BlobStore for Cached {
         // A file gone from under the index is forgotten and fetched again.
         for _ in 0..2 {
             let pin = self.pinned(hash, variant).await?;
-            let r = self.inner.local.read(hash, variant, range).await;
+            let r = self.inner.local.read_form(hash, variant, range).await;
             drop(pin);
             match r {
                 Err(StoreError::NotFound(_)) => self.inner.forget(&(hash.clone(), variant)),
@@ -412,7 +412,7 @@ impl BlobStore for Cached {
         // A file gone from under the index is forgotten and fetched again.
         for _ in 0..2 {
             let pin = self.pinned(hash, variant).await?;
-            let r = self.inner.local.open(hash, variant, range).await;
+            let r = self.inner.local.open_form(hash, variant, range).await;
             drop(pin);
             match r {
                 Err(StoreError::NotFound(_)) => self.inner.forget(&(hash.clone(), variant)),
