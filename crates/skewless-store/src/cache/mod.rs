@@ -450,8 +450,10 @@ impl BlobStore for Cached {
         Ok(())
     }
 
+    /// The remote store's: the cache's own temp files are fetches in
+    /// flight, and those a crash left are removed at start.
     async fn leftovers(&self) -> Result<usize, StoreError> {
-        Ok(self.inner.remote.leftovers().await? + self.inner.local.leftovers().await?)
+        self.inner.remote.leftovers().await
     }
 
     async fn delete(&self, hash: &BlobHash) -> Result<u64, StoreError> {
