@@ -84,6 +84,17 @@ pub struct ServerConfig {
     /// Blob directory, shared by every node of a cluster (default
     /// `<data>/blobs`).
     pub blobs: Option<PathBuf>,
+    /// This node's disk cache of the blob store. Given with a blob
+    /// directory, that directory becomes a remote store read through the
+    /// cache (for a shared or network file system); a remote object store
+    /// always has one (default `<data>/cache`). One node per directory.
+    pub cache_dir: Option<PathBuf>,
+    /// Bytes the cache may hold; least recently used files go first.
+    pub cache_max_bytes: u64,
+    /// Milliseconds a read of a file not in the cache waits for the blob
+    /// store behind it (to answer, and for each chunk) before it is
+    /// answered 503.
+    pub blob_timeout_ms: u64,
     /// This node's id in a cluster (default `<host>:<port>`).
     pub node_id: Option<String>,
     /// Timings of cluster mode.
@@ -270,6 +281,9 @@ impl Default for ServerConfig {
             tokens: Vec::new(),
             state: None,
             blobs: None,
+            cache_dir: None,
+            cache_max_bytes: 10 * 1024 * 1024 * 1024,
+            blob_timeout_ms: 5000,
             node_id: None,
             cluster: ClusterTiming::default(),
             service_worker: true,
@@ -311,6 +325,13 @@ impl ServerConfig {
             .unwrap_or_else(|| self.data.join("blobs"))
     }
 
+    /// The cache directory: as configured, else `<data>/cache`.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| self.data.join("cache"))
+    }
+
     /// Checks values no type can: URLs and prefixes.
     pub fn validate(&self) -> Result<(), ServerError> {
         if let Some(state) = &self.state {
@@ -337,6 +358,16 @@ impl ServerConfig {
             return Err(ServerError::Startup(
                 "samples.interval_secs must be above 0 and samples.kept_secs at least one interval"
                     .into(),
+            ));
+        }
+        if self.cache_max_bytes == 0 || self.blob_timeout_ms == 0 {
+            return Err(ServerError::Startup(
+                "cache_max_bytes and blob_timeout_ms must be above 0".into(),
+            ));
+        }
+        if self.cache_dir.is_some() && self.cache_dir() == self.blob_dir() {
+            return Err(ServerError::Startup(
+                "cache_dir must not be the blob directory: the cache is a copy of it".into(),
             ));
         }
         for p in &self.api_prefixes {

@@ -17,6 +17,14 @@ pub enum StoreError {
     /// The upload stream broke off.
     #[error("upload interrupted: {0}")]
     Interrupted(String),
+    /// The store behind this node's cache did not answer in time or
+    /// failed to; the request may succeed when it is back.
+    #[error("the blob store is unavailable: {0}")]
+    Unavailable(String),
+    /// A copy fetched from the store behind this node's cache failed its
+    /// check and was not kept.
+    #[error("corrupt copy: {0}")]
+    Corrupt(String),
     /// The storage medium failed.
     #[error("blob store I/O error at {path}: {source}")]
     Io {
