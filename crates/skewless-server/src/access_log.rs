@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
+use arrayvec::ArrayString;
 use axum::body::Body;
 use axum::http::{header, HeaderName, HeaderValue, Method, Request};
 use axum::response::Response;
@@ -181,13 +182,25 @@ impl AccessLog {
         acked
     }
 
-    /// Starts the record of a request the general HTTP stack answers.
-    pub fn start<B>(&self, req: &Request<B>, peer: SocketAddr) -> Option<Started> {
+    /// Starts the record of a request the general HTTP stack answers;
+    /// `pin` is its pin if the caller worked it out already.
+    pub(crate) fn start<B>(
+        &self,
+        req: &Request<B>,
+        peer: SocketAddr,
+        pin: Option<&RequestPin>,
+    ) -> Option<Started> {
         let shared = self.shared.as_ref()?;
         let uri = req.uri();
-        let h = req.headers();
         let path = uri.path();
-        let requested = RequestPin::of(req.method(), h);
+        let worked_out;
+        let requested = match pin {
+            Some(p) => p,
+            None => {
+                worked_out = RequestPin::of(req.method(), req.headers());
+                &worked_out
+            }
+        };
         let pin = if path == EVENTS_PATH {
             events_release(uri.query())
         } else {
@@ -256,26 +269,17 @@ pub(crate) fn events_release(query: Option<&str>) -> Option<&str> {
 
 /// A release id, kept inline.
 #[derive(Clone, Copy)]
-pub struct ReleaseText {
-    len: u8,
-    bytes: [u8; 64],
-}
+pub struct ReleaseText(ArrayString<64>);
 
 impl ReleaseText {
     /// Keeps `id` (a valid release id, at most 64 bytes) or nothing.
     pub fn of(id: Option<&str>) -> Option<ReleaseText> {
-        let id = id?;
-        let mut bytes = [0u8; 64];
-        bytes.get_mut(..id.len())?.copy_from_slice(id.as_bytes());
-        Some(ReleaseText {
-            len: id.len() as u8,
-            bytes,
-        })
+        ArrayString::from(id?).ok().map(ReleaseText)
     }
 
     /// The id.
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+        &self.0
     }
 }
 
@@ -294,7 +298,7 @@ pub struct Started {
 /// of the `Uri` would hold on to the connection's read buffer and cost
 /// more to drop than the copy.
 enum PathText {
-    Inline { len: u8, bytes: [u8; PATH_INLINE] },
+    Inline(ArrayString<PATH_INLINE>),
     Long(Box<str>),
 }
 
@@ -303,26 +307,15 @@ const PATH_INLINE: usize = 120;
 
 impl PathText {
     fn of(path: &str) -> PathText {
-        let mut bytes = [0u8; PATH_INLINE];
-        match bytes.get_mut(..path.len()) {
-            Some(slot) => {
-                slot.copy_from_slice(path.as_bytes());
-                // At most PATH_INLINE, which fits u8.
-                PathText::Inline {
-                    len: path.len() as u8,
-                    bytes,
-                }
-            }
-            None => PathText::Long(path.into()),
+        match ArrayString::from(path) {
+            Ok(inline) => PathText::Inline(inline),
+            Err(_) => PathText::Long(path.into()),
         }
     }
 
     fn as_str(&self) -> &str {
         match self {
-            // A whole `&str` was copied in, so this never fails.
-            PathText::Inline { len, bytes } => {
-                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or("")
-            }
+            PathText::Inline(s) => s,
             PathText::Long(s) => s,
         }
     }
@@ -535,7 +528,7 @@ mod tests {
             let kept = PathText::of(&path);
             assert_eq!(kept.as_str(), path);
             assert_eq!(
-                matches!(kept, PathText::Inline { .. }),
+                matches!(kept, PathText::Inline(_)),
                 path.len() <= PATH_INLINE
             );
         }

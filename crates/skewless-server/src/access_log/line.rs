@@ -153,7 +153,9 @@ fn string(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         // The usual path, method or release id needs no escape: copied as
         // is, which is what the escaping writer would write.
-        Some(s) if !s.bytes().any(needs_escape) => {
+        // (Checked without stopping early, which the compiler can do
+        // many bytes at a time.)
+        Some(s) if !s.bytes().fold(false, |any, b| any | needs_escape(b)) => {
             out.push(b'"');
             out.extend_from_slice(s.as_bytes());
             out.push(b'"');
