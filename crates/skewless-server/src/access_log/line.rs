@@ -153,9 +153,7 @@ fn string(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         // The usual path, method or release id needs no escape: copied as
         // is, which is what the escaping writer would write.
-        // (Checked without stopping early, which the compiler can do
-        // many bytes at a time.)
-        Some(s) if !s.bytes().fold(false, |any, b| any | needs_escape(b)) => {
+        Some(s) if !any_needs_escape(s.as_bytes()) => {
             out.push(b'"');
             out.extend_from_slice(s.as_bytes());
             out.push(b'"');
@@ -169,6 +167,32 @@ fn string(out: &mut Vec<u8>, s: Option<&str>) {
 /// Whether JSON needs `b` escaped inside a string.
 fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\'
+}
+
+/// Whether any byte of `s` needs escaping, eight bytes at a time: a word
+/// has a byte below `n` (at most 0x80) exactly when
+/// `(w - n·0x01…) & !w & 0x80…` is not zero, and a byte equal to `c`
+/// exactly when `w ^ c·0x01…` has a byte below 1.
+fn any_needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    fn below(w: u64, n: u8) -> u64 {
+        w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS
+    }
+    let mut words = s.chunks_exact(8);
+    for chunk in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(b);
+        if below(w, 0x20)
+            | below(w ^ (ONES * u64::from(b'"')), 1)
+            | below(w ^ (ONES * u64::from(b'\\')), 1)
+            != 0
+        {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| needs_escape(b))
 }
 
 thread_local! {
@@ -256,6 +280,30 @@ pub(crate) mod tests {
             string(&mut ours, Some(s));
             assert_eq!(ours, serde_json::to_vec(s).unwrap(), "{s:?}");
         }
+    }
+
+    #[test]
+    fn the_word_at_a_time_check_agrees_with_the_byte_check() {
+        // Every byte value at every place of strings of 1 to 24 bytes,
+        // among bytes that need no escape.
+        for len in 1..=24 {
+            for at in 0..len {
+                for v in 0..=255u8 {
+                    let mut s = vec![b'a'; len];
+                    s[at] = v;
+                    assert_eq!(
+                        any_needs_escape(&s),
+                        needs_escape(v),
+                        "byte {v:#x} at {at} of {len}"
+                    );
+                }
+            }
+        }
+        // High bytes around the limits (UTF-8 continuation bytes).
+        assert!(!any_needs_escape(&[
+            0x80, 0xff, 0xa0, 0xdc, 0xa2, 0xbc, 0x9f, 0xe0, 0x20
+        ]));
+        assert!(!any_needs_escape(b""));
     }
 
     #[test]
