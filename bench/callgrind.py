@@ -11,7 +11,11 @@ count after start-up and a 1 s warm-up alone ("steady"). Kernel time
 skewless profile is kept (bench/results/callgrind-<case>.out) for
 `callgrind_annotate --inclusive=yes`.
 
+`--access-log` runs skewless with `--access-log FILE` (the cost of the
+log per request); `--skewless-only` leaves nginx out.
+
 Usage: bench/callgrind.py [--case 1k|shell|shell-304|js-200k-br|api] [--duration S]
+                          [--access-log] [--skewless-only]
 """
 
 import argparse
@@ -57,6 +61,9 @@ def main():
     ap.add_argument("--case", default="1k", choices=["1k", "shell", "shell-304", "js-200k-br", "api"])
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--label", default="", help="result name suffix (e.g. for another build)")
+    ap.add_argument("--access-log", action="store_true",
+                    help="run skewless with --access-log FILE (a file in the work directory)")
+    ap.add_argument("--skewless-only", action="store_true", help="do not profile nginx")
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         sys.exit("valgrind is needed: apt-get install valgrind")
@@ -90,16 +97,30 @@ def main():
     port = common.free_port()
     sk_path = f"/_r/{RELEASE}/{files['js']}" if case == "js-200k-br" else paths[case]
     sk_headers = headers + ([f"If-None-Match: {etags['skewless']}"] if case == "shell-304" else [])
-    name = f"callgrind-{case}" + (f"-{args.label}" if args.label else "")
+    name = (f"callgrind-{case}" + ("-access-log" if args.access_log else "")
+            + (f"-{args.label}" if args.label else ""))
+    log_args = ["--access-log", os.path.join(work, "access.log")] if args.access_log else []
     out_file = os.path.join(common.RESULTS, f"{name}.out")
     os.makedirs(common.RESULTS, exist_ok=True)
     log(f"skewless under callgrind: {case}")
     reqs, instr, steady_reqs, steady = under_callgrind(
         [common.SKEWLESS, "serve", "--listen", f"127.0.0.1:{port}", "--data", data,
-         "--admin-token", common.TOKEN],
+         "--admin-token", common.TOKEN, *log_args],
         out_file, {"TOKIO_WORKER_THREADS": "1", "SKEWLESS_LOG": "warn"}, port,
         f"http://127.0.0.1:{port}{sk_path}", sk_headers, args.duration)
     results["skewless"] = per_request(reqs, instr, steady_reqs, steady)
+    if args.access_log:
+        with open(os.path.join(work, "access.log")) as f:
+            logged = sum(1 for _ in f)
+        log(f"  access log: {logged} lines for {reqs} requests")
+        results["skewless"]["access_log_lines"] = logged
+    if args.skewless_only:
+        common.save(name, {"case": case, "results": results})
+        r = results["skewless"]
+        common.table(["server", "requests", "instructions", "per request", "per request, steady"],
+                     [["skewless", r["requests"], r["instructions"], r["per_request"],
+                       r["per_request_steady"]]])
+        return
 
     d = tempfile.mkdtemp(prefix="bench-callgrind-nginx-")
     port = common.free_port()

@@ -2,11 +2,11 @@
 //! own so the request path never waits on the disk.
 //!
 //! A request's line is formatted on its own task when its response ends,
-//! in a per-thread buffer, copied into a fixed-size slot and handed over a
-//! bounded channel to the writer thread, which polls the channel and
-//! batches lines in a buffer flushed every [`writer::FLUSH_INTERVAL`] and on
-//! shutdown. When the channel is full the line is dropped and counted
-//! (`skewless_access_log_dropped_total`); a failing write (a full disk) is
+//! in a per-thread buffer, and appended to a bounded queue: one buffer of
+//! lines behind a lock. The writer thread swaps that buffer for an empty
+//! one every [`writer::TICK`] and on shutdown, and writes what it took with
+//! one system call; a request never wakes it. When the queue is full the
+//! line is dropped and counted (`skewless_access_log_dropped_total`); a failing write (a full disk) is
 //! counted (`skewless_access_log_write_errors_total`) and never stops the
 //! server. A log file is opened for appending and reopened on `SIGHUP`, for
 //! rotation.
@@ -22,11 +22,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
+use arrayvec::ArrayString;
 use axum::body::Body;
 use axum::http::{header, HeaderName, HeaderValue, Method, Request};
 use axum::response::Response;
@@ -38,18 +39,17 @@ use skewless_core::id;
 use crate::gateway::pin::RequestPin;
 use crate::metrics::Kind;
 use crate::ServerError;
-use line::Line;
 pub use line::{Fields, LogKind};
-use writer::{target_name, write_loop, Msg, Sink, Target};
-
-/// Lines waiting for the writer at most; more are dropped and counted.
-const QUEUE_LINES: usize = 4096;
+use writer::{lock, target_name, write_loop, Msg, Push, Queue, Sink, Target};
 
 const SERVED_BY: HeaderName = HeaderName::from_static("skewless-served-by");
 const EVENTS_PATH: &str = "/_skewless/events";
 
 struct Shared {
-    tx: SyncSender<Msg>,
+    /// Lines waiting for the writer.
+    queue: Arc<Mutex<Queue>>,
+    /// To the writer, which sees it close once every handle is gone.
+    control: SyncSender<Msg>,
     /// Whether the target is a file (which `SIGHUP` reopens).
     file: bool,
     /// Set on `SIGHUP`; the writer reopens the file when it sees it.
@@ -96,19 +96,21 @@ impl AccessLog {
                 target_name(&target)
             ))
         })?;
-        let (tx, rx) = mpsc::sync_channel(QUEUE_LINES);
+        let (control, control_rx) = mpsc::sync_channel(1);
         // The writer holds no sender: once every handle is gone it sees
-        // the channel close, flushes and ends.
+        // the channel close, writes what is queued and ends.
         let reopen = Arc::new(AtomicBool::new(false));
+        let queue = Arc::new(Mutex::new(Queue::new()));
         let shared = Arc::new(Shared {
-            tx,
+            queue: queue.clone(),
+            control,
             file: matches!(target, Target::File(_)),
             reopen: reopen.clone(),
             writer: Mutex::new(None),
         });
         let handle = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_loop(rx, target, sink, &reopen))
+            .spawn(move || write_loop(queue, control_rx, target, sink, &reopen))
             .map_err(|e| ServerError::Startup(format!("cannot start the access log: {e}")))?;
         *shared.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         Ok(AccessLog {
@@ -146,14 +148,16 @@ impl AccessLog {
         self.shared.is_some()
     }
 
-    /// Hands a line to the writer without waiting.
+    /// Queues a line for the writer without waiting on it.
     pub fn log(&self, f: &Fields<'_>) {
         let Some(shared) = &self.shared else { return };
-        match shared.tx.try_send(Msg::Line(Line::format(f))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => dropped().increment(1),
+        // Formatted before the lock is taken: the lock is held for a copy.
+        let pushed = line::with_line(f, |l| lock(&shared.queue).push(l));
+        match pushed {
+            Push::Queued => {}
+            Push::Full => dropped().increment(1),
             // Closed at shutdown: nothing more is written.
-            Err(TrySendError::Disconnected(_)) => {}
+            Push::Closed => {}
         }
     }
 
@@ -164,7 +168,7 @@ impl AccessLog {
             return true;
         };
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        let acked = shared.tx.send(Msg::Close(ack_tx)).is_ok()
+        let acked = shared.control.send(Msg::Close(ack_tx)).is_ok()
             && ack_rx.recv_timeout(Duration::from_secs(5)).is_ok();
         let handle = shared
             .writer
@@ -178,13 +182,25 @@ impl AccessLog {
         acked
     }
 
-    /// Starts the record of a request the general HTTP stack answers.
-    pub fn start<B>(&self, req: &Request<B>, peer: SocketAddr) -> Option<Started> {
+    /// Starts the record of a request the general HTTP stack answers;
+    /// `pin` is its pin if the caller worked it out already.
+    pub(crate) fn start<B>(
+        &self,
+        req: &Request<B>,
+        peer: SocketAddr,
+        pin: Option<&RequestPin>,
+    ) -> Option<Started> {
         let shared = self.shared.as_ref()?;
         let uri = req.uri();
-        let h = req.headers();
         let path = uri.path();
-        let requested = RequestPin::of(req.method(), h);
+        let worked_out;
+        let requested = match pin {
+            Some(p) => p,
+            None => {
+                worked_out = RequestPin::of(req.method(), req.headers());
+                &worked_out
+            }
+        };
         let pin = if path == EVENTS_PATH {
             events_release(uri.query())
         } else {
@@ -200,7 +216,7 @@ impl AccessLog {
             start: Instant::now(),
             client: peer.ip(),
             method: req.method().clone(),
-            path: uri.clone(),
+            path: PathText::of(path),
             pin: ReleaseText::of(pin),
         })
     }
@@ -253,26 +269,17 @@ pub(crate) fn events_release(query: Option<&str>) -> Option<&str> {
 
 /// A release id, kept inline.
 #[derive(Clone, Copy)]
-pub struct ReleaseText {
-    len: u8,
-    bytes: [u8; 64],
-}
+pub struct ReleaseText(ArrayString<64>);
 
 impl ReleaseText {
     /// Keeps `id` (a valid release id, at most 64 bytes) or nothing.
     pub fn of(id: Option<&str>) -> Option<ReleaseText> {
-        let id = id?;
-        let mut bytes = [0u8; 64];
-        bytes.get_mut(..id.len())?.copy_from_slice(id.as_bytes());
-        Some(ReleaseText {
-            len: id.len() as u8,
-            bytes,
-        })
+        ArrayString::from(id?).ok().map(ReleaseText)
     }
 
     /// The id.
     pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("")
+        &self.0
     }
 }
 
@@ -283,8 +290,35 @@ pub struct Started {
     start: Instant,
     client: IpAddr,
     method: Method,
-    path: axum::http::Uri,
+    path: PathText,
     pin: Option<ReleaseText>,
+}
+
+/// A request's path (without its query), kept inline when short: a copy
+/// of the `Uri` would hold on to the connection's read buffer and cost
+/// more to drop than the copy.
+enum PathText {
+    Inline(ArrayString<PATH_INLINE>),
+    Long(Box<str>),
+}
+
+/// Bytes of a path kept inline.
+const PATH_INLINE: usize = 120;
+
+impl PathText {
+    fn of(path: &str) -> PathText {
+        match ArrayString::from(path) {
+            Ok(inline) => PathText::Inline(inline),
+            Err(_) => PathText::Long(path.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            PathText::Inline(s) => s,
+            PathText::Long(s) => s,
+        }
+    }
 }
 
 impl Started {
@@ -344,7 +378,7 @@ impl Record {
             time: s.time,
             client: s.client,
             method: Some(s.method.as_str()),
-            path: Some(s.path.path()),
+            path: Some(s.path.as_str()),
             status: self.status,
             bytes: self.bytes,
             duration: s.start.elapsed(),
@@ -483,6 +517,24 @@ mod tests {
     }
 
     #[test]
+    fn paths_are_kept_whole_inline_or_not() {
+        for path in [
+            String::new(),
+            "/".into(),
+            "/caf\u{e9}".into(),
+            "/".repeat(PATH_INLINE),
+            format!("/{}", "\u{e9}".repeat(PATH_INLINE)),
+        ] {
+            let kept = PathText::of(&path);
+            assert_eq!(kept.as_str(), path);
+            assert_eq!(
+                matches!(kept, PathText::Inline(_)),
+                path.len() <= PATH_INLINE
+            );
+        }
+    }
+
+    #[test]
     fn lines_reach_the_file_and_a_moved_file_is_reopened() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("access.log");
@@ -513,23 +565,117 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_writer_that_falls_behind_never_holds_up_a_request() {
-        // A writer that never reads: the queue fills, then lines are
-        // dropped at once instead of waiting.
-        let (tx, rx) = mpsc::sync_channel(QUEUE_LINES);
+    /// A log whose writer never runs.
+    fn without_writer() -> (AccessLog, mpsc::Receiver<Msg>) {
+        let (control, rx) = mpsc::sync_channel(1);
         let log = AccessLog {
             shared: Some(Arc::new(Shared {
-                tx,
+                queue: Arc::new(Mutex::new(Queue::new())),
+                control,
                 file: false,
                 reopen: Arc::default(),
                 writer: Mutex::new(None),
             })),
         };
-        for _ in 0..QUEUE_LINES + 1000 {
-            log.log(&fields(Some("/x")));
+        (log, rx)
+    }
+
+    fn queued(log: &AccessLog) -> Vec<u8> {
+        let mut batch = Vec::new();
+        lock(&log.shared.as_ref().unwrap().queue).take(&mut batch, false);
+        batch
+    }
+
+    #[test]
+    fn a_writer_that_falls_behind_never_holds_up_a_request() {
+        // A writer that never takes: the queue fills, then lines are
+        // dropped at once instead of waiting.
+        let (log, _rx) = without_writer();
+        for i in 0..writer::QUEUE_LINES + 1000 {
+            log.log(&fields(Some(&format!("/{i}"))));
         }
-        assert_eq!(rx.try_iter().count(), QUEUE_LINES);
+        let batch = queued(&log);
+        let lines: Vec<&[u8]> = batch.split_inclusive(|&b| b == b'\n').collect();
+        assert_eq!(lines.len(), writer::QUEUE_LINES);
+        // The first ones are kept, whole and in order.
+        for (i, l) in lines.iter().enumerate() {
+            let v: serde_json::Value = serde_json::from_slice(l).unwrap();
+            assert_eq!(v["path"], format!("/{i}"));
+        }
+        // Taken, the queue has room again.
+        log.log(&fields(Some("/after")));
+        assert!(String::from_utf8(queued(&log))
+            .unwrap()
+            .contains("\"/after\""));
+    }
+
+    #[test]
+    fn long_lines_are_bounded_by_bytes_too() {
+        let (log, _rx) = without_writer();
+        let long = format!("/{}", "y".repeat(10_000));
+        for _ in 0..writer::QUEUE_LINES {
+            log.log(&fields(Some(&long)));
+        }
+        let batch = queued(&log);
+        assert!(batch.len() <= writer::QUEUE_BYTES, "{}", batch.len());
+        let n = batch.iter().filter(|&&b| b == b'\n').count();
+        let line_len = line::with_line(&fields(Some(&long)), <[u8]>::len);
+        assert_eq!(n, writer::QUEUE_BYTES / line_len);
+    }
+
+    #[test]
+    fn after_the_last_take_nothing_is_queued() {
+        let mut q = Queue::new();
+        assert_eq!(q.push(b"a\n"), Push::Queued);
+        assert_eq!(q.push(b"b\n"), Push::Queued);
+        let mut batch = Vec::new();
+        assert_eq!(q.take(&mut batch, true), 2);
+        assert_eq!(batch, b"a\nb\n");
+        assert_eq!(q.push(b"c\n"), Push::Closed);
+        batch.clear();
+        assert_eq!(q.take(&mut batch, true), 0);
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn every_line_reaches_the_file_whole_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let log = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async { AccessLog::open(&path) })
+            .unwrap();
+        // Several threads at once, fewer lines in all than the queue
+        // holds, so none can be dropped; each carries its thread and number.
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let log = log.clone();
+                s.spawn(move || {
+                    for i in 0..writer::QUEUE_LINES / 4 {
+                        log.log(&fields(Some(&format!("/{t}/{i}"))));
+                    }
+                });
+            }
+        });
+        assert!(log.close());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut next = [0usize; 4];
+        let mut n = 0;
+        for l in text.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let p = v["path"].as_str().unwrap();
+            let (t, i) = p[1..].split_once('/').unwrap();
+            let t: usize = t.parse().unwrap();
+            let i: usize = i.parse().unwrap();
+            assert_eq!(i, next[t], "{p}");
+            next[t] = i + 1;
+            n += 1;
+        }
+        assert_eq!(n, writer::QUEUE_LINES / 4 * 4);
+        // Nothing is written after close.
+        log.log(&fields(Some("/late")));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
     }
 
     #[test]

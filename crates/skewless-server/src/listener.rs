@@ -15,7 +15,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::gateway::{handle, Gateway};
+use crate::gateway::{handle, request_pin, Gateway};
 
 /// Serves the gateway (with `app` for its `/_skewless/` routes) on
 /// `listener`, over TLS when `tls` is given, until `stop` resolves, then
@@ -78,10 +78,11 @@ pub async fn serve(
                         req.extensions_mut().insert(crate::proxy::OverTls);
                     }
                     async move {
-                        let logged = gw.access_log().start(&req, peer);
+                        let pin = request_pin(&req);
+                        let logged = gw.access_log().start(&req, peer, pin.as_ref());
                         let resp = match limits.check(&req) {
                             Some(refused) => refused,
-                            None => handle(gw, app, peer, req).await,
+                            None => handle(gw, app, peer, req, pin).await,
                         };
                         Ok::<_, Infallible>(crate::access_log::respond(logged, resp))
                     }

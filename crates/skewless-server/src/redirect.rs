@@ -40,7 +40,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let service_log = log.clone();
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let logged = service_log.start(&req, peer);
+                let logged = service_log.start(&req, peer, None);
                 let resp = limits
                     .check(&req)
                     .unwrap_or_else(|| redirect(&req, https_port));

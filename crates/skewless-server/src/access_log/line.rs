@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use time::OffsetDateTime;
 
-/// Bytes of a line kept inline in its channel slot; longer lines (long
-/// paths) take a heap buffer.
-const INLINE: usize = 440;
+/// Bytes of a thread's line buffer kept between lines; a longer line (a
+/// long path) grows it for that line only.
+const KEPT: usize = 1024;
 
 /// What a request was, as the log names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +93,9 @@ pub fn write_line(out: &mut Vec<u8>, f: &Fields<'_>) {
     out.extend_from_slice(b",\"bytes\":");
     out.extend_from_slice(itoa::Buffer::new().format(f.bytes).as_bytes());
     out.extend_from_slice(b",\"duration_ms\":");
-    let micros = f.duration.as_micros();
+    // In u64 (half a million years), not the u128 `as_micros` gives:
+    // 128-bit division is a call of its own.
+    let micros = f.duration.as_secs() * 1_000_000 + u64::from(f.duration.subsec_micros());
     out.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
     out.push(b'.');
     three_digits(out, (micros % 1000) as u16);
@@ -149,54 +151,68 @@ fn timestamp(out: &mut Vec<u8>, t: SystemTime) {
 /// A JSON string, or `null`.
 fn string(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
+        // The usual path, method or release id needs no escape: copied as
+        // is, which is what the escaping writer would write.
+        Some(s) if !any_needs_escape(s.as_bytes()) => {
+            out.push(b'"');
+            out.extend_from_slice(s.as_bytes());
+            out.push(b'"');
+        }
         // Writing into a Vec cannot fail.
         Some(s) => drop(serde_json::to_writer(&mut *out, s)),
         None => out.extend_from_slice(b"null"),
     }
 }
 
-/// One formatted line on its way to the writer.
-// Large on purpose: a usual line crosses the channel in its slot, with no
-// heap allocation per request.
-#[allow(clippy::large_enum_variant)]
-pub(super) enum Line {
-    Inline { len: u16, bytes: [u8; INLINE] },
-    Heap(Vec<u8>),
+/// Whether JSON needs `b` escaped inside a string.
+fn needs_escape(b: u8) -> bool {
+    b < 0x20 || b == b'"' || b == b'\\'
 }
 
-impl Line {
-    /// Formats the line in this thread's reusable buffer, then copies it
-    /// into the slot (or, when long, into a buffer of its own).
-    pub(super) fn format(f: &Fields<'_>) -> Line {
-        thread_local! {
-            static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-        }
-        BUF.with_borrow_mut(|buf| {
-            buf.clear();
-            write_line(buf, f);
-            if buf.len() <= INLINE {
-                let mut bytes = [0u8; INLINE];
-                bytes[..buf.len()].copy_from_slice(buf);
-                // At most INLINE, which fits u16.
-                Line::Inline {
-                    len: buf.len() as u16,
-                    bytes,
-                }
-            } else {
-                let line = Line::Heap(buf.clone());
-                // A very long path must not keep a large buffer alive.
-                buf.shrink_to(INLINE * 2);
-                line
-            }
-        })
+/// Whether any byte of `s` needs escaping, eight bytes at a time: a word
+/// has a byte below `n` (at most 0x80) exactly when
+/// `(w - n·0x01…) & !w & 0x80…` is not zero, and a byte equal to `c`
+/// exactly when `w ^ c·0x01…` has a byte below 1.
+fn any_needs_escape(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    fn below(w: u64, n: u8) -> u64 {
+        w.wrapping_sub(ONES * u64::from(n)) & !w & HIGHS
     }
+    let mut words = s.chunks_exact(8);
+    for chunk in &mut words {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(b);
+        if below(w, 0x20)
+            | below(w ^ (ONES * u64::from(b'"')), 1)
+            | below(w ^ (ONES * u64::from(b'\\')), 1)
+            != 0
+        {
+            return true;
+        }
+    }
+    words.remainder().iter().any(|&b| needs_escape(b))
+}
 
-    pub(super) fn as_bytes(&self) -> &[u8] {
-        match self {
-            Line::Inline { len, bytes } => &bytes[..usize::from(*len)],
-            Line::Heap(v) => v,
+thread_local! {
+    static LINE_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Formats the line in this thread's reusable buffer and hands it to
+/// `use_line`: no allocation per request once the buffer has grown.
+pub(super) fn with_line<R>(f: &Fields<'_>, use_line: impl FnOnce(&[u8]) -> R) -> R {
+    LINE_BUF.with_borrow_mut(|buf| {
+        buf.clear();
+        write_line(buf, f);
+        let r = use_line(buf);
+        // A very long path must not keep a large buffer alive.
+        if buf.capacity() > KEPT {
+            buf.clear();
+            buf.shrink_to(KEPT);
         }
-    }
+        r
+    })
 }
 
 #[cfg(test)]
@@ -220,8 +236,7 @@ pub(crate) mod tests {
     }
 
     fn line(f: &Fields<'_>) -> String {
-        let l = Line::format(f);
-        String::from_utf8(l.as_bytes().to_vec()).unwrap()
+        with_line(f, |l| String::from_utf8(l.to_vec()).unwrap())
     }
 
     #[test]
@@ -250,6 +265,48 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn strings_are_written_as_the_json_writer_writes_them() {
+        for s in [
+            "",
+            "/",
+            "/assets/app-3f9a.js",
+            "/caf\u{e9}/\u{7f}~%20",
+            "/a\"b",
+            "/a\\b",
+            "/tab\there",
+            "\u{1f}",
+        ] {
+            let mut ours = Vec::new();
+            string(&mut ours, Some(s));
+            assert_eq!(ours, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn the_word_at_a_time_check_agrees_with_the_byte_check() {
+        // Every byte value at every place of strings of 1 to 24 bytes,
+        // among bytes that need no escape.
+        for len in 1..=24 {
+            for at in 0..len {
+                for v in 0..=255u8 {
+                    let mut s = vec![b'a'; len];
+                    s[at] = v;
+                    assert_eq!(
+                        any_needs_escape(&s),
+                        needs_escape(v),
+                        "byte {v:#x} at {at} of {len}"
+                    );
+                }
+            }
+        }
+        // High bytes around the limits (UTF-8 continuation bytes).
+        assert!(!any_needs_escape(&[
+            0x80, 0xff, 0xa0, 0xdc, 0xa2, 0xbc, 0x9f, 0xe0, 0x20
+        ]));
+        assert!(!any_needs_escape(b""));
+    }
+
+    #[test]
     fn unknown_fields_are_null() {
         let mut f = fields(None);
         f.method = None;
@@ -265,14 +322,14 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn long_lines_leave_the_inline_slot_whole() {
+    fn a_long_line_is_whole_and_its_buffer_is_not_kept() {
         let long = format!("/{}", "x".repeat(5000));
-        let l = Line::format(&fields(Some(&long)));
-        assert!(matches!(l, Line::Heap(_)));
-        let v: serde_json::Value = serde_json::from_slice(l.as_bytes()).unwrap();
+        let v: serde_json::Value =
+            with_line(&fields(Some(&long)), |l| serde_json::from_slice(l).unwrap());
         assert_eq!(v["path"], long.as_str());
-        let short = Line::format(&fields(Some("/")));
-        assert!(matches!(short, Line::Inline { .. }));
+        // The thread keeps a small buffer only.
+        let capacity = LINE_BUF.with_borrow(Vec::capacity);
+        assert!(capacity <= KEPT, "{capacity}");
     }
 
     #[test]

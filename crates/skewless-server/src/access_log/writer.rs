@@ -1,35 +1,91 @@
-//! The writer thread: batches lines in a buffer, flushes it on an
-//! interval and on request, reopens the file when asked, and survives
-//! every write error.
+//! The queue of lines and the writer thread that takes them in batches,
+//! writes each batch with one system call, reopens the file when asked,
+//! and survives every write error.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
 
 use metrics::Counter;
 
-use super::line::Line;
-
-/// Longest time a written line waits in the buffer before it is flushed.
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
-/// How often the writer looks at the queue.
+/// How often the writer takes the queued lines and writes them, and so
+/// about the longest a line waits before it reaches the file.
 pub const TICK: Duration = Duration::from_millis(10);
-/// Most lines taken from the queue before the writer looks at its other
-/// duties (flush, reopen).
-const ROUND: usize = 1024;
-/// Size of the writer's buffer.
-const WRITE_BUFFER: usize = 64 * 1024;
+/// Lines waiting for the writer at most; more are dropped and counted.
+pub(super) const QUEUE_LINES: usize = 4096;
+/// Bytes waiting for the writer at most (long paths make long lines).
+pub(super) const QUEUE_BYTES: usize = 1024 * 1024;
+/// What each of the two buffers starts with.
+const BATCH_CAPACITY: usize = 64 * 1024;
 
-// See `Line`.
-#[allow(clippy::large_enum_variant)]
+/// A message to the writer besides the lines.
 pub(super) enum Msg {
-    /// A line to write.
-    Line(Line),
-    /// Flush, stop, and say so.
+    /// Write what is queued, stop, and say so.
     Close(SyncSender<()>),
+}
+
+/// What became of a line handed to the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Push {
+    /// Queued.
+    Queued,
+    /// The queue is at its bound: dropped.
+    Full,
+    /// The writer has stopped: nothing more is written.
+    Closed,
+}
+
+/// The lines waiting for the writer, back to back in one buffer. A
+/// request appends its line under the lock; the writer swaps the whole
+/// buffer for its empty one and writes it with one system call, so
+/// neither side allocates once both buffers have grown, and a request
+/// never wakes the writer.
+pub(super) struct Queue {
+    buf: Vec<u8>,
+    lines: usize,
+    closed: bool,
+}
+
+impl Queue {
+    pub(super) fn new() -> Queue {
+        Queue {
+            buf: Vec::with_capacity(BATCH_CAPACITY),
+            lines: 0,
+            closed: false,
+        }
+    }
+
+    /// Appends one whole line unless the queue is at its bound or closed.
+    pub(super) fn push(&mut self, line: &[u8]) -> Push {
+        if self.closed {
+            Push::Closed
+        } else if self.lines >= QUEUE_LINES || self.buf.len() + line.len() > QUEUE_BYTES {
+            Push::Full
+        } else {
+            self.buf.extend_from_slice(line);
+            self.lines += 1;
+            Push::Queued
+        }
+    }
+
+    /// Swaps the queued lines into `batch` (empty, its capacity reused
+    /// for the next lines) and says how many there were; after a `last`
+    /// take nothing more is queued.
+    pub(super) fn take(&mut self, batch: &mut Vec<u8>, last: bool) -> usize {
+        debug_assert!(batch.is_empty());
+        std::mem::swap(&mut self.buf, batch);
+        self.closed |= last;
+        std::mem::take(&mut self.lines)
+    }
+}
+
+/// Locks the queue; a panic elsewhere never leaves it half-written (a
+/// push is one `extend_from_slice`), so a poisoned lock is used as is.
+pub(super) fn lock(q: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
+    q.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Where lines go.
@@ -76,19 +132,18 @@ impl Sink {
     }
 }
 
-impl Write for Sink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+impl Sink {
+    /// Writes a batch of whole lines: one `write` unless the kernel
+    /// takes it in parts.
+    fn write_batch(&mut self, batch: &[u8]) -> io::Result<()> {
         match self {
             // One lock per batch: lines never interleave with other output.
-            Sink::Stdout(s) => s.lock().write(buf),
-            Sink::File(f) => f.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Sink::Stdout(s) => s.flush(),
-            Sink::File(f) => f.flush(),
+            Sink::Stdout(s) => {
+                let mut out = s.lock();
+                out.write_all(batch)?;
+                out.flush()
+            }
+            Sink::File(f) => f.write_all(batch),
         }
     }
 }
@@ -118,55 +173,45 @@ impl Health {
     }
 }
 
-/// Writes lines until told to stop or every sender is gone.
+/// Writes the queued lines every [`TICK`] until told to stop or every
+/// sender is gone.
 ///
-/// The writer polls the queue every [`TICK`] rather than waiting on it:
-/// a sender then never has to wake a sleeping writer, so handing a line
-/// over is a few atomic operations and never a system call.
-pub(super) fn write_loop(rx: Receiver<Msg>, target: Target, sink: Sink, reopen: &AtomicBool) {
-    let mut out = io::BufWriter::with_capacity(WRITE_BUFFER, sink);
+/// The writer polls rather than waits: a request then never has to wake
+/// a sleeping writer, so handing a line over is a lock, a copy and an
+/// unlock, never a system call; and a tick's lines go out in one write.
+pub(super) fn write_loop(
+    queue: Arc<Mutex<Queue>>,
+    control: Receiver<Msg>,
+    target: Target,
+    mut sink: Sink,
+    reopen: &AtomicBool,
+) {
     let mut health = Health { failing: false };
-    // When the oldest unflushed line was written.
-    let mut dirty_since: Option<Instant> = None;
+    let mut batch = Vec::with_capacity(BATCH_CAPACITY);
     loop {
-        let mut taken = 0;
-        while taken < ROUND {
-            match rx.try_recv() {
-                Ok(Msg::Line(line)) => {
-                    // Most writes only fill the buffer: a success says
-                    // nothing about the file, a failure does.
-                    if let Err(e) = out.write_all(line.as_bytes()) {
-                        health.result("write", Err(e));
-                    }
-                    dirty_since.get_or_insert_with(Instant::now);
-                    taken += 1;
-                }
-                Ok(Msg::Close(ack)) => {
-                    let r = out.flush();
-                    health.result("flush", r);
-                    let _ = ack.send(());
-                    return;
-                }
-                Err(TryRecvError::Empty) => break,
-                Err(TryRecvError::Disconnected) => {
-                    let r = out.flush();
-                    health.result("flush", r);
-                    return;
-                }
+        let (last, ack) = match control.try_recv() {
+            Ok(Msg::Close(ack)) => (true, Some(ack)),
+            Err(TryRecvError::Empty) => (false, None),
+            Err(TryRecvError::Disconnected) => (true, None),
+        };
+        let lines = lock(&queue).take(&mut batch, last);
+        let bytes = batch.len();
+        if bytes > 0 {
+            let r = sink.write_batch(&batch);
+            health.result("write", r);
+            batch.clear();
+        }
+        if last {
+            if let Some(ack) = ack {
+                let _ = ack.send(());
             }
+            return;
         }
         if reopen.swap(false, Ordering::Acquire) {
-            let r = out.flush();
-            health.result("flush", r);
-            dirty_since = None;
             match Sink::open(&target) {
-                Ok(sink) => {
-                    // Whatever the old file could not take is lost with it.
-                    let _ = std::mem::replace(
-                        &mut out,
-                        io::BufWriter::with_capacity(WRITE_BUFFER, sink),
-                    )
-                    .into_parts();
+                // Lines taken so far went to the old file.
+                Ok(new) => {
+                    sink = new;
                     tracing::info!(file = %target_name(&target), "access log reopened");
                 }
                 Err(e) => {
@@ -175,13 +220,8 @@ pub(super) fn write_loop(rx: Receiver<Msg>, target: Target, sink: Sink, reopen: 
                 }
             }
         }
-        if dirty_since.is_some_and(|t| t.elapsed() >= FLUSH_INTERVAL) {
-            let r = out.flush();
-            health.result("flush", r);
-            dirty_since = None;
-        }
-        // A full round means more are waiting: go on at once.
-        if taken < ROUND {
+        // A queue near its bound means the writer is behind: go on at once.
+        if lines < QUEUE_LINES / 2 && bytes < QUEUE_BYTES / 2 {
             std::thread::sleep(TICK);
         }
     }

@@ -284,12 +284,14 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 /// Answers one request. Paths under `/_skewless/` go through the router
 /// (system and admin routes); every other path (shell, files, API calls)
 /// is resolved directly, which spares the hot path the router's matching
-/// and boxing.
-pub async fn handle(
+/// and boxing. `pin` is the request's pin if the caller worked it out
+/// already ([`request_pin`]).
+pub(crate) async fn handle(
     gw: Arc<Gateway>,
     app: Router,
     peer: SocketAddr,
     req: axum::http::Request<hyper::body::Incoming>,
+    pin: Option<pin::RequestPin>,
 ) -> Response {
     let mut req = req.map(axum::body::Body::new);
     if req.uri().path().starts_with("/_skewless") {
@@ -299,7 +301,18 @@ pub async fn handle(
             Err(never) => match never {},
         };
     }
-    let seen = Seen::of(&req);
+    let seen = match pin {
+        Some(pin) => Seen::with_pin(&req, pin),
+        None => Seen::of(&req),
+    };
     let resp = site::resolve_request(&gw, req, peer, &seen.pin).await;
     seen.stamp(&gw, resp)
+}
+
+/// The pin of a request [`handle`] resolves directly (not one under
+/// `/_skewless/`, whose routes work it out themselves), worked out once for
+/// the access log and the gateway both.
+pub(crate) fn request_pin<B>(req: &axum::http::Request<B>) -> Option<pin::RequestPin> {
+    (!req.uri().path().starts_with("/_skewless"))
+        .then(|| pin::RequestPin::of(req.method(), req.headers()))
 }

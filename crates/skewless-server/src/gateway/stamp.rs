@@ -100,8 +100,13 @@ pub(super) struct Seen {
 
 impl Seen {
     pub(super) fn of<B>(req: &axum::http::Request<B>) -> Seen {
+        Seen::with_pin(req, RequestPin::of(req.method(), req.headers()))
+    }
+
+    /// With the pin already worked out for the request.
+    pub(super) fn with_pin<B>(req: &axum::http::Request<B>, pin: RequestPin) -> Seen {
         Seen {
-            pin: RequestPin::of(req.method(), req.headers()),
+            pin,
             client: req.headers().get(&CLIENT).cloned(),
         }
     }
