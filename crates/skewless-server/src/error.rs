@@ -86,6 +86,8 @@ impl ServerError {
                 StoreError::NotFound(_) => StatusCode::NOT_FOUND,
                 StoreError::Interrupted(_) => StatusCode::BAD_REQUEST,
                 StoreError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                StoreError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                StoreError::Remote { .. } => StatusCode::BAD_GATEWAY,
             },
             ServerError::Startup(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

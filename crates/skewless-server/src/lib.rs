@@ -31,7 +31,10 @@ mod supervisor;
 mod tls;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use config::{BackendDefaults, ClusterTiming, Retention, Role, ServerConfig, TokenConfig};
+pub use config::{
+    BackendDefaults, BlobLocation, ClusterTiming, ObjectStoreTiming, Retention, Role, ServerConfig,
+    TokenConfig,
+};
 pub use datadir::DataLock;
 pub use error::ServerError;
 pub use gateway::{Adapters, Gateway};

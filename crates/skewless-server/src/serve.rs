@@ -207,6 +207,13 @@ pub async fn file_response(
                 "a file of this release is missing from the blob store",
             )
         }
+        Err(e @ StoreError::Unavailable { .. }) => {
+            tracing::warn!(error = %e, "blob store unavailable");
+            json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the blob store is unavailable",
+            )
+        }
         Err(e) => {
             tracing::error!(error = %e, "blob read failed");
             json_error(StatusCode::INTERNAL_SERVER_ERROR, "blob store read failed")

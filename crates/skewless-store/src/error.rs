@@ -17,6 +17,12 @@ pub enum StoreError {
     /// The upload stream broke off.
     #[error("upload interrupted: {0}")]
     Interrupted(String),
+    /// A remote store could not be reached or did not answer in time.
+    #[error("blob store {store} is unavailable: {detail}")]
+    Unavailable { store: String, detail: String },
+    /// A remote store refused or failed a request.
+    #[error("blob store {store} failed: {detail}")]
+    Remote { store: String, detail: String },
     /// The storage medium failed.
     #[error("blob store I/O error at {path}: {source}")]
     Io {

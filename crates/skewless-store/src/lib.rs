@@ -1,13 +1,15 @@
 //! Content-addressed blob storage. Every file of every release is stored once
 //! under its BLAKE3 hash, with br and gzip variants made once at upload for
 //! compressible types. [`BlobStore`] is the seam; [`LocalDir`] keeps blobs in a
-//! directory, written crash-safely (temp file, fsync, rename, fsync dir).
+//! directory, written crash-safely (temp file, fsync, rename, fsync dir);
+//! [`ObjectBlobs`] keeps them in an S3-compatible object store.
 
 mod chunks;
 mod compress;
 mod error;
 mod hot;
 mod local;
+mod object;
 
 use std::pin::Pin;
 
@@ -20,6 +22,7 @@ pub use chunks::CHUNK;
 pub use compress::{brotli_compress, gzip_compress};
 pub use error::StoreError;
 pub use local::LocalDir;
+pub use object::{ObjectBlobs, S3Settings, S3Url, Timeouts};
 
 /// A stream of body chunks, as an upload arrives.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
@@ -159,6 +162,16 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Deletes a blob and its variants; returns the bytes freed.
     async fn delete(&self, hash: &BlobHash) -> Result<u64, StoreError>;
+
+    /// Deletes several blobs and their variants; returns the bytes freed.
+    /// Stores with a batch delete send few requests for many blobs.
+    async fn delete_many(&self, hashes: &[BlobHash]) -> Result<u64, StoreError> {
+        let mut freed = 0;
+        for h in hashes {
+            freed += self.delete(h).await?;
+        }
+        Ok(freed)
+    }
 
     /// Every stored blob.
     async fn list(&self) -> Result<Vec<BlobInfo>, StoreError>;
