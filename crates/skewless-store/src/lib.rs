@@ -42,6 +42,14 @@ pub enum Readable {
 }
 
 impl Readable {
+    /// The bytes as a stream, however they are held.
+    pub fn into_stream(self) -> ByteStream {
+        match self {
+            Readable::Bytes(b) => Box::pin(futures::stream::once(async move { Ok(b) })),
+            Readable::Stream { body, .. } => body,
+        }
+    }
+
     /// The bytes this yields.
     pub fn len(&self) -> u64 {
         match self {
@@ -175,4 +183,12 @@ pub trait BlobStore: Send + Sync + 'static {
 
     /// Every stored blob.
     async fn list(&self) -> Result<Vec<BlobInfo>, StoreError>;
+
+    /// A copy of the blob kept apart from where this store keeps it (a
+    /// node's cache in front of an object store), from which a lost or
+    /// corrupt blob can be stored again; `None` where there is none.
+    async fn local_copy(&self, hash: &BlobHash) -> Result<Option<ByteStream>, StoreError> {
+        let _ = hash;
+        Ok(None)
+    }
 }

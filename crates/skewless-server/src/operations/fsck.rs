@@ -31,19 +31,22 @@ impl Operations {
     }
 
     async fn check(&self, repair: bool) -> Result<FsckReport, ServerError> {
-        check(self.state.as_ref(), self.blobs.as_ref(), repair).await
+        check(self.state.as_ref(), self.blobs.as_ref(), repair, None).await
     }
 }
 
 /// Checks every live release's blobs (presence, BLAKE3, variants), the
-/// pointer, and the store for orphans. With `repair`: remakes missing or
-/// wrong variants, and deletes corrupt blobs so the next deploy of those
-/// files uploads them again. Used by a running server's [`Operations`] and,
-/// on a stopped server's data directory, by `skewless fsck --data`.
+/// pointer, and the store for orphans. With `repair`: stores missing or
+/// corrupt blobs again from a local copy (the store's own, such as a
+/// node's cache, or `copies`) where one exists, else deletes corrupt blobs
+/// so the next deploy of those files uploads them again; remakes missing
+/// or wrong variants. Used by a running server's [`Operations`] and, on a
+/// stopped server's data directory, by `skewless fsck --data`.
 pub async fn check(
     state: &dyn StateStore,
     blobs: &dyn BlobStore,
     repair: bool,
+    copies: Option<&dyn BlobStore>,
 ) -> Result<FsckReport, ServerError> {
     let releases = state.releases().await?;
     let mut problems = Vec::new();
@@ -76,14 +79,20 @@ pub async fn check(
             repaired: None,
         };
         let Some(size) = blobs.stat(hash, Variant::Identity).await? else {
-            missing.push((problems.len(), users.iter().map(|u| u.0.clone()).collect()));
-            problems.push(finding(
+            let mut p = finding(
                 "missing-blob",
                 format!(
                     "not in the store ({} releases use it); deploy the files again",
                     users.len()
                 ),
-            ));
+            );
+            if repair {
+                p.repaired = restore(blobs, copies, hash).await?;
+            }
+            if p.repaired.is_none() {
+                missing.push((problems.len(), users.iter().map(|u| u.0.clone()).collect()));
+            }
+            problems.push(p);
             continue;
         };
         if size != entry.size || !blobs.verify(hash).await? {
@@ -93,7 +102,10 @@ pub async fn check(
             );
             if repair {
                 blobs.delete(hash).await?;
-                p.repaired = Some("deleted; the next deploy of this file uploads it again".into());
+                p.repaired = Some(match restore(blobs, copies, hash).await? {
+                    Some(how) => how,
+                    None => "deleted; the next deploy of this file uploads it again".into(),
+                });
             }
             problems.push(p);
             continue;
@@ -209,4 +221,38 @@ pub async fn check(
         blobs: uses.len(),
         problems,
     })
+}
+
+/// Stores `hash` again from a local copy: the store's own (a node's cache)
+/// or `copies`. The upload is verified against the hash like any other, so
+/// a bad copy is refused. Says how it was repaired, or `None` when no copy
+/// was found.
+async fn restore(
+    blobs: &dyn BlobStore,
+    copies: Option<&dyn BlobStore>,
+    hash: &BlobHash,
+) -> Result<Option<String>, ServerError> {
+    let mut tried = Vec::new();
+    if let Some(body) = blobs.local_copy(hash).await? {
+        match blobs.put(hash, body, u64::MAX).await {
+            Ok(_) => return Ok(Some("stored again from this node's local copy".into())),
+            Err(e) => tried.push(format!("this node's local copy: {e}")),
+        }
+    }
+    if let Some(copies) = copies {
+        if copies.contains(hash).await? {
+            let body = copies
+                .open(hash, Variant::Identity, None)
+                .await?
+                .into_stream();
+            match blobs.put(hash, body, u64::MAX).await {
+                Ok(_) => return Ok(Some("stored again from the given copy".into())),
+                Err(e) => tried.push(format!("the given copy: {e}")),
+            }
+        }
+    }
+    for t in tried {
+        tracing::warn!(blob = %hash, "a local copy could not be stored again: {t}");
+    }
+    Ok(None)
 }

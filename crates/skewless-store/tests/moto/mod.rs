@@ -48,8 +48,9 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// One HTTP/1.0 request; the status code, or `None` if there is no answer.
-fn request(port: u16, method: &str, path: &str) -> Option<u16> {
+/// One HTTP/1.0 request; the status code and body, or `None` if there is
+/// no answer.
+fn request(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
@@ -57,11 +58,15 @@ fn request(port: u16, method: &str, path: &str) -> Option<u16> {
         "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n"
     )
     .ok()?;
-    let mut head = String::new();
-    BufReader::new(&mut s).read_line(&mut head).ok()?;
-    let mut rest = Vec::new();
-    let _ = s.read_to_end(&mut rest);
-    head.split_whitespace().nth(1)?.parse().ok()
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    let text = String::from_utf8_lossy(&all);
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Some((status, body))
 }
 
 impl Moto {
@@ -109,8 +114,40 @@ wait "$pid""#;
 
     /// Creates a bucket (an HTTP `PUT /<name>`).
     pub fn create_bucket(&self, name: &str) {
-        let status = request(self.port, "PUT", &format!("/{name}"));
+        let status = request(self.port, "PUT", &format!("/{name}")).map(|r| r.0);
         assert_eq!(status, Some(200), "creating bucket {name}");
+    }
+
+    /// How many objects the bucket holds under `prefix` (counted up to
+    /// 1000, one listing page).
+    pub fn count(&self, bucket: &str, prefix: &str) -> usize {
+        let (status, body) = request(
+            self.port,
+            "GET",
+            &format!("/{bucket}?list-type=2&prefix={prefix}"),
+        )
+        .expect("moto answers a listing");
+        assert_eq!(status, 200, "listing {bucket}: {body}");
+        body.matches("<Key>").count()
+    }
+
+    /// Stores an object directly, as something other than skewless would
+    /// (moto checks that a request carries credentials, not its signature;
+    /// it refuses anonymous overwrites).
+    pub fn put_object(&self, bucket: &str, key: &str, data: &[u8]) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to moto");
+        write!(
+            s,
+            "PUT /{bucket}/{key} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\n\
+             Authorization: AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00\r\n\r\n",
+            self.port,
+            data.len()
+        )
+        .expect("write");
+        s.write_all(data).expect("write");
+        let mut head = String::new();
+        BufReader::new(&mut s).read_line(&mut head).expect("read");
+        assert!(head.contains(" 200"), "put {key}: {head}");
     }
 
     /// Freezes the server (SIGSTOP): it keeps its memory and its socket,
