@@ -1,7 +1,9 @@
-//! Several nodes over one PostgreSQL database and one S3 bucket (moto):
-//! every node serves what any node deployed, an object store that stops
-//! answering fails a deploy cleanly, deploys and collections on different
-//! nodes lose nothing, and neither do nodes killed at random points.
+//! Several nodes over one PostgreSQL database and one S3 bucket (moto),
+//! each reading it through its own disk cache: every node serves what any
+//! node deployed, an object store that stops answering fails a deploy
+//! cleanly while cached files are still served, deploys and collections on
+//! different nodes lose nothing, and neither do nodes killed at random
+//! points; fsck finds and repairs what went wrong in the bucket.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -142,6 +144,8 @@ fn a_frozen_object_store_fails_the_deploy_cleanly_and_it_succeeds_after() {
     let n1 = node(&url, &bucket, "n1", QUICK);
     let n2 = node(&url, &bucket, "n2", QUICK);
     n1.deploy(&example("v1"), "v1", true);
+    // Read once on each node: in its cache from now on.
+    assert_serves(&n1, &example("v1"), "v1");
     assert_serves(&n2, &example("v1"), "v1");
 
     let app = tempfile::tempdir().unwrap();
@@ -177,13 +181,19 @@ fn a_frozen_object_store_fails_the_deploy_cleanly_and_it_succeeds_after() {
         assert!(!release_ids(n).contains(&"v2".to_owned()));
         assert_eq!(n.current().as_deref(), Some("v1"));
     }
-    // A file the node must fetch from the store answers 503, not a hang.
-    let r = n2.get("/_r/v1/logo.svg").send().unwrap();
+    // Cached files are still served by every node.
+    assert_serves(&n1, &example("v1"), "v1");
+    assert_serves(&n2, &example("v1"), "v1");
+    // A node started during the outage has nothing cached: its files
+    // answer 503 (after a bounded wait), not a hang.
+    let n3 = node(&url, &bucket, "n3", QUICK);
+    let r = n3.get("/_r/v1/logo.svg").send().unwrap();
     assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
 
     bucket.moto.thaw();
     n1.deploy(app.path(), "v2", true);
-    for n in [&n1, &n2] {
+    for n in [&n1, &n2, &n3] {
         wait_for("the node to serve v2", Duration::from_secs(10), || {
             n.current().as_deref() == Some("v2")
         });
@@ -486,50 +496,66 @@ fn fsck_finds_corrupt_and_orphan_objects_and_repairs_from_a_local_copy() {
     );
     s.deploy(&example("v1"), "v1", true);
     assert_fsck_clean(&s);
-    // A second server with a blob directory of its own holds copies.
-    let local = Server::start();
-    local.deploy(&example("v1"), "v1", true);
+    let key_of = |hash: &str| format!("{}/{}/{hash}", crate::support::s3::PREFIX, &hash[..2]);
 
-    let logo = std::fs::read(example("v1").join("logo.svg")).unwrap();
-    let hash = blake3::hash(&logo).to_hex().to_string();
-    let key = format!("{}/{}/{hash}", crate::support::s3::PREFIX, &hash[..2]);
-    bucket
-        .moto
-        .put_object(&bucket.name, &key, b"not the logo at all");
+    // An object nobody registered, and a blob changed behind the node's
+    // back after the node read (and cached) it.
     let orphan = b"an upload nobody registered";
     let orphan_hash = blake3::hash(orphan).to_hex().to_string();
-    let orphan_key = format!(
-        "{}/{}/{orphan_hash}",
-        crate::support::s3::PREFIX,
-        &orphan_hash[..2]
-    );
-    bucket.moto.put_object(&bucket.name, &orphan_key, orphan);
+    bucket
+        .moto
+        .put_object(&bucket.name, &key_of(&orphan_hash), orphan);
+    let css = std::fs::read(example("v1").join("style.css")).unwrap();
+    let r = s.get("/_r/v1/style.css").send().unwrap();
+    assert!(r.bytes().unwrap() == css);
+    let css_hash = blake3::hash(&css).to_hex().to_string();
+    bucket
+        .moto
+        .put_object(&bucket.name, &key_of(&css_hash), b"body{}");
 
     let fsck = s.cli(&["fsck", "--json"]);
     assert!(!fsck.status.success());
     let report: serde_json::Value = serde_json::from_slice(&fsck.stdout).unwrap();
-    let kinds: Vec<(&str, &str)> = report["problems"]
+    let kinds: Vec<(String, String)> = report["problems"]
         .as_array()
         .unwrap()
         .iter()
         .map(|p| {
-            (
-                p["kind"].as_str().unwrap(),
-                p["hash"].as_str().unwrap_or(""),
-            )
+            let kind = p["kind"].as_str().unwrap().to_owned();
+            (kind, p["hash"].as_str().unwrap_or("").to_owned())
         })
         .collect();
     assert!(
-        kinds.contains(&("corrupt-blob", hash.as_str())),
+        kinds.contains(&("corrupt-blob".into(), css_hash.clone())),
         "{kinds:?}"
     );
     assert!(
-        kinds.contains(&("orphan-blob", orphan_hash.as_str())),
+        kinds.contains(&("orphan-blob".into(), orphan_hash)),
         "{kinds:?}"
     );
 
-    // Stopped: fsck opens the store itself and repairs from the copies.
+    // The running node repairs from its cache.
+    let out = s.cli(&["fsck", "--repair"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("stored again from this node's local copy"),
+        "{stdout}"
+    );
+    assert_fsck_clean(&s);
+
+    // Stopped, with a blob lost from the bucket and no cache to help:
+    // fsck opens the store itself and repairs from the given copies (a
+    // second server's blob directory).
+    let local = Server::start();
+    local.deploy(&example("v1"), "v1", true);
     s.terminate();
+    std::fs::remove_dir_all(s.data.path().join("cache")).unwrap();
+    let logo = std::fs::read(example("v1").join("logo.svg")).unwrap();
+    let logo_hash = blake3::hash(&logo).to_hex().to_string();
+    bucket
+        .moto
+        .put_object(&bucket.name, &key_of(&logo_hash), b"not the logo at all");
     let offline = |extra: &[&str]| {
         Command::new(crate::support::bin())
             .args(["fsck", "--data", s.data.path().to_str().unwrap()])
@@ -539,6 +565,8 @@ fn fsck_finds_corrupt_and_orphan_objects_and_repairs_from_a_local_copy() {
             .output()
             .unwrap()
     };
+    let out = offline(&[]);
+    assert!(!out.status.success());
     let copies = local.data.path().join("blobs");
     let out = offline(&["--repair", "--copy-from", copies.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);

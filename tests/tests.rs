@@ -7,6 +7,7 @@ mod support;
 mod access_log;
 mod admin;
 mod browser;
+mod cache;
 mod cluster;
 mod crash;
 mod deploy;

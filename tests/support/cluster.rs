@@ -220,6 +220,13 @@ pub fn node(db: &str, blobs: &Path, id: &str, extra: &[&str]) -> Server {
 
 /// The same, with environment variables for the node (and its back ends).
 pub fn node_env(db: &str, blobs: &Path, id: &str, extra: &[&str], env: &[(&str, &str)]) -> Server {
+    let args = node_args(db, blobs, id, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Server::start_with_env(tempfile::tempdir().expect("tempdir"), &args, env)
+}
+
+/// The `serve` flags of a node over `db` sharing `blobs`.
+pub fn node_args(db: &str, blobs: &Path, id: &str, extra: &[&str]) -> Vec<String> {
     let blobs = blobs.to_str().expect("utf-8 path");
     let mut args = vec![
         "--state",
@@ -232,7 +239,7 @@ pub fn node_env(db: &str, blobs: &Path, id: &str, extra: &[&str], env: &[(&str, 
         "300",
     ];
     args.extend_from_slice(extra);
-    Server::start_with_env(tempfile::tempdir().expect("tempdir"), &args, env)
+    args.into_iter().map(str::to_owned).collect()
 }
 
 /// The nodes as `skewless nodes --json` lists them.

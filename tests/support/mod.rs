@@ -112,6 +112,17 @@ impl Server {
         self.url = url;
     }
 
+    /// Kill -9 and start again on the same data directory (a new port)
+    /// with these `serve` flags.
+    pub fn crash_and_restart_with(&mut self, extra: &[&str]) {
+        self.kill9();
+        let mut args = vec!["--admin-token", TOKEN];
+        args.extend_from_slice(extra);
+        let (child, url) = spawn(self.data.path(), &args);
+        self.child = Some(child);
+        self.url = url;
+    }
+
     /// SIGTERM, and wait for the exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().expect("running");

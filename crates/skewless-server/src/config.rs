@@ -85,6 +85,17 @@ pub struct ServerConfig {
     pub blobs: Option<PathBuf>,
     /// Timeouts of an object store.
     pub object_store: ObjectStoreTiming,
+    /// This node's disk cache of the blob store. Given with a blob
+    /// directory, that directory becomes a remote store read through the
+    /// cache (for a shared or network file system); a remote object store
+    /// always has one (default `<data>/cache`). One node per directory.
+    pub cache_dir: Option<PathBuf>,
+    /// Bytes the cache may hold; least recently used files go first.
+    pub cache_max_bytes: u64,
+    /// Milliseconds a read of a file not in the cache waits for the blob
+    /// store behind it (to answer, and for each chunk) before it is
+    /// answered 503.
+    pub blob_timeout_ms: u64,
     /// This node's id in a cluster (default `<host>:<port>`).
     pub node_id: Option<String>,
     /// Timings of cluster mode.
@@ -272,6 +283,9 @@ impl Default for ServerConfig {
             state: None,
             blobs: None,
             object_store: ObjectStoreTiming::default(),
+            cache_dir: None,
+            cache_max_bytes: 10 * 1024 * 1024 * 1024,
+            blob_timeout_ms: 5000,
             node_id: None,
             cluster: ClusterTiming::default(),
             service_worker: true,
@@ -323,6 +337,13 @@ impl ServerConfig {
         }
     }
 
+    /// The cache directory: as configured, else `<data>/cache`.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(|| self.data.join("cache"))
+    }
+
     /// Checks values no type can: URLs and prefixes.
     pub fn validate(&self) -> Result<(), ServerError> {
         self.blob_location()?;
@@ -350,6 +371,16 @@ impl ServerConfig {
                     "cluster.poll_ms and cluster.heartbeat_ms must be above 0 and cluster.lease_ttl_secs at least 3".into(),
                 ));
             }
+        }
+        if self.cache_max_bytes == 0 || self.blob_timeout_ms == 0 {
+            return Err(ServerError::Startup(
+                "cache_max_bytes and blob_timeout_ms must be above 0".into(),
+            ));
+        }
+        if self.cache_dir.is_some() && self.cache_dir() == self.blob_dir() {
+            return Err(ServerError::Startup(
+                "cache_dir must not be the blob directory: the cache is a copy of it".into(),
+            ));
         }
         for p in &self.api_prefixes {
             if !p.starts_with('/') || p.starts_with("/_skewless") || p.starts_with("/_r/") {

@@ -85,14 +85,19 @@ impl ServerError {
                 StoreError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 StoreError::NotFound(_) => StatusCode::NOT_FOUND,
                 StoreError::Interrupted(_) => StatusCode::BAD_REQUEST,
+                StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                StoreError::Corrupt(_) => StatusCode::BAD_GATEWAY,
                 StoreError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-                StoreError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 StoreError::Remote { .. } => StatusCode::BAD_GATEWAY,
             },
             ServerError::Startup(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
+
+/// Seconds a client is told to wait before retrying what an unavailable
+/// blob store refused.
+pub const RETRY_AFTER: axum::http::HeaderValue = axum::http::HeaderValue::from_static("5");
 
 /// The JSON body of every error answer: `{"error": "..."}`.
 pub fn error_body(message: &str) -> String {
@@ -125,6 +130,10 @@ impl IntoResponse for ServerError {
             tracing::error!(error = %self, "request failed");
         }
         let mut resp = json_error(status, &self.to_string());
+        if matches!(self, ServerError::Store(StoreError::Unavailable(_))) {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, RETRY_AFTER);
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

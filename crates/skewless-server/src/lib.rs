@@ -17,6 +17,7 @@ mod limits;
 mod listener;
 mod metrics;
 pub mod operations;
+mod prefetch;
 mod presence;
 mod proxy;
 mod reaper;

@@ -1,7 +1,7 @@
 //! Prometheus metrics at `/_skewless/metrics`, through the `metrics` crate:
 //! request counters by kind and status, skew saved and missed, promotions,
-//! and, at scrape time, live clients, event streams, back-end health and
-//! releases by state.
+//! prefetches, and, at scrape time, live clients, event streams, back-end
+//! health, releases by state and the blob cache's figures.
 
 use std::sync::OnceLock;
 
@@ -76,6 +76,87 @@ fn describe() {
         "1 when a release's managed back end passes its health check."
     );
     metrics::describe_gauge!("skewless_releases", "Releases by lifecycle state.");
+    for (name, help) in CACHE_COUNTERS {
+        metrics::describe_counter!(name, help);
+    }
+    metrics::describe_gauge!(
+        "skewless_cache_bytes",
+        "Bytes held in this node's blob cache."
+    );
+    metrics::describe_gauge!(
+        "skewless_cache_files",
+        "Files (one per blob and encoding) held in this node's blob cache."
+    );
+    metrics::describe_gauge!(
+        "skewless_cache_max_bytes",
+        "The blob cache's byte budget (--cache-max-bytes)."
+    );
+    metrics::describe_counter!(
+        "skewless_prefetch_total",
+        "Files of served releases prefetched into the blob cache, by result (fetched, failed)."
+    );
+}
+
+/// The blob cache's counters, in the order [`cache`] sets them.
+const CACHE_COUNTERS: [(&str, &str); 8] = [
+    (
+        "skewless_cache_hits_total",
+        "Reads served from this node's blob cache.",
+    ),
+    (
+        "skewless_cache_misses_total",
+        "Reads of files not in the blob cache, which waited for a fetch.",
+    ),
+    (
+        "skewless_cache_fills_total",
+        "Files fetched from the blob store, verified and kept in the cache.",
+    ),
+    (
+        "skewless_cache_fill_bytes_total",
+        "Bytes of the files fetched into the cache.",
+    ),
+    (
+        "skewless_cache_fill_failures_total",
+        "Fetches into the cache that failed (store unavailable, corrupt copy, local I/O).",
+    ),
+    (
+        "skewless_cache_waits_total",
+        "Reads that joined a fetch already in flight instead of starting another.",
+    ),
+    (
+        "skewless_cache_evictions_total",
+        "Files evicted from the cache to stay within its budget.",
+    ),
+    (
+        "skewless_cache_evicted_bytes_total",
+        "Bytes of the files evicted from the cache.",
+    ),
+];
+
+/// Sets the blob cache's figures, at scrape time.
+pub fn cache(s: &skewless_store::CacheStats) {
+    let values = [
+        s.hits,
+        s.misses,
+        s.fills,
+        s.fill_bytes,
+        s.fill_failures,
+        s.waits,
+        s.evictions,
+        s.evicted_bytes,
+    ];
+    for ((name, _), v) in CACHE_COUNTERS.iter().zip(values) {
+        metrics::counter!(*name).absolute(v);
+    }
+    metrics::gauge!("skewless_cache_bytes").set(s.bytes as f64);
+    metrics::gauge!("skewless_cache_files").set(s.files as f64);
+    metrics::gauge!("skewless_cache_max_bytes").set(s.max_bytes as f64);
+}
+
+/// Counts the files one prefetch walk fetched and failed to fetch.
+pub fn prefetched(fetched: u64, failed: u64) {
+    counter!("skewless_prefetch_total", "result" => "fetched").increment(fetched);
+    counter!("skewless_prefetch_total", "result" => "failed").increment(failed);
 }
 
 /// Statuses counted under their own label; the rest are counted by class

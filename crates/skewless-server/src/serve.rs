@@ -207,11 +207,21 @@ pub async fn file_response(
                 "a file of this release is missing from the blob store",
             )
         }
-        Err(e @ StoreError::Unavailable { .. }) => {
-            tracing::warn!(error = %e, "blob store unavailable");
-            json_error(
+        Err(StoreError::Unavailable(why)) => {
+            tracing::warn!(blob = %entry.hash, reason = %why, "blob store unavailable");
+            let mut resp = json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "the blob store is unavailable",
+                "the blob store is unavailable and this file is not cached on this node; try again shortly",
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, crate::error::RETRY_AFTER);
+            resp
+        }
+        Err(StoreError::Corrupt(why)) => {
+            tracing::error!(blob = %entry.hash, reason = %why, "copy from the blob store refused");
+            json_error(
+                StatusCode::BAD_GATEWAY,
+                "a copy of this file from the blob store failed its check and was not served",
             )
         }
         Err(e) => {

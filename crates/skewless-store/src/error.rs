@@ -17,9 +17,14 @@ pub enum StoreError {
     /// The upload stream broke off.
     #[error("upload interrupted: {0}")]
     Interrupted(String),
-    /// A remote store could not be reached or did not answer in time.
-    #[error("blob store {store} is unavailable: {detail}")]
-    Unavailable { store: String, detail: String },
+    /// The store behind this node's cache did not answer in time or
+    /// failed to; the request may succeed when it is back.
+    #[error("the blob store is unavailable: {0}")]
+    Unavailable(String),
+    /// A copy fetched from the store behind this node's cache failed its
+    /// check and was not kept.
+    #[error("corrupt copy: {0}")]
+    Corrupt(String),
     /// A remote store refused or failed a request.
     #[error("blob store {store} failed: {detail}")]
     Remote { store: String, detail: String },

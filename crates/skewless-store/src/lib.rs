@@ -2,8 +2,11 @@
 //! under its BLAKE3 hash, with br and gzip variants made once at upload for
 //! compressible types. [`BlobStore`] is the seam; [`LocalDir`] keeps blobs in a
 //! directory, written crash-safely (temp file, fsync, rename, fsync dir);
-//! [`ObjectBlobs`] keeps them in an S3-compatible object store.
+//! [`ObjectBlobs`] keeps them in an S3-compatible object store, and
+//! [`Cached`] keeps verified copies of a remote store's blobs on this
+//! node's disk and serves them as a [`LocalDir`].
 
+mod cache;
 mod chunks;
 mod compress;
 mod error;
@@ -18,6 +21,7 @@ use bytes::Bytes;
 use futures::Stream;
 use skewless_core::BlobHash;
 
+pub use cache::{CacheSettings, CacheStats, Cached};
 pub use chunks::CHUNK;
 pub use compress::{brotli_compress, gzip_compress};
 pub use error::StoreError;
@@ -190,5 +194,17 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn local_copy(&self, hash: &BlobHash) -> Result<Option<ByteStream>, StoreError> {
         let _ = hash;
         Ok(None)
+    }
+
+    /// Brings a variant onto this node ahead of its first request, where
+    /// the store keeps local copies of a remote one; true if bytes were
+    /// fetched. A store that is local already has nothing to do.
+    async fn prefetch(&self, _hash: &BlobHash, _variant: Variant) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    /// Counters of this node's cache, if the store has one.
+    fn cache_stats(&self) -> Option<CacheStats> {
+        None
     }
 }

@@ -69,14 +69,38 @@ impl LocalDir {
         self.root.join(&h[..2]).join(format!("{h}{suffix}"))
     }
 
-    fn tmp_path(&self) -> PathBuf {
+    pub(crate) fn tmp_path(&self) -> PathBuf {
         self.root
             .join("tmp")
             .join(format!("{:016x}", rand::random::<u64>()))
     }
+
+    /// Where a stored form lives.
+    pub(crate) fn form_path(&self, hash: &BlobHash, variant: Variant) -> PathBuf {
+        self.path(hash, suffix(variant))
+    }
+
+    /// The directory the store is rooted at.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Deletes one stored form and its in-memory copy (blocking); true if
+    /// there was a file.
+    pub(crate) fn remove_form(&self, hash: &BlobHash, variant: Variant) -> std::io::Result<bool> {
+        let p = self.form_path(hash, variant);
+        let removed = match std::fs::remove_file(&p) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e),
+        };
+        // After the file is gone (see `HotBlobs::removals`).
+        self.hot.remove(hash, &[variant]);
+        Ok(removed)
+    }
 }
 
-fn suffix(v: Variant) -> &'static str {
+pub(crate) fn suffix(v: Variant) -> &'static str {
     match v {
         Variant::Identity => "",
         Variant::Br => ".br",
@@ -94,7 +118,8 @@ fn write_atomic(tmp: &Path, dest: &Path, data: &[u8]) -> Result<(), StoreError> 
     publish(tmp, dest)
 }
 
-fn publish(tmp: &Path, dest: &Path) -> Result<(), StoreError> {
+/// Moves a written, synced temp file into place and syncs the directory.
+pub(crate) fn publish(tmp: &Path, dest: &Path) -> Result<(), StoreError> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
     std::fs::rename(tmp, dest).map_err(|e| StoreError::io(dest, e))?;

@@ -207,6 +207,9 @@ async fn metrics_endpoint(State(AppState(gw)): State<AppState>) -> Response {
             .set(by_state.get(state).copied().unwrap_or(0.0));
     }
     gauge!("skewless_event_streams").set(gw.ops.event_streams() as f64);
+    if let Some(stats) = gw.blobs.cache_stats() {
+        crate::metrics::cache(&stats);
+    }
     let mut resp = gw.metrics.render().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

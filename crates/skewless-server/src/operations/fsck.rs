@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use skewless_core::{Action, BlobHash, Entry};
 use skewless_state::StateStore;
-use skewless_store::{BlobStore, Variant};
+use skewless_store::{BlobStore, ByteStream, Variant};
 use skewless_wire::{FsckReport, Problem};
 
 use super::Operations;
@@ -87,7 +87,8 @@ pub async fn check(
                 ),
             );
             if repair {
-                p.repaired = restore(blobs, copies, hash).await?;
+                let own = blobs.local_copy(hash).await?;
+                p.repaired = restore(blobs, own, copies, hash).await?;
             }
             if p.repaired.is_none() {
                 missing.push((problems.len(), users.iter().map(|u| u.0.clone()).collect()));
@@ -101,9 +102,18 @@ pub async fn check(
                 format!("stored bytes ({size} bytes) do not hash to the blob's hash"),
             );
             if repair {
+                // Taken before the delete, which drops the node's cached
+                // copy with the stored one.
+                let own = blobs.local_copy(hash).await?;
                 blobs.delete(hash).await?;
-                p.repaired = Some(match restore(blobs, copies, hash).await? {
-                    Some(how) => how,
+                p.repaired = Some(match restore(blobs, own, copies, hash).await? {
+                    Some(how) => {
+                        // The delete took the variants too.
+                        if entry.br.is_some() || entry.gzip.is_some() {
+                            blobs.ensure_variants(hash).await?;
+                        }
+                        how
+                    }
                     None => "deleted; the next deploy of this file uploads it again".into(),
                 });
             }
@@ -223,17 +233,18 @@ pub async fn check(
     })
 }
 
-/// Stores `hash` again from a local copy: the store's own (a node's cache)
-/// or `copies`. The upload is verified against the hash like any other, so
+/// Stores `hash` again from a local copy: `own`, the store's own (a node's
+/// cache), or `copies`. The upload is verified against the hash like any other, so
 /// a bad copy is refused. Says how it was repaired, or `None` when no copy
 /// was found.
 async fn restore(
     blobs: &dyn BlobStore,
+    own: Option<ByteStream>,
     copies: Option<&dyn BlobStore>,
     hash: &BlobHash,
 ) -> Result<Option<String>, ServerError> {
     let mut tried = Vec::new();
-    if let Some(body) = blobs.local_copy(hash).await? {
+    if let Some(body) = own {
         match blobs.put(hash, body, u64::MAX).await {
             Ok(_) => return Ok(Some("stored again from this node's local copy".into())),
             Err(e) => tried.push(format!("this node's local copy: {e}")),

@@ -2,7 +2,8 @@
 //! retire, collect garbage and fsck, each one function of [`Operations`].
 //! Each asks the domain ([`skewless_core::transition`]) through the state
 //! store, which stores the decision in one transaction, and then refreshes
-//! the routing snapshot, the managed back ends and the open event streams.
+//! the routing snapshot, the managed back ends, the open event streams and
+//! the prefetch of release files into this node's blob cache.
 //! Admin handlers, the reaper and tests call these functions; nobody else
 //! writes state.
 
@@ -58,6 +59,8 @@ pub struct Operations {
     /// Rename-aware release diffs, once per pair; started for every new
     /// current release and canary as the snapshot changes.
     diffs: Arc<Diffs>,
+    /// Brings the files of served releases into this node's blob cache.
+    prefetch: crate::prefetch::Prefetch,
     /// Serialises snapshot rebuilds.
     refresh_lock: tokio::sync::Mutex<()>,
 }
@@ -83,6 +86,7 @@ impl Operations {
             supervisor,
             settings,
             diffs: Arc::default(),
+            prefetch: Default::default(),
             refresh_lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -194,6 +198,7 @@ impl Operations {
             .collect();
         self.diffs.refresh(&self.blobs, &snap);
         self.routing.publish(snap);
+        self.prefetch.refresh(&self.blobs, &self.routing);
         self.supervisor.sync(wanted);
         Ok(())
     }

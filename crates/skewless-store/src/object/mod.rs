@@ -345,9 +345,8 @@ impl BlobStore for ObjectBlobs {
         let mut body = remote::rechunk(got.into_stream(), self.timeouts.request, u64::MAX);
         let mut h = blake3::Hasher::new();
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| StoreError::Unavailable {
-                store: self.name.clone(),
-                detail: format!("reading {hash} broke off: {e}"),
+            let chunk = chunk.map_err(|e| {
+                StoreError::Unavailable(format!("{}: reading {hash} broke off: {e}", self.name))
             })?;
             h.update(&chunk);
         }

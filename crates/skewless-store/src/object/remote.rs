@@ -37,14 +37,12 @@ impl ObjectBlobs {
 
     /// The store gave no answer within the limit.
     pub(super) fn timed_out(&self, what: &str, hash: Option<&BlobHash>) -> StoreError {
-        StoreError::Unavailable {
-            store: self.name.clone(),
-            detail: format!(
-                "{what}{} got no answer within {} s",
-                hash.map(|h| format!(" of blob {h}")).unwrap_or_default(),
-                self.limit().as_secs()
-            ),
-        }
+        StoreError::Unavailable(format!(
+            "{}: {what}{} got no answer within {} s",
+            self.name,
+            hash.map(|h| format!(" of blob {h}")).unwrap_or_default(),
+            self.limit().as_secs()
+        ))
     }
 
     /// An object_store error as the store error it is: missing, out of
@@ -61,10 +59,7 @@ impl ObjectBlobs {
         let about = hash.map(|h| format!(" of blob {h}")).unwrap_or_default();
         let detail = format!("{what}{about}: {}", one_line(&e));
         if unreachable(&e) {
-            StoreError::Unavailable {
-                store: self.name.clone(),
-                detail,
-            }
+            StoreError::Unavailable(format!("{}: {detail}", self.name))
         } else {
             StoreError::Remote {
                 store: self.name.clone(),

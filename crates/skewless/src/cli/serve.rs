@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use skewless_server::{Adapters, BlobLocation, DataLock, ServerConfig, SystemClock};
 use skewless_state::{Postgres, Sqlite};
-use skewless_store::{BlobStore, LocalDir, ObjectBlobs, S3Settings, S3Url, Timeouts};
+use skewless_store::{
+    BlobStore, CacheSettings, Cached, LocalDir, ObjectBlobs, S3Settings, S3Url, Timeouts,
+};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -39,6 +41,15 @@ pub struct ServeArgs {
     /// Milliseconds one request to an object store may take, its answer included [default: 30000].
     #[arg(long, env = "SKEWLESS_BLOBS_REQUEST_TIMEOUT_MS")]
     blobs_request_timeout_ms: Option<u64>,
+    /// This node's cache of the blob store; with a --blobs directory, that directory is read through the cache (e.g. on a network file system) [default: none for a directory].
+    #[arg(long, env = "SKEWLESS_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Bytes the blob cache may hold; least recently used files are evicted first [default: 10737418240].
+    #[arg(long, env = "SKEWLESS_CACHE_MAX_BYTES")]
+    cache_max_bytes: Option<u64>,
+    /// Milliseconds a file not in the cache waits for the blob store behind it before it is answered 503 [default: 5000].
+    #[arg(long, env = "SKEWLESS_BLOB_TIMEOUT_MS")]
+    blob_timeout_ms: Option<u64>,
     /// This node's id in a cluster [default: <host name>:<port>].
     #[arg(long, env = "SKEWLESS_NODE_ID")]
     node_id: Option<String>,
@@ -212,6 +223,8 @@ impl ServeArgs {
         set!(c.retention.reaper_interval_ms, self.reaper_interval_ms);
         set!(c.retention.gc_interval_secs, self.gc_interval_secs);
         set!(c.retention.presence_window_secs, self.presence_window_secs);
+        set!(c.cache_max_bytes, self.cache_max_bytes);
+        set!(c.blob_timeout_ms, self.blob_timeout_ms);
         set!(c.cluster.poll_ms, self.cluster_poll_ms);
         set!(c.cluster.heartbeat_ms, self.heartbeat_ms);
         set!(c.cluster.lease_ttl_secs, self.lease_ttl_secs);
@@ -221,6 +234,9 @@ impl ServeArgs {
         }
         if self.blobs.is_some() {
             c.blobs = self.blobs.clone();
+        }
+        if self.cache_dir.is_some() {
+            c.cache_dir = self.cache_dir.clone();
         }
         if self.node_id.is_some() {
             c.node_id = self.node_id.clone();
@@ -285,7 +301,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// The composition root: state in PostgreSQL when `state` names one
 /// (cluster mode), else the embedded SQLite database under the data
-/// directory; blobs in a directory or an object store; the system clock.
+/// directory; blobs in a directory, or in an object store read through
+/// this node's disk cache (also used for a directory when `cache_dir` is
+/// set); the system clock.
 async fn adapters(config: &ServerConfig) -> anyhow::Result<Adapters> {
     let state: Arc<dyn skewless_state::StateStore> = match &config.state {
         Some(url) => Arc::new(
@@ -296,11 +314,20 @@ async fn adapters(config: &ServerConfig) -> anyhow::Result<Adapters> {
         None => Arc::new(Sqlite::open(&config.data.join("state.db"))?),
     };
     let blobs: Arc<dyn BlobStore> = match config.blob_location()? {
-        BlobLocation::Dir(dir) if config.clustered() || config.blobs.is_some() => {
-            Arc::new(LocalDir::open_shared(dir)?)
+        BlobLocation::Dir(dir) => {
+            let dir = if config.clustered() || config.blobs.is_some() {
+                LocalDir::open_shared(dir)?
+            } else {
+                LocalDir::open(dir)?
+            };
+            match config.cache_dir {
+                Some(_) => cached(Arc::new(dir), config)?,
+                None => Arc::new(dir),
+            }
         }
-        BlobLocation::Dir(dir) => Arc::new(LocalDir::open(dir)?),
-        BlobLocation::S3(url) => remote_blobs(config, url)?,
+        // Never served from the object store per request: always through
+        // this node's cache.
+        BlobLocation::S3(url) => cached(remote_blobs(config, url)?, config)?,
     };
     Ok(Adapters {
         state,
@@ -332,6 +359,25 @@ pub fn remote_blobs(config: &ServerConfig, url: S3Url) -> anyhow::Result<Arc<dyn
     }
     let store = ObjectBlobs::s3(&settings, config.data.join("spool"))?;
     Ok(Arc::new(store))
+}
+
+/// A remote blob store read through this node's disk cache
+/// (`cache_dir`, default `<data>/cache`), bounded by `cache_max_bytes`,
+/// with reads of uncached files bounded by `blob_timeout_ms`.
+fn cached(remote: Arc<dyn BlobStore>, config: &ServerConfig) -> anyhow::Result<Arc<dyn BlobStore>> {
+    let dir = config.cache_dir();
+    let cache = Cached::open(
+        remote,
+        &dir,
+        CacheSettings {
+            max_bytes: config.cache_max_bytes,
+            remote_timeout: std::time::Duration::from_millis(config.blob_timeout_ms),
+        },
+    )
+    .with_context(|| format!("cannot open the blob cache at {}", dir.display()))?;
+    let s = cache.stats();
+    tracing::info!(dir = %dir.display(), files = s.files, bytes = s.bytes, max_bytes = s.max_bytes, "blob cache");
+    Ok(Arc::new(cache))
 }
 
 /// Deploys the example app v1 to the server that is starting in this process.

@@ -1,0 +1,505 @@
+//! A read-through cache of a remote blob store on this node's disk
+//! ([`Cached`]). Forms are kept by hash and variant in a [`LocalDir`], so a
+//! cached file is served exactly as a local blob is (same open, same
+//! chunked streaming, same in-memory copies of small files). Blobs are
+//! immutable, so a cached form is never invalidated; it is verified when
+//! fetched (see `fill`), fetched once however many requests wait for it,
+//! and evicted least recently used first when the cache holds more than its
+//! byte budget. Writes go to the remote store.
+
+mod fill;
+mod index;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::future::{BoxFuture, FutureExt, Shared};
+use skewless_core::BlobHash;
+
+use crate::{
+    BlobInfo, BlobStore, ByteStream, LocalDir, Put, Readable, StoreError, Variant, Variants,
+};
+use index::{Index, Key};
+
+/// How the cache behaves.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheSettings {
+    /// Bytes the cache directory may hold; least recently used forms go
+    /// first when a fill goes over.
+    pub max_bytes: u64,
+    /// How long a read waits for the remote store to answer (per request,
+    /// and per chunk of a fetch) before it fails as unavailable.
+    pub remote_timeout: Duration,
+}
+
+/// Counters of a cache since its start, and what it holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Reads served from the cache directory.
+    pub hits: u64,
+    /// Reads that had to wait for a fetch.
+    pub misses: u64,
+    /// Forms fetched from the remote store and kept.
+    pub fills: u64,
+    /// Bytes of those.
+    pub fill_bytes: u64,
+    /// Fetches that failed (remote unavailable, corrupt copy, local I/O).
+    pub fill_failures: u64,
+    /// Reads that joined a fetch already in flight instead of starting one.
+    pub waits: u64,
+    /// Forms evicted to stay within the budget.
+    pub evictions: u64,
+    /// Bytes of those.
+    pub evicted_bytes: u64,
+    /// Bytes held now.
+    pub bytes: u64,
+    /// Forms held now.
+    pub files: u64,
+    /// The byte budget.
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    fills: AtomicU64,
+    fill_bytes: AtomicU64,
+    fill_failures: AtomicU64,
+    waits: AtomicU64,
+    evictions: AtomicU64,
+    evicted_bytes: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// A fetch in flight, shared by every read that waits for it.
+type Flight = Shared<BoxFuture<'static, Result<(), Arc<StoreError>>>>;
+
+/// A remote blob store with a verified, bounded copy on this node's disk.
+#[derive(Clone)]
+pub struct Cached {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    remote: Arc<dyn BlobStore>,
+    local: LocalDir,
+    index: Index,
+    flights: Mutex<HashMap<Key, Flight>>,
+    settings: CacheSettings,
+    counters: Counters,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An owned copy of a shared error, for each read that waited on it.
+fn owned(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::HashMismatch { expected, actual } => StoreError::HashMismatch {
+            expected: expected.clone(),
+            actual: actual.clone(),
+        },
+        StoreError::TooLarge { limit } => StoreError::TooLarge { limit: *limit },
+        StoreError::NotFound(h) => StoreError::NotFound(h.clone()),
+        StoreError::Interrupted(m) => StoreError::Interrupted(m.clone()),
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+        StoreError::Remote { store, detail } => StoreError::Remote {
+            store: store.clone(),
+            detail: detail.clone(),
+        },
+        StoreError::Io { path, source } => StoreError::Io {
+            path: path.clone(),
+            source: std::io::Error::new(source.kind(), source.to_string()),
+        },
+    }
+}
+
+/// A remote read's failure, as a reader of the cache sees it: anything but
+/// a missing blob means the remote cannot serve now.
+fn unavailable(e: StoreError) -> StoreError {
+    match e {
+        StoreError::NotFound(_) | StoreError::Unavailable(_) | StoreError::Corrupt(_) => e,
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+impl Cached {
+    /// The cache in `dir` (created if needed) in front of `remote`. What the
+    /// directory holds is indexed, oldest first by modification time;
+    /// fetches a crash interrupted are removed; the budget is enforced.
+    pub fn open(
+        remote: Arc<dyn BlobStore>,
+        dir: impl Into<PathBuf>,
+        settings: CacheSettings,
+    ) -> Result<Self, StoreError> {
+        let local = LocalDir::open(dir)?;
+        let index = Index::default();
+        for (i, (key, size)) in scan(&local)?.into_iter().enumerate() {
+            index.insert(key, size, Some(i as u64 + 1));
+        }
+        let inner = Arc::new(Inner {
+            remote,
+            local,
+            index,
+            flights: Mutex::new(HashMap::new()),
+            settings,
+            counters: Counters::default(),
+        });
+        inner.evict(None);
+        Ok(Cached { inner })
+    }
+
+    /// Counters and holdings now.
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CacheStats {
+            hits: get(&c.hits),
+            misses: get(&c.misses),
+            fills: get(&c.fills),
+            fill_bytes: get(&c.fill_bytes),
+            fill_failures: get(&c.fill_failures),
+            waits: get(&c.waits),
+            evictions: get(&c.evictions),
+            evicted_bytes: get(&c.evicted_bytes),
+            bytes: self.inner.index.bytes(),
+            files: self.inner.index.len() as u64,
+            max_bytes: self.inner.settings.max_bytes,
+        }
+    }
+
+    /// Runs `serve` on the cached form, fetching it first if needed; true
+    /// in the result if it was fetched.
+    async fn serve<T, F, Fut>(
+        &self,
+        hash: &BlobHash,
+        variant: Variant,
+        serve: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn(LocalDir) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let inner = &self.inner;
+        // A form evicted between its fetch and its opening (a cache too
+        // small for what is being read at once) is fetched again, once.
+        for attempt in 0..3 {
+            if let Some(pin) = inner.index.hit(hash, variant) {
+                if attempt == 0 {
+                    add(&inner.counters.hits, 1);
+                }
+                let r = serve(inner.local.clone()).await;
+                drop(pin);
+                match r {
+                    // The file went from under the index: forget it, fetch again.
+                    Err(StoreError::NotFound(_)) => {
+                        inner.forget(&(hash.clone(), variant));
+                        continue;
+                    }
+                    r => return r,
+                }
+            }
+            if attempt == 0 {
+                add(&inner.counters.misses, 1);
+            }
+            inner.ensure(hash, variant).await?;
+        }
+        Err(StoreError::Unavailable(format!(
+            "blob {hash} was evicted as soon as it was fetched: the cache is too small for what is being read"
+        )))
+    }
+}
+
+impl Inner {
+    /// Makes sure a form is cached: fetches it unless it is, or joins the
+    /// fetch in flight. True if this call found it missing.
+    async fn ensure(
+        self: &Arc<Self>,
+        hash: &BlobHash,
+        variant: Variant,
+    ) -> Result<bool, StoreError> {
+        let flight = {
+            let mut flights = lock(&self.flights);
+            // Checked under the flights lock: a fetch indexes its form
+            // before it leaves the map, so none is fetched twice.
+            if self.index.size(hash, variant).is_some() {
+                return Ok(false);
+            }
+            let key = (hash.clone(), variant);
+            match flights.get(&key) {
+                Some(f) => {
+                    add(&self.counters.waits, 1);
+                    f.clone()
+                }
+                None => {
+                    let me = self.clone();
+                    let k = key.clone();
+                    // Spawned, so the fetch goes on if the reader that
+                    // started it goes away.
+                    let task = tokio::spawn(async move {
+                        let r = me.fill(&k).await;
+                        if r.is_err() {
+                            add(&me.counters.fill_failures, 1);
+                        }
+                        lock(&me.flights).remove(&k);
+                        r.map_err(Arc::new)
+                    });
+                    let f = async move {
+                        match task.await {
+                            Ok(r) => r,
+                            Err(e) => Err(Arc::new(StoreError::Interrupted(e.to_string()))),
+                        }
+                    }
+                    .boxed()
+                    .shared();
+                    flights.insert(key, f.clone());
+                    f
+                }
+            }
+        };
+        flight.await.map_err(|e| owned(&e))?;
+        Ok(true)
+    }
+
+    /// Fetches one form from the remote store into the directory.
+    async fn fill(self: &Arc<Self>, key: &Key) -> Result<(), StoreError> {
+        let (hash, variant) = key;
+        let wait = self.settings.remote_timeout;
+        let readable = tokio::time::timeout(wait, self.remote.open(hash, *variant, None))
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "no answer within {} ms for blob {hash}",
+                    wait.as_millis()
+                ))
+            })?
+            .map_err(unavailable)?;
+        let (body, len): (ByteStream, u64) = match readable {
+            Readable::Bytes(b) => {
+                let len = b.len() as u64;
+                (Box::pin(futures::stream::once(async move { Ok(b) })), len)
+            }
+            Readable::Stream { body, len } => (body, len),
+        };
+        let size = fill::write_verified(&self.local, hash, *variant, body, len, wait).await?;
+        self.index.insert(key.clone(), size, None);
+        add(&self.counters.fills, 1);
+        add(&self.counters.fill_bytes, size);
+        let me = self.clone();
+        let keep = key.clone();
+        tokio::task::spawn_blocking(move || me.evict(Some(&keep)))
+            .await
+            .map_err(|e| StoreError::Interrupted(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Evicts down to the budget, never `keep` (just fetched for readers).
+    fn evict(&self, keep: Option<&Key>) {
+        let ev = self.index.evict(self.settings.max_bytes, keep, |(h, v)| {
+            self.local.remove_form(h, *v).is_ok()
+        });
+        add(&self.counters.evictions, ev.files);
+        add(&self.counters.evicted_bytes, ev.bytes);
+    }
+
+    /// Drops a form from the directory and the index.
+    fn forget(&self, key: &Key) {
+        let _ = self
+            .index
+            .remove(key, || self.local.remove_form(&key.0, key.1).map(|_| ()));
+    }
+
+    async fn bounded<T>(
+        &self,
+        what: &str,
+        f: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let wait = self.settings.remote_timeout;
+        tokio::time::timeout(wait, f).await.map_err(|_| {
+            StoreError::Unavailable(format!(
+                "no answer within {} ms to {what}",
+                wait.as_millis()
+            ))
+        })?
+    }
+}
+
+/// Every form in the cache directory with its size, oldest first; `.raw`
+/// markers and stray names are ignored.
+fn scan(local: &LocalDir) -> Result<Vec<(Key, u64)>, StoreError> {
+    let root = local.root();
+    let mut found: Vec<(u128, Key, u64)> = Vec::new();
+    let dirs = std::fs::read_dir(root).map_err(|e| StoreError::io(root, e))?;
+    for d in dirs.flatten() {
+        let name = d.file_name();
+        if name.len() != 2 || !d.path().is_dir() {
+            continue;
+        }
+        let files = std::fs::read_dir(d.path()).map_err(|e| StoreError::io(d.path(), e))?;
+        for f in files.flatten() {
+            let fname = f.file_name();
+            let fname = fname.to_string_lossy();
+            let (stem, ext) = fname.split_once('.').unwrap_or((&fname, ""));
+            let variant = match ext {
+                "" => Variant::Identity,
+                "br" => Variant::Br,
+                "gz" => Variant::Gzip,
+                _ => continue,
+            };
+            let Ok(hash) = BlobHash::parse(stem) else {
+                continue;
+            };
+            let Ok(meta) = f.metadata() else { continue };
+            let at = meta
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            found.push((at, (hash, variant), meta.len()));
+        }
+    }
+    found.sort_by_key(|a| a.0);
+    Ok(found.into_iter().map(|(_, k, s)| (k, s)).collect())
+}
+
+#[async_trait]
+impl BlobStore for Cached {
+    async fn contains(&self, hash: &BlobHash) -> Result<bool, StoreError> {
+        if self.inner.index.size(hash, Variant::Identity).is_some() {
+            return Ok(true);
+        }
+        self.inner
+            .bounded("a blob lookup", self.inner.remote.contains(hash))
+            .await
+    }
+
+    /// Asks the remote store: a deploy must know what the shared store
+    /// holds, not what this node happens to keep.
+    async fn missing(&self, hashes: &[BlobHash]) -> Result<Vec<BlobHash>, StoreError> {
+        self.inner.remote.missing(hashes).await
+    }
+
+    async fn put(
+        &self,
+        hash: &BlobHash,
+        body: ByteStream,
+        max_size: u64,
+    ) -> Result<Put, StoreError> {
+        self.inner.remote.put(hash, body, max_size).await
+    }
+
+    async fn ensure_variants(&self, hash: &BlobHash) -> Result<Variants, StoreError> {
+        self.inner.remote.ensure_variants(hash).await
+    }
+
+    async fn read(
+        &self,
+        hash: &BlobHash,
+        variant: Variant,
+        range: Option<(u64, u64)>,
+    ) -> Result<Bytes, StoreError> {
+        self.serve(hash, variant, |local| async move {
+            local.read(hash, variant, range).await
+        })
+        .await
+    }
+
+    async fn open(
+        &self,
+        hash: &BlobHash,
+        variant: Variant,
+        range: Option<(u64, u64)>,
+    ) -> Result<Readable, StoreError> {
+        self.serve(hash, variant, |local| async move {
+            local.open(hash, variant, range).await
+        })
+        .await
+    }
+
+    async fn stat(&self, hash: &BlobHash, variant: Variant) -> Result<Option<u64>, StoreError> {
+        if let Some(size) = self.inner.index.size(hash, variant) {
+            return Ok(Some(size));
+        }
+        self.inner
+            .bounded("a blob lookup", self.inner.remote.stat(hash, variant))
+            .await
+    }
+
+    /// Verifies the remote copy; a cached copy that no longer hashes right
+    /// (changed on this node's disk) is dropped, to be fetched again.
+    async fn verify(&self, hash: &BlobHash) -> Result<bool, StoreError> {
+        if self.inner.index.size(hash, Variant::Identity).is_some()
+            && !self.inner.local.verify(hash).await.unwrap_or(false)
+        {
+            self.inner.forget(&(hash.clone(), Variant::Identity));
+        }
+        self.inner.remote.verify(hash).await
+    }
+
+    async fn delete_variants(&self, hash: &BlobHash) -> Result<(), StoreError> {
+        self.inner.remote.delete_variants(hash).await?;
+        for v in [Variant::Br, Variant::Gzip] {
+            self.inner.forget(&(hash.clone(), v));
+        }
+        Ok(())
+    }
+
+    async fn leftovers(&self) -> Result<usize, StoreError> {
+        Ok(self.inner.remote.leftovers().await? + self.inner.local.leftovers().await?)
+    }
+
+    async fn delete(&self, hash: &BlobHash) -> Result<u64, StoreError> {
+        let freed = self.inner.remote.delete(hash).await?;
+        for v in [Variant::Identity, Variant::Br, Variant::Gzip] {
+            self.inner.forget(&(hash.clone(), v));
+        }
+        Ok(freed)
+    }
+
+    async fn delete_many(&self, hashes: &[BlobHash]) -> Result<u64, StoreError> {
+        let freed = self.inner.remote.delete_many(hashes).await?;
+        for hash in hashes {
+            for v in [Variant::Identity, Variant::Br, Variant::Gzip] {
+                self.inner.forget(&(hash.clone(), v));
+            }
+        }
+        Ok(freed)
+    }
+
+    async fn list(&self) -> Result<Vec<BlobInfo>, StoreError> {
+        self.inner.remote.list().await
+    }
+
+    /// This node's cached copy, if it still hashes right.
+    async fn local_copy(&self, hash: &BlobHash) -> Result<Option<ByteStream>, StoreError> {
+        if self.inner.index.size(hash, Variant::Identity).is_none()
+            || !self.inner.local.verify(hash).await.unwrap_or(false)
+        {
+            return Ok(None);
+        }
+        let copy = self.inner.local.open(hash, Variant::Identity, None).await?;
+        Ok(Some(copy.into_stream()))
+    }
+
+    async fn prefetch(&self, hash: &BlobHash, variant: Variant) -> Result<bool, StoreError> {
+        self.inner.ensure(hash, variant).await
+    }
+
+    fn cache_stats(&self) -> Option<CacheStats> {
+        Some(self.stats())
+    }
+}
