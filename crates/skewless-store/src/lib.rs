@@ -140,6 +140,25 @@ pub trait BlobStore: Send + Sync + 'static {
     /// yet, and reports their sizes.
     async fn ensure_variants(&self, hash: &BlobHash) -> Result<Variants, StoreError>;
 
+    /// The variants already made for those of `hashes` that have them, as
+    /// [`BlobStore::ensure_variants`] would report them; stores where
+    /// asking per blob is costly answer many at once. Blobs left out are
+    /// asked about one by one.
+    async fn known_variants(
+        &self,
+        hashes: &[BlobHash],
+    ) -> Result<std::collections::HashMap<BlobHash, Variants>, StoreError> {
+        let _ = hashes;
+        Ok(Default::default())
+    }
+
+    /// How many [`BlobStore::ensure_variants`] calls are worth running at
+    /// once: a local store is bound by the CPUs that compress, a remote one
+    /// by the round trips of finding what exists.
+    fn variants_in_flight(&self) -> usize {
+        4
+    }
+
     /// Reads a variant, or `len` bytes of it from `offset` when a range is given.
     async fn read(
         &self,

@@ -232,6 +232,41 @@ async fn makes_variants_once(store: &dyn BlobStore) {
     assert!(store.list().await.unwrap().is_empty());
 }
 
+/// What `known_variants` reports agrees with `ensure_variants`, and only
+/// for blobs whose variants were made.
+async fn known_variants_agree(store: &dyn BlobStore) {
+    let mut hashes = Vec::new();
+    let mut made = std::collections::HashMap::new();
+    for i in 0..80u32 {
+        let data = if i % 5 == 0 {
+            noise(2000, i as u8)
+        } else {
+            format!("body {{ margin: {i}px; }} ")
+                .repeat(100)
+                .into_bytes()
+        };
+        let h = hash_of(&data);
+        store.put(&h, body(&data, 4096), 1 << 20).await.unwrap();
+        if i % 2 == 0 {
+            made.insert(h.clone(), store.ensure_variants(&h).await.unwrap());
+        }
+        hashes.push(h);
+    }
+    // Many at once, some absent.
+    let mut asked = hashes.clone();
+    let absent: Vec<BlobHash> = (0..5u8).map(|i| hash_of(&[i, 9, 9])).collect();
+    asked.extend(absent.iter().cloned());
+    assert_eq!(store.missing(&asked).await.unwrap(), absent);
+    let known = store.known_variants(&hashes).await.unwrap();
+    for (h, v) in &known {
+        assert_eq!(made.get(h), Some(v), "{h}");
+    }
+    let again = store.known_variants(&hashes[..10]).await.unwrap();
+    for (h, v) in &again {
+        assert_eq!(made.get(h), Some(v), "{h}");
+    }
+}
+
 /// A blob too large for one request: uploaded in parts, streamed back in
 /// bounded chunks, whole or in ranges.
 async fn large_blobs_go_in_parts_and_stream_back(store: &dyn BlobStore) {
@@ -314,6 +349,12 @@ macro_rules! conformance {
             async fn large_blobs_go_in_parts_and_stream_back() {
                 let (store, _keep) = $make;
                 super::large_blobs_go_in_parts_and_stream_back(store.as_ref()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn known_variants_agree() {
+                let (store, _keep) = $make;
+                super::known_variants_agree(store.as_ref()).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -406,6 +406,17 @@ impl BlobStore for Cached {
         self.inner.remote.ensure_variants(hash).await
     }
 
+    fn variants_in_flight(&self) -> usize {
+        self.inner.remote.variants_in_flight()
+    }
+
+    async fn known_variants(
+        &self,
+        hashes: &[BlobHash],
+    ) -> Result<HashMap<BlobHash, Variants>, StoreError> {
+        self.inner.remote.known_variants(hashes).await
+    }
+
     async fn read(
         &self,
         hash: &BlobHash,

@@ -51,8 +51,14 @@ impl Default for Timeouts {
 }
 
 /// Requests in flight at once for batch lookups (which blobs are missing,
-/// sizes before a delete).
+/// sizes before a delete, variants to make).
 const LOOKUPS_IN_FLIGHT: usize = 32;
+/// From this many blobs on, which are stored and which variants are made
+/// is found by listing the store rather than by asking per blob.
+const LIST_FROM: usize = 64;
+/// Compressions running at once, whatever the number of variant lookups:
+/// each holds a blob (up to [`MAX_COMPRESS`]) in memory.
+const COMPRESSIONS: usize = 4;
 
 /// A blob store in an object store.
 #[derive(Debug, Clone)]
@@ -65,6 +71,7 @@ pub struct ObjectBlobs {
     /// Local directory where uploads are spooled while they are hashed.
     spool: PathBuf,
     timeouts: Timeouts,
+    compressions: Arc<tokio::sync::Semaphore>,
 }
 
 impl ObjectBlobs {
@@ -86,6 +93,7 @@ impl ObjectBlobs {
             name: name.into(),
             spool,
             timeouts,
+            compressions: Arc::new(tokio::sync::Semaphore::new(COMPRESSIONS)),
         })
     }
 
@@ -177,6 +185,39 @@ impl ObjectBlobs {
     }
 }
 
+impl ObjectBlobs {
+    /// Calls `f(hash, suffix, size, written_at)` for every blob object
+    /// under the prefix (other keys are skipped).
+    async fn each_object(
+        &self,
+        mut f: impl FnMut(BlobHash, &str, u64, u64) + Send,
+    ) -> Result<(), StoreError> {
+        let prefix = (!self.prefix.is_empty()).then(|| Path::from(self.prefix.as_str()));
+        let mut objects = self.store.list(prefix.as_ref());
+        let limit = self.limit();
+        loop {
+            let next = tokio::time::timeout(limit, objects.next())
+                .await
+                .map_err(|_| self.timed_out("list", None))?;
+            let Some(meta) = next else { return Ok(()) };
+            let meta = meta.map_err(|e| self.error("list", None, e))?;
+            let Some(name) = meta.location.filename() else {
+                continue;
+            };
+            let (stem, _) = name.split_once('.').unwrap_or((name, ""));
+            let Ok(hash) = BlobHash::parse(stem) else {
+                continue;
+            };
+            let suffix = &name[stem.len()..];
+            if meta.location != self.key(&hash, suffix) {
+                continue;
+            }
+            let written_at = meta.last_modified.timestamp().max(0) as u64;
+            f(hash, suffix, meta.size, written_at);
+        }
+    }
+}
+
 /// The key suffix of a form.
 fn suffix(v: Variant) -> &'static str {
     match v {
@@ -197,7 +238,61 @@ impl BlobStore for ObjectBlobs {
         Ok(self.size_of(&self.key(hash, ""), hash).await?.is_some())
     }
 
+    fn variants_in_flight(&self) -> usize {
+        LOOKUPS_IN_FLIGHT
+    }
+
+    async fn known_variants(
+        &self,
+        hashes: &[BlobHash],
+    ) -> Result<HashMap<BlobHash, Variants>, StoreError> {
+        if hashes.len() < LIST_FROM {
+            return Ok(HashMap::new());
+        }
+        let wanted: std::collections::HashSet<&BlobHash> = hashes.iter().collect();
+        // Per blob: (br size, gzip size, raw marker).
+        let mut seen: HashMap<BlobHash, (Option<u64>, Option<u64>, bool)> = HashMap::new();
+        self.each_object(|hash, suffix, size, _| {
+            if !wanted.contains(&hash) {
+                return;
+            }
+            let e = seen.entry(hash).or_default();
+            match suffix {
+                ".br" => e.0 = Some(size),
+                ".gz" => e.1 = Some(size),
+                ".raw" => e.2 = true,
+                _ => {}
+            }
+        })
+        .await?;
+        Ok(seen
+            .into_iter()
+            .filter_map(|(h, (br, gzip, raw))| match (br, gzip, raw) {
+                (_, _, true) => Some((h, Variants::default())),
+                (Some(_), Some(_), false) => Some((h, Variants { br, gzip })),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// One lookup per blob for a few; for many, one listing of the store
+    /// (a page per thousand objects) instead.
     async fn missing(&self, hashes: &[BlobHash]) -> Result<Vec<BlobHash>, StoreError> {
+        if hashes.len() >= LIST_FROM {
+            let wanted: std::collections::HashSet<&BlobHash> = hashes.iter().collect();
+            let mut present = std::collections::HashSet::new();
+            self.each_object(|hash, suffix, _, _| {
+                if suffix.is_empty() && wanted.contains(&hash) {
+                    present.insert(hash);
+                }
+            })
+            .await?;
+            return Ok(hashes
+                .iter()
+                .filter(|h| !present.contains(*h))
+                .cloned()
+                .collect());
+        }
         let found: Vec<(BlobHash, bool)> = futures::stream::iter(hashes.iter().cloned())
             .map(|h| async move { self.contains(&h).await.map(|c| (h, c)) })
             .buffered(LOOKUPS_IN_FLIGHT)
@@ -251,6 +346,8 @@ impl BlobStore for ObjectBlobs {
                 gzip: Some(g),
             });
         }
+        // Closed never: the semaphore lives as long as the store.
+        let _turn = self.compressions.acquire().await.ok();
         let data = self.read(hash, Variant::Identity, None).await?;
         let made = tokio::task::spawn_blocking(move || compress::variants(&data))
             .await
@@ -397,37 +494,19 @@ impl BlobStore for ObjectBlobs {
     }
 
     async fn list(&self) -> Result<Vec<BlobInfo>, StoreError> {
-        let prefix = (!self.prefix.is_empty()).then(|| Path::from(self.prefix.as_str()));
-        let mut objects = self.store.list(prefix.as_ref());
         let mut found: HashMap<BlobHash, BlobInfo> = HashMap::new();
-        let limit = self.limit();
-        loop {
-            let next = tokio::time::timeout(limit, objects.next())
-                .await
-                .map_err(|_| self.timed_out("list", None))?;
-            let Some(meta) = next else { break };
-            let meta = meta.map_err(|e| self.error("list", None, e))?;
-            let Some(name) = meta.location.filename() else {
-                continue;
-            };
-            let (stem, _) = name.split_once('.').unwrap_or((name, ""));
-            let Ok(hash) = BlobHash::parse(stem) else {
-                continue;
-            };
-            if meta.location != self.key(&hash, &name[stem.len()..]) {
-                continue;
-            }
-            let written_at = meta.last_modified.timestamp().max(0) as u64;
+        self.each_object(|hash, _, size, written_at| {
             let b = found.entry(hash.clone()).or_insert(BlobInfo {
                 hash,
                 bytes: 0,
                 written_at,
             });
-            b.bytes += meta.size;
+            b.bytes += size;
             // The latest write counts: a form written recently means a
             // deploy may still be at work on this blob.
             b.written_at = b.written_at.max(written_at);
-        }
+        })
+        .await?;
         let mut out: Vec<BlobInfo> = found.into_values().collect();
         out.sort_by(|a, b| a.hash.cmp(&b.hash));
         Ok(out)
