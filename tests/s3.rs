@@ -185,7 +185,12 @@ fn a_frozen_object_store_fails_the_deploy_cleanly_and_it_succeeds_after() {
     assert_serves(&n1, &example("v1"), "v1");
     assert_serves(&n2, &example("v1"), "v1");
     // A node started during the outage has nothing cached: its files
-    // answer 503 (after a bounded wait), not a hang.
+    // answer 503 (after a bounded wait), not a hang. It starts even though
+    // a collection left a deletion it cannot finish now.
+    let left = "ab".repeat(32);
+    db.sql(&format!(
+        "INSERT INTO blobs (hash, state, touched_at) VALUES ('{left}', 'deleting', 0)"
+    ));
     let n3 = node(&url, &bucket, "n3", QUICK);
     let r = n3.get("/_r/v1/logo.svg").send().unwrap();
     assert_eq!(r.status(), 503);
@@ -193,6 +198,13 @@ fn a_frozen_object_store_fails_the_deploy_cleanly_and_it_succeeds_after() {
 
     bucket.moto.thaw();
     n1.deploy(app.path(), "v2", true);
+    // The next collection finishes the deletion.
+    n3.ok(&["gc"]);
+    assert_eq!(
+        db.sql(&format!("SELECT count(*) FROM blobs WHERE hash = '{left}'"))
+            .trim(),
+        "0"
+    );
     for n in [&n1, &n2, &n3] {
         wait_for("the node to serve v2", Duration::from_secs(10), || {
             n.current().as_deref() == Some("v2")
