@@ -22,6 +22,7 @@ import argparse
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -65,6 +66,14 @@ def s3_env(endpoint):
     }
 
 
+def deploy(url, directory, release):
+    """`common.deploy`, with the CLI's error shown if it fails."""
+    try:
+        return common.deploy(url, directory, release)
+    except subprocess.CalledProcessError as e:
+        raise RuntimeError(f"deploy {release} failed: {e.stderr.decode().strip()}") from None
+
+
 def timed_get(url):
     t = time.perf_counter()
     status, _, body = http("GET", url)
@@ -105,10 +114,10 @@ def main():
         sk, url = common.start_skewless(os.path.join(work, "data"), workers=common.CORES, cpus="",
                                         args=extra, env=env)
         log(f"{store}: first deploy")
-        first, first_s = common.deploy(url, app_copy, f"{store}-1")
+        first, first_s = deploy(url, app_copy, f"{store}-1")
         changed = apps.change_files(app_copy, paths, 0.01)
         log(f"{store}: second deploy, {changed} files changed")
-        second, second_s = common.deploy(url, app_copy, f"{store}-2")
+        second, second_s = deploy(url, app_copy, f"{store}-2")
         results[store] = {
             "first_deploy": {**first, "seconds": round(first_s, 2)},
             "second_deploy": {**second, "seconds": round(second_s, 2), "files_changed": changed},
