@@ -4,8 +4,8 @@
 //! snapshot refresh wakes one background task that walks the releases,
 //! current and canary first, then newest first, and fetches what the cache
 //! lacks, a few at a time. Already-cached files cost an index lookup, so a
-//! walk is idempotent; a walk with failures is retried with a growing
-//! pause. What is wanted is capped below the cache's budget, so prefetch
+//! walk is idempotent; a walk with failures (stopped at the first sign that
+//! the store is unavailable) is retried with a growing pause. What is wanted is capped below the cache's budget, so prefetch
 //! never evicts what it just fetched. Nothing happens without a cache.
 
 use std::collections::HashSet;
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use skewless_core::BlobHash;
-use skewless_store::{BlobStore, Variant};
+use skewless_store::{BlobStore, StoreError, Variant};
 use tokio::sync::watch;
 
 use crate::snapshot::{Routing, Snapshot};
@@ -134,7 +134,13 @@ async fn run(
                 Ok(false) => {}
                 Err(e) => {
                     failed += 1;
+                    let down = matches!(e, StoreError::Unavailable(_));
                     last_error = Some(e.to_string());
+                    // The store is down: the rest would each wait out the
+                    // timeout too. The walk is retried later.
+                    if down {
+                        break;
+                    }
                 }
             }
         }

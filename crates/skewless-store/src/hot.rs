@@ -7,6 +7,7 @@ use std::sync::RwLock;
 use bytes::Bytes;
 use skewless_core::BlobHash;
 
+use crate::digest_hasher::DigestHash;
 use crate::Variant;
 
 /// Largest stored form kept in memory once read.
@@ -22,7 +23,7 @@ const HOT_SHARDS: usize = 16;
 /// stay) runs when an insert would exceed the budget.
 #[derive(Debug)]
 pub(crate) struct HotBlobs {
-    shards: [RwLock<HashMap<BlobHash, HotEntry>>; HOT_SHARDS],
+    shards: [RwLock<HashMap<BlobHash, HotEntry, DigestHash>>; HOT_SHARDS],
     bytes: AtomicU64,
     sweep_from: AtomicUsize,
     budget: u64,
@@ -54,7 +55,7 @@ fn form_index(v: Variant) -> usize {
 impl HotBlobs {
     pub(crate) fn new(budget: u64) -> Self {
         HotBlobs {
-            shards: std::array::from_fn(|_| RwLock::new(HashMap::new())),
+            shards: std::array::from_fn(|_| RwLock::new(HashMap::default())),
             bytes: AtomicU64::new(0),
             sweep_from: AtomicUsize::new(0),
             budget,
@@ -62,7 +63,7 @@ impl HotBlobs {
         }
     }
 
-    fn shard(&self, hash: &BlobHash) -> &RwLock<HashMap<BlobHash, HotEntry>> {
+    fn shard(&self, hash: &BlobHash) -> &RwLock<HashMap<BlobHash, HotEntry, DigestHash>> {
         // Hashes are hex, so the last digit spreads evenly over 16 shards.
         let digit = hash.as_str().as_bytes().last().copied().unwrap_or(b'0');
         let i = (digit as char).to_digit(16).unwrap_or(0) as usize;

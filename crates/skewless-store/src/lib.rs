@@ -9,6 +9,7 @@
 mod cache;
 mod chunks;
 mod compress;
+mod digest_hasher;
 mod error;
 mod hot;
 mod local;

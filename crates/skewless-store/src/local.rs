@@ -64,6 +64,13 @@ impl LocalDir {
         })
     }
 
+    /// The same store, keeping no in-memory copies of what is read: for a
+    /// directory read only through a cache that keeps its own.
+    pub fn without_memory_copies(mut self) -> Self {
+        self.hot = Arc::new(HotBlobs::new(0));
+        self
+    }
+
     fn path(&self, hash: &BlobHash, suffix: &str) -> PathBuf {
         let h = hash.as_str();
         self.root.join(&h[..2]).join(format!("{h}{suffix}"))
@@ -97,6 +104,97 @@ impl LocalDir {
         // After the file is gone (see `HotBlobs::removals`).
         self.hot.remove(hash, &[variant]);
         Ok(removed)
+    }
+
+    /// [`BlobStore::read`], without boxing its future (the cache calls it
+    /// on every hit).
+    pub(crate) async fn read_form(
+        &self,
+        hash: &BlobHash,
+        variant: Variant,
+        range: Option<(u64, u64)>,
+    ) -> Result<Bytes, StoreError> {
+        if let Some(bytes) = self.hot.get(hash, variant) {
+            return Ok(slice(bytes, range));
+        }
+        let seen = self.hot.removals();
+        let path = self.path(hash, suffix(variant));
+        let not_found = |e: std::io::Error, path: &Path| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                StoreError::NotFound(hash.to_string())
+            } else {
+                StoreError::io(path, e)
+            }
+        };
+        match range {
+            None => {
+                let bytes = tokio::fs::read(&path)
+                    .await
+                    .map(Bytes::from)
+                    .map_err(|e| not_found(e, &path))?;
+                self.hot.insert(hash, variant, bytes.clone(), seen);
+                Ok(bytes)
+            }
+            Some((offset, len)) => {
+                let p = path.clone();
+                let r = tokio::task::spawn_blocking(move || {
+                    let mut f = std::fs::File::open(&p)?;
+                    f.seek(SeekFrom::Start(offset))?;
+                    let mut buf = Vec::with_capacity(len as usize);
+                    f.take(len).read_to_end(&mut buf)?;
+                    Ok::<_, std::io::Error>(Bytes::from(buf))
+                })
+                .await
+                .map_err(|e| StoreError::Interrupted(e.to_string()))?;
+                r.map_err(|e| not_found(e, &path))
+            }
+        }
+    }
+
+    /// [`BlobStore::open`], without boxing its future.
+    pub(crate) async fn open_form(
+        &self,
+        hash: &BlobHash,
+        variant: Variant,
+        range: Option<(u64, u64)>,
+    ) -> Result<Readable, StoreError> {
+        if let Some(bytes) = self.hot.get(hash, variant) {
+            return Ok(Readable::Bytes(slice(bytes, range)));
+        }
+        let seen = self.hot.removals();
+        let path = self.path(hash, suffix(variant));
+        let p = path.clone();
+        // Small forms are read at once (and kept when whole); larger ones
+        // are sent from the open file chunk by chunk.
+        let opened = tokio::task::spawn_blocking(move || {
+            let mut o = chunks::open(&p)?;
+            let (offset, len) = range.unwrap_or((0, o.len));
+            if len <= HOT_MAX_BLOB {
+                return chunks::read_at(&mut o.file, offset, len).map(Ok);
+            }
+            if offset.saturating_add(len) > o.len {
+                return Err(chunks::shrank());
+            }
+            Ok(Err((o.file, offset, len)))
+        })
+        .await
+        .map_err(|e| StoreError::Interrupted(e.to_string()))?;
+        match opened {
+            Ok(Ok(bytes)) => {
+                if range.is_none() {
+                    self.hot.insert(hash, variant, bytes.clone(), seen);
+                }
+                Ok(Readable::Bytes(bytes))
+            }
+            Ok(Err((file, offset, len))) => Ok(Readable::Stream {
+                body: chunks::stream(file, offset, len, CHUNK),
+                len,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StoreError::NotFound(hash.to_string()))
+            }
+            Err(e) => Err(StoreError::io(&path, e)),
+        }
     }
 }
 
@@ -252,41 +350,7 @@ impl BlobStore for LocalDir {
         variant: Variant,
         range: Option<(u64, u64)>,
     ) -> Result<Bytes, StoreError> {
-        if let Some(bytes) = self.hot.get(hash, variant) {
-            return Ok(slice(bytes, range));
-        }
-        let seen = self.hot.removals();
-        let path = self.path(hash, suffix(variant));
-        let not_found = |e: std::io::Error, path: &Path| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                StoreError::NotFound(hash.to_string())
-            } else {
-                StoreError::io(path, e)
-            }
-        };
-        match range {
-            None => {
-                let bytes = tokio::fs::read(&path)
-                    .await
-                    .map(Bytes::from)
-                    .map_err(|e| not_found(e, &path))?;
-                self.hot.insert(hash, variant, bytes.clone(), seen);
-                Ok(bytes)
-            }
-            Some((offset, len)) => {
-                let p = path.clone();
-                let r = tokio::task::spawn_blocking(move || {
-                    let mut f = std::fs::File::open(&p)?;
-                    f.seek(SeekFrom::Start(offset))?;
-                    let mut buf = Vec::with_capacity(len as usize);
-                    f.take(len).read_to_end(&mut buf)?;
-                    Ok::<_, std::io::Error>(Bytes::from(buf))
-                })
-                .await
-                .map_err(|e| StoreError::Interrupted(e.to_string()))?;
-                r.map_err(|e| not_found(e, &path))
-            }
-        }
+        self.read_form(hash, variant, range).await
     }
 
     async fn open(
@@ -295,43 +359,7 @@ impl BlobStore for LocalDir {
         variant: Variant,
         range: Option<(u64, u64)>,
     ) -> Result<Readable, StoreError> {
-        if let Some(bytes) = self.hot.get(hash, variant) {
-            return Ok(Readable::Bytes(slice(bytes, range)));
-        }
-        let seen = self.hot.removals();
-        let path = self.path(hash, suffix(variant));
-        let p = path.clone();
-        // Small forms are read at once (and kept when whole); larger ones
-        // are sent from the open file chunk by chunk.
-        let opened = tokio::task::spawn_blocking(move || {
-            let mut o = chunks::open(&p)?;
-            let (offset, len) = range.unwrap_or((0, o.len));
-            if len <= HOT_MAX_BLOB {
-                return chunks::read_at(&mut o.file, offset, len).map(Ok);
-            }
-            if offset.saturating_add(len) > o.len {
-                return Err(chunks::shrank());
-            }
-            Ok(Err((o.file, offset, len)))
-        })
-        .await
-        .map_err(|e| StoreError::Interrupted(e.to_string()))?;
-        match opened {
-            Ok(Ok(bytes)) => {
-                if range.is_none() {
-                    self.hot.insert(hash, variant, bytes.clone(), seen);
-                }
-                Ok(Readable::Bytes(bytes))
-            }
-            Ok(Err((file, offset, len))) => Ok(Readable::Stream {
-                body: chunks::stream(file, offset, len, CHUNK),
-                len,
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                Err(StoreError::NotFound(hash.to_string()))
-            }
-            Err(e) => Err(StoreError::io(&path, e)),
-        }
+        self.open_form(hash, variant, range).await
     }
 
     async fn stat(&self, hash: &BlobHash, variant: Variant) -> Result<Option<u64>, StoreError> {
@@ -553,6 +581,26 @@ mod tests {
         store.delete(&h).await.unwrap();
         assert!(matches!(
             store.read(&h, Variant::Identity, None).await,
+            Err(StoreError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_store_without_memory_copies_reads_the_file_every_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDir::open(dir.path()).unwrap().without_memory_copies();
+        let h = hash_of(b"remote bytes");
+        store
+            .put(&h, stream(b"remote bytes"), 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(
+            &store.read(&h, Variant::Identity, None).await.unwrap()[..],
+            b"remote bytes"
+        );
+        std::fs::remove_file(store.path(&h, "")).unwrap();
+        assert!(matches!(
+            store.open(&h, Variant::Identity, None).await,
             Err(StoreError::NotFound(_))
         ));
     }

@@ -8,7 +8,10 @@ use std::sync::{Arc, RwLock};
 
 use skewless_core::BlobHash;
 
+use crate::digest_hasher::DigestHash;
 use crate::Variant;
+
+type Slots = HashMap<BlobHash, [Option<Arc<Slot>>; 3], DigestHash>;
 
 /// A cached form.
 pub(crate) type Key = (BlobHash, Variant);
@@ -38,7 +41,7 @@ impl Drop for Pin {
 #[derive(Debug, Default)]
 pub(crate) struct Index {
     /// By hash (looked up without building a key), then by variant.
-    slots: RwLock<HashMap<BlobHash, [Option<Arc<Slot>>; 3]>>,
+    slots: RwLock<Slots>,
     bytes: AtomicU64,
     clock: AtomicU64,
 }
@@ -103,11 +106,7 @@ impl Index {
     }
 
     /// Takes a form out of the map (exclusive lock held).
-    fn take(
-        &self,
-        slots: &mut HashMap<BlobHash, [Option<Arc<Slot>>; 3]>,
-        key: &Key,
-    ) -> Option<u64> {
+    fn take(&self, slots: &mut Slots, key: &Key) -> Option<u64> {
         let forms = slots.get_mut(&key.0)?;
         let old = forms[form(key.1)].take()?;
         if forms.iter().all(Option::is_none) {

@@ -181,42 +181,24 @@ impl Cached {
             max_bytes: self.inner.settings.max_bytes,
         }
     }
+}
 
-    /// Runs `serve` on the cached form, fetching it first if needed; true
-    /// in the result if it was fetched.
-    async fn serve<T, F, Fut>(
-        &self,
-        hash: &BlobHash,
-        variant: Variant,
-        serve: F,
-    ) -> Result<T, StoreError>
-    where
-        F: Fn(LocalDir) -> Fut,
-        Fut: Future<Output = Result<T, StoreError>>,
-    {
+impl Cached {
+    /// Pins a cached form, fetching it first if needed.
+    async fn pinned(&self, hash: &BlobHash, variant: Variant) -> Result<index::Pin, StoreError> {
         let inner = &self.inner;
-        // A form evicted between its fetch and its opening (a cache too
+        if let Some(pin) = inner.index.hit(hash, variant) {
+            add(&inner.counters.hits, 1);
+            return Ok(pin);
+        }
+        add(&inner.counters.misses, 1);
+        // A form evicted between its fetch and its pinning (a cache too
         // small for what is being read at once) is fetched again, once.
-        for attempt in 0..3 {
-            if let Some(pin) = inner.index.hit(hash, variant) {
-                if attempt == 0 {
-                    add(&inner.counters.hits, 1);
-                }
-                let r = serve(inner.local.clone()).await;
-                drop(pin);
-                match r {
-                    // The file went from under the index: forget it, fetch again.
-                    Err(StoreError::NotFound(_)) => {
-                        inner.forget(&(hash.clone(), variant));
-                        continue;
-                    }
-                    r => return r,
-                }
-            }
-            if attempt == 0 {
-                add(&inner.counters.misses, 1);
-            }
+        for _ in 0..2 {
             inner.ensure(hash, variant).await?;
+            if let Some(pin) = inner.index.hit(hash, variant) {
+                return Ok(pin);
+            }
         }
         Err(StoreError::Unavailable(format!(
             "blob {hash} was evicted as soon as it was fetched: the cache is too small for what is being read"
@@ -423,10 +405,17 @@ impl BlobStore for Cached {
         variant: Variant,
         range: Option<(u64, u64)>,
     ) -> Result<Bytes, StoreError> {
-        self.serve(hash, variant, |local| async move {
-            local.read(hash, variant, range).await
-        })
-        .await
+        // A file gone from under the index is forgotten and fetched again.
+        for _ in 0..2 {
+            let pin = self.pinned(hash, variant).await?;
+            let r = self.inner.local.read_form(hash, variant, range).await;
+            drop(pin);
+            match r {
+                Err(StoreError::NotFound(_)) => self.inner.forget(&(hash.clone(), variant)),
+                r => return r,
+            }
+        }
+        Err(StoreError::NotFound(hash.to_string()))
     }
 
     async fn open(
@@ -435,10 +424,17 @@ impl BlobStore for Cached {
         variant: Variant,
         range: Option<(u64, u64)>,
     ) -> Result<Readable, StoreError> {
-        self.serve(hash, variant, |local| async move {
-            local.open(hash, variant, range).await
-        })
-        .await
+        // A file gone from under the index is forgotten and fetched again.
+        for _ in 0..2 {
+            let pin = self.pinned(hash, variant).await?;
+            let r = self.inner.local.open_form(hash, variant, range).await;
+            drop(pin);
+            match r {
+                Err(StoreError::NotFound(_)) => self.inner.forget(&(hash.clone(), variant)),
+                r => return r,
+            }
+        }
+        Err(StoreError::NotFound(hash.to_string()))
     }
 
     async fn stat(&self, hash: &BlobHash, variant: Variant) -> Result<Option<u64>, StoreError> {
@@ -469,8 +465,10 @@ impl BlobStore for Cached {
         Ok(())
     }
 
+    /// The remote store's: the cache's own temp files are fetches in
+    /// flight, and those a crash left are removed at start.
     async fn leftovers(&self) -> Result<usize, StoreError> {
-        Ok(self.inner.remote.leftovers().await? + self.inner.local.leftovers().await?)
+        self.inner.remote.leftovers().await
     }
 
     async fn delete(&self, hash: &BlobHash) -> Result<u64, StoreError> {

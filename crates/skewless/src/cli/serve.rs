@@ -321,7 +321,7 @@ async fn adapters(config: &ServerConfig) -> anyhow::Result<Adapters> {
                 LocalDir::open(dir)?
             };
             match config.cache_dir {
-                Some(_) => cached(Arc::new(dir), config)?,
+                Some(_) => cached(Arc::new(dir.without_memory_copies()), config)?,
                 None => Arc::new(dir),
             }
         }
