@@ -15,4 +15,5 @@ BENCH_SKIP_BUILD=1 python3 bench/proxy.py "$@"
 BENCH_SKIP_BUILD=1 python3 bench/access_log.py "$@"
 BENCH_SKIP_BUILD=1 python3 bench/events.py
 BENCH_SKIP_BUILD=1 python3 bench/deploy.py
+BENCH_SKIP_BUILD=1 python3 bench/s3.py
 echo "suite took $(( $(date +%s) - start ))s"

@@ -3,7 +3,8 @@
 # npm for the browser library, Debian's Chromium for the browser tests,
 # curl for the quickstart check, PostgreSQL (a server on 127.0.0.1:5432 for
 # the state conformance suite, initdb/pg_ctl for private servers, psql) and
-# HAProxy for the cluster tests.
+# HAProxy for the cluster tests, and moto (an S3 server, from PyPI) in a
+# virtualenv under target/moto-venv for the object-store tests.
 set -euo pipefail
 
 need=()
@@ -14,6 +15,8 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v psql >/dev/null 2>&1 || need+=(postgresql-client)
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
@@ -35,4 +38,14 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
   fi
   $sudo_cmd pg_ctlcluster "$ver" main start || $sudo_cmd pg_ctlcluster "$ver" main reload || true
   for _ in $(seq 50); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 0.2; done
+fi
+
+# moto's S3 server for the object-store tests, in a virtualenv of its own.
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv="$root/target/moto-venv"
+if [ ! -x "$venv/bin/moto_server" ]; then
+  echo "installing moto[server] into $venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check 'moto[server]'
 fi

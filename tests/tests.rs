@@ -18,5 +18,6 @@ mod large_files;
 mod lifecycle;
 mod proxy;
 mod reliability;
+mod s3;
 mod soak;
 mod tls;

@@ -38,6 +38,9 @@ pub struct Server {
     pub data: tempfile::TempDir,
     pub url: String,
     child: Option<Child>,
+    /// The `serve` flags and environment it was started with.
+    args: Vec<String>,
+    env: Vec<(String, String)>,
     pub http: reqwest::blocking::Client,
 }
 
@@ -65,6 +68,11 @@ impl Server {
             data,
             url,
             child: Some(child),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             http: reqwest::blocking::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(30))
@@ -85,6 +93,21 @@ impl Server {
     pub fn crash_and_restart(&mut self) {
         self.kill9();
         let (child, url) = spawn(self.data.path(), &["--admin-token", TOKEN]);
+        self.child = Some(child);
+        self.url = url;
+    }
+
+    /// Kill -9 and start again on the same data directory with the flags
+    /// and environment it was started with (a new port).
+    pub fn kill_and_restart(&mut self) {
+        self.kill9();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let (child, url) = spawn_env(self.data.path(), &args, &env);
         self.child = Some(child);
         self.url = url;
     }
@@ -411,3 +434,4 @@ pub fn alive(pid: u32) -> bool {
 }
 
 pub mod cluster;
+pub mod s3;

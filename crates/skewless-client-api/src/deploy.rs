@@ -280,7 +280,11 @@ impl Client {
             backend_cmd: opts.backend_cmd.clone(),
             health: opts.health.clone(),
         };
-        self.send(self.request(Method::POST, "/releases").json(&body))
-            .await
+        let req = self
+            .slow
+            .request(Method::POST, self.url("/releases"))
+            .bearer_auth(&self.token)
+            .json(&body);
+        self.send(req).await
     }
 }

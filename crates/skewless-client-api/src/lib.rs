@@ -16,13 +16,22 @@ pub use deploy::{scan, DeployOptions, DeployReport, LocalFile};
 pub use error::ClientError;
 pub use skewless_wire as wire;
 
+/// How long the server may stay silent during a request: a server that
+/// dies mid-request must not leave the CLI waiting for ever.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// The same for a registration, which makes the compressed variants of
+/// every new file before it answers: minutes for a large app on a small
+/// machine or over an object store.
+const REGISTER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(900);
+
 /// The HTTP client: bounded connect and read times, and extra trusted roots.
-fn http_client(roots: Option<Vec<reqwest::Certificate>>) -> Result<reqwest::Client, ClientError> {
+fn http_client(
+    roots: Option<Vec<reqwest::Certificate>>,
+    read_timeout: std::time::Duration,
+) -> Result<reqwest::Client, ClientError> {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(10))
-        // A server that dies mid-request must not leave the CLI waiting
-        // for ever.
-        .read_timeout(std::time::Duration::from_secs(60))
+        .read_timeout(read_timeout)
         .pool_max_idle_per_host(16);
     for cert in roots.into_iter().flatten() {
         builder = builder.add_root_certificate(cert);
@@ -38,6 +47,8 @@ pub struct Client {
     base: String,
     token: String,
     http: reqwest::Client,
+    /// For registrations.
+    slow: reqwest::Client,
 }
 
 impl Client {
@@ -52,7 +63,8 @@ impl Client {
         Ok(Client {
             base,
             token: token.to_owned(),
-            http: http_client(None)?,
+            http: http_client(None, READ_TIMEOUT)?,
+            slow: http_client(None, REGISTER_READ_TIMEOUT)?,
         })
     }
 
@@ -66,7 +78,8 @@ impl Client {
                 "CA certificate file holds no PEM certificate".into(),
             ));
         }
-        self.http = http_client(Some(certs))?;
+        self.http = http_client(Some(certs.clone()), READ_TIMEOUT)?;
+        self.slow = http_client(Some(certs), REGISTER_READ_TIMEOUT)?;
         Ok(self)
     }
 

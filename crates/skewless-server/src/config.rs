@@ -81,9 +81,12 @@ pub struct ServerConfig {
     /// (cluster mode). Not printed: it may hold a password.
     #[serde(skip_serializing)]
     pub state: Option<String>,
-    /// Blob directory, shared by every node of a cluster (default
-    /// `<data>/blobs`).
+    /// Where blobs live: a directory (default `<data>/blobs`), shared by
+    /// every node of a cluster, or `s3://bucket[/prefix]` for an
+    /// S3-compatible object store.
     pub blobs: Option<PathBuf>,
+    /// Timeouts of an object store.
+    pub object_store: ObjectStoreTiming,
     /// This node's disk cache of the blob store. Given with a blob
     /// directory, that directory becomes a remote store read through the
     /// cache (for a shared or network file system); a remote object store
@@ -102,6 +105,36 @@ pub struct ServerConfig {
     /// Whether `/_skewless/sw.js` pins requests. `false` is the kill switch:
     /// every installed skewless service worker unregisters itself.
     pub service_worker: bool,
+}
+
+/// Timeouts of an object store (`blobs = "s3://…"`): every request to it
+/// is bounded, so a store that is down or hangs gives an error in bounded
+/// time.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ObjectStoreTiming {
+    /// Milliseconds to open a connection.
+    pub connect_timeout_ms: u64,
+    /// Milliseconds one request may take, its answer included.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for ObjectStoreTiming {
+    fn default() -> Self {
+        ObjectStoreTiming {
+            connect_timeout_ms: 2000,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Where blobs live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobLocation {
+    /// A directory.
+    Dir(PathBuf),
+    /// An S3-compatible bucket.
+    S3(skewless_store::S3Url),
 }
 
 /// Timings of cluster mode.
@@ -281,6 +314,7 @@ impl Default for ServerConfig {
             tokens: Vec::new(),
             state: None,
             blobs: None,
+            object_store: ObjectStoreTiming::default(),
             cache_dir: None,
             cache_max_bytes: 10 * 1024 * 1024 * 1024,
             blob_timeout_ms: 5000,
@@ -325,6 +359,16 @@ impl ServerConfig {
             .unwrap_or_else(|| self.data.join("blobs"))
     }
 
+    /// Where blobs live: a directory or an S3 bucket.
+    pub fn blob_location(&self) -> Result<BlobLocation, ServerError> {
+        let dir = self.blob_dir();
+        match dir.to_str().and_then(skewless_store::S3Url::parse) {
+            None => Ok(BlobLocation::Dir(dir)),
+            Some(Ok(url)) => Ok(BlobLocation::S3(url)),
+            Some(Err(e)) => Err(ServerError::Startup(e)),
+        }
+    }
+
     /// The cache directory: as configured, else `<data>/cache`.
     pub fn cache_dir(&self) -> PathBuf {
         self.cache_dir
@@ -334,6 +378,12 @@ impl ServerConfig {
 
     /// Checks values no type can: URLs and prefixes.
     pub fn validate(&self) -> Result<(), ServerError> {
+        self.blob_location()?;
+        if self.object_store.connect_timeout_ms == 0 || self.object_store.request_timeout_ms == 0 {
+            return Err(ServerError::Startup(
+                "object_store.connect_timeout_ms and object_store.request_timeout_ms must be above 0".into(),
+            ));
+        }
         if let Some(state) = &self.state {
             if !(state.starts_with("postgres://") || state.starts_with("postgresql://")) {
                 return Err(ServerError::Startup(

@@ -88,6 +88,7 @@ impl ServerError {
                 StoreError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
                 StoreError::Corrupt(_) => StatusCode::BAD_GATEWAY,
                 StoreError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+                StoreError::Remote { .. } => StatusCode::BAD_GATEWAY,
             },
             ServerError::Startup(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -34,7 +34,8 @@ mod tls;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    BackendDefaults, ClusterTiming, Retention, Role, Sampling, ServerConfig, TokenConfig,
+    BackendDefaults, BlobLocation, ClusterTiming, ObjectStoreTiming, Retention, Role, Sampling,
+    ServerConfig, TokenConfig,
 };
 pub use datadir::DataLock;
 pub use error::ServerError;

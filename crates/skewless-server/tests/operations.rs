@@ -5,10 +5,11 @@
 use std::sync::Arc;
 
 use skewless_core::manifest::FileSpec;
+use skewless_core::transition::Operation;
 use skewless_core::{BlobHash, Lifecycle, ReleaseId};
 use skewless_server::{Adapters, Gateway, ManualClock, Operations, ServerConfig, ServerError};
 use skewless_state::{Sqlite, StateError, StateStore};
-use skewless_store::{BlobStore, ByteStream, LocalDir, Variant};
+use skewless_store::{BlobStore, ByteStream, LocalDir, ObjectBlobs, Variant};
 use skewless_wire::{CreateRelease, PromoteRequest};
 
 const START: i64 = 1_700_000_000;
@@ -24,6 +25,17 @@ struct Fixture {
 
 impl Fixture {
     async fn new(tune: impl FnOnce(&mut ServerConfig)) -> Fixture {
+        Self::over(tune, |data| {
+            Arc::new(LocalDir::open(data.join("blobs")).unwrap())
+        })
+        .await
+    }
+
+    /// Over the blob store `blobs` makes in the data directory.
+    async fn over(
+        tune: impl FnOnce(&mut ServerConfig),
+        blobs: impl FnOnce(&std::path::Path) -> Arc<dyn BlobStore>,
+    ) -> Fixture {
         let data = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap(), data.path().into());
         config.admin_token = Some("in-process-test-token".into());
@@ -31,8 +43,7 @@ impl Fixture {
         let clock = Arc::new(ManualClock::at(START));
         let state: Arc<dyn StateStore> =
             Arc::new(Sqlite::open(&data.path().join("state.db")).unwrap());
-        let blobs: Arc<dyn BlobStore> =
-            Arc::new(LocalDir::open(data.path().join("blobs")).unwrap());
+        let blobs = blobs(data.path());
         let (tx, rx) = tokio::sync::watch::channel(false);
         let adapters = Adapters {
             state: state.clone(),
@@ -148,12 +159,86 @@ fn app(n: usize, shared: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registrations_and_collections_interleaved_never_lose_a_blob() {
-    let f = Arc::new(
-        Fixture::new(|c| {
-            c.gc_grace_secs = 2;
-        })
-        .await,
-    );
+    let f = Fixture::new(|c| {
+        c.gc_grace_secs = 2;
+    })
+    .await;
+    interleave_registrations_and_collections(Arc::new(f)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_an_object_store_registrations_and_collections_never_lose_a_blob() {
+    let f = Fixture::over(
+        |c| c.gc_grace_secs = 2,
+        |data| Arc::new(ObjectBlobs::in_memory(data.join("spool")).unwrap()),
+    )
+    .await;
+    interleave_registrations_and_collections(Arc::new(f)).await;
+}
+
+/// Objects the state has no record of (an upload whose deploy died before
+/// it touched them) are kept for the grace period after they were written,
+/// then collected; deletions a collection left are finished by the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn object_store_orphans_go_after_the_grace_and_unfinished_deletes_are_finished() {
+    let f = Fixture::over(
+        |c| c.gc_grace_secs = 600,
+        |data| Arc::new(ObjectBlobs::in_memory(data.join("spool")).unwrap()),
+    )
+    .await;
+    // The in-memory store stamps objects with the real time.
+    let real_now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    f.clock.advance(real_now - START);
+    let (rel, _) = deploy(f.ops(), "kept", &app(1, b"x{}")).await.unwrap();
+    let orphan = b"uploaded by a deploy that never registered".to_vec();
+    let orphan_hash = BlobHash::from_bytes(blake3::hash(&orphan).as_bytes());
+    f.blobs
+        .put(&orphan_hash, body(orphan), u64::MAX)
+        .await
+        .unwrap();
+    let report = f.ops().collect_garbage(false, "test").await.unwrap();
+    assert!(report.blobs.is_empty(), "{:?}", report.blobs);
+    assert!(f.blobs.contains(&orphan_hash).await.unwrap());
+    f.clock.advance(700);
+    let report = f.ops().collect_garbage(false, "test").await.unwrap();
+    let gone: Vec<_> = report.blobs.iter().map(|b| b.hash.clone()).collect();
+    assert_eq!(gone, vec![orphan_hash.clone()]);
+    assert!(!f.blobs.contains(&orphan_hash).await.unwrap());
+    assert_served_releases_complete(f.state.as_ref(), f.blobs.as_ref()).await;
+
+    // A collection that marked blobs and died before deleting them.
+    f.ops().retire(&rel, "test").await.unwrap();
+    let stored: Vec<(BlobHash, i64)> = f
+        .blobs
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|b| (b.hash, b.written_at as i64))
+        .collect();
+    f.state
+        .apply(Operation::Collect, "test", f.ops().now())
+        .await
+        .unwrap();
+    let marked = f
+        .state
+        .mark_garbage(&stored, false, f.ops().now(), 600)
+        .await
+        .unwrap();
+    assert!(!marked.is_empty());
+    assert_eq!(f.ops().finish_collection().await.unwrap(), marked.len());
+    for h in &marked {
+        assert!(!f.blobs.contains(h).await.unwrap());
+    }
+    assert!(f.state.deleting_blobs().await.unwrap().is_empty());
+    let report = f.ops().fsck(false, "test").await.unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+}
+
+async fn interleave_registrations_and_collections(f: Arc<Fixture>) {
     const ROUNDS: usize = 60;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<ReleaseId>();
     let deployer = {

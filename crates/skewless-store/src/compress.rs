@@ -38,6 +38,26 @@ pub fn gzip_compress(data: &[u8]) -> Vec<u8> {
     enc.finish().unwrap_or_default()
 }
 
+/// Largest blob that gets compressed variants: past this, compression time
+/// outweighs the gain for the rare huge text file.
+pub(crate) const MAX_COMPRESS: u64 = 64 * 1024 * 1024;
+
+/// The compressed forms of a blob worth keeping.
+pub(crate) struct Made {
+    pub br: Option<Vec<u8>>,
+    pub gzip: Option<Vec<u8>>,
+}
+
+/// Compresses `data` both ways and keeps the forms worth serving.
+pub(crate) fn variants(data: &[u8]) -> Made {
+    let br = brotli_compress(data);
+    let gzip = gzip_compress(data);
+    Made {
+        br: worth_it(data.len(), br.len()).then_some(br),
+        gzip: worth_it(data.len(), gzip.len()).then_some(gzip),
+    }
+}
+
 /// Whether a compressed form is worth serving over the original.
 pub(crate) fn worth_it(original: usize, compressed: usize) -> bool {
     compressed + 64 < original && compressed * 100 <= original * 95

@@ -25,6 +25,9 @@ pub enum StoreError {
     /// check and was not kept.
     #[error("corrupt copy: {0}")]
     Corrupt(String),
+    /// A remote store refused or failed a request.
+    #[error("blob store {store} failed: {detail}")]
+    Remote { store: String, detail: String },
     /// The storage medium failed.
     #[error("blob store I/O error at {path}: {source}")]
     Io {

@@ -2,6 +2,7 @@
 //! under its BLAKE3 hash, with br and gzip variants made once at upload for
 //! compressible types. [`BlobStore`] is the seam; [`LocalDir`] keeps blobs in a
 //! directory, written crash-safely (temp file, fsync, rename, fsync dir);
+//! [`ObjectBlobs`] keeps them in an S3-compatible object store, and
 //! [`Cached`] keeps verified copies of a remote store's blobs on this
 //! node's disk and serves them as a [`LocalDir`].
 
@@ -12,6 +13,7 @@ mod digest_hasher;
 mod error;
 mod hot;
 mod local;
+mod object;
 
 use std::pin::Pin;
 
@@ -25,6 +27,7 @@ pub use chunks::CHUNK;
 pub use compress::{brotli_compress, gzip_compress};
 pub use error::StoreError;
 pub use local::LocalDir;
+pub use object::{ObjectBlobs, S3Settings, S3Url, Timeouts};
 
 /// A stream of body chunks, as an upload arrives.
 pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
@@ -44,6 +47,14 @@ pub enum Readable {
 }
 
 impl Readable {
+    /// The bytes as a stream, however they are held.
+    pub fn into_stream(self) -> ByteStream {
+        match self {
+            Readable::Bytes(b) => Box::pin(futures::stream::once(async move { Ok(b) })),
+            Readable::Stream { body, .. } => body,
+        }
+    }
+
     /// The bytes this yields.
     pub fn len(&self) -> u64 {
         match self {
@@ -130,6 +141,25 @@ pub trait BlobStore: Send + Sync + 'static {
     /// yet, and reports their sizes.
     async fn ensure_variants(&self, hash: &BlobHash) -> Result<Variants, StoreError>;
 
+    /// The variants already made for those of `hashes` that have them, as
+    /// [`BlobStore::ensure_variants`] would report them; stores where
+    /// asking per blob is costly answer many at once. Blobs left out are
+    /// asked about one by one.
+    async fn known_variants(
+        &self,
+        hashes: &[BlobHash],
+    ) -> Result<std::collections::HashMap<BlobHash, Variants>, StoreError> {
+        let _ = hashes;
+        Ok(Default::default())
+    }
+
+    /// How many [`BlobStore::ensure_variants`] calls are worth running at
+    /// once: a local store is bound by the CPUs that compress, a remote one
+    /// by the round trips of finding what exists.
+    fn variants_in_flight(&self) -> usize {
+        4
+    }
+
     /// Reads a variant, or `len` bytes of it from `offset` when a range is given.
     async fn read(
         &self,
@@ -165,8 +195,26 @@ pub trait BlobStore: Send + Sync + 'static {
     /// Deletes a blob and its variants; returns the bytes freed.
     async fn delete(&self, hash: &BlobHash) -> Result<u64, StoreError>;
 
+    /// Deletes several blobs and their variants; returns the bytes freed.
+    /// Stores with a batch delete send few requests for many blobs.
+    async fn delete_many(&self, hashes: &[BlobHash]) -> Result<u64, StoreError> {
+        let mut freed = 0;
+        for h in hashes {
+            freed += self.delete(h).await?;
+        }
+        Ok(freed)
+    }
+
     /// Every stored blob.
     async fn list(&self) -> Result<Vec<BlobInfo>, StoreError>;
+
+    /// A copy of the blob kept apart from where this store keeps it (a
+    /// node's cache in front of an object store), from which a lost or
+    /// corrupt blob can be stored again; `None` where there is none.
+    async fn local_copy(&self, hash: &BlobHash) -> Result<Option<ByteStream>, StoreError> {
+        let _ = hash;
+        Ok(None)
+    }
 
     /// Brings a variant onto this node ahead of its first request, where
     /// the store keeps local copies of a remote one; true if bytes were

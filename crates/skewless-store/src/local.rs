@@ -17,13 +17,9 @@ use skewless_core::BlobHash;
 use tokio::io::AsyncWriteExt;
 
 use crate::chunks::{self, CHUNK};
-use crate::compress::{brotli_compress, gzip_compress, worth_it};
+use crate::compress::{brotli_compress, gzip_compress, worth_it, MAX_COMPRESS};
 use crate::hot::{HotBlobs, HOT_BUDGET, HOT_MAX_BLOB};
 use crate::{BlobInfo, BlobStore, ByteStream, Put, Readable, StoreError, Variant, Variants};
-
-/// Largest blob that gets compressed variants: past this, compression time
-/// outweighs the gain for the rare huge text file.
-const MAX_COMPRESS: u64 = 64 * 1024 * 1024;
 
 /// A blob store in a local directory.
 #[derive(Debug, Clone)]

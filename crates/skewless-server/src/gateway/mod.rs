@@ -164,12 +164,20 @@ impl Gateway {
             .with_cluster(cluster),
         );
         let diffs = ops.diffs().clone();
-        let finished = ops.finish_collection().await?;
-        if finished > 0 {
-            tracing::info!(
+        // A blob store that cannot delete now (an object store that is
+        // down) does not stop the start: the rows stay `deleting` and the
+        // next collection finishes them.
+        match ops.finish_collection().await {
+            Ok(0) => {}
+            Ok(finished) => tracing::info!(
                 blobs = finished,
                 "finished an interrupted garbage collection"
-            );
+            ),
+            Err(ServerError::Store(e)) => tracing::warn!(
+                error = %e,
+                "an interrupted garbage collection is left to the next one"
+            ),
+            Err(e) => return Err(e),
         }
         ops.refresh().await?;
         Ok(Arc::new(Gateway {

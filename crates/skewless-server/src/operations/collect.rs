@@ -56,13 +56,11 @@ impl Operations {
                 })
             })
             .collect();
-        let mut bytes = 0u64;
-        if dry_run {
-            bytes = blobs.iter().map(|b| b.bytes).sum();
+        let bytes = if dry_run {
+            blobs.iter().map(|b| b.bytes).sum()
         } else {
-            for h in &doomed {
-                bytes += self.blobs.delete(h).await?;
-            }
+            // One batch: an object store deletes many keys per request.
+            let bytes = self.blobs.delete_many(&doomed).await?;
             self.state.forget_blobs(&doomed).await?;
             self.record(
                 Action::Gc,
@@ -71,7 +69,8 @@ impl Operations {
             )
             .await?;
             self.refresh().await?;
-        }
+            bytes
+        };
         tracing::info!(blobs = blobs.len(), bytes, dry_run, "gc");
         Ok(GcReport {
             dry_run,
@@ -85,9 +84,7 @@ impl Operations {
     /// left, so their blobs can be uploaded and registered again.
     pub async fn finish_collection(&self) -> Result<usize, ServerError> {
         let doomed = self.state.deleting_blobs().await?;
-        for h in &doomed {
-            self.blobs.delete(h).await?;
-        }
+        self.blobs.delete_many(&doomed).await?;
         self.state.forget_blobs(&doomed).await?;
         Ok(doomed.len())
     }

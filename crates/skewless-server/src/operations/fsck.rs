@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use skewless_core::{Action, BlobHash, Entry};
 use skewless_state::StateStore;
-use skewless_store::{BlobStore, Variant};
+use skewless_store::{BlobStore, ByteStream, Variant};
 use skewless_wire::{FsckReport, Problem};
 
 use super::Operations;
@@ -31,19 +31,22 @@ impl Operations {
     }
 
     async fn check(&self, repair: bool) -> Result<FsckReport, ServerError> {
-        check(self.state.as_ref(), self.blobs.as_ref(), repair).await
+        check(self.state.as_ref(), self.blobs.as_ref(), repair, None).await
     }
 }
 
 /// Checks every live release's blobs (presence, BLAKE3, variants), the
-/// pointer, and the store for orphans. With `repair`: remakes missing or
-/// wrong variants, and deletes corrupt blobs so the next deploy of those
-/// files uploads them again. Used by a running server's [`Operations`] and,
-/// on a stopped server's data directory, by `skewless fsck --data`.
+/// pointer, and the store for orphans. With `repair`: stores missing or
+/// corrupt blobs again from a local copy (the store's own, such as a
+/// node's cache, or `copies`) where one exists, else deletes corrupt blobs
+/// so the next deploy of those files uploads them again; remakes missing
+/// or wrong variants. Used by a running server's [`Operations`] and, on a
+/// stopped server's data directory, by `skewless fsck --data`.
 pub async fn check(
     state: &dyn StateStore,
     blobs: &dyn BlobStore,
     repair: bool,
+    copies: Option<&dyn BlobStore>,
 ) -> Result<FsckReport, ServerError> {
     let releases = state.releases().await?;
     let mut problems = Vec::new();
@@ -76,14 +79,21 @@ pub async fn check(
             repaired: None,
         };
         let Some(size) = blobs.stat(hash, Variant::Identity).await? else {
-            missing.push((problems.len(), users.iter().map(|u| u.0.clone()).collect()));
-            problems.push(finding(
+            let mut p = finding(
                 "missing-blob",
                 format!(
                     "not in the store ({} releases use it); deploy the files again",
                     users.len()
                 ),
-            ));
+            );
+            if repair {
+                let own = blobs.local_copy(hash).await?;
+                p.repaired = restore(blobs, own, copies, hash).await?;
+            }
+            if p.repaired.is_none() {
+                missing.push((problems.len(), users.iter().map(|u| u.0.clone()).collect()));
+            }
+            problems.push(p);
             continue;
         };
         if size != entry.size || !blobs.verify(hash).await? {
@@ -92,8 +102,20 @@ pub async fn check(
                 format!("stored bytes ({size} bytes) do not hash to the blob's hash"),
             );
             if repair {
+                // Taken before the delete, which drops the node's cached
+                // copy with the stored one.
+                let own = blobs.local_copy(hash).await?;
                 blobs.delete(hash).await?;
-                p.repaired = Some("deleted; the next deploy of this file uploads it again".into());
+                p.repaired = Some(match restore(blobs, own, copies, hash).await? {
+                    Some(how) => {
+                        // The delete took the variants too.
+                        if entry.br.is_some() || entry.gzip.is_some() {
+                            blobs.ensure_variants(hash).await?;
+                        }
+                        how
+                    }
+                    None => "deleted; the next deploy of this file uploads it again".into(),
+                });
             }
             problems.push(p);
             continue;
@@ -209,4 +231,39 @@ pub async fn check(
         blobs: uses.len(),
         problems,
     })
+}
+
+/// Stores `hash` again from a local copy: `own`, the store's own (a node's
+/// cache), or `copies`. The upload is verified against the hash like any other, so
+/// a bad copy is refused. Says how it was repaired, or `None` when no copy
+/// was found.
+async fn restore(
+    blobs: &dyn BlobStore,
+    own: Option<ByteStream>,
+    copies: Option<&dyn BlobStore>,
+    hash: &BlobHash,
+) -> Result<Option<String>, ServerError> {
+    let mut tried = Vec::new();
+    if let Some(body) = own {
+        match blobs.put(hash, body, u64::MAX).await {
+            Ok(_) => return Ok(Some("stored again from this node's local copy".into())),
+            Err(e) => tried.push(format!("this node's local copy: {e}")),
+        }
+    }
+    if let Some(copies) = copies {
+        if copies.contains(hash).await? {
+            let body = copies
+                .open(hash, Variant::Identity, None)
+                .await?
+                .into_stream();
+            match blobs.put(hash, body, u64::MAX).await {
+                Ok(_) => return Ok(Some("stored again from the given copy".into())),
+                Err(e) => tried.push(format!("the given copy: {e}")),
+            }
+        }
+    }
+    for t in tried {
+        tracing::warn!(blob = %hash, "a local copy could not be stored again: {t}");
+    }
+    Ok(None)
 }

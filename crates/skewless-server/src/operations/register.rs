@@ -1,7 +1,7 @@
 //! Registration: which blobs a deploy must upload, blob uploads, and the
 //! release registered from them with its variants and rewritten shell.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use futures::{StreamExt, TryStreamExt};
 use skewless_core::manifest::SHELL;
@@ -160,15 +160,18 @@ impl Operations {
             .collect();
         todo.sort();
         todo.dedup();
+        let mut by_hash = self.blobs.known_variants(&todo).await?;
+        todo.retain(|h| !by_hash.contains_key(h));
+        let in_flight = self.blobs.variants_in_flight();
         let results: Vec<(BlobHash, Variants)> = futures::stream::iter(todo)
             .map(|h| {
                 let store = self.blobs.clone();
                 async move { store.ensure_variants(&h).await.map(|v| (h, v)) }
             })
-            .buffer_unordered(4)
+            .buffer_unordered(in_flight)
             .try_collect()
             .await?;
-        let by_hash: HashMap<BlobHash, Variants> = results.into_iter().collect();
+        by_hash.extend(results);
         for e in manifest.files.values_mut() {
             if let Some(v) = by_hash.get(&e.hash) {
                 e.br = v.br;

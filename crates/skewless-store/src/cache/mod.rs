@@ -117,6 +117,10 @@ fn owned(e: &StoreError) -> StoreError {
         StoreError::Interrupted(m) => StoreError::Interrupted(m.clone()),
         StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
         StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+        StoreError::Remote { store, detail } => StoreError::Remote {
+            store: store.clone(),
+            detail: detail.clone(),
+        },
         StoreError::Io { path, source } => StoreError::Io {
             path: path.clone(),
             source: std::io::Error::new(source.kind(), source.to_string()),
@@ -384,6 +388,17 @@ impl BlobStore for Cached {
         self.inner.remote.ensure_variants(hash).await
     }
 
+    fn variants_in_flight(&self) -> usize {
+        self.inner.remote.variants_in_flight()
+    }
+
+    async fn known_variants(
+        &self,
+        hashes: &[BlobHash],
+    ) -> Result<HashMap<BlobHash, Variants>, StoreError> {
+        self.inner.remote.known_variants(hashes).await
+    }
+
     async fn read(
         &self,
         hash: &BlobHash,
@@ -464,8 +479,29 @@ impl BlobStore for Cached {
         Ok(freed)
     }
 
+    async fn delete_many(&self, hashes: &[BlobHash]) -> Result<u64, StoreError> {
+        let freed = self.inner.remote.delete_many(hashes).await?;
+        for hash in hashes {
+            for v in [Variant::Identity, Variant::Br, Variant::Gzip] {
+                self.inner.forget(&(hash.clone(), v));
+            }
+        }
+        Ok(freed)
+    }
+
     async fn list(&self) -> Result<Vec<BlobInfo>, StoreError> {
         self.inner.remote.list().await
+    }
+
+    /// This node's cached copy, if it still hashes right.
+    async fn local_copy(&self, hash: &BlobHash) -> Result<Option<ByteStream>, StoreError> {
+        if self.inner.index.size(hash, Variant::Identity).is_none()
+            || !self.inner.local.verify(hash).await.unwrap_or(false)
+        {
+            return Ok(None);
+        }
+        let copy = self.inner.local.open(hash, Variant::Identity, None).await?;
+        Ok(Some(copy.into_stream()))
     }
 
     async fn prefetch(&self, hash: &BlobHash, variant: Variant) -> Result<bool, StoreError> {

@@ -7,9 +7,13 @@ use anyhow::Context;
 use clap::Args;
 use std::sync::Arc;
 
-use skewless_server::{Adapters, DataLock, ServerConfig, SystemClock};
+use std::time::Duration;
+
+use skewless_server::{Adapters, BlobLocation, DataLock, ServerConfig, SystemClock};
 use skewless_state::{Postgres, Sqlite};
-use skewless_store::{BlobStore, CacheSettings, Cached, LocalDir};
+use skewless_store::{
+    BlobStore, CacheSettings, Cached, LocalDir, ObjectBlobs, S3Settings, S3Url, Timeouts,
+};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -28,9 +32,15 @@ pub struct ServeArgs {
     /// Where release state lives: postgres://user@host/db for state shared by several nodes (cluster mode) [default: SQLite under --data].
     #[arg(long, env = "SKEWLESS_STATE", hide_env_values = true)]
     state: Option<String>,
-    /// Blob directory; the nodes of a cluster share one [default: <data>/blobs].
-    #[arg(long, env = "SKEWLESS_BLOBS")]
+    /// Where blobs live: a directory, which the nodes of a cluster share, or s3://bucket[/prefix] for an S3-compatible object store reached with AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_ALLOW_HTTP [default: <data>/blobs].
+    #[arg(long, env = "SKEWLESS_BLOBS", value_name = "DIR|s3://BUCKET[/PREFIX]")]
     blobs: Option<PathBuf>,
+    /// Milliseconds to open a connection to an object store [default: 2000].
+    #[arg(long, env = "SKEWLESS_BLOBS_CONNECT_TIMEOUT_MS")]
+    blobs_connect_timeout_ms: Option<u64>,
+    /// Milliseconds one request to an object store may take, its answer included [default: 30000].
+    #[arg(long, env = "SKEWLESS_BLOBS_REQUEST_TIMEOUT_MS")]
+    blobs_request_timeout_ms: Option<u64>,
     /// This node's cache of the blob store; with a --blobs directory, that directory is read through the cache (e.g. on a network file system) [default: none for a directory].
     #[arg(long, env = "SKEWLESS_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -147,6 +157,9 @@ pub struct ServeArgs {
     /// Milliseconds between reaper runs [default: 30000].
     #[arg(long, env = "SKEWLESS_REAPER_INTERVAL_MS")]
     reaper_interval_ms: Option<u64>,
+    /// Seconds a blob no release uses is kept after it was last touched or written; must exceed the longest deploy [default: 3600].
+    #[arg(long, env = "SKEWLESS_GC_GRACE_SECS")]
+    gc_grace_secs: Option<i64>,
     /// Seconds between scheduled garbage collections, 0 for never [default: 3600].
     #[arg(long, env = "SKEWLESS_GC_INTERVAL_SECS")]
     gc_interval_secs: Option<u64>,
@@ -178,6 +191,15 @@ impl ServeArgs {
         set!(c.listen, self.listen);
         set!(c.data, self.data);
         set!(c.max_upload_bytes, self.max_upload);
+        set!(c.gc_grace_secs, self.gc_grace_secs);
+        set!(
+            c.object_store.connect_timeout_ms,
+            self.blobs_connect_timeout_ms
+        );
+        set!(
+            c.object_store.request_timeout_ms,
+            self.blobs_request_timeout_ms
+        );
         set!(c.connect_timeout_ms, self.connect_timeout_ms);
         set!(c.read_timeout_secs, self.read_timeout_secs);
         set!(c.event_keepalive_secs, self.event_keepalive_secs);
@@ -283,10 +305,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 /// The composition root: state in PostgreSQL when `state` names one
 /// (cluster mode), else the embedded SQLite database under the data
-/// directory; the blob directory, read through this node's cache when
-/// `cache_dir` is set; the system clock.
+/// directory; blobs in a directory, or in an object store read through
+/// this node's disk cache (also used for a directory when `cache_dir` is
+/// set); the system clock.
 async fn adapters(config: &ServerConfig) -> anyhow::Result<Adapters> {
-    let blob_dir = config.blob_dir();
     let state: Arc<dyn skewless_state::StateStore> = match &config.state {
         Some(url) => Arc::new(
             Postgres::connect(url)
@@ -295,20 +317,52 @@ async fn adapters(config: &ServerConfig) -> anyhow::Result<Adapters> {
         ),
         None => Arc::new(Sqlite::open(&config.data.join("state.db"))?),
     };
-    let dir = if config.clustered() || config.blobs.is_some() {
-        LocalDir::open_shared(blob_dir)?
-    } else {
-        LocalDir::open(blob_dir)?
-    };
-    let blobs: Arc<dyn BlobStore> = match config.cache_dir {
-        Some(_) => cached(Arc::new(dir.without_memory_copies()), config)?,
-        None => Arc::new(dir),
+    let blobs: Arc<dyn BlobStore> = match config.blob_location()? {
+        BlobLocation::Dir(dir) => {
+            let dir = if config.clustered() || config.blobs.is_some() {
+                LocalDir::open_shared(dir)?
+            } else {
+                LocalDir::open(dir)?
+            };
+            match config.cache_dir {
+                Some(_) => cached(Arc::new(dir.without_memory_copies()), config)?,
+                None => Arc::new(dir),
+            }
+        }
+        // Never served from the object store per request: always through
+        // this node's cache.
+        BlobLocation::S3(url) => cached(remote_blobs(config, url)?, config)?,
     };
     Ok(Adapters {
         state,
         blobs,
         clock: Arc::new(SystemClock),
     })
+}
+
+/// The object store every node reaches, from `url` and the standard
+/// `AWS_*` environment variables; uploads are spooled under the data
+/// directory while they are hashed.
+pub fn remote_blobs(config: &ServerConfig, url: S3Url) -> anyhow::Result<Arc<dyn BlobStore>> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let settings = S3Settings {
+        url: Some(url),
+        endpoint: env("AWS_ENDPOINT_URL"),
+        region: env("AWS_REGION").or_else(|| env("AWS_DEFAULT_REGION")),
+        access_key_id: env("AWS_ACCESS_KEY_ID"),
+        secret_access_key: env("AWS_SECRET_ACCESS_KEY"),
+        session_token: env("AWS_SESSION_TOKEN"),
+        allow_http: env("AWS_ALLOW_HTTP").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        timeouts: Timeouts {
+            connect: Duration::from_millis(config.object_store.connect_timeout_ms),
+            request: Duration::from_millis(config.object_store.request_timeout_ms),
+        },
+    };
+    if settings.access_key_id.is_some() != settings.secret_access_key.is_some() {
+        anyhow::bail!("AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must be set together");
+    }
+    let store = ObjectBlobs::s3(&settings, config.data.join("spool"))?;
+    Ok(Arc::new(store))
 }
 
 /// A remote blob store read through this node's disk cache
