@@ -430,44 +430,72 @@ impl BlobStore for LocalDir {
     async fn list(&self) -> Result<Vec<BlobInfo>, StoreError> {
         let root = self.root.clone();
         tokio::task::spawn_blocking(move || {
+            let mut files = stored_files(&root)?;
+            files.sort_by(|a, b| a.hash.cmp(&b.hash));
             let mut out: Vec<BlobInfo> = Vec::new();
-            let dirs = std::fs::read_dir(&root).map_err(|e| StoreError::io(&root, e))?;
-            for d in dirs.flatten() {
-                let name = d.file_name();
-                let name = name.to_string_lossy();
-                if name.len() != 2 || !d.path().is_dir() {
-                    continue;
-                }
-                let files = std::fs::read_dir(d.path()).map_err(|e| StoreError::io(d.path(), e))?;
-                for f in files.flatten() {
-                    let fname = f.file_name();
-                    let fname = fname.to_string_lossy();
-                    let (stem, _) = fname.split_once('.').unwrap_or((&fname, ""));
-                    let Ok(hash) = BlobHash::parse(stem) else {
-                        continue;
-                    };
-                    let Ok(meta) = f.metadata() else { continue };
-                    let written_at = meta
-                        .modified()
-                        .ok()
-                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                        .map_or(0, |d| d.as_secs());
-                    match out.iter_mut().find(|b| b.hash == hash) {
-                        Some(b) => b.bytes += meta.len(),
-                        None => out.push(BlobInfo {
-                            hash,
-                            bytes: meta.len(),
-                            written_at,
-                        }),
-                    }
+            for f in files {
+                match out.last_mut() {
+                    Some(b) if b.hash == f.hash => b.bytes += f.len,
+                    _ => out.push(BlobInfo {
+                        hash: f.hash,
+                        bytes: f.len,
+                        written_at: f.modified.as_secs(),
+                    }),
                 }
             }
-            out.sort_by(|a, b| a.hash.cmp(&b.hash));
             Ok(out)
         })
         .await
         .map_err(|e| StoreError::Interrupted(e.to_string()))?
     }
+}
+
+/// One file of a blob directory.
+pub(crate) struct StoredFile {
+    pub(crate) hash: BlobHash,
+    /// The form it holds; `None` for another file of the blob (a marker).
+    pub(crate) variant: Option<Variant>,
+    pub(crate) len: u64,
+    /// Modification time since the epoch.
+    pub(crate) modified: std::time::Duration,
+}
+
+/// Every file under `<root>/<2 hex>/` named after a blob (blocking); temp
+/// files and stray names are skipped.
+pub(crate) fn stored_files(root: &Path) -> Result<Vec<StoredFile>, StoreError> {
+    let mut out = Vec::new();
+    let dirs = std::fs::read_dir(root).map_err(|e| StoreError::io(root, e))?;
+    for d in dirs.flatten() {
+        if d.file_name().len() != 2 || !d.path().is_dir() {
+            continue;
+        }
+        let files = std::fs::read_dir(d.path()).map_err(|e| StoreError::io(d.path(), e))?;
+        for f in files.flatten() {
+            let fname = f.file_name();
+            let fname = fname.to_string_lossy();
+            let (stem, ext) = fname.split_once('.').unwrap_or((&fname, ""));
+            let Ok(hash) = BlobHash::parse(stem) else {
+                continue;
+            };
+            let Ok(meta) = f.metadata() else { continue };
+            out.push(StoredFile {
+                hash,
+                variant: match ext {
+                    "" => Some(Variant::Identity),
+                    "br" => Some(Variant::Br),
+                    "gz" => Some(Variant::Gzip),
+                    _ => None,
+                },
+                len: meta.len(),
+                modified: meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -323,37 +323,10 @@ impl Inner {
 /// Every form in the cache directory with its size, oldest first; `.raw`
 /// markers and stray names are ignored.
 fn scan(local: &LocalDir) -> Result<Vec<(Key, u64)>, StoreError> {
-    let root = local.root();
-    let mut found: Vec<(u128, Key, u64)> = Vec::new();
-    let dirs = std::fs::read_dir(root).map_err(|e| StoreError::io(root, e))?;
-    for d in dirs.flatten() {
-        let name = d.file_name();
-        if name.len() != 2 || !d.path().is_dir() {
-            continue;
-        }
-        let files = std::fs::read_dir(d.path()).map_err(|e| StoreError::io(d.path(), e))?;
-        for f in files.flatten() {
-            let fname = f.file_name();
-            let fname = fname.to_string_lossy();
-            let (stem, ext) = fname.split_once('.').unwrap_or((&fname, ""));
-            let variant = match ext {
-                "" => Variant::Identity,
-                "br" => Variant::Br,
-                "gz" => Variant::Gzip,
-                _ => continue,
-            };
-            let Ok(hash) = BlobHash::parse(stem) else {
-                continue;
-            };
-            let Ok(meta) = f.metadata() else { continue };
-            let at = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
-            found.push((at, (hash, variant), meta.len()));
-        }
-    }
+    let mut found: Vec<_> = crate::local::stored_files(local.root())?
+        .into_iter()
+        .filter_map(|f| Some((f.modified, (f.hash, f.variant?), f.len)))
+        .collect();
     found.sort_by_key(|a| a.0);
     Ok(found.into_iter().map(|(_, k, s)| (k, s)).collect())
 }
