@@ -292,8 +292,8 @@ pub fn router(gw: Arc<Gateway>) -> Router {
 /// Answers one request. Paths under `/_skewless/` go through the router
 /// (system and admin routes); every other path (shell, files, API calls)
 /// is resolved directly, which spares the hot path the router's matching
-/// and boxing. `pin` is the request's pin if the caller worked it out
-/// already ([`request_pin`]).
+/// and boxing. `pin` is what [`request_pin`] gave for the request: `None`
+/// exactly for the router's paths.
 pub(crate) async fn handle(
     gw: Arc<Gateway>,
     app: Router,
@@ -302,17 +302,14 @@ pub(crate) async fn handle(
     pin: Option<pin::RequestPin>,
 ) -> Response {
     let mut req = req.map(axum::body::Body::new);
-    if req.uri().path().starts_with("/_skewless") {
+    let Some(pin) = pin else {
         req.extensions_mut().insert(ConnectInfo(peer));
         return match tower::ServiceExt::oneshot(app, req).await {
             Ok(resp) => resp,
             Err(never) => match never {},
         };
-    }
-    let seen = match pin {
-        Some(pin) => Seen::with_pin(&req, pin),
-        None => Seen::of(&req),
     };
+    let seen = Seen::with_pin(&req, pin);
     let resp = site::resolve_request(&gw, req, peer, &seen.pin).await;
     seen.stamp(&gw, resp)
 }
