@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{example, generate_app, wait_for, Server, TOKEN};
+use crate::support::{app_of_release, example, generate_app, wait_for, Server, TOKEN};
 
 fn stored_blobs(data: &Path) -> usize {
     let Ok(dirs) = std::fs::read_dir(data.join("blobs")) else {
@@ -328,18 +328,7 @@ fn fifty_kills_at_random_points_lose_nothing_acknowledged() {
                 Some((_, app)) => app.clone(),
                 None => {
                     // Registered, but the acknowledgement died with the server.
-                    let probe = s
-                        .get(&format!("/_r/{id}/assets/f1.bin"))
-                        .send()
-                        .unwrap()
-                        .bytes()
-                        .unwrap();
-                    let app = apps
-                        .iter()
-                        .find(|a| probe == std::fs::read(a.path().join("assets/f1.bin")).unwrap())
-                        .unwrap_or_else(|| {
-                            panic!("kill {kill}: release {id} is visible but incomplete")
-                        });
+                    let app = &apps[app_of_release(&s, &id, &apps, &format!("kill {kill}"))];
                     acked.releases.push((id.clone(), app.path().to_path_buf()));
                     app.path().to_path_buf()
                 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::support::cluster::{Database, Haproxy};
 use crate::support::s3::{node, Bucket};
-use crate::support::{example, generate_app, wait_for, Server, TOKEN};
+use crate::support::{app_of_release, example, generate_app, wait_for, Server, TOKEN};
 
 /// Quick timeouts for the object store, so an outage shows in seconds.
 const QUICK: &[&str] = &[
@@ -455,18 +455,7 @@ fn thirty_kills_of_random_nodes_lose_nothing_acknowledged() {
                 continue;
             }
             if !acked.iter().any(|(a, _)| *a == id) {
-                let probe = check
-                    .get(&format!("/_r/{id}/assets/f1.bin"))
-                    .send()
-                    .unwrap()
-                    .bytes()
-                    .unwrap();
-                let app = apps
-                    .iter()
-                    .position(|a| probe == std::fs::read(a.path().join("assets/f1.bin")).unwrap())
-                    .unwrap_or_else(|| {
-                        panic!("kill {kill}: release {id} is visible but incomplete")
-                    });
+                let app = app_of_release(check, &id, &apps, &format!("kill {kill}"));
                 acked.push((id.clone(), app));
             }
         }

@@ -340,6 +340,22 @@ pub fn raw_get(url: &str, path: &str) -> (u16, String) {
 
 /// Writes a generated app: index.html plus `n` files of `size` bytes of
 /// incompressible data, seeded so each file's content is reproducible.
+/// Which of `apps` (each with its own `assets/f1.bin`) a release that
+/// became visible without an acknowledgement was deployed from; `what`
+/// names the moment for the failure message: a release that matches none
+/// is visible but incomplete.
+pub fn app_of_release(s: &Server, id: &str, apps: &[tempfile::TempDir], what: &str) -> usize {
+    let probe = s
+        .get(&format!("/_r/{id}/assets/f1.bin"))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    apps.iter()
+        .position(|a| probe == std::fs::read(a.path().join("assets/f1.bin")).unwrap())
+        .unwrap_or_else(|| panic!("{what}: release {id} is visible but incomplete"))
+}
+
 pub fn generate_app(dir: &Path, n: usize, size: usize, seed: u64) {
     std::fs::create_dir_all(dir.join("assets")).expect("mkdir");
     std::fs::write(
