@@ -17,6 +17,9 @@ use crate::{api_error, Client, ClientError};
 const HASH_CONCURRENCY: usize = 4;
 /// Uploads in flight at once.
 const UPLOAD_CONCURRENCY: usize = 8;
+/// How long an upload of a blob a garbage collection is deleting is tried
+/// again before the deploy gives up.
+const COLLECTION_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One file of the directory being deployed.
 #[derive(Debug, Clone)]
@@ -228,7 +231,29 @@ impl Client {
         Ok((count, bytes))
     }
 
+    /// Uploads one file; an upload refused because a garbage collection is
+    /// deleting that blob right now is made again, with growing pauses,
+    /// until the collection has forgotten it.
     async fn upload(&self, f: &LocalFile) -> Result<(), ClientError> {
+        let deadline = tokio::time::Instant::now() + COLLECTION_WAIT;
+        let mut pause = std::time::Duration::from_millis(100);
+        loop {
+            match self.upload_once(f).await {
+                Err(ClientError::Api {
+                    status: 409,
+                    message,
+                }) if message.contains("being deleted by a garbage collection")
+                    && tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn upload_once(&self, f: &LocalFile) -> Result<(), ClientError> {
         let file = tokio::fs::File::open(&f.abs)
             .await
             .map_err(|e| io_err(&f.abs, e))?;

@@ -49,6 +49,12 @@ pub enum ServerError {
     /// Start-up failed.
     #[error("{0}")]
     Startup(String),
+    /// An uploaded blob is being deleted by a garbage collection: the upload
+    /// is not acknowledged, and succeeds again once the collection is done.
+    #[error(
+        "blob {0} is being deleted by a garbage collection; upload it again once the collection has finished"
+    )]
+    BeingCollected(skewless_core::BlobHash),
 }
 
 impl ServerError {
@@ -91,6 +97,7 @@ impl ServerError {
                 StoreError::Remote { .. } => StatusCode::BAD_GATEWAY,
             },
             ServerError::Startup(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ServerError::BeingCollected(_) => StatusCode::CONFLICT,
         }
     }
 }

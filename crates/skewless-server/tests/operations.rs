@@ -100,7 +100,7 @@ async fn deploy(
             .await?;
         for (spec, (_, data)) in specs.iter().zip(files) {
             if missing.contains(&spec.hash) {
-                ops.put_blob(spec.hash.clone(), body(data.clone())).await?;
+                upload(ops, &spec.hash, data).await?;
             }
         }
         let req = CreateRelease {
@@ -115,6 +115,20 @@ async fn deploy(
         }
     }
     unreachable!("the last round returns")
+}
+
+/// Uploads a blob as the CLI does: again, after a pause, while a
+/// collection is deleting it, until the collection has forgotten it.
+async fn upload(ops: &Operations, hash: &BlobHash, data: &[u8]) -> Result<(), ServerError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match ops.put_blob(hash.clone(), body(data.to_vec())).await {
+            Err(ServerError::BeingCollected(_)) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+            other => return other.map(drop),
+        }
+    }
 }
 
 /// Every blob of every release that is not retired or collected is stored
@@ -174,6 +188,59 @@ async fn on_an_object_store_registrations_and_collections_never_lose_a_blob() {
     )
     .await;
     interleave_registrations_and_collections(Arc::new(f)).await;
+}
+
+/// An upload of a blob that a collection has marked for deletion is not
+/// acknowledged (its object may vanish at any moment); once the collection
+/// has deleted and forgotten it, the same upload stores it anew and a
+/// release can be registered on it.
+#[tokio::test]
+async fn an_upload_of_a_blob_being_collected_is_refused_until_the_collection_is_done() {
+    let f = Fixture::new(|c| c.gc_grace_secs = 60).await;
+    let data = b"a blob a collection is deleting".to_vec();
+    let hash = BlobHash::from_bytes(blake3::hash(&data).as_bytes());
+    let first = f
+        .ops()
+        .put_blob(hash.clone(), body(data.clone()))
+        .await
+        .unwrap();
+    assert!(first.stored);
+    // A collection past the grace marks it and has not deleted it yet.
+    f.clock.advance(120);
+    let stored = [(hash.clone(), START)];
+    let marked = f
+        .state
+        .mark_garbage(&stored, false, f.ops().now(), 60)
+        .await
+        .unwrap();
+    assert_eq!(marked, vec![hash.clone()]);
+    let refused = f.ops().put_blob(hash.clone(), body(data.clone())).await;
+    match refused {
+        Err(e @ ServerError::BeingCollected(_)) => {
+            assert_eq!(e.status(), axum::http::StatusCode::CONFLICT);
+            assert!(e.to_string().contains(hash.as_str()), "{e}");
+        }
+        other => panic!("upload of a blob being deleted answered {other:?}"),
+    }
+    // Still listed as missing, so a deploy uploads it again.
+    let missing = f.ops().missing_blobs(vec![hash.clone()]).await.unwrap();
+    assert_eq!(missing, vec![hash.clone()]);
+    assert_eq!(f.ops().finish_collection().await.unwrap(), 1);
+    assert!(!f.blobs.contains(&hash).await.unwrap());
+    let again = f
+        .ops()
+        .put_blob(hash.clone(), body(data.clone()))
+        .await
+        .unwrap();
+    assert!(again.stored, "stored anew after the collection");
+    assert!(f.blobs.contains(&hash).await.unwrap());
+    let (rel, rounds) = deploy(f.ops(), "after-gc", &[("index.html", data)])
+        .await
+        .unwrap();
+    assert_eq!(rounds, 1);
+    assert!(f.state.release(&rel).await.is_ok());
+    let report = f.ops().fsck(false, "test").await.unwrap();
+    assert!(report.ok, "{:?}", report.problems);
 }
 
 /// Objects the state has no record of (an upload whose deploy died before

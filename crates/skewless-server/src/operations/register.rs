@@ -38,7 +38,11 @@ impl Operations {
     }
 
     /// Stores an uploaded blob (verified against its hash) and records it in
-    /// state as present.
+    /// state as present. A blob a garbage collection is deleting is refused
+    /// ([`ServerError::BeingCollected`]): its object may go at any moment,
+    /// so acknowledging the upload would promise bytes the store is about
+    /// to lose; once the collection has forgotten it, the upload stores it
+    /// anew.
     pub async fn put_blob(
         &self,
         hash: BlobHash,
@@ -48,9 +52,13 @@ impl Operations {
             .blobs
             .put(&hash, body, self.settings.max_upload_bytes)
             .await?;
-        self.state
+        let deleting = self
+            .state
             .touch_blobs(std::slice::from_ref(&hash), self.clock.now())
             .await?;
+        if !deleting.is_empty() {
+            return Err(ServerError::BeingCollected(hash));
+        }
         let (size, stored) = match put {
             Put::Stored { size } => (size, true),
             Put::Existed { size } => (size, false),
