@@ -166,6 +166,12 @@ describe('dashboard', () => {
     expect(await numberAt(board, 'path[data-release="v1"]', 'data-points')).toBeGreaterThan(1);
     expect(await board.locator('#plot desc').textContent()).toContain(`v1: ${before + 3} at`);
     expect(await board.locator('#legend').textContent()).toContain('v1 (current)');
+    // The split bar colours a release as its line in the plot.
+    const colourOf = async (/** @type {string} */ selector) =>
+      ((await board.locator(selector).getAttribute('class')) ?? '').split(' ').find((c) => /^s\d$/.test(c));
+    const lineColour = await colourOf('path[data-release="v1"]');
+    expect(lineColour).toMatch(/^s\d$/);
+    expect(await colourOf('#split .segment.current')).toBe(lineColour);
     expect(await mark.kept()).toBe(true);
     await shot(board, '02-clients-rise');
 
@@ -282,5 +288,33 @@ describe('dashboard', () => {
       body: '{}',
     });
     expect(refused.status).toBe(403);
+  });
+});
+
+describe('dashboard series', () => {
+  it('is fetched once per sampling interval and again for another window, while the rest refreshes every two seconds', async () => {
+    const [server, browser] = await Promise.all([startServer(), launchBrowser()]);
+    try {
+      await server.deploy('app-v1', 'v1', { promote: true });
+      const { context, collected } = await watchedContext(browser);
+      /** @type {string[]} */
+      const asked = [];
+      context.on('request', (r) => asked.push(new URL(r.url()).pathname + new URL(r.url()).search));
+      const page = await login(context, server.url, ADMIN_TOKEN);
+      const count = (/** @type {string} */ prefix) => asked.filter((p) => p.startsWith(`/_skewless/api/v1${prefix}`)).length;
+      // Three refreshes within the default 15 s sampling interval.
+      await eventually(() => count('/status')).toBeGreaterThanOrEqual(3);
+      expect(count('/clients/history')).toBe(1);
+      expect(await page.locator('#plot svg').count()).toBe(1);
+      // Another window is fetched at once.
+      await page.getByLabel('Show the last').selectOption('86400');
+      await eventually(() => count('/clients/history?seconds=86400')).toBe(1);
+      await eventually(() => page.locator('#plot title').textContent()).toContain('24 hours');
+      expect(collected).toEqual([]);
+      await context.close();
+    } finally {
+      await browser.close();
+      await server.stop();
+    }
   });
 });

@@ -21,6 +21,15 @@ const state = {
   releases: [],
   timer: 0,
   busy: false,
+  /**
+   * The last client series and when it was fetched: samples change once per
+   * sampling interval, so it is fetched again only then (or for another
+   * window); in between the plot slides with the clock.
+   * @type {any}
+   */
+  series: null,
+  seriesSeconds: 0,
+  seriesFetchedAt: 0,
   /** The last action's error, kept on screen until the next action. */
   actionError: "",
 };
@@ -136,6 +145,7 @@ function showLogin() {
   clearInterval(state.timer);
   state.timer = 0;
   state.who = null;
+  state.series = null;
   $("board").hidden = true;
   $("session").hidden = true;
   $("login").hidden = false;
@@ -179,13 +189,24 @@ async function refresh() {
   state.busy = true;
   try {
     const seconds = Number(/** @type {HTMLSelectElement} */ ($("window")).value);
-    const [status, releases, nodes, history, series] = await Promise.all([
+    const seriesDue =
+      !state.series ||
+      state.seriesSeconds !== seconds ||
+      Date.now() - state.seriesFetchedAt >= Math.max(1, state.series.interval_secs) * 1000;
+    const [status, releases, nodes, history, fetched] = await Promise.all([
       call("GET", "/status"),
       call("GET", "/releases"),
       call("GET", "/nodes"),
       call("GET", "/history?limit=50"),
-      call("GET", `/clients/history?seconds=${seconds}`),
+      seriesDue ? call("GET", `/clients/history?seconds=${seconds}`) : Promise.resolve(null),
     ]);
+    if (fetched) {
+      state.series = fetched;
+      state.seriesSeconds = seconds;
+      state.seriesFetchedAt = Date.now();
+    }
+    const slid = Math.floor((Date.now() - state.seriesFetchedAt) / 1000);
+    const series = { ...state.series, from: state.series.from + slid, now: state.series.now + slid };
     state.status = status;
     state.releases = releases.filter((/** @type {any} */ r) => r.state !== "collected");
     renderSummary(status);
@@ -227,7 +248,8 @@ function renderSummary(status) {
   if (status.canary) parts.push({ id: status.canary.release, share: status.canary.percent, kind: "canary" });
   split.replaceChildren(
     ...parts.map((p) => {
-      const seg = el("span", `${p.kind} ${p.id} · ${p.share} %`, { class: `segment ${p.kind}` });
+      // Coloured by release, as its line in the plot is.
+      const seg = el("span", `${p.kind} ${p.id} · ${p.share} %`, { class: `segment ${p.kind} ${seriesClass(p.id)}` });
       // CSSOM, not a style attribute: allowed by the page's policy.
       seg.style.flexGrow = String(p.share);
       return seg;
@@ -443,7 +465,10 @@ function renderPlot(data, status) {
   const W = 760, H = 260, L = 48, R = 16, T = 12, B = 34;
   const from = data.from, to = data.now;
   const span = Math.max(1, to - from);
-  const series = data.releases.filter((s) => s.points.length > 0);
+  // The window may have slid past the oldest points fetched.
+  const series = data.releases
+    .map((s) => ({ ...s, points: s.points.filter((p) => p.at >= from) }))
+    .filter((s) => s.points.length > 0);
   const max = Math.max(1, ...series.flatMap((s) => s.points.map((p) => p.clients)));
   const step = niceStep(max, 4);
   const top = Math.ceil(max / step) * step;
