@@ -8,6 +8,7 @@
 mod error;
 mod model;
 mod postgres;
+mod record;
 mod sqlite;
 
 use async_trait::async_trait;

@@ -6,7 +6,6 @@
 //! nodes' clocks do not matter.
 
 mod cluster;
-mod rows;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -18,11 +17,21 @@ use skewless_core::{Action, BlobHash, Lifecycle, ReleaseId};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres as Pg, Transaction};
 
+use crate::record::{parse_hash, parse_id, to_record, RawRelease};
 use crate::{
     ClientSample, HistoryEntry, NewRelease, Pointer, ReleaseRecord, StateError, StateStore,
 };
 pub use cluster::{Change, ChangeFeed, Lease, NodeRow, PresenceRow};
-use rows::{parse_hash, parse_id, to_record, RawRelease, RELEASE_COLS};
+
+/// A release row as [`to_record`] reads it; the file count and size are
+/// cast to `bigint` so they decode as `i64` (the `SUM` of a `bigint` is a
+/// `numeric`).
+const RELEASE_COLS: &str =
+    "r.seq, r.id, r.created_at, r.state, r.backend, r.shell_hash, r.shell_size, \
+     r.shell_br, r.shell_gzip, r.promoted_at, r.retired_at, \
+     (SELECT COUNT(*) FROM files f WHERE f.release_seq = r.seq)::bigint, \
+     (SELECT COALESCE(SUM(size), 0) FROM files f WHERE f.release_seq = r.seq)::bigint, \
+     r.backend_cmd, r.health_path, r.drained_at";
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/postgres/0001_init.sql"),

@@ -18,10 +18,8 @@ use crate::{
 
 mod rows;
 
-use rows::{
-    get_pointer, get_release, load_manifest, parse_hash, parse_id, raw_release, to_record,
-    RawRelease, RELEASE_COLS,
-};
+use crate::record::{parse_hash, parse_id, to_record, RawRelease};
+use rows::{get_pointer, get_release, load_manifest, raw_release, RELEASE_COLS};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_init.sql"),

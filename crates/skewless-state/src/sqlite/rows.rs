@@ -3,21 +3,10 @@
 use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension};
-use skewless_core::{BlobHash, Entry, Lifecycle, Manifest, ReleaseId};
+use skewless_core::{Entry, Manifest};
 
+use crate::record::{opt_u64, parse_hash, parse_id, to_record, RawRelease};
 use crate::{Pointer, ReleaseRecord, StateError};
-
-pub(super) fn opt_u64(v: Option<i64>) -> Option<u64> {
-    v.map(|x| x as u64)
-}
-
-pub(super) fn parse_id(s: String) -> Result<ReleaseId, StateError> {
-    ReleaseId::try_from(s).map_err(|e| StateError::Database(e.to_string()))
-}
-
-pub(super) fn parse_hash(s: String) -> Result<BlobHash, StateError> {
-    BlobHash::try_from(s).map_err(|e| StateError::Database(e.to_string()))
-}
 
 pub(super) const RELEASE_COLS: &str =
     "r.seq, r.id, r.created_at, r.state, r.backend, r.shell_hash, r.shell_size, \
@@ -25,25 +14,6 @@ pub(super) const RELEASE_COLS: &str =
      (SELECT COUNT(*) FROM files f WHERE f.release_seq = r.seq), \
      (SELECT COALESCE(SUM(size), 0) FROM files f WHERE f.release_seq = r.seq), \
      r.backend_cmd, r.health_path, r.drained_at";
-
-pub(super) type RawRelease = (
-    i64,
-    String,
-    i64,
-    String,
-    Option<String>,
-    String,
-    i64,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    i64,
-    i64,
-    Option<String>,
-    Option<String>,
-    Option<i64>,
-);
 
 pub(super) fn raw_release(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawRelease> {
     Ok((
@@ -64,50 +34,6 @@ pub(super) fn raw_release(row: &rusqlite::Row<'_>) -> rusqlite::Result<RawReleas
         row.get(14)?,
         row.get(15)?,
     ))
-}
-
-pub(super) fn to_record(raw: RawRelease) -> Result<ReleaseRecord, StateError> {
-    let (
-        seq,
-        id,
-        created_at,
-        state,
-        backend,
-        sh,
-        ss,
-        sbr,
-        sgz,
-        promoted_at,
-        retired_at,
-        files,
-        size,
-        backend_cmd,
-        health_path,
-        drained_at,
-    ) = raw;
-    let state: Lifecycle = state.parse().map_err(StateError::Database)?;
-    Ok(ReleaseRecord {
-        id: parse_id(id)?,
-        seq,
-        created_at,
-        state,
-        backend,
-        backend_cmd,
-        health_path,
-        shell: Entry {
-            hash: parse_hash(sh)?,
-            size: ss as u64,
-            content_type: "text/html; charset=utf-8".into(),
-            br: opt_u64(sbr),
-            gzip: opt_u64(sgz),
-        },
-        promoted_at,
-        retired_at,
-        drained_at,
-        files: files as u64,
-        size: size as u64,
-        manifest: Manifest::default(),
-    })
 }
 
 pub(super) fn load_manifest(conn: &Connection, seq: i64) -> Result<Manifest, StateError> {

@@ -1,17 +1,12 @@
-//! Rows as PostgreSQL returns them, turned into records.
+//! A release row as both SQL adapters select it (the same columns in the
+//! same order, see each adapter's `RELEASE_COLS`), turned into a record.
 
 use skewless_core::{BlobHash, Entry, Lifecycle, Manifest, ReleaseId};
 
 use crate::{ReleaseRecord, StateError};
 
-pub(super) const RELEASE_COLS: &str =
-    "r.seq, r.id, r.created_at, r.state, r.backend, r.shell_hash, r.shell_size, \
-     r.shell_br, r.shell_gzip, r.promoted_at, r.retired_at, \
-     (SELECT COUNT(*) FROM files f WHERE f.release_seq = r.seq)::bigint, \
-     (SELECT COALESCE(SUM(size), 0) FROM files f WHERE f.release_seq = r.seq)::bigint, \
-     r.backend_cmd, r.health_path, r.drained_at";
-
-pub(super) type RawRelease = (
+/// The columns of `RELEASE_COLS`, in order.
+pub(crate) type RawRelease = (
     i64,
     String,
     i64,
@@ -30,15 +25,23 @@ pub(super) type RawRelease = (
     Option<i64>,
 );
 
-pub(super) fn parse_id(s: String) -> Result<ReleaseId, StateError> {
+/// A stored release id.
+pub(crate) fn parse_id(s: String) -> Result<ReleaseId, StateError> {
     ReleaseId::try_from(s).map_err(|e| StateError::Database(e.to_string()))
 }
 
-pub(super) fn parse_hash(s: String) -> Result<BlobHash, StateError> {
+/// A stored blob hash.
+pub(crate) fn parse_hash(s: String) -> Result<BlobHash, StateError> {
     BlobHash::try_from(s).map_err(|e| StateError::Database(e.to_string()))
 }
 
-pub(super) fn to_record(raw: RawRelease) -> Result<ReleaseRecord, StateError> {
+/// A stored size, which is never negative.
+pub(crate) fn opt_u64(v: Option<i64>) -> Option<u64> {
+    v.map(|x| x as u64)
+}
+
+/// The record of a release row, without its manifest (loaded apart).
+pub(crate) fn to_record(raw: RawRelease) -> Result<ReleaseRecord, StateError> {
     let (
         seq,
         id,
@@ -70,8 +73,8 @@ pub(super) fn to_record(raw: RawRelease) -> Result<ReleaseRecord, StateError> {
             hash: parse_hash(shell_hash)?,
             size: shell_size as u64,
             content_type: "text/html; charset=utf-8".into(),
-            br: shell_br.map(|x| x as u64),
-            gzip: shell_gzip.map(|x| x as u64),
+            br: opt_u64(shell_br),
+            gzip: opt_u64(shell_gzip),
         },
         promoted_at,
         retired_at,
