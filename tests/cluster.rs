@@ -1,12 +1,15 @@
 //! Several `skewless serve` nodes over one PostgreSQL database and one blob
 //! directory, behind HAProxy: promotion reaches every node, pins hold on
-//! every node, presence sums over nodes, leases fail over, and the nodes
-//! ride out a lost listener and a database restart.
+//! every node, presence sums over nodes, leases fail over, the nodes ride
+//! out a lost listener and a database restart, and a node restarted while
+//! the database is down serves the routing state it saved last.
 
 use std::time::{Duration, Instant};
 
-use crate::support::cluster::{holder, node, node_env, nodes, Database, Haproxy, PrivatePostgres};
-use crate::support::{example, example_backend, wait_for, Backend, Server};
+use crate::support::cluster::{
+    holder, node, node_args, node_env, nodes, Database, Haproxy, PrivatePostgres,
+};
+use crate::support::{bin, example, example_backend, wait_for, Backend, Server, TOKEN};
 
 fn status(s: &Server) -> serde_json::Value {
     serde_json::from_str(&s.ok(&["status", "--json"])).expect("status json")
@@ -338,6 +341,75 @@ fn nodes_ride_out_a_lost_listener_and_a_database_restart() {
         serde_json::from_str(&n1.ok(&["history", "--json"])).unwrap();
     let promotions = history.iter().filter(|h| h["action"] == "promote").count();
     assert_eq!(promotions, 3, "{history:?}");
+}
+
+/// A node restarted (kill -9) while the database is down serves the routing
+/// state it saved last: the current page, an older release's files to its
+/// tabs; writes are refused in one line; once the database is back it
+/// follows it again. A node that never reached the database has nothing to
+/// serve and does not start.
+#[test]
+fn a_node_restarted_while_the_database_is_down_serves_its_saved_state() {
+    let pg = PrivatePostgres::start();
+    let db = Database::create_on(&pg.server());
+    let blobs = tempfile::tempdir().unwrap();
+    let url = db.url();
+    let mut n1 = node(&url, blobs.path(), "n1", &[]);
+    n1.deploy(&example("v1"), "v1", true);
+    n1.deploy(&example("v2"), "v2", true);
+    let v1_files = asset_paths(&n1, "v1");
+    assert!(!v1_files.is_empty());
+    let saved = n1.data.path().join("last-state.json");
+    let saved_current = |id: &str| {
+        std::fs::read(&saved)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|v| v["pointer"]["current"] == id)
+    };
+    wait_for(
+        "the node to save v2 as current",
+        Duration::from_secs(10),
+        || saved_current("v2"),
+    );
+
+    pg.down();
+    n1.kill_and_restart();
+    assert_eq!(served_by(&n1.url, "/", None), (200, "v2".into()));
+    for path in &v1_files {
+        assert_eq!(served_by(&n1.url, path, Some("v1")), (200, "v1".into()));
+    }
+    let err = n1.fails(&["promote", "v1"]);
+    assert!(
+        err.contains("state database") && err.contains("PostgreSQL"),
+        "{err}"
+    );
+
+    // Nothing saved, nothing to serve: one line, and no start.
+    let fresh = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin())
+        .arg("serve")
+        .arg("--data")
+        .arg(fresh.path())
+        .args(["--listen", "127.0.0.1:0", "--admin-token", TOKEN])
+        .args(node_args(&url, blobs.path(), "n2", &[]))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("cannot open the state database"), "{err}");
+
+    pg.up();
+    wait_for("writes to work again", Duration::from_secs(30), || {
+        n1.cli(&["promote", "v1"]).status.success()
+    });
+    assert_eq!(served_by(&n1.url, "/", None), (200, "v1".into()));
+    assert_eq!(n1.current().as_deref(), Some("v1"));
+    wait_for(
+        "the node to save v1 as current",
+        Duration::from_secs(10),
+        || saved_current("v1"),
+    );
 }
 
 #[test]

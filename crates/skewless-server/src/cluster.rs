@@ -167,8 +167,9 @@ async fn follow(ops: Arc<Operations>, state: Arc<dyn StateStore>, poll: Duration
     let mut feed = shared.changes();
     let mut tick = tokio::time::interval(poll);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // A refresh that failed (database down) is retried at the next poll.
-    let mut stale = false;
+    // A refresh that failed (database down) is retried at the next poll,
+    // as is the first one of a node serving its saved routing state.
+    let mut stale = ops.serving_saved();
     loop {
         let newer = tokio::select! {
             change = feed.recv() => match change {

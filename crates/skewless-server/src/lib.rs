@@ -13,6 +13,7 @@ mod conns;
 mod datadir;
 mod error;
 mod gateway;
+mod last_state;
 mod limits;
 mod listener;
 mod metrics;
@@ -40,5 +41,6 @@ pub use config::{
 pub use datadir::DataLock;
 pub use error::ServerError;
 pub use gateway::{Adapters, Gateway};
+pub use last_state::path as last_state_path;
 pub use operations::{Operations, Settings};
 pub use server::{bind, run, Bound};

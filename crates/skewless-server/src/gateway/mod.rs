@@ -28,13 +28,14 @@ use axum::middleware;
 use axum::response::Response;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
-use skewless_state::StateStore;
+use skewless_state::{StateError, StateStore};
 use skewless_store::BlobStore;
 use std::net::SocketAddr;
 use tokio::sync::watch;
 
 use crate::auth::Tokens;
 use crate::client_js::{self, Module};
+use crate::last_state::{self, Keeper as LastStateKeeper};
 use crate::metrics;
 use crate::operations::{Operations, Settings};
 use crate::presence::Presence;
@@ -161,7 +162,10 @@ impl Gateway {
                     samples: config.samples.clone(),
                 },
             )
-            .with_cluster(cluster),
+            .with_cluster(cluster)
+            .with_last_state(config.state.is_some().then(|| {
+                LastStateKeeper::start(last_state::path(&config.data), adapters.clock.clone())
+            })),
         );
         let diffs = ops.diffs().clone();
         // A blob store that cannot delete now (an object store that is
@@ -177,9 +181,36 @@ impl Gateway {
                 error = %e,
                 "an interrupted garbage collection is left to the next one"
             ),
+            Err(ServerError::State(e @ StateError::Unavailable(_))) => tracing::warn!(
+                error = %e,
+                "an interrupted garbage collection is left to the next one"
+            ),
             Err(e) => return Err(e),
         }
-        ops.refresh().await?;
+        match ops.refresh().await {
+            Ok(()) => {}
+            // Shared state that cannot be reached: the routing state this
+            // node saved last, if it has one.
+            Err(ServerError::State(StateError::Unavailable(why))) if config.state.is_some() => {
+                let file = last_state::path(&config.data);
+                let saved = last_state::load(&file).map_err(ServerError::Startup)?;
+                let Some(saved) = saved else {
+                    return Err(ServerError::Startup(format!(
+                        "the state database cannot be reached ({why}) and this node has no saved routing state ({}) to serve meanwhile",
+                        file.display()
+                    )));
+                };
+                tracing::warn!(
+                    error = %why,
+                    version = saved.version,
+                    saved_at = saved.saved_at,
+                    file = %file.display(),
+                    "the state database cannot be reached: serving the routing state this node saved last until it can"
+                );
+                ops.adopt_saved(saved).await;
+            }
+            Err(e) => return Err(e),
+        }
         Ok(Arc::new(Gateway {
             ops,
             routing,

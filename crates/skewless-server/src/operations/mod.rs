@@ -68,6 +68,10 @@ pub struct Operations {
     /// This node's id and address, once it listens (single-node mode; a
     /// cluster node's are in its [`Cluster`]).
     identity: std::sync::OnceLock<(String, String)>,
+    /// Keeps the routing state on this node's disk (shared state only).
+    last_state: Option<crate::last_state::Keeper>,
+    /// Set while the routing state is one read from this node's disk.
+    serving_saved: std::sync::atomic::AtomicBool,
 }
 
 impl Operations {
@@ -94,6 +98,8 @@ impl Operations {
             prefetch: Default::default(),
             refresh_lock: tokio::sync::Mutex::new(()),
             identity: std::sync::OnceLock::new(),
+            last_state: None,
+            serving_saved: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -111,6 +117,13 @@ impl Operations {
     /// Makes this node a member of a cluster (state shared with others).
     pub fn with_cluster(mut self, cluster: Option<Arc<Cluster>>) -> Self {
         self.cluster = cluster;
+        self
+    }
+
+    /// Keeps every routing snapshot applied from now on on this node's disk
+    /// through `keeper`.
+    pub fn with_last_state(mut self, keeper: Option<crate::last_state::Keeper>) -> Self {
+        self.last_state = keeper;
         self
     }
 
@@ -188,6 +201,51 @@ impl Operations {
         }
         let mut snap = Snapshot::build(state.pointer, views, gone);
         snap.version = state.version;
+        self.install(snap, &old, true);
+        if self
+            .serving_saved
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            tracing::info!(
+                version = state.version,
+                "the state store is reachable again; serving its state"
+            );
+        }
+        Ok(())
+    }
+
+    /// Serves a routing state this node saved before (read from its disk)
+    /// while the state store cannot be reached at start: pages, assets, API
+    /// routing and managed back ends as they were. The next refresh that
+    /// reaches the state store replaces it.
+    pub(crate) async fn adopt_saved(&self, saved: crate::last_state::LastState) {
+        let _guard = self.refresh_lock.lock().await;
+        let old = self.routing.load_full();
+        let views = saved
+            .releases
+            .into_iter()
+            .filter(|r| r.state.holds_blobs())
+            .map(|r| Arc::new(ReleaseView::new(r)))
+            .collect();
+        let mut snap = Snapshot::build(saved.pointer, views, saved.gone);
+        snap.version = saved.version;
+        self.serving_saved
+            .store(true, std::sync::atomic::Ordering::Release);
+        // Already on disk: not written again.
+        self.install(snap, &old, false);
+    }
+
+    /// Whether the routing state is one saved on this node's disk, not yet
+    /// confirmed by the state store.
+    pub fn serving_saved(&self) -> bool {
+        self.serving_saved
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Publishes `snap` (replacing `old`) and brings what depends on it in
+    /// line: presence, diffs, prefetch, managed back ends and, when `save`,
+    /// the routing state kept on this node's disk.
+    fn install(&self, snap: Snapshot, old: &Snapshot, save: bool) {
         for id in snap.gone.difference(&old.gone) {
             self.presence.forget(id);
         }
@@ -211,7 +269,9 @@ impl Operations {
         self.routing.publish(snap);
         self.prefetch.refresh(&self.blobs, &self.routing);
         self.supervisor.sync(wanted);
-        Ok(())
+        if let (true, Some(keeper)) = (save, &self.last_state) {
+            keeper.offer(self.routing.load_full());
+        }
     }
 
     /// Asks the domain through the state store, then refreshes.

@@ -110,6 +110,48 @@ impl Postgres {
         Ok(store)
     }
 
+    /// Like [`Postgres::connect`] for a database that cannot be reached
+    /// now: nothing is connected until first use, and every call fails with
+    /// [`StateError::Unavailable`] until the database answers. A task
+    /// brings the schema up to date as soon as it does (calls made before
+    /// that may fail once more). Must run inside the Tokio runtime.
+    pub fn connect_lazy(url: &str) -> Result<Self, StateError> {
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|e| StateError::Database(format!("invalid state URL: {e}")))?;
+        let options = options.application_name("skewless");
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_lazy_with(options.clone());
+        let store = Postgres {
+            pool,
+            options,
+            time: TimeSource::Database,
+        };
+        let migrating = store.clone();
+        tokio::spawn(async move {
+            let mut pause = Duration::from_millis(100);
+            loop {
+                match migrating.migrate().await {
+                    Ok(()) => {
+                        tracing::info!("the state database answers; its schema is up to date");
+                        return;
+                    }
+                    Err(StateError::Unavailable(_)) => {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(2));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot bring the state database's schema up to date");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(store)
+    }
+
     /// Takes times from `time` from now on.
     pub fn with_time_source(mut self, time: TimeSource) -> Self {
         self.time = time;
@@ -141,7 +183,9 @@ impl Postgres {
             )));
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            sqlx::raw_sql(sql).execute(&mut *tx).await?;
+            // A plain string runs over the simple query protocol, several
+            // statements at once.
+            sqlx::Executor::execute(&mut *tx, *sql).await?;
             sqlx::query("INSERT INTO skewless_schema (version) VALUES ($1)")
                 .bind((i + 1) as i64)
                 .execute(&mut *tx)

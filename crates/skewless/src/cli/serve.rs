@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skewless_server::{Adapters, BlobLocation, DataLock, ServerConfig, SystemClock};
-use skewless_state::{Postgres, Sqlite};
+use skewless_state::{Postgres, Sqlite, StateError};
 use skewless_store::{
     BlobStore, CacheSettings, Cached, LocalDir, ObjectBlobs, S3Settings, S3Url, Timeouts,
 };
@@ -310,11 +310,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 /// set); the system clock.
 async fn adapters(config: &ServerConfig) -> anyhow::Result<Adapters> {
     let state: Arc<dyn skewless_state::StateStore> = match &config.state {
-        Some(url) => Arc::new(
-            Postgres::connect(url)
-                .await
-                .context("cannot open the state database")?,
-        ),
+        Some(url) => match Postgres::connect(url).await {
+            Ok(pg) => Arc::new(pg),
+            // A node that served before can start on the routing state it
+            // saved, and connects once the database answers.
+            Err(StateError::Unavailable(why))
+                if skewless_server::last_state_path(&config.data).exists() =>
+            {
+                tracing::warn!(error = %why, "the state database cannot be reached at start");
+                Arc::new(Postgres::connect_lazy(url).context("cannot open the state database")?)
+            }
+            Err(e) => return Err(e).context("cannot open the state database"),
+        },
         None => Arc::new(Sqlite::open(&config.data.join("state.db"))?),
     };
     let blobs: Arc<dyn BlobStore> = match config.blob_location()? {
