@@ -412,6 +412,60 @@ fn a_node_restarted_while_the_database_is_down_serves_its_saved_state() {
     );
 }
 
+/// Over a database that accepts only TLS connections, a node that verifies
+/// its certificate (`sslmode=verify-full`, `sslrootcert`) works, and all its
+/// connections are encrypted; without TLS, or without trusting the
+/// certificate, the node does not start and says why in one line.
+#[test]
+fn nodes_reach_a_database_that_accepts_only_tls() {
+    let (pg, ca) = PrivatePostgres::start_tls();
+    let db = Database::create_on(&pg.server());
+    let blobs = tempfile::tempdir().unwrap();
+    let url = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        db.url(),
+        ca.display()
+    );
+    let n1 = node(&url, blobs.path(), "n1", &[]);
+    n1.deploy(&example("v1"), "v1", true);
+    assert_eq!(served_by(&n1.url, "/", None), (200, "v1".into()));
+    let count = |encrypted: bool| {
+        db.sql(&format!(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'skewless' AND s.ssl = {encrypted}"
+        ))
+        .trim()
+        .parse::<u32>()
+        .unwrap()
+    };
+    assert!(count(true) > 0, "no encrypted connection of the node");
+    assert_eq!(count(false), 0, "a plain connection of the node");
+
+    let refused = |url: &str| {
+        let data = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(bin())
+            .arg("serve")
+            .arg("--data")
+            .arg(data.path())
+            .args(["--listen", "127.0.0.1:0", "--admin-token", TOKEN])
+            .args(node_args(url, blobs.path(), "n2", &[]))
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+        assert!(err.contains("cannot open the state database"), "{err}");
+        err
+    };
+    let err = refused(&format!("{}?sslmode=disable", db.url()));
+    assert!(
+        err.contains("no encryption") || err.contains("pg_hba"),
+        "{err}"
+    );
+    let err = refused(&format!("{}?sslmode=verify-full", db.url()));
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}
+
 #[test]
 fn deploys_through_one_node_and_gc_through_another_never_lose_a_blob() {
     let db = Database::create();

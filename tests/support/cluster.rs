@@ -125,6 +125,18 @@ pub struct PrivatePostgres {
 
 impl PrivatePostgres {
     pub fn start() -> PrivatePostgres {
+        Self::init(false).0
+    }
+
+    /// The same, accepting only TLS connections over the network, with a
+    /// self-signed certificate for 127.0.0.1 and localhost made for it;
+    /// also returns the path of that certificate (to trust).
+    pub fn start_tls() -> (PrivatePostgres, PathBuf) {
+        let (pg, ca) = Self::init(true);
+        (pg, ca.expect("certificate"))
+    }
+
+    fn init(tls: bool) -> (PrivatePostgres, Option<PathBuf>) {
         let dir = tempfile::tempdir().expect("tempdir");
         if is_root() {
             let ok = Command::new("chown")
@@ -145,12 +157,52 @@ impl PrivatePostgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let ca = tls.then(|| {
+            let db = dir.path().join("db");
+            let g = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+                .expect("certificate");
+            let cert = g.cert.pem();
+            std::fs::write(db.join("server.crt"), &cert).expect("server.crt");
+            std::fs::write(db.join("server.key"), g.signing_key.serialize_pem()).expect("server.key");
+            let ca = dir.path().join("ca.pem");
+            std::fs::write(&ca, &cert).expect("ca.pem");
+            let mut conf = std::fs::OpenOptions::new()
+                .append(true)
+                .open(db.join("postgresql.conf"))
+                .expect("postgresql.conf");
+            std::io::Write::write_all(
+                &mut conf,
+                b"\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+            )
+            .expect("postgresql.conf");
+            // Over the network, TLS or nothing.
+            std::fs::write(
+                db.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostssl all all ::1/128 trust\n",
+            )
+            .expect("pg_hba.conf");
+            if is_root() {
+                let ok = Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .args([db.join("server.crt"), db.join("server.key"), db.join("pg_hba.conf")])
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "chown of the certificate failed");
+            }
+            let ok = Command::new("chmod")
+                .arg("600")
+                .arg(db.join("server.key"))
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "chmod of the key failed");
+            ca
+        });
         let pg = PrivatePostgres {
             dir,
             port: free_port(),
         };
         pg.up();
-        pg
+        (pg, ca)
     }
 
     fn data(&self) -> PathBuf {
