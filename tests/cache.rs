@@ -227,6 +227,47 @@ fn releases_are_prefetched_into_every_cache_and_cached_files_outlive_a_store_out
     drop(n1);
 }
 
+/// One node owns a cache directory: a second node given the same one does
+/// not start, and says which directory in one line.
+#[test]
+fn a_cache_directory_belongs_to_one_node() {
+    let blobs = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let flags = [
+        "--blobs",
+        blobs.path().to_str().unwrap(),
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+    ];
+    let first = Server::start_with(tempfile::tempdir().unwrap(), &flags);
+    let data = tempfile::tempdir().unwrap();
+    let out = Command::new(crate::support::bin())
+        .arg("serve")
+        .arg("--data")
+        .arg(data.path())
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-token",
+            crate::support::TOKEN,
+        ])
+        .args(flags)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a second node started on the cache");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cache directory") && err.contains("in use by another skewless process"),
+        "{err}"
+    );
+    drop(first);
+    // Once the first is gone, it may.
+    let second = Server::start_with(data, &flags);
+    second.deploy(&example("v1"), "v1", true);
+    assert_eq!(second.get("/").send().unwrap().status(), 200);
+}
+
 #[test]
 fn cache_settings_come_from_the_file_env_and_flags_and_bad_ones_are_refused() {
     let dir = tempfile::tempdir().unwrap();

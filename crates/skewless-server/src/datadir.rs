@@ -23,11 +23,18 @@ impl DataLock {
     /// Creates `dir` if needed and locks it for this process. Fails with a
     /// one-line reason when another process holds it.
     pub fn acquire(dir: &Path) -> Result<DataLock, ServerError> {
+        Self::acquire_as(dir, "data directory")
+    }
+
+    /// The same for a blob cache directory: two nodes filling and evicting
+    /// one cache would each count bytes the other deletes.
+    pub fn acquire_cache(dir: &Path) -> Result<DataLock, ServerError> {
+        Self::acquire_as(dir, "cache directory")
+    }
+
+    fn acquire_as(dir: &Path, what: &str) -> Result<DataLock, ServerError> {
         std::fs::create_dir_all(dir).map_err(|e| {
-            ServerError::Startup(format!(
-                "cannot create data directory {}: {e}",
-                dir.display()
-            ))
+            ServerError::Startup(format!("cannot create {what} {}: {e}", dir.display()))
         })?;
         let path = dir.join(LOCK_FILE);
         let mut file = OpenOptions::new()
@@ -43,7 +50,7 @@ impl DataLock {
                 let holder = std::fs::read_to_string(&path).unwrap_or_default();
                 let holder = holder.trim();
                 return Err(ServerError::Startup(format!(
-                    "data directory {} is in use by another skewless process{}",
+                    "{what} {} is in use by another skewless process{}",
                     dir.display(),
                     if holder.is_empty() {
                         String::new()

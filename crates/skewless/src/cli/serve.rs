@@ -298,6 +298,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("gateway stopped")?;
     // Held until the server has stopped: one process owns the data directory.
     let _lock = DataLock::acquire(&bound.config().data).context("gateway stopped")?;
+    // And one node owns a blob cache, wherever it is.
+    let cached = bound.config().cache_dir.is_some()
+        || matches!(bound.config().blob_location()?, BlobLocation::S3(_));
+    let _cache_lock = match cached {
+        true => {
+            Some(DataLock::acquire_cache(&bound.config().cache_dir()).context("gateway stopped")?)
+        }
+        false => None,
+    };
     let adapters = adapters(bound.config()).await.context("gateway stopped")?;
     bound.serve(adapters).await.context("gateway stopped")?;
     Ok(())
