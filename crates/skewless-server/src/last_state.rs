@@ -169,7 +169,7 @@ fn save(path: &Path, snap: &Snapshot, now: i64) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::ReleaseView;
+    use crate::snapshot::{fixtures, ReleaseView};
     use skewless_core::manifest::FileSpec;
     use skewless_core::{BlobHash, Entry, Lifecycle};
 
@@ -182,27 +182,18 @@ mod tests {
                 size: 10,
             })
             .collect();
+        let manifest = Manifest::from_specs(&specs).unwrap();
+        let shell = Entry {
+            hash: BlobHash::from_bytes(blake3::hash(id.as_bytes()).as_bytes()),
+            size: 100,
+            content_type: "text/html; charset=utf-8".into(),
+            br: Some(40),
+            gzip: None,
+        };
         ReleaseRecord {
-            id: ReleaseId::parse(id).unwrap(),
-            seq,
-            created_at: 1_700_000_000 + seq,
-            state: Lifecycle::Current,
             backend: Some("http://127.0.0.1:9000".into()),
-            backend_cmd: None,
-            health_path: None,
-            shell: Entry {
-                hash: BlobHash::from_bytes(blake3::hash(id.as_bytes()).as_bytes()),
-                size: 100,
-                content_type: "text/html; charset=utf-8".into(),
-                br: Some(40),
-                gzip: None,
-            },
             promoted_at: Some(1_700_000_100),
-            retired_at: None,
-            drained_at: None,
-            files: specs.len() as u64,
-            size: 10 * specs.len() as u64,
-            manifest: Manifest::from_specs(&specs).unwrap(),
+            ..fixtures::record(id, seq, Lifecycle::Current, shell, manifest)
         }
     }
 

@@ -180,9 +180,10 @@ mod tests {
 
     use skewless_core::manifest::FileSpec;
     use skewless_core::{Lifecycle, Manifest, ReleaseId};
-    use skewless_state::{Pointer, ReleaseRecord};
+    use skewless_state::Pointer;
 
     use super::*;
+    use crate::snapshot::fixtures::record;
     use crate::snapshot::ReleaseView;
 
     fn hash(name: &str) -> BlobHash {
@@ -218,22 +219,7 @@ mod tests {
             br: None,
             gzip: None,
         };
-        Arc::new(ReleaseView::new(ReleaseRecord {
-            id: ReleaseId::parse(id).unwrap(),
-            seq,
-            created_at: 0,
-            state,
-            backend: None,
-            backend_cmd: None,
-            health_path: None,
-            shell,
-            promoted_at: None,
-            retired_at: None,
-            drained_at: None,
-            files: specs.len() as u64,
-            size: 0,
-            manifest,
-        }))
+        Arc::new(ReleaseView::new(record(id, seq, state, shell, manifest)))
     }
 
     fn snapshot() -> Snapshot {

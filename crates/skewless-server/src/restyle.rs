@@ -128,8 +128,9 @@ mod tests {
     use super::*;
     use skewless_core::manifest::FileSpec;
     use skewless_core::{BlobHash, Lifecycle};
-    use skewless_state::ReleaseRecord;
     use skewless_store::{ByteStream, LocalDir};
+
+    use crate::snapshot::fixtures::record;
 
     async fn release(
         store: &Arc<dyn BlobStore>,
@@ -150,22 +151,13 @@ mod tests {
         }
         let manifest = Manifest::from_specs(&specs).unwrap();
         let shell = manifest.get("/index.html").unwrap().clone();
-        Arc::new(ReleaseView::new(ReleaseRecord {
-            id: ReleaseId::parse(id).unwrap(),
-            seq: 1,
-            created_at: 0,
-            state: Lifecycle::Current,
-            backend: None,
-            backend_cmd: None,
-            health_path: None,
+        Arc::new(ReleaseView::new(record(
+            id,
+            1,
+            Lifecycle::Current,
             shell,
-            promoted_at: None,
-            retired_at: None,
-            drained_at: None,
-            files: specs.len() as u64,
-            size: 0,
             manifest,
-        }))
+        )))
     }
 
     /// The second answer for a pair reads no blob: with the blobs gone, it is

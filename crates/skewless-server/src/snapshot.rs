@@ -270,6 +270,40 @@ impl Catalog for Snapshot {
     }
 }
 
+/// Release records for the server's unit tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use skewless_core::{Entry, Lifecycle, Manifest, ReleaseId};
+    use skewless_state::ReleaseRecord;
+
+    /// Release `id`, registered `seq`-th, in `state`, with `manifest` and
+    /// `shell`; no back end, never promoted or retired.
+    pub(crate) fn record(
+        id: &str,
+        seq: i64,
+        state: Lifecycle,
+        shell: Entry,
+        manifest: Manifest,
+    ) -> ReleaseRecord {
+        ReleaseRecord {
+            id: ReleaseId::parse(id).expect("a valid release id"),
+            seq,
+            created_at: 0,
+            state,
+            backend: None,
+            backend_cmd: None,
+            health_path: None,
+            shell,
+            promoted_at: None,
+            retired_at: None,
+            drained_at: None,
+            files: manifest.files.len() as u64,
+            size: manifest.files.values().map(|e| e.size).sum(),
+            manifest,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
