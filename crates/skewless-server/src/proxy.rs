@@ -586,4 +586,98 @@ mod tests {
             assert_eq!(h["x-forwarded-for"], want);
         }
     }
+
+    fn head_of(req: Request<()>, upstream: &Upstream, framing: BodyFraming, tls: bool) -> String {
+        let (parts, ()) = req.into_parts();
+        let mut out = Vec::new();
+        write_request_head(
+            &mut out,
+            &parts,
+            upstream,
+            "10.0.0.9:5000".parse().unwrap(),
+            tls,
+            framing,
+        );
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn writes_request_heads_for_the_back_end() {
+        let upstream = Upstream::parse("http://127.0.0.1:9001/base").unwrap();
+        let req = Request::get("/api/x?y=1")
+            .header("host", "app.example.com")
+            .header("connection", "keep-alive, x-hop")
+            .header("x-hop", "secret")
+            .header("keep-alive", "timeout=5")
+            .header("te", "trailers")
+            .header("x-forwarded-for", "10.1.2.3")
+            .header("x-forwarded-proto", "spoofed")
+            .header("forwarded", "for=10.1.2.3")
+            .header("accept", "application/json")
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            head_of(req, &upstream, BodyFraming::None, false),
+            "GET /base/api/x?y=1 HTTP/1.1\r\n\
+             host: 127.0.0.1:9001\r\n\
+             accept: application/json\r\n\
+             cookie: a=1\r\n\
+             cookie: b=2\r\n\
+             x-forwarded-for: 10.1.2.3, 10.0.0.9\r\n\
+             x-forwarded-proto: http\r\n\
+             x-forwarded-host: app.example.com\r\n\
+             forwarded: for=10.1.2.3, for=10.0.0.9;host=app.example.com;proto=http\r\n\r\n"
+        );
+
+        // A chunked body: the client's Content-Length is not sent.
+        let local = Upstream::local(8080);
+        let req = Request::post("/api/up")
+            .header("content-length", "5")
+            .header("transfer-encoding", "chunked")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            head_of(req, &local, BodyFraming::Chunked, true),
+            "POST /api/up HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n\
+             x-forwarded-for: 10.0.0.9\r\nx-forwarded-proto: https\r\n\
+             forwarded: for=10.0.0.9;proto=https\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let req = Request::put("/api/up")
+            .header("content-length", "5")
+            .body(())
+            .unwrap();
+        assert!(
+            head_of(req, &local, BodyFraming::Length, false).contains("\r\ncontent-length: 5\r\n")
+        );
+
+        // The same forwarding fields as the upgrade path sets in a map.
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.1.2.3"));
+        h.insert(header::FORWARDED, HeaderValue::from_static("for=10.1.2.3"));
+        let host = HeaderValue::from_static("app.example.com");
+        forwarded_headers(&mut h, "10.0.0.9:5000".parse().unwrap(), Some(&host), false);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3, 10.0.0.9");
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=10.1.2.3, for=10.0.0.9;host=app.example.com;proto=http"
+        );
+    }
+
+    #[test]
+    fn only_idempotent_methods_are_retried() {
+        for m in [
+            Method::GET,
+            Method::HEAD,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ] {
+            assert!(is_idempotent(&m), "{m}");
+        }
+        for m in [Method::POST, Method::PATCH, Method::CONNECT] {
+            assert!(!is_idempotent(&m), "{m}");
+        }
+    }
 }
