@@ -156,16 +156,19 @@ impl Conn {
         }
         let mut received = false;
         loop {
-            match h1::parse_head(&mut self.rbuf, out.head_request) {
-                Ok(Some(head)) => return Ok(head),
-                Ok(None) if self.rbuf.len() >= h1::MAX_HEAD => {
-                    return Err(Exchange::Malformed(format!(
-                        "response head larger than {} bytes",
-                        h1::MAX_HEAD
-                    )))
+            // Nothing to parse before the first read.
+            if received {
+                match h1::parse_head(&mut self.rbuf, out.head_request) {
+                    Ok(Some(head)) => return Ok(head),
+                    Ok(None) if self.rbuf.len() >= h1::MAX_HEAD => {
+                        return Err(Exchange::Malformed(format!(
+                            "response head larger than {} bytes",
+                            h1::MAX_HEAD
+                        )))
+                    }
+                    Ok(None) => {}
+                    Err(Malformed(m)) => return Err(Exchange::Malformed(m)),
                 }
-                Ok(None) => {}
-                Err(Malformed(m)) => return Err(Exchange::Malformed(m)),
             }
             self.rbuf.reserve(HEAD_READ);
             let cause = match self.io.read_buf(&mut self.rbuf).await {

@@ -5,6 +5,8 @@
 //! here: the connection code in [`crate::conns`] reads into the buffer
 //! these functions take from.
 
+use std::mem::MaybeUninit;
+
 use arrayvec::ArrayVec;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use bytes::{Buf, Bytes, BytesMut};
@@ -58,9 +60,13 @@ pub(crate) fn parse_head(
     head_request: bool,
 ) -> Result<Option<Head>, Malformed> {
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_FIELDS];
-        let mut res = httparse::Response::new(&mut slots);
-        let len = match res.parse(buf) {
+        // Not initialised: zeroing the slots would cost more than parsing
+        // a typical head.
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+        let mut res = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut res, buf, &mut slots)
+        {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => {
@@ -131,7 +137,8 @@ pub(crate) fn parse_head(
         }
         let head = buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(fields.len());
-        for (name, start, end) in fields {
+        // Drained, not moved: the array is large.
+        for (name, start, end) in fields.drain(..) {
             if chunked.is_some() && name == header::CONTENT_LENGTH {
                 // Transfer-Encoding overrides it (RFC 9112 §6.3).
                 continue;
