@@ -119,8 +119,10 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const SERVED_BY: HeaderName = HeaderName::from_static("skewless-served-by");
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for name in connection_listed(headers) {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        for name in connection_listed(headers) {
+            headers.remove(name);
+        }
     }
     // One pass over the (few) present names is cheaper than a lookup per
     // hop-by-hop name.
@@ -445,12 +447,23 @@ fn write_request_head(
     out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
     out.extend_from_slice(upstream.host.as_bytes());
     out.extend_from_slice(b"\r\n");
-    let listed = connection_listed(&parts.headers);
+    let fields = out.len();
+    let mut listed = Vec::new();
     let mut host = None;
     let mut prev_for = None;
     let mut prev_forwarded = None;
-    for (name, value) in &parts.headers {
-        if *name == header::HOST {
+    let mut iter = parts.headers.iter();
+    while let Some((name, value)) = iter.next() {
+        if *name == header::CONNECTION && listed.is_empty() {
+            // Rare: the names it lists are left out too, so the fields
+            // are written again with them known.
+            listed = connection_listed(&parts.headers);
+            if !listed.is_empty() {
+                out.truncate(fields);
+                (host, prev_for, prev_forwarded) = (None, None, None);
+                iter = parts.headers.iter();
+            }
+        } else if *name == header::HOST {
             host.get_or_insert(value);
         } else if *name == X_FORWARDED_FOR {
             prev_for.get_or_insert(value);
@@ -489,9 +502,6 @@ fn write_request_head(
 /// The names a request's `Connection` fields list (besides the hop-by-hop
 /// ones): they describe the client's connection only.
 fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
-    if !headers.contains_key(header::CONNECTION) {
-        return Vec::new();
-    }
     headers
         .get_all(header::CONNECTION)
         .iter()

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::Request;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use skewless_core::upstream::{self, Candidate};
 
@@ -24,12 +24,8 @@ pub(super) async fn forward(
     pin: Option<&str>,
 ) -> Response {
     let limit = gw.config.max_proxy_body_bytes;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    // A declared length is the body's least size (no header look-up).
+    if hyper::body::Body::size_hint(req.body()).lower() > limit {
         return json_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!("request body is larger than the proxy limit of {limit} bytes"),
@@ -70,7 +66,9 @@ pub(super) async fn forward(
         }
         let upstream = upstream.clone();
         drop(snap);
-        return gw.proxy.forward(req, &upstream, client, &served_by).await;
+        // Boxed: the forwarding future is the largest part of a request's,
+        // which is moved several times on its way to the connection task.
+        return Box::pin(gw.proxy.forward(req, &upstream, client, &served_by)).await;
     }
     let routed = pinned
         .filter(|&p| candidates[p].served)
@@ -80,7 +78,7 @@ pub(super) async fn forward(
     match (&gw.default_upstream, routed) {
         (Some(upstream), routed) => {
             let served_by = routed.unwrap_or(HeaderValue::from_static("default"));
-            gw.proxy.forward(req, upstream, client, &served_by).await
+            Box::pin(gw.proxy.forward(req, upstream, client, &served_by)).await
         }
         (None, _) => json_error(
             StatusCode::BAD_GATEWAY,
