@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arrayvec::ArrayVec;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
@@ -14,6 +15,10 @@ use super::Gateway;
 use crate::error::json_error;
 use crate::metrics::{self, Kind};
 use crate::proxy::Upstream;
+use crate::snapshot::ReleaseView;
+
+/// Releases routed among without an allocation.
+const FEW: usize = 16;
 
 /// Resolution rule 3: API calls go to the back end of the client's release
 /// (`pin`, see [`super::pin::RequestPin`]).
@@ -39,19 +44,25 @@ pub(super) async fn forward(
         }
     });
     let snap = gw.routing.load();
-    let candidates: Vec<Candidate<Arc<Upstream>>> = snap
-        .ordered
-        .iter()
-        .map(|v| Candidate {
-            seq: v.record.seq,
-            served: v.record.state.is_served(),
-            backend: match &v.upstream {
-                Some(u) => Some(u.clone()),
-                None if v.record.backend_cmd.is_some() => gw.supervisor.upstream(&v.record.id),
-                None => None,
-            },
-        })
-        .collect();
+    let candidate = |v: &Arc<ReleaseView>| Candidate {
+        seq: v.record.seq,
+        served: v.record.state.is_served(),
+        backend: match &v.upstream {
+            Some(u) => Some(u.clone()),
+            None if v.record.backend_cmd.is_some() => gw.supervisor.upstream(&v.record.id),
+            None => None,
+        },
+    };
+    // A handful of live releases is the usual case: no allocation for it.
+    let few: ArrayVec<Candidate<Arc<Upstream>>, FEW>;
+    let many: Vec<Candidate<Arc<Upstream>>>;
+    let candidates: &[Candidate<Arc<Upstream>>] = if snap.ordered.len() <= FEW {
+        few = snap.ordered.iter().map(candidate).collect();
+        &few
+    } else {
+        many = snap.ordered.iter().map(candidate).collect();
+        &many
+    };
     let index_of = |id: &str| snap.ordered.iter().position(|v| v.record.id.as_str() == id);
     let pinned = pin.and_then(index_of);
     let current = snap
@@ -59,16 +70,14 @@ pub(super) async fn forward(
         .current
         .as_ref()
         .and_then(|c| index_of(c.as_str()));
-    if let Some((i, upstream)) = upstream::route(&candidates, pinned, current) {
+    if let Some((i, upstream)) = upstream::route(candidates, pinned, current) {
         let served_by = snap.ordered[i].id_header.clone();
         if Some(i) != current && pinned.is_some() {
             metrics::skew_saved(Kind::Api);
         }
         let upstream = upstream.clone();
         drop(snap);
-        // Boxed: the forwarding future is the largest part of a request's,
-        // which is moved several times on its way to the connection task.
-        return Box::pin(gw.proxy.forward(req, &upstream, client, &served_by)).await;
+        return gw.proxy.forward(req, &upstream, client, &served_by).await;
     }
     let routed = pinned
         .filter(|&p| candidates[p].served)
@@ -78,7 +87,7 @@ pub(super) async fn forward(
     match (&gw.default_upstream, routed) {
         (Some(upstream), routed) => {
             let served_by = routed.unwrap_or(HeaderValue::from_static("default"));
-            Box::pin(gw.proxy.forward(req, upstream, client, &served_by)).await
+            gw.proxy.forward(req, upstream, client, &served_by).await
         }
         (None, _) => json_error(
             StatusCode::BAD_GATEWAY,
