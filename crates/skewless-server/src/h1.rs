@@ -100,6 +100,12 @@ pub(crate) fn parse_head(
         for h in res.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes())
                 .map_err(|_| malformed(format!("invalid field name {:?}", h.name)))?;
+            if !SPECIAL_LENGTHS.contains(&h.name.len()) {
+                // Most fields: none of those looked at below.
+                let start = h.value.as_ptr() as usize - base;
+                fields.push((name, start, start + h.value.len()));
+                continue;
+            }
             if name == header::CONNECTION {
                 for token in h.value.split(|&b| b == b',') {
                     let token = token.trim_ascii();
@@ -172,6 +178,10 @@ pub(crate) fn parse_head(
         }));
     }
 }
+
+/// The lengths of the names of the fields the parser looks at: hop-by-hop
+/// ones and `Content-Length`.
+const SPECIAL_LENGTHS: [usize; 8] = [2, 7, 10, 14, 16, 17, 18, 19];
 
 /// Fields that describe one connection (RFC 9110 §7.6.1), read by the
 /// parser and never passed on. `Trailer` is passed on: the server side
@@ -393,6 +403,31 @@ mod tests {
             assert!(!h.headers.contains_key(gone), "{gone}");
         }
         assert_eq!(&rest[..], b"hello");
+    }
+
+    #[test]
+    fn every_field_looked_at_has_a_special_length() {
+        for name in [
+            "te",
+            "upgrade",
+            "connection",
+            "keep-alive",
+            "content-length",
+            "proxy-connection",
+            "transfer-encoding",
+            "proxy-authenticate",
+            "proxy-authorization",
+        ] {
+            assert!(SPECIAL_LENGTHS.contains(&name.len()), "{name}");
+            let (r, _) = head(&format!("HTTP/1.1 200 OK\r\n{name}: 1\r\n\r\n"), true);
+            let h = r.unwrap().unwrap();
+            // Content-Length is read and passed on; the others only read.
+            assert_eq!(
+                h.headers.contains_key(name),
+                name == "content-length",
+                "{name}"
+            );
+        }
     }
 
     #[test]
