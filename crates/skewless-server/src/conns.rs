@@ -168,7 +168,12 @@ impl Conn {
             // Nothing to parse before the first read.
             if received {
                 match h1::parse_head(&mut self.rbuf, out.head_request) {
-                    Ok(Some(head)) => return Ok(head),
+                    Ok(Some(mut head)) => {
+                        // An answer before the whole request was sent: the
+                        // connection is in no state for another one.
+                        head.keep_alive &= write_failed.is_none();
+                        return Ok(head);
+                    }
                     Ok(None) if self.rbuf.len() >= h1::MAX_HEAD => {
                         return Err(Exchange::Malformed(format!(
                             "response head larger than {} bytes",
