@@ -925,11 +925,20 @@ fn every_kind_of_response_body_passes_through() {
 #[test]
 fn broken_and_closing_back_ends() {
     let armed = std::sync::Mutex::new(std::collections::HashSet::new());
+    let closed = Arc::new(AtomicBool::new(false));
+    let closed_in = closed.clone();
     let raw = RawBackend::start(move |req, out| {
         // A connection armed by /api/arm closes at its next request
         // without answering, as a back end closing an idle connection
         // just as it is reused.
         if armed.lock().unwrap().remove(&req.conn) {
+            return false;
+        }
+        if req.line == "GET /api/then-close" {
+            // Answers as if the connection stayed open, then closes it.
+            let _ = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone");
+            let _ = out.shutdown(std::net::Shutdown::Both);
+            closed_in.store(true, Ordering::SeqCst);
             return false;
         }
         let reply = match req.line.as_str() {
@@ -1007,6 +1016,28 @@ fn broken_and_closing_back_ends() {
         .send()
         .unwrap();
     assert_eq!(r.text().unwrap(), "okdata");
+
+    // A pooled connection the back end closed while it was idle is not
+    // used again: even a POST with a body gets through, once.
+    assert_eq!(
+        s.get("/api/then-close").send().unwrap().text().unwrap(),
+        "done"
+    );
+    wait_for("the back end to close", Duration::from_secs(5), || {
+        closed.load(Ordering::SeqCst)
+    });
+    let r = s
+        .http
+        .post(format!("{}/api/after-close", s.url))
+        .body("more")
+        .send()
+        .unwrap();
+    assert_eq!(r.text().unwrap(), "okmore");
+    assert_eq!(tries("POST /api/after-close"), 1, "{:?}", raw.seen());
+    assert_ne!(
+        raw.conn_of("POST /api/after-close"),
+        raw.conn_of("GET /api/then-close")
+    );
 }
 
 #[test]
