@@ -653,3 +653,430 @@ fn config_file_env_and_flags_merge() {
         .unwrap();
     assert!(!bad.status.success());
 }
+
+/// A request as a [`RawBackend`] read it.
+struct RawRequest {
+    /// "METHOD /target".
+    line: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    /// Which connection it came on (in the order they were accepted).
+    conn: usize,
+}
+
+impl RawRequest {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+type Answer = dyn Fn(&RawRequest, &mut std::net::TcpStream) -> bool + Send + Sync;
+
+/// A back end on a raw socket, for answers no HTTP library would send:
+/// each request (head and body read in full, Content-Length or chunked)
+/// goes to `answer`, which writes what it likes; `false` closes the
+/// connection.
+struct RawBackend {
+    url: String,
+    seen: Arc<std::sync::Mutex<Vec<(String, usize)>>>,
+}
+
+impl RawBackend {
+    fn start(
+        answer: impl Fn(&RawRequest, &mut std::net::TcpStream) -> bool + Send + Sync + 'static,
+    ) -> RawBackend {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let answer: Arc<Answer> = Arc::new(answer);
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for (id, stream) in listener.incoming().enumerate() {
+                let Ok(stream) = stream else { return };
+                let (answer, log) = (answer.clone(), log.clone());
+                std::thread::spawn(move || serve_raw(stream, id, &*answer, &log));
+            }
+        });
+        RawBackend { url, seen }
+    }
+
+    /// Every request so far: its line and connection.
+    fn seen(&self) -> Vec<(String, usize)> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// The connection the last request with this line came on.
+    fn conn_of(&self, line: &str) -> usize {
+        self.seen()
+            .iter()
+            .rev()
+            .find(|(l, _)| l == line)
+            .unwrap_or_else(|| panic!("no {line} in {:?}", self.seen()))
+            .1
+    }
+}
+
+fn serve_raw(
+    stream: std::net::TcpStream,
+    id: usize,
+    answer: &Answer,
+    seen: &std::sync::Mutex<Vec<(String, usize)>>,
+) {
+    use std::io::BufRead;
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    let mut out = stream;
+    let mut line = String::new();
+    let mut read_line = |reader: &mut std::io::BufReader<_>| -> Option<String> {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(line.trim_end().to_owned()),
+        }
+    };
+    loop {
+        let Some(request_line) = read_line(&mut reader) else {
+            return;
+        };
+        let mut headers = Vec::new();
+        loop {
+            let Some(h) = read_line(&mut reader) else {
+                return;
+            };
+            if h.is_empty() {
+                break;
+            }
+            let (n, v) = h.split_once(':').unwrap();
+            headers.push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+        let mut req = RawRequest {
+            line: request_line
+                .rsplit_once(' ')
+                .map(|(l, _)| l.to_owned())
+                .unwrap(),
+            headers,
+            body: Vec::new(),
+            conn: id,
+        };
+        if let Some(n) = req.header("content-length") {
+            req.body.resize(n.parse().unwrap(), 0);
+            if reader.read_exact(&mut req.body).is_err() {
+                return;
+            }
+        } else if req
+            .header("transfer-encoding")
+            .is_some_and(|v| v.contains("chunked"))
+        {
+            loop {
+                let Some(size) = read_line(&mut reader) else {
+                    return;
+                };
+                let n = usize::from_str_radix(size.split(';').next().unwrap(), 16).unwrap();
+                if n == 0 {
+                    while read_line(&mut reader).is_some_and(|t| !t.is_empty()) {}
+                    break;
+                }
+                let start = req.body.len();
+                req.body.resize(start + n, 0);
+                let mut crlf = [0u8; 2];
+                if reader.read_exact(&mut req.body[start..]).is_err()
+                    || reader.read_exact(&mut crlf).is_err()
+                {
+                    return;
+                }
+            }
+        }
+        seen.lock().unwrap().push((req.line.clone(), id));
+        if !answer(&req, &mut out) {
+            return;
+        }
+    }
+}
+
+/// Sends `request` over a new connection to the gateway and reads until
+/// it closes (ask for that with `Connection: close`).
+fn raw_exchange(s: &Server, request: &str) -> String {
+    let addr = s.url.trim_start_matches("http://");
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.write_all(request.replace("{addr}", addr).as_bytes())
+        .unwrap();
+    let mut answer = Vec::new();
+    c.read_to_end(&mut answer).unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// FNV-1a, to compare large bodies without keeping two copies.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf29ce484222325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+#[test]
+fn every_kind_of_response_body_passes_through() {
+    let (go_on, wait) = std::sync::mpsc::channel::<()>();
+    let wait = std::sync::Mutex::new(wait);
+    let raw = RawBackend::start(move |req, out| {
+        let reply: &[u8] = match req.line.as_str() {
+            "GET /api/chunked" => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTrailer: x-sum\r\n\
+                Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Sum: 12\r\n\r\n",
+            "GET /api/slow" => {
+                out.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\nthe first piece.\r\n")
+                    .unwrap();
+                // The rest only once the client has seen the first piece.
+                wait.lock().unwrap().recv().unwrap();
+                b"10\r\n and the second.\r\n0\r\n\r\n"
+            }
+            "GET /api/close" => {
+                out.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
+                    .unwrap();
+                return false;
+            }
+            "HEAD /api/head" => b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\nX-Head: yes\r\n\r\n",
+            "GET /api/204" => b"HTTP/1.1 204 No Content\r\nX-Empty: 204\r\n\r\n",
+            "GET /api/304" => b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n\r\n",
+            "GET /api/after" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nafter",
+            "POST /api/continue" => {
+                assert_eq!(req.body, b"payload");
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n\
+                  HTTP/1.1 201 Created\r\nContent-Length: 7\r\n\r\ncreated"
+            }
+            _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+        };
+        out.write_all(reply).is_ok()
+    });
+    let s = Server::start();
+    s.deploy_with(&example("v1"), "v1", &["--backend", &raw.url, "--promote"]);
+
+    // Chunked, trailer fields passed on to a client that takes them.
+    let r = s.get("/api/chunked").send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/plain");
+    assert_eq!(r.text().unwrap(), "hello, world");
+    let answer = raw_exchange(
+        &s,
+        "GET /api/chunked HTTP/1.1\r\nHost: {addr}\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+    );
+    assert!(
+        answer.to_ascii_lowercase().contains("\r\nx-sum: 12\r\n"),
+        "{answer}"
+    );
+
+    // Streamed: the client has the first piece before the back end sends
+    // the rest.
+    let mut r = s.get("/api/slow").send().unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    while !got.ends_with(b"the first piece.") {
+        let n = r.read(&mut buf).unwrap();
+        assert!(n > 0, "ended early: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    go_on.send(()).unwrap();
+    r.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"the first piece. and the second.");
+
+    // Delimited by the back end closing the connection.
+    let r = s.get("/api/close").send().unwrap();
+    assert_eq!(r.text().unwrap(), "until the end");
+
+    // No body after HEAD, 204 and 304, and the connection carries the
+    // next request.
+    for (method, path, status) in [
+        (reqwest::Method::HEAD, "/api/head", 200),
+        (reqwest::Method::GET, "/api/204", 204),
+        (reqwest::Method::GET, "/api/304", 304),
+    ] {
+        let r = s
+            .http
+            .request(method.clone(), format!("{}{path}", s.url))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), status);
+        if method == reqwest::Method::HEAD {
+            assert_eq!(r.headers()["content-length"], "1234");
+            assert_eq!(r.headers()["x-head"], "yes");
+        }
+        assert_eq!(r.bytes().unwrap().len(), 0);
+        let r = s.get("/api/after").send().unwrap();
+        assert_eq!(r.text().unwrap(), "after");
+        assert_eq!(
+            raw.conn_of(&format!("{method} {path}")),
+            raw.conn_of("GET /api/after"),
+            "{method} {path}: the next request goes over the same connection"
+        );
+    }
+
+    // Interim responses before the final one are not passed on as it.
+    let r = s
+        .http
+        .post(format!("{}/api/continue", s.url))
+        .header(header::EXPECT, "100-continue")
+        .body("payload")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert!(r.headers().get("link").is_none());
+    assert_eq!(r.text().unwrap(), "created");
+}
+
+#[test]
+fn broken_and_closing_back_ends() {
+    let armed = std::sync::Mutex::new(std::collections::HashSet::new());
+    let closed = Arc::new(AtomicBool::new(false));
+    let closed_in = closed.clone();
+    let raw = RawBackend::start(move |req, out| {
+        // A connection armed by /api/arm closes at its next request
+        // without answering, as a back end closing an idle connection
+        // just as it is reused.
+        if armed.lock().unwrap().remove(&req.conn) {
+            return false;
+        }
+        if req.line == "GET /api/then-close" {
+            // Answers as if the connection stayed open, then closes it.
+            let _ = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone");
+            let _ = out.shutdown(std::net::Shutdown::Both);
+            closed_in.store(true, Ordering::SeqCst);
+            return false;
+        }
+        let reply = match req.line.as_str() {
+            "GET /api/garbage" => "this is not HTTP\r\n\r\n".to_owned(),
+            "GET /api/short" => "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort".to_owned(),
+            "GET /api/arm" => {
+                armed.lock().unwrap().insert(req.conn);
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\narmed".to_owned()
+            }
+            "GET /api/close-after" => {
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 4\r\n\r\nbyes".to_owned()
+            }
+            _ => format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{}",
+                req.body.len() + 2,
+                format_args!("ok{}", String::from_utf8_lossy(&req.body))
+            ),
+        };
+        let ok = out.write_all(reply.as_bytes()).is_ok();
+        // A short body ends with the connection.
+        ok && req.line != "GET /api/short"
+    });
+    let s = Server::start();
+    s.deploy_with(&example("v1"), "v1", &["--backend", &raw.url, "--promote"]);
+
+    // Garbage: a one-line 502, the gateway and the back end fine after.
+    let r = s.get("/api/garbage").send().unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+    let e = json(r)["error"].as_str().unwrap().to_owned();
+    assert!(e.contains("invalid response") && !e.contains('\n'), "{e}");
+    assert_eq!(s.get("/api/ok").send().unwrap().text().unwrap(), "ok");
+    // A body cut short fails the response (the client's connection is
+    // cut), not the gateway.
+    assert!(s.get("/api/short").send().and_then(|r| r.bytes()).is_err());
+    assert_eq!(s.get("/api/ok").send().unwrap().text().unwrap(), "ok");
+
+    // `Connection: close` from the back end: that connection is not used
+    // again, though the back end kept it open.
+    assert_eq!(
+        s.get("/api/close-after").send().unwrap().text().unwrap(),
+        "byes"
+    );
+    assert_eq!(s.get("/api/ok").send().unwrap().text().unwrap(), "ok");
+    assert_ne!(
+        raw.conn_of("GET /api/close-after"),
+        raw.conn_of("GET /api/ok")
+    );
+
+    // A pooled connection closed under an idempotent request without a
+    // body: sent once more, on a new connection.
+    assert_eq!(s.get("/api/arm").send().unwrap().text().unwrap(), "armed");
+    let armed_on = raw.conn_of("GET /api/arm");
+    let r = s.get("/api/again").send().unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().unwrap(), "ok");
+    assert_ne!(raw.conn_of("GET /api/again"), armed_on);
+    let tries = |line: &str| raw.seen().iter().filter(|(l, _)| l == line).count();
+    assert_eq!(tries("GET /api/again"), 2, "{:?}", raw.seen());
+    // A POST with a body is not sent twice: 502.
+    assert_eq!(s.get("/api/arm").send().unwrap().text().unwrap(), "armed");
+    let r = s
+        .http
+        .post(format!("{}/api/once", s.url))
+        .body("data")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(json(r)["error"].as_str().unwrap().contains("unreachable"));
+    assert_eq!(tries("POST /api/once"), 1, "{:?}", raw.seen());
+    let r = s
+        .http
+        .post(format!("{}/api/once", s.url))
+        .body("data")
+        .send()
+        .unwrap();
+    assert_eq!(r.text().unwrap(), "okdata");
+
+    // A pooled connection the back end closed while it was idle is not
+    // used again: even a POST with a body gets through, once.
+    assert_eq!(
+        s.get("/api/then-close").send().unwrap().text().unwrap(),
+        "done"
+    );
+    wait_for("the back end to close", Duration::from_secs(5), || {
+        closed.load(Ordering::SeqCst)
+    });
+    let r = s
+        .http
+        .post(format!("{}/api/after-close", s.url))
+        .body("more")
+        .send()
+        .unwrap();
+    assert_eq!(r.text().unwrap(), "okmore");
+    assert_eq!(tries("POST /api/after-close"), 1, "{:?}", raw.seen());
+    assert_ne!(
+        raw.conn_of("POST /api/after-close"),
+        raw.conn_of("GET /api/then-close")
+    );
+}
+
+#[test]
+fn large_request_bodies_arrive_intact() {
+    let raw = RawBackend::start(|req, out| {
+        let reply = format!(
+            "{} {} {}",
+            req.body.len(),
+            fnv(&req.body),
+            req.header("transfer-encoding").unwrap_or("length")
+        );
+        write!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{reply}",
+            reply.len()
+        )
+        .is_ok()
+    });
+    let s = Server::start_with(
+        tempfile::tempdir().unwrap(),
+        &["--max-proxy-body-bytes", "67108864"],
+    );
+    s.deploy_with(&example("v1"), "v1", &["--backend", &raw.url, "--promote"]);
+    const SIZE: usize = 20 * 1024 * 1024;
+    let body: Vec<u8> = (0..SIZE).map(|i| (i * 31 % 251) as u8).collect();
+    let want = fnv(&body);
+    // With a Content-Length, and chunked (streamed from a reader).
+    let r = s
+        .http
+        .post(format!("{}/api/upload", s.url))
+        .body(body.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.text().unwrap(), format!("{SIZE} {want} length"));
+    let r = s
+        .http
+        .post(format!("{}/api/upload", s.url))
+        .body(reqwest::blocking::Body::new(std::io::Cursor::new(body)))
+        .send()
+        .unwrap();
+    assert_eq!(r.text().unwrap(), format!("{SIZE} {want} chunked"));
+}

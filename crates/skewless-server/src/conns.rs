@@ -1,44 +1,308 @@
-//! Connections to back ends. Each HTTP/1.1 connection is driven inside the
-//! task of the request that uses it: no task per connection, no channel
-//! hop between tasks, no task per response to return the connection.
-//! Between requests, idle connections wait in a small pool per back end
-//! and are checked out and in under a short lock.
+//! Connections to back ends. A proxied request is written and its
+//! response read by a lean HTTP/1.1 client ([`crate::h1`]) inside the task
+//! of the client connection that asked: the request head goes out in one
+//! write from a buffer the connection keeps, the response head is parsed
+//! straight into the response's header map, and the response body reads
+//! the back end's socket itself as the client side takes it. A connection
+//! goes back to a small per-back-end pool once a response ended cleanly
+//! and neither side asked to close; it is checked out and in under a
+//! short lock. Upgrades (WebSocket) use hyper's client on a connection of
+//! their own.
 
-use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::uri::Authority;
 use axum::http::{Request, Response, Uri};
-use bytes::Bytes;
-use hyper::body::{Body as _, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{self, SendRequest};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 use tower::Service;
 
+use crate::h1::{self, Decoded, Decoder, Malformed};
+
 type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
-type Io = hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
-type Conn = http1::Connection<Io, Body>;
+type Io = hyper_rustls::MaybeHttpsStream<TokioIo<TcpStream>>;
+type TlsStream = tokio_rustls::client::TlsStream<TokioIo<TokioIo<TcpStream>>>;
+
+/// Bytes read at a time for a response head.
+const HEAD_READ: usize = 8 * 1024;
+/// Bytes read at a time for a response body.
+const BODY_READ: usize = 64 * 1024;
+/// Request body pieces up to this size are written with their chunk
+/// framing in one write.
+const SMALL_CHUNK: usize = 16 * 1024;
 
 /// Which back end a connection talks to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Eq)]
 pub(crate) struct Key {
     pub https: bool,
     pub authority: Authority,
 }
 
-/// An open connection, with the handle requests are sent through.
-struct Open {
-    send: SendRequest<Body>,
-    conn: Conn,
+impl PartialEq for Key {
+    /// Byte for byte: `Authority`'s own comparison ignores case, a cost
+    /// paid twice per request for nothing, as one back end's key always
+    /// comes from the same URL.
+    fn eq(&self, other: &Key) -> bool {
+        self.https == other.https && self.authority.as_str() == other.authority.as_str()
+    }
+}
+
+/// A socket to a back end, plain or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(_) => Poll::Ready(Ok(())),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An open connection to a back end, with the buffers it keeps between
+/// requests.
+struct Conn {
+    io: Stream,
+    /// What has been read and not yet taken.
+    rbuf: BytesMut,
+    /// The request head being sent.
+    wbuf: Vec<u8>,
+}
+
+impl Conn {
+    fn new(io: Stream) -> Box<Conn> {
+        Box::new(Conn {
+            io,
+            rbuf: BytesMut::new(),
+            wbuf: Vec::with_capacity(1024),
+        })
+    }
+
+    /// Whether an idle connection is still open: nothing may arrive on it
+    /// between responses, so anything readable (its end, or bytes nobody
+    /// asked for) rules it out. No system call unless the socket was
+    /// reported readable.
+    fn idle_and_open(&mut self) -> bool {
+        let mut probe = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut probe);
+        let mut cx = Context::from_waker(Waker::noop());
+        Pin::new(&mut self.io)
+            .poll_read(&mut cx, &mut buf)
+            .is_pending()
+    }
+
+    /// Sends the request head in `wbuf` and the body, and reads the final
+    /// response head.
+    async fn exchange(&mut self, out: &mut Outgoing) -> Result<h1::Head, Exchange> {
+        if let Err(e) = self.io.write_all(&self.wbuf).await {
+            return Err(Exchange::Stale(format!("sending the request failed: {e}")));
+        }
+        let mut write_failed = None;
+        if let Some(body) = out.body.take() {
+            // Boxed: requests with bodies are the rarer kind.
+            match Box::pin(self.write_body(body, out.chunked)).await {
+                Ok(()) => {}
+                Err(BodyError::Body(e)) if too_large(&e) => return Err(Exchange::TooLarge),
+                Err(BodyError::Body(e)) => {
+                    return Err(Exchange::Broken(format!(
+                        "reading the request body failed: {e}"
+                    )))
+                }
+                // The back end may have answered early and stopped
+                // reading: its answer is still taken.
+                Err(BodyError::Write(e)) => write_failed = Some(e),
+            }
+        }
+        if write_failed.is_none() {
+            if let Err(e) = self.io.flush().await {
+                write_failed = Some(e);
+            }
+        }
+        let mut received = false;
+        loop {
+            // Nothing to parse before the first read.
+            if received {
+                match h1::parse_head(&mut self.rbuf, out.head_request) {
+                    Ok(Some(mut head)) => {
+                        // An answer before the whole request was sent: the
+                        // connection is in no state for another one.
+                        head.keep_alive &= write_failed.is_none();
+                        return Ok(head);
+                    }
+                    Ok(None) if self.rbuf.len() >= h1::MAX_HEAD => {
+                        return Err(Exchange::Malformed(format!(
+                            "response head larger than {} bytes",
+                            h1::MAX_HEAD
+                        )))
+                    }
+                    Ok(None) => {}
+                    Err(Malformed(m)) => return Err(Exchange::Malformed(m)),
+                }
+            }
+            self.rbuf.reserve(HEAD_READ);
+            let cause = match self.io.read_buf(&mut self.rbuf).await {
+                Ok(0) => "the connection closed".to_owned(),
+                Ok(_) => {
+                    received = true;
+                    continue;
+                }
+                Err(e) => e.to_string(),
+            };
+            let cause = match write_failed {
+                Some(e) => format!("sending the request failed: {e}"),
+                None => cause,
+            };
+            return Err(if received {
+                Exchange::Broken(format!("{cause} in the middle of the response head"))
+            } else {
+                Exchange::Stale(format!("{cause} before a response"))
+            });
+        }
+    }
+
+    /// Streams a request body, with chunked framing or as is (its
+    /// `Content-Length` sent with the head). Trailer fields of a request
+    /// are not passed on.
+    async fn write_body(&mut self, mut body: Body, chunked: bool) -> Result<(), BodyError> {
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(BodyError::Body)?.into_data() else {
+                continue;
+            };
+            if data.is_empty() {
+                continue;
+            }
+            if !chunked {
+                self.io.write_all(&data).await.map_err(BodyError::Write)?;
+                continue;
+            }
+            self.wbuf.clear();
+            h1::chunk_size_line(&mut self.wbuf, data.len());
+            if data.len() <= SMALL_CHUNK {
+                self.wbuf.extend_from_slice(&data);
+                self.wbuf.extend_from_slice(b"\r\n");
+                self.io
+                    .write_all(&self.wbuf)
+                    .await
+                    .map_err(BodyError::Write)?;
+            } else {
+                self.io
+                    .write_all(&self.wbuf)
+                    .await
+                    .map_err(BodyError::Write)?;
+                self.io.write_all(&data).await.map_err(BodyError::Write)?;
+                self.io.write_all(b"\r\n").await.map_err(BodyError::Write)?;
+            }
+        }
+        if chunked {
+            self.io
+                .write_all(b"0\r\n\r\n")
+                .await
+                .map_err(BodyError::Write)?;
+        }
+        Ok(())
+    }
+}
+
+enum BodyError {
+    Body(axum::Error),
+    Write(io::Error),
+}
+
+/// How an exchange failed.
+enum Exchange {
+    /// Nothing came back: on a pooled connection, the back end may have
+    /// closed it meanwhile.
+    Stale(String),
+    /// The connection failed part way.
+    Broken(String),
+    /// The back end's answer is not HTTP/1.1 as it should be.
+    Malformed(String),
+    /// The request body outgrew the proxy limit.
+    TooLarge,
+}
+
+impl From<Exchange> for Failure {
+    fn from(e: Exchange) -> Failure {
+        match e {
+            Exchange::Stale(m) | Exchange::Broken(m) => Failure::Broken(m),
+            Exchange::Malformed(m) => Failure::Malformed(m),
+            Exchange::TooLarge => Failure::TooLarge,
+        }
+    }
+}
+
+/// Whether a failed request body was cut off at the proxy limit.
+pub(crate) fn too_large(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// A request for a back end: its head is written by the caller into the
+/// connection's buffer.
+pub(crate) struct Outgoing {
+    /// A HEAD request, whose response has no body.
+    pub head_request: bool,
+    /// Idempotent and without a body: may be sent again on a new
+    /// connection when a pooled one turns out to be closed.
+    pub retryable: bool,
+    pub body: Option<Body>,
+    /// The body goes with chunked framing (else its `Content-Length`).
+    pub chunked: bool,
 }
 
 struct Idle {
-    open: Box<Open>,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -46,7 +310,14 @@ struct Idle {
 pub(crate) enum Failure {
     /// No connection could be made.
     Connect(String),
-    /// The connection failed while the request was sent or the response read.
+    /// The connection failed while the request was sent or the response
+    /// head read.
+    Broken(String),
+    /// The response head could not be taken.
+    Malformed(String),
+    /// The request body outgrew the proxy limit.
+    TooLarge,
+    /// An upgrade request failed.
     Http(hyper::Error),
 }
 
@@ -77,19 +348,21 @@ impl Pool {
         }
     }
 
-    fn checkout(&self, key: &Key) -> Option<Box<Open>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = &mut idle.iter_mut().find(|(k, _)| k == key)?.1;
-        // The most recently used first: the others may have timed out.
-        while let Some(c) = list.pop() {
-            if c.since.elapsed() < self.idle_timeout && !c.open.send.is_closed() {
-                return Some(c.open);
+    fn checkout(&self, key: &Key) -> Option<Box<Conn>> {
+        loop {
+            let c = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                // The most recently used first: the others may have timed out.
+                idle.iter_mut().find(|(k, _)| k == key)?.1.pop()?
+            };
+            let mut conn = c.conn;
+            if c.since.elapsed() < self.idle_timeout && conn.idle_and_open() {
+                return Some(conn);
             }
         }
-        None
     }
 
-    fn checkin(&self, key: &Key, open: Box<Open>) {
+    fn checkin(&self, key: &Key, conn: Box<Conn>) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         let i = match idle.iter().position(|(k, _)| k == key) {
             Some(i) => i,
@@ -104,19 +377,19 @@ impl Pool {
             list.remove(0);
         }
         list.push(Idle {
-            open,
+            conn,
             since: Instant::now(),
         });
     }
 
-    async fn connect(&self, key: &Key) -> Result<Box<Open>, Failure> {
+    async fn connect_io(&self, key: &Key) -> Result<Io, Failure> {
         let uri = Uri::builder()
             .scheme(if key.https { "https" } else { "http" })
             .authority(key.authority.clone())
             .path_and_query("/")
             .build()
             .map_err(|e| Failure::Connect(e.to_string()))?;
-        let io = self.connector.clone().call(uri).await.map_err(|e| {
+        self.connector.clone().call(uri).await.map_err(|e| {
             let mut msg = e.to_string();
             let mut cur = e.source();
             while let Some(s) = cur {
@@ -124,79 +397,81 @@ impl Pool {
                 cur = s.source();
             }
             Failure::Connect(msg)
-        })?;
-        let (send, conn) = http1::handshake(io).await.map_err(Failure::Http)?;
-        Ok(Box::new(Open { send, conn }))
+        })
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) over a pooled or new
-    /// connection and waits for the response head, driving the connection
-    /// meanwhile. The response's body keeps driving it and returns it to
-    /// the pool once complete.
+    async fn connect(&self, key: &Key) -> Result<Box<Conn>, Failure> {
+        Ok(Conn::new(match self.connect_io(key).await? {
+            hyper_rustls::MaybeHttpsStream::Http(tcp) => Stream::Plain(tcp.into_inner()),
+            hyper_rustls::MaybeHttpsStream::Https(tls) => Stream::Tls(Box::new(tls.into_inner())),
+        }))
+    }
+
+    /// Sends a request over a pooled or new connection and waits for the
+    /// response head. `encode` writes the request head. The response's
+    /// body reads the rest of the response and returns the connection to
+    /// the pool once it has ended cleanly.
     pub(crate) async fn send(
         self: &Arc<Self>,
         key: &Key,
-        mut req: Request<Body>,
+        encode: impl FnOnce(&mut Vec<u8>),
+        mut out: Outgoing,
     ) -> Result<Response<Body>, Failure> {
-        // A pooled connection the back end closed meanwhile hands the
-        // request back unsent: it is then sent over a new connection.
-        while let Some(open) = self.checkout(key) {
-            match self.exchange(key, open, req).await {
-                Ok(resp) => return Ok(resp),
-                Err(Exchange::Unsent(r)) => req = *r,
-                Err(Exchange::Failed(e)) => return Err(Failure::Http(e)),
+        let (mut conn, pooled) = match self.checkout(key) {
+            Some(conn) => (conn, true),
+            // Boxed: connecting is rare, and its large future would
+            // otherwise be part of (and copied with) every request's.
+            None => (Box::pin(self.connect(key)).await?, false),
+        };
+        conn.wbuf.clear();
+        encode(&mut conn.wbuf);
+        let head = match conn.exchange(&mut out).await {
+            Ok(head) => head,
+            // The back end closed the pooled connection before it saw the
+            // request, or while it worked on it: sent once more on a new
+            // connection if that is safe.
+            Err(Exchange::Stale(_)) if pooled && out.retryable => {
+                let mut fresh = Box::pin(self.connect(key)).await?;
+                std::mem::swap(&mut fresh.wbuf, &mut conn.wbuf);
+                conn = fresh;
+                conn.exchange(&mut out).await?
             }
-        }
-        // Boxed: connecting is rare, and its large future would otherwise
-        // be part of (and copied with) every request's.
-        let open = Box::pin(self.connect(key)).await?;
-        match self.exchange(key, open, req).await {
-            Ok(resp) => Ok(resp),
-            Err(Exchange::Unsent(_)) => Err(Failure::Connect(
-                "the back end closed the connection at once".into(),
-            )),
-            Err(Exchange::Failed(e)) => Err(Failure::Http(e)),
-        }
+            Err(e) => return Err(e.into()),
+        };
+        let keep = head.keep_alive;
+        let decoder = Decoder::new(head.framing);
+        let body = match decoder.remaining() {
+            Some(0) => {
+                self.release(key, conn, keep);
+                Body::empty()
+            }
+            // The whole body came with the head (the common case for API
+            // answers): the connection is free at once.
+            Some(n) if conn.rbuf.len() as u64 >= n => {
+                let data = conn.rbuf.split_to(n as usize).freeze();
+                self.release(key, conn, keep);
+                Body::from(data)
+            }
+            _ => Body::new(FromBackEnd {
+                conn: Some(conn),
+                decoder,
+                keep,
+                pool: self.clone(),
+                key: key.clone(),
+            }),
+        };
+        let mut resp = Response::new(body);
+        *resp.status_mut() = head.status;
+        *resp.headers_mut() = head.headers;
+        Ok(resp)
     }
 
-    async fn exchange(
-        self: &Arc<Self>,
-        key: &Key,
-        mut open: Box<Open>,
-        req: Request<Body>,
-    ) -> Result<Response<Body>, Exchange> {
-        let mut response = std::pin::pin!(open.send.try_send_request(req));
-        let mut live = true;
-        let head = std::future::poll_fn(|cx| {
-            if live && Pin::new(&mut open.conn).poll(cx).is_ready() {
-                // Closed or failed: the response future now resolves with
-                // the outcome.
-                live = false;
-            }
-            response.as_mut().poll(cx)
-        })
-        .await;
-        let resp = match head {
-            Ok(r) => r,
-            Err(mut e) => {
-                return Err(match e.take_message() {
-                    Some(req) => Exchange::Unsent(Box::new(req)),
-                    None => Exchange::Failed(e.into_error()),
-                })
-            }
-        };
-        let (parts, body) = resp.into_parts();
-        let lease = live.then(|| Lease {
-            pool: self.clone(),
-            key: key.clone(),
-            open: Some(open),
-        });
-        let mut driven = Driven { body, lease };
-        if driven.body.is_end_stream() {
-            driven.finish(&mut Context::from_waker(Waker::noop()));
-            return Ok(Response::from_parts(parts, Body::empty()));
+    /// After a complete response: back to the pool, unless either side
+    /// asked to close or the back end sent more than the response.
+    fn release(&self, key: &Key, conn: Box<Conn>, keep: bool) {
+        if keep && conn.rbuf.is_empty() {
+            self.checkin(key, conn);
         }
-        Ok(Response::from_parts(parts, Body::new(driven)))
     }
 
     /// Opens a new connection for a request that asks for a protocol
@@ -207,7 +482,8 @@ impl Pool {
         key: &Key,
         req: Request<Body>,
     ) -> Result<Response<Incoming>, Failure> {
-        let Open { mut send, conn } = *Box::pin(self.connect(key)).await?;
+        let io = Box::pin(self.connect_io(key)).await?;
+        let (mut send, conn) = http1::handshake(io).await.map_err(Failure::Http)?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
@@ -215,92 +491,91 @@ impl Pool {
     }
 }
 
-enum Exchange {
-    /// The connection closed before the request was written.
-    Unsent(Box<Request<Body>>),
-    Failed(hyper::Error),
-}
-
-/// A connection lent to one request until its response is complete.
-struct Lease {
+/// A response body read from the back end's connection as the client
+/// side takes it.
+struct FromBackEnd {
+    /// `None` once the body has ended or failed.
+    conn: Option<Box<Conn>>,
+    decoder: Decoder,
+    /// Whether the response head allows another request on the connection.
+    keep: bool,
     pool: Arc<Pool>,
     key: Key,
-    open: Option<Box<Open>>,
 }
 
-impl Lease {
-    /// Lets the connection make progress; forgets it once it has ended.
-    fn drive(&mut self, cx: &mut Context<'_>) {
-        if let Some(open) = self.open.as_mut() {
-            if Pin::new(&mut open.conn).poll(cx).is_ready() {
-                self.open = None;
-            }
+impl FromBackEnd {
+    fn end(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.release(&self.key, conn, self.keep);
         }
     }
 
-    /// After the response: one more turn so the connection takes in the
-    /// end of the message, then back to the pool if it is ready for the
-    /// next request.
-    fn finish(mut self, cx: &mut Context<'_>) {
-        // Usually the turn that read the end of the response already made
-        // the connection ready.
-        if !self.open.as_ref().is_some_and(|o| o.send.is_ready()) {
-            self.drive(cx);
-        }
-        if let Some(open) = self.open.take() {
-            if open.send.is_ready() {
-                self.pool.checkin(&self.key, open);
-            }
-        }
+    fn fail(&mut self, e: io::Error) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        // The connection is closed with it.
+        self.conn = None;
+        Poll::Ready(Some(Err(e)))
     }
 }
 
-/// A response body that drives its connection as it is read.
-struct Driven {
-    body: Incoming,
-    lease: Option<Lease>,
-}
-
-impl Driven {
-    fn finish(&mut self, cx: &mut Context<'_>) {
-        if let Some(lease) = self.lease.take() {
-            lease.finish(cx);
-        }
-    }
-}
-
-impl hyper::body::Body for Driven {
+impl hyper::body::Body for FromBackEnd {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = io::Error;
 
     fn poll_frame(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = &mut *self;
-        // What the connection has read is taken first; it is driven only
-        // when more is needed.
-        let mut polled = Pin::new(&mut this.body).poll_frame(cx);
-        if polled.is_pending() {
-            if let Some(lease) = this.lease.as_mut() {
-                lease.drive(cx);
-                polled = Pin::new(&mut this.body).poll_frame(cx);
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.decoder.decode(&mut conn.rbuf) {
+                Ok(Decoded::Data(data)) => {
+                    if this.decoder.is_done() {
+                        this.end();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Decoded::Trailers(trailers)) => {
+                    this.end();
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+                Ok(Decoded::End) => {
+                    this.end();
+                    return Poll::Ready(None);
+                }
+                Ok(Decoded::More) => {}
+                Err(Malformed(m)) => return this.fail(io::Error::other(m)),
+            }
+            conn.rbuf.reserve(BODY_READ);
+            match ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut conn.io),
+                cx,
+                &mut conn.rbuf
+            )) {
+                Ok(0) => match this.decoder.at_eof() {
+                    Ok(()) => {
+                        // Delimited by the close: never reused.
+                        this.conn = None;
+                        return Poll::Ready(None);
+                    }
+                    Err(Malformed(m)) => return this.fail(io::Error::other(m)),
+                },
+                Ok(_) => {}
+                Err(e) => return this.fail(e),
             }
         }
-        match &polled {
-            Poll::Ready(None) => this.finish(cx),
-            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.finish(cx),
-            Poll::Ready(Some(Err(_))) => this.lease = None,
-            _ => {}
-        }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.conn.is_none() || self.decoder.is_done()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match self.decoder.remaining() {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
     }
 }

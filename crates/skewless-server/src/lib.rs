@@ -13,6 +13,7 @@ mod conns;
 mod datadir;
 mod error;
 mod gateway;
+mod h1;
 mod last_state;
 mod limits;
 mod listener;

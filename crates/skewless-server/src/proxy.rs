@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::uri::{Authority, PathAndQuery};
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Request, StatusCode, Uri};
+use axum::http::{
+    header, request, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri,
+};
 use axum::response::Response;
 use hyper_util::rt::TokioIo;
 
-use crate::conns::{Failure, Key, Pool};
+use crate::conns::{too_large, Failure, Key, Outgoing, Pool};
 use crate::error::json_error;
 
 /// A back end address: scheme, authority and an optional path prefix.
@@ -118,14 +120,7 @@ const SERVED_BY: HeaderName = HeaderName::from_static("skewless-served-by");
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-            .collect();
-        for name in listed {
+        for name in connection_listed(headers) {
             headers.remove(name);
         }
     }
@@ -170,8 +165,84 @@ impl Proxy {
         served_by: &HeaderValue,
     ) -> Response {
         let served_by_text = served_by.to_str().unwrap_or("");
+        let failed = |e: Failure| {
+            let (status, msg) = match e {
+                Failure::TooLarge => {
+                    return json_error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "request body is larger than the proxy limit",
+                    )
+                }
+                Failure::Http(e) if too_large(&e) => {
+                    return json_error(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "request body is larger than the proxy limit",
+                    )
+                }
+                Failure::Malformed(m) => ("sent an invalid response", m),
+                Failure::Connect(m) | Failure::Broken(m) => ("is unreachable", m),
+                Failure::Http(e) => (
+                    "is unreachable",
+                    std::error::Error::source(&e)
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| e.to_string()),
+                ),
+            };
+            json_error(
+                StatusCode::BAD_GATEWAY,
+                &format!(
+                    "the back end of release {served_by_text} ({}) {status}: {msg}",
+                    upstream.url
+                ),
+            )
+        };
+        let timed_out = || {
+            json_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!(
+                    "the back end of release {served_by_text} ({}) did not answer within {}s",
+                    upstream.url,
+                    self.read_timeout.as_secs()
+                ),
+            )
+        };
         let upgrade = upgrade_of(req.headers());
-        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+        if upgrade.is_none() {
+            let (parts, body) = req.into_parts();
+            let has_body = !hyper::body::Body::is_end_stream(&body);
+            let framing = match has_body {
+                false => BodyFraming::None,
+                true if parts.headers.contains_key(header::CONTENT_LENGTH)
+                    && !parts.headers.contains_key(header::TRANSFER_ENCODING) =>
+                {
+                    BodyFraming::Length
+                }
+                true => BodyFraming::Chunked,
+            };
+            let tls = parts.extensions.get::<OverTls>().is_some();
+            let out = Outgoing {
+                head_request: parts.method == Method::HEAD,
+                retryable: !has_body && is_idempotent(&parts.method),
+                body: has_body.then_some(body),
+                chunked: framing == BodyFraming::Chunked,
+            };
+            let encode = |buf: &mut Vec<u8>| {
+                write_request_head(buf, &parts, upstream, client, tls, framing);
+            };
+            let sent = tokio::time::timeout(
+                self.read_timeout,
+                self.pool.send(&upstream.key, encode, out),
+            )
+            .await;
+            let mut resp = match sent {
+                Err(_) => return timed_out(),
+                Ok(Err(e)) => return failed(e),
+                Ok(Ok(r)) => r,
+            };
+            stamp(resp.headers_mut(), served_by);
+            return resp;
+        }
+        let client_upgrade = hyper::upgrade::on(&mut req);
         let (mut parts, body) = req.into_parts();
         let uri = match upstream.target_for(parts.uri.path_and_query()) {
             Ok(u) => u,
@@ -191,50 +262,6 @@ impl Proxy {
         parts.version = axum::http::Version::HTTP_11;
         let out = Request::from_parts(parts, body);
 
-        let failed = |e: Failure| match e {
-            Failure::Http(e) if too_large(&e) => json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body is larger than the proxy limit",
-            ),
-            e => {
-                let cause = match e {
-                    Failure::Connect(msg) => msg,
-                    Failure::Http(e) => std::error::Error::source(&e)
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| e.to_string()),
-                };
-                json_error(
-                    StatusCode::BAD_GATEWAY,
-                    &format!(
-                        "the back end of release {served_by_text} ({}) is unreachable: {cause}",
-                        upstream.url
-                    ),
-                )
-            }
-        };
-        let timed_out = || {
-            json_error(
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!(
-                    "the back end of release {served_by_text} ({}) did not answer within {}s",
-                    upstream.url,
-                    self.read_timeout.as_secs()
-                ),
-            )
-        };
-        if upgrade.is_none() {
-            let sent =
-                tokio::time::timeout(self.read_timeout, self.pool.send(&upstream.key, out)).await;
-            let resp = match sent {
-                Err(_) => return timed_out(),
-                Ok(Err(e)) => return failed(e),
-                Ok(Ok(r)) => r,
-            };
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            stamp(&mut parts.headers, served_by);
-            return Response::from_parts(parts, body);
-        }
         let sent = tokio::time::timeout(
             self.read_timeout,
             Box::pin(self.pool.send_upgrade(&upstream.key, out)),
@@ -246,17 +273,15 @@ impl Proxy {
             Ok(Ok(r)) => r,
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                let backend_upgrade = hyper::upgrade::on(&mut resp);
-                tokio::spawn(async move {
-                    let (Ok(a), Ok(b)) = (client_upgrade.await, backend_upgrade.await) else {
-                        return;
-                    };
-                    let mut a = TokioIo::new(a);
-                    let mut b = TokioIo::new(b);
-                    let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
-                });
-            }
+            let backend_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                let (Ok(a), Ok(b)) = (client_upgrade.await, backend_upgrade.await) else {
+                    return;
+                };
+                let mut a = TokioIo::new(a);
+                let mut b = TokioIo::new(b);
+                let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
+            });
             let (mut parts, _) = resp.into_parts();
             let upgrade_header = parts.headers.get(header::UPGRADE).cloned();
             strip_hop_by_hop(&mut parts.headers);
@@ -276,46 +301,33 @@ impl Proxy {
     }
 }
 
-/// Whether a failed forward was the body outgrowing the proxy limit.
-fn too_large(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
-}
-
 fn stamp(headers: &mut HeaderMap, served_by: &HeaderValue) {
     headers.insert(SERVED_BY, served_by.clone());
 }
 
 /// Writes an address as `Forwarded` and `X-Forwarded-For` spell it, without
 /// going through `fmt` for the common IPv4 case.
-fn push_ip(out: &mut String, ip: std::net::IpAddr, quoted_v6: bool) {
+fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr, quoted_v6: bool) {
+    use std::io::Write;
     match ip {
         std::net::IpAddr::V4(v4) => {
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push('.');
+                    out.push(b'.');
                 }
                 if octet >= 100 {
-                    out.push(char::from(b'0' + octet / 100));
+                    out.push(b'0' + octet / 100);
                 }
                 if octet >= 10 {
-                    out.push(char::from(b'0' + octet / 10 % 10));
+                    out.push(b'0' + octet / 10 % 10);
                 }
-                out.push(char::from(b'0' + octet % 10));
+                out.push(b'0' + octet % 10);
             }
         }
         std::net::IpAddr::V6(v6) if quoted_v6 => {
-            use std::fmt::Write;
             let _ = write!(out, "\"[{v6}]\"");
         }
         std::net::IpAddr::V6(v6) => {
-            use std::fmt::Write;
             let _ = write!(out, "{v6}");
         }
     }
@@ -326,6 +338,45 @@ fn push_ip(out: &mut String, ip: std::net::IpAddr, quoted_v6: bool) {
 #[derive(Debug, Clone, Copy)]
 pub struct OverTls;
 
+/// The value of `X-Forwarded-For`: the one the request came with (the
+/// first field), then the client.
+fn write_x_forwarded_for(out: &mut Vec<u8>, prev: Option<&HeaderValue>, client: SocketAddr) {
+    if let Some(prev) = prev.and_then(|v| v.to_str().ok()) {
+        if !prev.trim().is_empty() {
+            out.extend_from_slice(prev.as_bytes());
+            out.extend_from_slice(b", ");
+        }
+    }
+    push_ip(out, client.ip(), false);
+}
+
+/// The value of `Forwarded` (RFC 7239): the one the request came with,
+/// then this hop.
+fn write_forwarded(
+    out: &mut Vec<u8>,
+    prev: Option<&HeaderValue>,
+    client: SocketAddr,
+    host: Option<&HeaderValue>,
+    proto: &str,
+) {
+    if let Some(prev) = prev.and_then(|v| v.to_str().ok()) {
+        out.extend_from_slice(prev.as_bytes());
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(b"for=");
+    push_ip(out, client.ip(), true);
+    if let Some(h) = host.and_then(|v| v.to_str().ok()) {
+        if h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+        {
+            out.extend_from_slice(b";host=");
+            out.extend_from_slice(h.as_bytes());
+        }
+    }
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(proto.as_bytes());
+}
+
 /// Sets `X-Forwarded-For` (appended), `-Proto`, `-Host` and `Forwarded`.
 fn forwarded_headers(
     headers: &mut HeaderMap,
@@ -334,39 +385,130 @@ fn forwarded_headers(
     tls: bool,
 ) {
     let proto = if tls { "https" } else { "http" };
-    let mut xff = String::with_capacity(48);
-    if let Some(prev) = headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        if !prev.trim().is_empty() {
-            xff.push_str(prev);
-            xff.push_str(", ");
-        }
-    }
-    push_ip(&mut xff, client.ip(), false);
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    let mut value = Vec::with_capacity(64);
+    write_x_forwarded_for(&mut value, headers.get(&X_FORWARDED_FOR), client);
+    if let Ok(v) = HeaderValue::from_bytes(&value) {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    let mut forwarded = String::with_capacity(64);
-    if let Some(prev) = headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        forwarded.push_str(prev);
-        forwarded.push_str(", ");
+    value.clear();
+    write_forwarded(
+        &mut value,
+        headers.get(header::FORWARDED),
+        client,
+        host,
+        proto,
+    );
+    if let Some(h) = host {
+        headers.insert(X_FORWARDED_HOST, h.clone());
     }
-    forwarded.push_str("for=");
-    push_ip(&mut forwarded, client.ip(), true);
-    if let Some((value, h)) = host.and_then(|v| Some((v, v.to_str().ok()?))) {
-        headers.insert(X_FORWARDED_HOST, value.clone());
-        if h.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
-        {
-            forwarded.push_str(";host=");
-            forwarded.push_str(h);
-        }
-    }
-    forwarded.push_str(";proto=");
-    forwarded.push_str(proto);
-    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+    if let Ok(v) = HeaderValue::from_bytes(&value) {
         headers.insert(header::FORWARDED, v);
     }
+}
+
+/// How a request body goes to the back end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyFraming {
+    None,
+    /// As is, after the `Content-Length` the client sent.
+    Length,
+    Chunked,
+}
+
+/// Methods a request may be sent again with (RFC 9110 §9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// Writes the head of the request sent to the back end, from the client's
+/// request as it came: the target under the back end's prefix, `Host` of
+/// the back end, the client's fields but hop-by-hop ones (and those its
+/// `Connection` lists), then the forwarding fields; no header map is
+/// built for it.
+fn write_request_head(
+    out: &mut Vec<u8>,
+    parts: &request::Parts,
+    upstream: &Upstream,
+    client: SocketAddr,
+    tls: bool,
+    framing: BodyFraming,
+) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(upstream.prefix.as_bytes());
+    match parts.uri.path_and_query() {
+        Some(pq) => out.extend_from_slice(pq.as_str().as_bytes()),
+        None => out.push(b'/'),
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(upstream.host.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let fields = out.len();
+    let mut listed = Vec::new();
+    let mut host = None;
+    let mut prev_for = None;
+    let mut prev_forwarded = None;
+    let mut iter = parts.headers.iter();
+    while let Some((name, value)) = iter.next() {
+        if *name == header::CONNECTION && listed.is_empty() {
+            // Rare: the names it lists are left out too, so the fields
+            // are written again with them known.
+            listed = connection_listed(&parts.headers);
+            if !listed.is_empty() {
+                out.truncate(fields);
+                (host, prev_for, prev_forwarded) = (None, None, None);
+                iter = parts.headers.iter();
+            }
+        } else if *name == header::HOST {
+            host.get_or_insert(value);
+        } else if *name == X_FORWARDED_FOR {
+            prev_for.get_or_insert(value);
+        } else if *name == header::FORWARDED {
+            prev_forwarded.get_or_insert(value);
+        } else if *name == X_FORWARDED_PROTO
+            || *name == X_FORWARDED_HOST
+            || HOP_BY_HOP.contains(name)
+            || (framing == BodyFraming::Chunked && *name == header::CONTENT_LENGTH)
+            || listed.contains(name)
+        {
+        } else {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    let proto = if tls { "https" } else { "http" };
+    out.extend_from_slice(b"x-forwarded-for: ");
+    write_x_forwarded_for(out, prev_for, client);
+    out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+    out.extend_from_slice(proto.as_bytes());
+    if let Some(h) = host {
+        out.extend_from_slice(b"\r\nx-forwarded-host: ");
+        out.extend_from_slice(h.as_bytes());
+    }
+    out.extend_from_slice(b"\r\nforwarded: ");
+    write_forwarded(out, prev_forwarded, client, host, proto);
+    if framing == BodyFraming::Chunked {
+        out.extend_from_slice(b"\r\ntransfer-encoding: chunked");
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// The names a request's `Connection` fields list (besides the hop-by-hop
+/// ones): they describe the client's connection only.
+fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect()
 }
 
 #[cfg(test)]
@@ -452,6 +594,100 @@ mod tests {
             let mut h = HeaderMap::new();
             forwarded_headers(&mut h, addr.parse().unwrap(), None, false);
             assert_eq!(h["x-forwarded-for"], want);
+        }
+    }
+
+    fn head_of(req: Request<()>, upstream: &Upstream, framing: BodyFraming, tls: bool) -> String {
+        let (parts, ()) = req.into_parts();
+        let mut out = Vec::new();
+        write_request_head(
+            &mut out,
+            &parts,
+            upstream,
+            "10.0.0.9:5000".parse().unwrap(),
+            tls,
+            framing,
+        );
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn writes_request_heads_for_the_back_end() {
+        let upstream = Upstream::parse("http://127.0.0.1:9001/base").unwrap();
+        let req = Request::get("/api/x?y=1")
+            .header("host", "app.example.com")
+            .header("connection", "keep-alive, x-hop")
+            .header("x-hop", "secret")
+            .header("keep-alive", "timeout=5")
+            .header("te", "trailers")
+            .header("x-forwarded-for", "10.1.2.3")
+            .header("x-forwarded-proto", "spoofed")
+            .header("forwarded", "for=10.1.2.3")
+            .header("accept", "application/json")
+            .header("cookie", "a=1")
+            .header("cookie", "b=2")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            head_of(req, &upstream, BodyFraming::None, false),
+            "GET /base/api/x?y=1 HTTP/1.1\r\n\
+             host: 127.0.0.1:9001\r\n\
+             accept: application/json\r\n\
+             cookie: a=1\r\n\
+             cookie: b=2\r\n\
+             x-forwarded-for: 10.1.2.3, 10.0.0.9\r\n\
+             x-forwarded-proto: http\r\n\
+             x-forwarded-host: app.example.com\r\n\
+             forwarded: for=10.1.2.3, for=10.0.0.9;host=app.example.com;proto=http\r\n\r\n"
+        );
+
+        // A chunked body: the client's Content-Length is not sent.
+        let local = Upstream::local(8080);
+        let req = Request::post("/api/up")
+            .header("content-length", "5")
+            .header("transfer-encoding", "chunked")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            head_of(req, &local, BodyFraming::Chunked, true),
+            "POST /api/up HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n\
+             x-forwarded-for: 10.0.0.9\r\nx-forwarded-proto: https\r\n\
+             forwarded: for=10.0.0.9;proto=https\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let req = Request::put("/api/up")
+            .header("content-length", "5")
+            .body(())
+            .unwrap();
+        assert!(
+            head_of(req, &local, BodyFraming::Length, false).contains("\r\ncontent-length: 5\r\n")
+        );
+
+        // The same forwarding fields as the upgrade path sets in a map.
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.1.2.3"));
+        h.insert(header::FORWARDED, HeaderValue::from_static("for=10.1.2.3"));
+        let host = HeaderValue::from_static("app.example.com");
+        forwarded_headers(&mut h, "10.0.0.9:5000".parse().unwrap(), Some(&host), false);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3, 10.0.0.9");
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=10.1.2.3, for=10.0.0.9;host=app.example.com;proto=http"
+        );
+    }
+
+    #[test]
+    fn only_idempotent_methods_are_retried() {
+        for m in [
+            Method::GET,
+            Method::HEAD,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ] {
+            assert!(is_idempotent(&m), "{m}");
+        }
+        for m in [Method::POST, Method::PATCH, Method::CONNECT] {
+            assert!(!is_idempotent(&m), "{m}");
         }
     }
 }

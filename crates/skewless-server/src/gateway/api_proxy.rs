@@ -5,8 +5,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arrayvec::ArrayVec;
 use axum::extract::Request;
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use skewless_core::upstream::{self, Candidate};
 
@@ -14,6 +15,10 @@ use super::Gateway;
 use crate::error::json_error;
 use crate::metrics::{self, Kind};
 use crate::proxy::Upstream;
+use crate::snapshot::ReleaseView;
+
+/// Releases routed among without an allocation.
+const FEW: usize = 16;
 
 /// Resolution rule 3: API calls go to the back end of the client's release
 /// (`pin`, see [`super::pin::RequestPin`]).
@@ -24,12 +29,8 @@ pub(super) async fn forward(
     pin: Option<&str>,
 ) -> Response {
     let limit = gw.config.max_proxy_body_bytes;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    // A declared length is the body's least size (no header look-up).
+    if hyper::body::Body::size_hint(req.body()).lower() > limit {
         return json_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!("request body is larger than the proxy limit of {limit} bytes"),
@@ -43,19 +44,25 @@ pub(super) async fn forward(
         }
     });
     let snap = gw.routing.load();
-    let candidates: Vec<Candidate<Arc<Upstream>>> = snap
-        .ordered
-        .iter()
-        .map(|v| Candidate {
-            seq: v.record.seq,
-            served: v.record.state.is_served(),
-            backend: match &v.upstream {
-                Some(u) => Some(u.clone()),
-                None if v.record.backend_cmd.is_some() => gw.supervisor.upstream(&v.record.id),
-                None => None,
-            },
-        })
-        .collect();
+    let candidate = |v: &Arc<ReleaseView>| Candidate {
+        seq: v.record.seq,
+        served: v.record.state.is_served(),
+        backend: match &v.upstream {
+            Some(u) => Some(u.clone()),
+            None if v.record.backend_cmd.is_some() => gw.supervisor.upstream(&v.record.id),
+            None => None,
+        },
+    };
+    // A handful of live releases is the usual case: no allocation for it.
+    let few: ArrayVec<Candidate<Arc<Upstream>>, FEW>;
+    let many: Vec<Candidate<Arc<Upstream>>>;
+    let candidates: &[Candidate<Arc<Upstream>>] = if snap.ordered.len() <= FEW {
+        few = snap.ordered.iter().map(candidate).collect();
+        &few
+    } else {
+        many = snap.ordered.iter().map(candidate).collect();
+        &many
+    };
     let index_of = |id: &str| snap.ordered.iter().position(|v| v.record.id.as_str() == id);
     let pinned = pin.and_then(index_of);
     let current = snap
@@ -63,7 +70,7 @@ pub(super) async fn forward(
         .current
         .as_ref()
         .and_then(|c| index_of(c.as_str()));
-    if let Some((i, upstream)) = upstream::route(&candidates, pinned, current) {
+    if let Some((i, upstream)) = upstream::route(candidates, pinned, current) {
         let served_by = snap.ordered[i].id_header.clone();
         if Some(i) != current && pinned.is_some() {
             metrics::skew_saved(Kind::Api);
