@@ -196,6 +196,10 @@ pub async fn file_response(
             *resp.body_mut() = Body::from(bytes);
             resp
         }
+        Ok(Readable::File(part)) => {
+            *resp.body_mut() = Body::from_stream(part.into_stream());
+            resp
+        }
         Ok(Readable::Stream { body, .. }) => {
             *resp.body_mut() = Body::from_stream(body);
             resp
