@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::gateway::{handle, request_pin, Gateway};
+use crate::sendfile::{FileRegions, SendfileStream};
 
 /// Serves the gateway (with `app` for its `/_skewless/` routes) on
 /// `listener`, over TLS when `tls` is given, until `stop` resolves, then
@@ -36,6 +37,9 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
         .keep_alive(true)
+        // Body frames are queued and handed to the connection as slices,
+        // never copied: the `sendfile` path depends on it.
+        .writev(true)
         // A head that does not fit the read buffer is answered 431.
         .max_buf_size(limits.max_head.max(crate::limits::MIN_HEAD_BYTES));
     builder
@@ -71,11 +75,16 @@ pub async fn serve(
         tokio::spawn(async move {
             let service_gw = gw.clone();
             let log = gw.access_log().clone();
+            // Large files go out with `sendfile` on plain-TCP HTTP/1.
+            let regions = FileRegions::default();
+            let request_regions = regions.clone();
             let service = hyper::service::service_fn(
                 move |mut req: axum::http::Request<hyper::body::Incoming>| {
                     let (gw, app) = (service_gw.clone(), app.clone());
                     if secure {
                         req.extensions_mut().insert(crate::proxy::OverTls);
+                    } else if req.version() <= axum::http::Version::HTTP_11 {
+                        req.extensions_mut().insert(request_regions.clone());
                     }
                     async move {
                         let pin = request_pin(&req);
@@ -126,6 +135,7 @@ pub async fn serve(
                 return;
             }
             drop(streams);
+            let stream = SendfileStream::new(stream, regions);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 log.protocol_refusal(peer, &*e);

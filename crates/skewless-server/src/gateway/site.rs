@@ -18,6 +18,7 @@ use super::pin::RequestPin;
 use super::{api_proxy, AppState, Gateway};
 use crate::error::json_error;
 use crate::metrics::{self, Kind};
+use crate::sendfile::FileRegions;
 use crate::serve::{file_response, Caching, FileRequest};
 
 fn tagged(mut resp: Response, kind: Kind) -> Response {
@@ -74,6 +75,7 @@ pub(super) async fn resolve_request(
         return tagged(resp, Kind::Asset);
     }
     let headers = req.headers();
+    let sendfile = req.extensions().get::<FileRegions>();
     let (pin_str, navigation) = (pin.as_str(), pin.navigation());
     let snap = gw.routing.load();
     let resolution = resolve(
@@ -120,6 +122,7 @@ pub(super) async fn resolve_request(
                     },
                     varies_by_pin: source != Source::Versioned && !immutable,
                     served_by: &view.id_header,
+                    sendfile,
                 },
             )
             .await;
@@ -153,6 +156,7 @@ pub(super) async fn resolve_request(
                     caching: Caching::Revalidate,
                     varies_by_pin: false,
                     served_by: &view.id_header,
+                    sendfile,
                 },
             )
             .await;
