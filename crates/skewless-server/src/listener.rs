@@ -75,16 +75,11 @@ pub async fn serve(
         tokio::spawn(async move {
             let service_gw = gw.clone();
             let log = gw.access_log().clone();
-            // Large files go out with `sendfile` on plain-TCP HTTP/1.
-            let regions = FileRegions::default();
-            let request_regions = regions.clone();
             let service = hyper::service::service_fn(
                 move |mut req: axum::http::Request<hyper::body::Incoming>| {
                     let (gw, app) = (service_gw.clone(), app.clone());
                     if secure {
                         req.extensions_mut().insert(crate::proxy::OverTls);
-                    } else if req.version() <= axum::http::Version::HTTP_11 {
-                        req.extensions_mut().insert(request_regions.clone());
                     }
                     async move {
                         let pin = request_pin(&req);
@@ -135,9 +130,11 @@ pub async fn serve(
                 return;
             }
             drop(streams);
-            let stream = SendfileStream::new(stream, regions);
+            // Large files go out with `sendfile` on plain-TCP HTTP/1.
+            let regions = FileRegions::default();
+            let stream = SendfileStream::new(stream, regions.clone());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
+            if let Err(e) = regions.serve(watcher.watch(conn.into_owned())).await {
                 log.protocol_refusal(peer, &*e);
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

@@ -5,8 +5,11 @@
 //! hyper's HTTP/1 writer, on a connection whose IO writes vectors (its
 //! "queue" strategy, set explicitly in the listener), never copies a body
 //! frame: it hands the frame's memory to [`SendfileStream::poll_write_vectored`]
-//! as one slice among the head and any other pending bytes. A [`FileBody`]
-//! therefore yields, in place of file bytes, slices of one static array of
+//! as one slice among the head and any other pending bytes. On a plain-TCP
+//! connection, the listener drives hyper within [`FileRegions::serve`], so
+//! that a large file answered to an HTTP/1 request finds the connection's
+//! regions ([`FileRegions::of`]) and is sent as a [`FileBody`]: it
+//! yields, in place of file bytes, slices of one static array of
 //! zeros ([`SENTINEL`], never written to, so never resident), and pushes
 //! the part of the file each frame stands for onto the connection's
 //! [`FileRegions`] as it yields it. When the writer reaches a slice inside
@@ -56,13 +59,40 @@ struct Region {
     len: usize,
 }
 
+tokio::task_local! {
+    /// The file regions of the plain-TCP connection this task serves.
+    static CONNECTION: FileRegions;
+}
+
 /// The file regions of one connection, in the order their frames were
 /// handed to hyper; shared by the connection's IO ([`SendfileStream`]) and
-/// its requests (through their extensions), for plain-TCP HTTP/1 only.
+/// the requests it serves over HTTP/1 (see [`FileRegions::serve`]).
 #[derive(Clone, Default)]
 pub struct FileRegions(Arc<Mutex<VecDeque<Region>>>);
 
 impl FileRegions {
+    /// Drives `conn`, the connection whose IO is the [`SendfileStream`]
+    /// holding these regions, with them reachable from its requests
+    /// through [`FileRegions::of`]. hyper answers HTTP/1 requests within
+    /// the connection's task, so they find them; HTTP/2 streams run in
+    /// tasks of their own, so they never do.
+    pub async fn serve<F: std::future::Future>(self, conn: F) -> F::Output {
+        CONNECTION.scope(self, conn).await
+    }
+
+    /// The regions of the connection a request of `version` is being
+    /// answered on, when its file bodies can go out with `sendfile`: on a
+    /// plain-TCP connection (see [`FileRegions::serve`]) and HTTP/1.x.
+    /// Anything else (TLS, HTTP/2, a task not serving a connection) gets
+    /// `None`. Looked up only for a large file, so small responses pay
+    /// nothing for it.
+    pub fn of(version: http::Version) -> Option<FileRegions> {
+        if version > http::Version::HTTP_11 {
+            return None;
+        }
+        CONNECTION.try_with(FileRegions::clone).ok()
+    }
+
     fn lock(&self) -> MutexGuard<'_, VecDeque<Region>> {
         // The queue is consistent after every operation on it; a panic
         // elsewhere while it was held leaves nothing half done.
@@ -327,6 +357,27 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    #[tokio::test]
+    async fn only_http1_requests_on_a_served_connection_find_its_regions() {
+        use http::Version;
+        assert!(FileRegions::of(Version::HTTP_11).is_none());
+        let regions = FileRegions::default();
+        let found = regions
+            .clone()
+            .serve(async {
+                let h1 = [Version::HTTP_10, Version::HTTP_11].map(FileRegions::of);
+                let h2 = FileRegions::of(Version::HTTP_2);
+                // A task spawned from the connection's is not the connection.
+                let spawned = tokio::spawn(async { FileRegions::of(Version::HTTP_11).is_some() });
+                (h1, h2.is_none(), spawned.await.unwrap())
+            })
+            .await;
+        let ([h10, h11], h2_none, spawned) = found;
+        assert!(Arc::ptr_eq(&h10.unwrap().0, &regions.0));
+        assert!(Arc::ptr_eq(&h11.unwrap().0, &regions.0));
+        assert!(h2_none && !spawned);
     }
 
     #[tokio::test]

@@ -86,9 +86,9 @@ pub struct FileRequest<'a> {
     pub varies_by_pin: bool,
     /// `Skewless-Served-By`.
     pub served_by: &'a HeaderValue,
-    /// The connection's file regions when it can send files with
-    /// `sendfile` (plain-TCP HTTP/1).
-    pub sendfile: Option<&'a FileRegions>,
+    /// The request's HTTP version (large files go out with `sendfile`
+    /// on plain-TCP HTTP/1).
+    pub version: http::Version,
 }
 
 /// Builds the response for one file.
@@ -202,7 +202,7 @@ pub async fn file_response(
             resp
         }
         Ok(Readable::File(part)) => {
-            *resp.body_mut() = match f.sendfile {
+            *resp.body_mut() = match FileRegions::of(f.version) {
                 Some(regions) => Body::new(regions.body(part)),
                 None => Body::from_stream(part.into_stream()),
             };

@@ -18,7 +18,6 @@ use super::pin::RequestPin;
 use super::{api_proxy, AppState, Gateway};
 use crate::error::json_error;
 use crate::metrics::{self, Kind};
-use crate::sendfile::FileRegions;
 use crate::serve::{file_response, Caching, FileRequest};
 
 fn tagged(mut resp: Response, kind: Kind) -> Response {
@@ -75,7 +74,7 @@ pub(super) async fn resolve_request(
         return tagged(resp, Kind::Asset);
     }
     let headers = req.headers();
-    let sendfile = req.extensions().get::<FileRegions>();
+    let version = req.version();
     let (pin_str, navigation) = (pin.as_str(), pin.navigation());
     let snap = gw.routing.load();
     let resolution = resolve(
@@ -122,7 +121,7 @@ pub(super) async fn resolve_request(
                     },
                     varies_by_pin: source != Source::Versioned && !immutable,
                     served_by: &view.id_header,
-                    sendfile,
+                    version,
                 },
             )
             .await;
@@ -156,7 +155,7 @@ pub(super) async fn resolve_request(
                     caching: Caching::Revalidate,
                     varies_by_pin: false,
                     served_by: &view.id_header,
-                    sendfile,
+                    version,
                 },
             )
             .await;
