@@ -55,6 +55,9 @@ def mirror_for_nginx(base, manifest, root):
     put("/index.html", f"{base}{SPA_ROUTE}", [HTML])
 
 
+CASES = ("shell", "1k", "js-200k-br", "shell-304", "large")
+
+
 def check(url, headers, expect_status, expect_encoding):
     h = dict(x.split(": ", 1) for x in headers)
     status, rh, body = http("GET", url, headers=h)
@@ -65,10 +68,41 @@ def check(url, headers, expect_status, expect_encoding):
     return {"status": status, "encoding": enc, "body_bytes": len(body), "etag": rh.get("etag")}
 
 
+def large_file(args, sk, sk_url, ng_url, files):
+    """Runs the large-file case; returns its summary rows."""
+    # The large file: throughput at 16 concurrent downloads, and how much
+    # the gateway's memory rises meanwhile (peak RSS, reset before).
+    big = {t: (f"{u}/{files['big']}", []) for t, u in (("skewless", sk_url), ("nginx", ng_url))}
+    with open(f"/proc/{sk.pid}/clear_refs", "w") as f:
+        f.write("5")
+    rss_before = sk.rss_kib()
+    large = common.compare([("large", big)], rounds=args.rounds, duration=2 * args.duration,
+                           connections=16)
+    peak = sk.peak_rss_kib()
+    # Few downloads complete in a run, so the figure is bytes received per
+    # second (partial downloads at the end included), not requests/s.
+    rate = {}
+    for row in large:
+        rate[row["target"]] = [r["bytes"] / (r["duration_us"] / 1e6) for r in row["rounds"]]
+        row["throughput_mib_s"] = round(common.median(rate[row["target"]]) / 2**20)
+    large[0]["throughput_ratio"] = round(common.median(
+        [a / b for a, b in zip(rate["skewless"], rate["nginx"])]), 3)
+    large[0]["rss_before_kib"] = rss_before
+    large[0]["rss_peak_kib"] = peak
+    log(f"  large file: skewless RSS {rss_before} KiB before, peak {peak} KiB during")
+    return large
+
+
 def main():
     args = common.comparison_args(__doc__, extra=[
         (("--big-mib",), {"type": int, "default": 64,
-                          "help": "size of the large-file case's file (MiB)"})])
+                          "help": "size of the large-file case's file (MiB)"}),
+        (("--cases",), {"default": ",".join(CASES),
+                        "help": "comma-separated cases to run (default: all: %(default)s)"})])
+    wanted = args.cases.split(",")
+    unknown = sorted(set(wanted) - set(CASES))
+    if unknown:
+        raise SystemExit(f"error: unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
 
     common.ensure_tools()
     common.build()
@@ -110,29 +144,11 @@ def main():
 
     log(f"skewless: {common.WORKERS} worker thread(s), nginx: {common.WORKERS} worker process(es), "
         f"both on CPU {common.SERVER_CPUS or 'any'}; wrk: 1 thread on CPU {common.CLIENT_CPUS or 'any'}")
+    cases = [c for c in cases if c[0] in wanted]
     summary = common.compare(cases, rounds=args.rounds, duration=args.duration,
-                             connections=args.connections)
-    # The large file: throughput at 16 concurrent downloads, and how much
-    # the gateway's memory rises meanwhile (peak RSS, reset before).
-    big = {t: (f"{u}/{files['big']}", []) for t, u in (("skewless", sk_url), ("nginx", ng_url))}
-    with open(f"/proc/{sk.pid}/clear_refs", "w") as f:
-        f.write("5")
-    rss_before = sk.rss_kib()
-    large = common.compare([("large", big)], rounds=args.rounds, duration=2 * args.duration,
-                           connections=16)
-    peak = sk.peak_rss_kib()
-    # Few downloads complete in a run, so the figure is bytes received per
-    # second (partial downloads at the end included), not requests/s.
-    rate = {}
-    for row in large:
-        rate[row["target"]] = [r["bytes"] / (r["duration_us"] / 1e6) for r in row["rounds"]]
-        row["throughput_mib_s"] = round(common.median(rate[row["target"]]) / 2**20)
-    large[0]["throughput_ratio"] = round(common.median(
-        [a / b for a, b in zip(rate["skewless"], rate["nginx"])]), 3)
-    large[0]["rss_before_kib"] = rss_before
-    large[0]["rss_peak_kib"] = peak
-    log(f"  large file: skewless RSS {rss_before} KiB before, peak {peak} KiB during")
-    summary += large
+                             connections=args.connections) if cases else []
+    if "large" in wanted:
+        summary += large_file(args, sk, sk_url, ng_url, files)
     out = common.save("static" + (f"-{args.label}" if args.label else ""), {
         "setup": {
             "workers": common.WORKERS,
@@ -151,9 +167,10 @@ def main():
         "summary": summary,
     })
     common.print_comparison(out["summary"])
-    common.table(["case", "target", "conns", "MiB/s", "throughput ratio"],
-                 [[s["case"], s["target"], s["connections"], s["throughput_mib_s"],
-                   s.get("throughput_ratio", "")] for s in out["summary"] if s["case"] == "large"])
+    if "large" in wanted:
+        common.table(["case", "target", "conns", "MiB/s", "throughput ratio"],
+                     [[s["case"], s["target"], s["connections"], s["throughput_mib_s"],
+                       s.get("throughput_ratio", "")] for s in out["summary"] if s["case"] == "large"])
 
 
 if __name__ == "__main__":

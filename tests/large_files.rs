@@ -1,15 +1,19 @@
-//! Large files are sent from disk in bounded chunks: sixteen concurrent
+//! Large files are sent from their open file (with `sendfile` on plain
+//! HTTP/1, in bounded chunks over TLS and HTTP/2): sixteen concurrent
 //! downloads of a file far larger than the memory bound raise the
-//! gateway's resident memory by less than that bound; ranges of them are
-//! exact; a blob removed or replaced while it is being sent does not
-//! disturb the download in flight, and later requests get a clear error.
+//! gateway's resident memory by less than that bound; whole files, ranges
+//! and precompressed forms are exact over HTTP/1.0, HTTP/1.1 keep-alive
+//! (pipelined too), HTTP/2 and TLS; a blob removed or replaced while it is
+//! being sent does not disturb the download in flight, one cut short cuts
+//! the download short without a byte that is not in the file, and later
+//! requests get a clear error.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::support::Server;
+use crate::support::{bin, Server, TOKEN};
 
 /// The served file: 96 MiB, so one buffered copy alone would exceed the
 /// bound, and sixteen would take 1.5 GiB (`SKEWLESS_TEST_LARGE_FILE_MIB`
@@ -266,4 +270,335 @@ fn large_files_stream_in_constant_memory_and_survive_changes_underneath() {
     assert!(r.text().unwrap().contains("missing from the blob store"));
     assert_eq!(s.get("/").send().unwrap().status(), 200);
     assert_eq!(s.get("/_skewless/version").send().unwrap().status(), 200);
+
+    // Cut short in place underneath: the download ends early (the
+    // connection closes) with exactly the bytes the file still holds, not
+    // one byte of anything else; the gateway stays up and healthy.
+    std::fs::write(&blob, &data).unwrap();
+    let (status, _, mut inflight) = open_get(&s.url, "/media/big.bin", "");
+    assert_eq!(status, 200);
+    inflight.read_exact(&mut first).unwrap();
+    let cut = size / 4;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&blob)
+        .unwrap()
+        .set_len(cut as u64)
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = inflight.read_to_end(&mut rest);
+    let got = first.len() + rest.len();
+    assert!(got < size, "{got} bytes of a file cut to {cut}");
+    assert!(
+        got <= cut && rest[..] == data[first.len()..got],
+        "the download cut short at {got} bytes is not a prefix of the file cut to {cut}"
+    );
+    assert_eq!(s.get("/media/big.bin").send().unwrap().status(), 500);
+    std::fs::write(&blob, &data).unwrap();
+    let (status, _, mut r) = open_get(&s.url, "/media/big.bin", "");
+    assert_eq!(status, 200);
+    assert_eq!(drain(&mut r).unwrap(), (size as u64, whole));
+    assert_eq!(s.get("/").send().unwrap().status(), 200);
+}
+
+/// The app of the protocol tests: a large incompressible file whose size
+/// is no multiple of any frame or chunk, a large compressible one (its br
+/// and gzip forms above the in-memory limit too), a small file and the
+/// shell.
+struct LargeApp {
+    dir: tempfile::TempDir,
+    bin: Vec<u8>,
+    text: Vec<u8>,
+}
+
+impl LargeApp {
+    fn new() -> LargeApp {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("media")).unwrap();
+        std::fs::write(
+            dir.path().join("index.html"),
+            "<!doctype html><title>large</title>",
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("small.txt"), "a small file\n").unwrap();
+        let bin = content((21 << 20) + 4321, 0xb16);
+        std::fs::write(dir.path().join("media/big.bin"), &bin).unwrap();
+        // Hex of random bytes: half of it compresses away, so each form
+        // stays well above the 1 MiB kept in memory.
+        let text: Vec<u8> = content(2 << 20, 0x7e47)
+            .iter()
+            .flat_map(|b| format!("{b:02x}").into_bytes())
+            .collect();
+        std::fs::write(dir.path().join("media/big.txt"), &text).unwrap();
+        LargeApp { dir, bin, text }
+    }
+
+    /// The stored br or gzip form of the text, checked to decode to it.
+    fn stored_form(&self, s: &Server, suffix: &str) -> Vec<u8> {
+        let blob = blob_path(s.data.path(), &self.text);
+        let form = std::fs::read(blob.with_extension(suffix)).unwrap();
+        assert!(form.len() > 1 << 20, "{suffix}: {} bytes", form.len());
+        assert!(self.decode(suffix, &form) == self.text);
+        form
+    }
+
+    fn decode(&self, suffix: &str, form: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        match suffix {
+            "br" => brotli::BrotliDecompress(&mut &form[..], &mut out).unwrap(),
+            _ => {
+                flate2::read::GzDecoder::new(form)
+                    .read_to_end(&mut out)
+                    .unwrap();
+            }
+        }
+        out
+    }
+}
+
+/// Reads one response of a keep-alive connection: status, headers, body
+/// (by its `Content-Length`).
+fn read_response(r: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let status = line.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        let (k, v) = line.split_once(':').unwrap();
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+    }
+    let len: usize = header(&headers, "content-length").unwrap().parse().unwrap();
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).unwrap();
+    (status, headers, body)
+}
+
+/// Sends one GET on a keep-alive connection and reads its response.
+fn ask(
+    w: &mut TcpStream,
+    r: &mut BufReader<TcpStream>,
+    addr: &str,
+    path: &str,
+    extra: &str,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    write!(w, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}\r\n").unwrap();
+    read_response(r)
+}
+
+#[test]
+fn large_files_are_exact_over_keep_alive_pipelined_http1_0_and_http2() {
+    let app = LargeApp::new();
+    let s = Server::start();
+    s.deploy(app.dir.path(), "v1", true);
+    let (br, gz) = (app.stored_form(&s, "br"), app.stored_form(&s, "gz"));
+    let (bin, text) = (&app.bin, &app.text);
+    let (from, to) = (1_234_567usize, 17_654_320usize);
+
+    // One HTTP/1.1 connection: several large responses, then small ones.
+    let addr = s.url.trim_start_matches("http://");
+    let conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut w = conn.try_clone().unwrap();
+    let mut r = BufReader::new(conn);
+    let (status, _, body) = ask(&mut w, &mut r, addr, "/media/big.bin", "");
+    assert_eq!(status, 200);
+    assert!(body == *bin, "whole file differs");
+    let (status, headers, body) = ask(
+        &mut w,
+        &mut r,
+        addr,
+        "/media/big.bin",
+        &format!("Range: bytes={from}-{to}\r\n"),
+    );
+    assert_eq!(status, 206);
+    assert_eq!(
+        header(&headers, "content-range"),
+        Some(format!("bytes {from}-{to}/{}", bin.len()).as_str())
+    );
+    assert!(body == bin[from..=to], "range differs");
+    let (status, headers, body) = ask(
+        &mut w,
+        &mut r,
+        addr,
+        "/media/big.txt",
+        "Accept-Encoding: br, gzip\r\n",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-encoding"), Some("br"));
+    assert!(body == br, "br form differs");
+    let (status, headers, body) = ask(
+        &mut w,
+        &mut r,
+        addr,
+        "/media/big.txt",
+        "Accept-Encoding: gzip\r\n",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-encoding"), Some("gzip"));
+    assert!(body == gz, "gzip form differs");
+    let (status, headers, body) = ask(&mut w, &mut r, addr, "/media/big.txt", "");
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-encoding"), None);
+    assert!(body == *text, "identity form differs");
+    let (status, _, body) = ask(&mut w, &mut r, addr, "/small.txt", "");
+    assert_eq!((status, &body[..]), (200, &b"a small file\n"[..]));
+    let (status, _, body) = ask(&mut w, &mut r, addr, "/", "Accept: text/html\r\n");
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("<title>large</title>"));
+    let (status, _, body) = ask(
+        &mut w,
+        &mut r,
+        addr,
+        "/media/big.bin",
+        "Range: bytes=-100\r\n",
+    );
+    assert_eq!(status, 206);
+    assert!(body == bin[bin.len() - 100..]);
+
+    // Pipelined: three requests in one write, answered in order.
+    write!(
+        w,
+        "GET /media/big.txt HTTP/1.1\r\nHost: {addr}\r\nAccept-Encoding: br\r\n\r\n\
+         GET /small.txt HTTP/1.1\r\nHost: {addr}\r\n\r\n\
+         GET /media/big.bin HTTP/1.1\r\nHost: {addr}\r\nRange: bytes={from}-\r\n\r\n"
+    )
+    .unwrap();
+    let (status, _, body) = read_response(&mut r);
+    assert_eq!(status, 200);
+    assert!(body == br, "pipelined br form differs");
+    let (status, _, body) = read_response(&mut r);
+    assert_eq!((status, &body[..]), (200, &b"a small file\n"[..]));
+    let (status, _, body) = read_response(&mut r);
+    assert_eq!(status, 206);
+    assert!(body == bin[from..], "pipelined range differs");
+
+    // HTTP/1.0: the body ends with the connection.
+    let mut c = TcpStream::connect(addr).unwrap();
+    write!(c, "GET /media/big.bin HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    c.read_to_end(&mut all).unwrap();
+    let at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(all.starts_with(b"HTTP/1.0 200") || all.starts_with(b"HTTP/1.1 200"));
+    assert!(all[at..] == *bin, "HTTP/1.0 body differs");
+
+    // HTTP/2 with prior knowledge: the same bytes, by the chunked path.
+    let h2 = reqwest::blocking::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let get = |path: &str, name: &str, value: &str| {
+        let resp = h2
+            .get(format!("{}{path}", s.url))
+            .header(name, value)
+            .send()
+            .unwrap();
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+        (resp.status().as_u16(), resp.bytes().unwrap())
+    };
+    let (status, body) = get("/media/big.bin", "x-none", "");
+    assert_eq!(status, 200);
+    assert!(body == *bin, "HTTP/2 whole file differs");
+    let (status, body) = get("/media/big.bin", "range", &format!("bytes={from}-{to}"));
+    assert_eq!(status, 206);
+    assert!(body == bin[from..=to], "HTTP/2 range differs");
+    let (status, body) = get("/media/big.txt", "accept-encoding", "br");
+    assert_eq!(status, 200);
+    assert!(body == br, "HTTP/2 br form differs");
+    assert_eq!(get("/small.txt", "x-none", "").1, &b"a small file\n"[..]);
+
+    // The keep-alive connection still answers after all that.
+    let (status, _, body) = ask(
+        &mut w,
+        &mut r,
+        addr,
+        "/media/big.txt",
+        "Accept-Encoding: gzip\r\n",
+    );
+    assert_eq!(status, 200);
+    assert!(body == gz);
+}
+
+#[test]
+fn large_files_are_exact_over_tls_on_http1_and_http2() {
+    let certs = tempfile::tempdir().unwrap();
+    let g =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert_pem, key_pem) = (g.cert.pem(), g.signing_key.serialize_pem());
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, &key_pem).unwrap();
+    let s = Server::start_with(
+        tempfile::tempdir().unwrap(),
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    let app = LargeApp::new();
+    let out = std::process::Command::new(bin())
+        .args([
+            "deploy",
+            app.dir.path().to_str().unwrap(),
+            "--release",
+            "v1",
+            "--promote",
+        ])
+        .env("SKEWLESS_SERVER", &s.url)
+        .env("SKEWLESS_TOKEN", TOKEN)
+        .env("SKEWLESS_CA_CERT", &cert)
+        .env_remove("SKEWLESS_DATA")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let br = app.stored_form(&s, "br");
+    let (from, to) = (999_999usize, 12_345_678usize);
+    for http1 in [true, false] {
+        let mut b = reqwest::blocking::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap())
+            .timeout(Duration::from_secs(60));
+        if http1 {
+            b = b.http1_only();
+        }
+        let c = b.build().unwrap();
+        let url = |path: &str| format!("{}{path}", s.url);
+        let resp = c.get(url("/media/big.bin")).send().unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.version() == reqwest::Version::HTTP_11, http1);
+        assert!(
+            resp.bytes().unwrap() == app.bin,
+            "whole file differs (http1: {http1})"
+        );
+        let resp = c
+            .get(url("/media/big.bin"))
+            .header("range", format!("bytes={from}-{to}"))
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 206);
+        assert!(
+            resp.bytes().unwrap() == app.bin[from..=to],
+            "range differs (http1: {http1})"
+        );
+        let resp = c
+            .get(url("/media/big.txt"))
+            .header("accept-encoding", "br")
+            .send()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(
+            resp.bytes().unwrap() == br,
+            "br form differs (http1: {http1})"
+        );
+        let resp = c.get(url("/small.txt")).send().unwrap();
+        assert_eq!(resp.bytes().unwrap(), &b"a small file\n"[..]);
+    }
 }

@@ -26,6 +26,7 @@ mod reaper;
 mod redirect;
 mod restyle;
 mod sampler;
+mod sendfile;
 mod serve;
 mod server;
 mod service_worker;

@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::gateway::{handle, request_pin, Gateway};
+use crate::sendfile::{FileRegions, SendfileStream};
 
 /// Serves the gateway (with `app` for its `/_skewless/` routes) on
 /// `listener`, over TLS when `tls` is given, until `stop` resolves, then
@@ -36,6 +37,9 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
         .keep_alive(true)
+        // Body frames are queued and handed to the connection as slices,
+        // never copied: the `sendfile` path depends on it.
+        .writev(true)
         // A head that does not fit the read buffer is answered 431.
         .max_buf_size(limits.max_head.max(crate::limits::MIN_HEAD_BYTES));
     builder
@@ -126,8 +130,11 @@ pub async fn serve(
                 return;
             }
             drop(streams);
+            // Large files go out with `sendfile` on plain-TCP HTTP/1.
+            let regions = FileRegions::default();
+            let stream = SendfileStream::new(stream, regions.clone());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
+            if let Err(e) = regions.serve(watcher.watch(conn.into_owned())).await {
                 log.protocol_refusal(peer, &*e);
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

@@ -1,7 +1,8 @@
 //! Serving one stored file: encoding negotiation over the precompressed
 //! variants, ETag and `If-None-Match`, `Range`, `HEAD`, cache headers.
-//! Large files are sent from disk in bounded chunks as the client reads
-//! them (see [`Readable`]).
+//! Large files are sent from their open file: with `sendfile` on plain-TCP
+//! HTTP/1 connections (see [`crate::sendfile`]), elsewhere in bounded
+//! chunks as the client reads them (see [`Readable`]).
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -13,6 +14,7 @@ use skewless_core::Entry;
 use skewless_store::{BlobStore, Readable, StoreError, Variant};
 
 use crate::error::json_error;
+use crate::sendfile::FileRegions;
 use crate::snapshot::etag_for;
 
 /// How long caches may keep a response.
@@ -84,6 +86,9 @@ pub struct FileRequest<'a> {
     pub varies_by_pin: bool,
     /// `Skewless-Served-By`.
     pub served_by: &'a HeaderValue,
+    /// The request's HTTP version (large files go out with `sendfile`
+    /// on plain-TCP HTTP/1).
+    pub version: http::Version,
 }
 
 /// Builds the response for one file.
@@ -194,6 +199,13 @@ pub async fn file_response(
         }
         Ok(Readable::Bytes(bytes)) => {
             *resp.body_mut() = Body::from(bytes);
+            resp
+        }
+        Ok(Readable::File(part)) => {
+            *resp.body_mut() = match FileRegions::of(f.version) {
+                Some(regions) => Body::new(regions.body(part)),
+                None => Body::from_stream(part.into_stream()),
+            };
             resp
         }
         Ok(Readable::Stream { body, .. }) => {

@@ -36,8 +36,11 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> +
 pub enum Readable {
     /// Held in memory.
     Bytes(Bytes),
-    /// Read from an open file in chunks of at most [`CHUNK`] bytes as it
-    /// is consumed: constant memory whatever the size.
+    /// Part of a stored file on this node's disk, open: the caller picks
+    /// how to send it (the kernel's `sendfile`, or [`FilePart::into_stream`]).
+    File(FilePart),
+    /// Read as it is consumed (a remote store's answer), in chunks of at
+    /// most [`CHUNK`] bytes: constant memory whatever the size.
     Stream {
         /// The chunks.
         body: ByteStream,
@@ -51,6 +54,7 @@ impl Readable {
     pub fn into_stream(self) -> ByteStream {
         match self {
             Readable::Bytes(b) => Box::pin(futures::stream::once(async move { Ok(b) })),
+            Readable::File(part) => part.into_stream(),
             Readable::Stream { body, .. } => body,
         }
     }
@@ -59,6 +63,7 @@ impl Readable {
     pub fn len(&self) -> u64 {
         match self {
             Readable::Bytes(b) => b.len() as u64,
+            Readable::File(part) => part.len,
             Readable::Stream { len, .. } => *len,
         }
     }
@@ -66,6 +71,27 @@ impl Readable {
     /// Whether this yields nothing.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// `len` bytes from `offset` of an open stored file. The descriptor stays
+/// valid if the file is removed or replaced (by rename) meanwhile; a file
+/// truncated in place is found shorter when it is read, which is an error.
+#[derive(Debug)]
+pub struct FilePart {
+    /// The open file (its position is not used).
+    pub file: std::fs::File,
+    /// Where the part starts.
+    pub offset: u64,
+    /// Its length; `offset + len` was within the file when it was opened.
+    pub len: u64,
+}
+
+impl FilePart {
+    /// The part read in chunks of at most [`CHUNK`] bytes on the blocking
+    /// pool as it is consumed: constant memory whatever the size.
+    pub fn into_stream(self) -> ByteStream {
+        chunks::stream(self.file, self.offset, self.len, CHUNK)
     }
 }
 

@@ -16,7 +16,7 @@ use futures::StreamExt;
 use skewless_core::BlobHash;
 use tokio::io::AsyncWriteExt;
 
-use crate::chunks::{self, CHUNK};
+use crate::chunks;
 use crate::compress::{brotli_compress, gzip_compress, worth_it, MAX_COMPRESS};
 use crate::hot::{HotBlobs, HOT_BUDGET, HOT_MAX_BLOB};
 use crate::{BlobInfo, BlobStore, ByteStream, Put, Readable, StoreError, Variant, Variants};
@@ -186,10 +186,9 @@ impl LocalDir {
                 }
                 Ok(Readable::Bytes(bytes))
             }
-            Ok(Err((file, offset, len))) => Ok(Readable::Stream {
-                body: chunks::stream(file, offset, len, CHUNK),
-                len,
-            }),
+            Ok(Err((file, offset, len))) => {
+                Ok(Readable::File(crate::FilePart { file, offset, len }))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(StoreError::NotFound(hash.to_string()))
             }
@@ -501,6 +500,7 @@ pub(crate) fn stored_files(root: &Path) -> Result<Vec<StoredFile>, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunks::CHUNK;
 
     fn stream(data: &'static [u8]) -> ByteStream {
         Box::pin(futures::stream::iter(
@@ -634,7 +634,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn large_forms_are_opened_as_streams_and_small_ones_in_memory() {
+    async fn large_forms_are_opened_as_files_and_small_ones_in_memory() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalDir::open(dir.path()).unwrap();
         let data: &'static [u8] = Box::leak(b"streamed ".repeat(400_000).into_boxed_slice());
@@ -646,7 +646,9 @@ mod tests {
         std::fs::write(store.path(&h, ".br"), &br).unwrap();
         let collect = |r: Readable| async move {
             match r {
-                Readable::Stream { mut body, len } => {
+                Readable::File(part) => {
+                    let len = part.len;
+                    let mut body = part.into_stream();
                     let mut out = Vec::new();
                     while let Some(c) = body.next().await {
                         let c = c.unwrap();
@@ -656,7 +658,7 @@ mod tests {
                     assert_eq!(out.len() as u64, len);
                     out
                 }
-                Readable::Bytes(_) => panic!("a large form must be streamed"),
+                _ => panic!("a large form must be opened as a file"),
             }
         };
         let got = collect(store.open(&h, Variant::Br, None).await.unwrap()).await;
@@ -674,7 +676,7 @@ mod tests {
         // A small range is read at once; a range past the stored end fails.
         match store.open(&h, Variant::Br, Some((10, 20))).await.unwrap() {
             Readable::Bytes(b) => assert_eq!(&b[..], &br[10..30]),
-            Readable::Stream { .. } => panic!("a small range is read at once"),
+            _ => panic!("a small range is read at once"),
         }
         assert!(store
             .open(&h, Variant::Br, Some((2_000_000, 1_500_000)))

@@ -74,6 +74,7 @@ pub(super) async fn resolve_request(
         return tagged(resp, Kind::Asset);
     }
     let headers = req.headers();
+    let version = req.version();
     let (pin_str, navigation) = (pin.as_str(), pin.navigation());
     let snap = gw.routing.load();
     let resolution = resolve(
@@ -120,6 +121,7 @@ pub(super) async fn resolve_request(
                     },
                     varies_by_pin: source != Source::Versioned && !immutable,
                     served_by: &view.id_header,
+                    version,
                 },
             )
             .await;
@@ -153,6 +155,7 @@ pub(super) async fn resolve_request(
                     caching: Caching::Revalidate,
                     varies_by_pin: false,
                     served_by: &view.id_header,
+                    version,
                 },
             )
             .await;

@@ -270,13 +270,8 @@ impl Inner {
                 ))
             })?
             .map_err(unavailable)?;
-        let (body, len): (ByteStream, u64) = match readable {
-            Readable::Bytes(b) => {
-                let len = b.len() as u64;
-                (Box::pin(futures::stream::once(async move { Ok(b) })), len)
-            }
-            Readable::Stream { body, len } => (body, len),
-        };
+        let len = readable.len();
+        let body = readable.into_stream();
         let size = fill::write_verified(&self.local, hash, *variant, body, len, wait).await?;
         self.index.insert(key.clone(), size, None);
         add(&self.counters.fills, 1);

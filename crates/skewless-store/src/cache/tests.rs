@@ -135,7 +135,8 @@ fn data(seed: u8, len: usize) -> Vec<u8> {
 async fn collect(r: Readable) -> Vec<u8> {
     match r {
         Readable::Bytes(b) => b.to_vec(),
-        Readable::Stream { mut body, .. } => {
+        r => {
+            let mut body = r.into_stream();
             let mut out = Vec::new();
             while let Some(c) = body.next().await {
                 out.extend_from_slice(&c.unwrap());
@@ -337,8 +338,8 @@ async fn evicts_least_recently_used_by_bytes_and_an_open_file_keeps_streaming() 
         .await
         .unwrap()
     {
-        Readable::Stream { body, .. } => body,
-        Readable::Bytes(_) => panic!("a large form is streamed"),
+        Readable::File(part) => part.into_stream(),
+        _ => panic!("a large cached form is sent from its open file"),
     };
     let first = open.next().await.unwrap().unwrap();
     cache
