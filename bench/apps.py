@@ -98,7 +98,9 @@ def static_app(root, seed=1, big=0):
           '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32"><circle cx="16" cy="16" r="14"/></svg>\n')
     paths = {"js": f"assets/{js_name}", "small": "1k.txt"}
     if big:
-        data = rng.randbytes(big)
+        # In 64 MiB pieces: randbytes of more than 256 MiB overflows.
+        piece = 64 << 20
+        data = b"".join(rng.randbytes(min(piece, big - at)) for at in range(0, big, piece))
         paths["big"] = f"media/video-{short_hash(data)}.bin"
         write(os.path.join(root, paths["big"]), data)
     return paths

@@ -246,6 +246,13 @@ def start_nginx(root, upstream="127.0.0.1:9", workers=WORKERS, cpus=SERVER_CPUS)
     return p, f"http://127.0.0.1:{port}"
 
 
+def drop_page_cache():
+    """Writes dirty pages back and empties the page cache (needs root)."""
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("1")
+
+
 def http(method, url, body=None, headers=None, timeout=60):
     """One HTTP request. Returns (status, headers dict lower-cased, body)."""
     data = json.dumps(body).encode() if body is not None else None

@@ -73,6 +73,14 @@ def large_file(args, sk, sk_url, ng_url, files):
     # The large file: throughput at 16 concurrent downloads, and how much
     # the gateway's memory rises meanwhile (peak RSS, reset before).
     big = {t: (f"{u}/{files['big']}", []) for t, u in (("skewless", sk_url), ("nginx", ng_url))}
+    # Both copies of the file come to the page cache the same way: the
+    # cache is dropped and each is read once through its server. Otherwise
+    # skewless's copy is cached as the upload wrote it (in small pieces)
+    # and nginx's as one large write, and with sendfile the receiving side
+    # copies from those pages: a difference of set-up, not of the servers.
+    common.drop_page_cache()
+    for url, _ in big.values():
+        http("GET", url)
     with open(f"/proc/{sk.pid}/clear_refs", "w") as f:
         f.write("5")
     rss_before = sk.rss_kib()
