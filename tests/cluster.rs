@@ -383,6 +383,7 @@ fn a_node_restarted_while_the_database_is_down_serves_its_saved_state() {
         err.contains("state database") && err.contains("PostgreSQL"),
         "{err}"
     );
+    assert_eq!(saved_state_metric(&n1), 1.0);
 
     // Nothing saved, nothing to serve: one line, and no start.
     let fresh = tempfile::tempdir().unwrap();
@@ -405,11 +406,21 @@ fn a_node_restarted_while_the_database_is_down_serves_its_saved_state() {
     });
     assert_eq!(served_by(&n1.url, "/", None), (200, "v1".into()));
     assert_eq!(n1.current().as_deref(), Some("v1"));
+    assert_eq!(saved_state_metric(&n1), 0.0);
     wait_for(
         "the node to save v1 as current",
         Duration::from_secs(10),
         || saved_current("v1"),
     );
+}
+
+/// `skewless_serving_saved_state` as the node exports it.
+fn saved_state_metric(s: &Server) -> f64 {
+    let text = s.get("/_skewless/metrics").send().unwrap().text().unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("skewless_serving_saved_state "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no skewless_serving_saved_state in:\n{text}"))
 }
 
 /// Over a database that accepts only TLS connections, a node that verifies

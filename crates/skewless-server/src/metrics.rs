@@ -76,6 +76,10 @@ fn describe() {
         "1 when a release's managed back end passes its health check."
     );
     metrics::describe_gauge!("skewless_releases", "Releases by lifecycle state.");
+    metrics::describe_gauge!(
+        "skewless_serving_saved_state",
+        "1 while this node serves the routing state it saved last, because the state database could not be reached when it started."
+    );
     for (name, help) in CACHE_COUNTERS {
         metrics::describe_counter!(name, help);
     }

@@ -208,6 +208,7 @@ async fn metrics_endpoint(State(AppState(gw)): State<AppState>) -> Response {
             .set(by_state.get(state).copied().unwrap_or(0.0));
     }
     gauge!("skewless_event_streams").set(gw.ops.event_streams() as f64);
+    gauge!("skewless_serving_saved_state").set(if gw.ops.serving_saved() { 1.0 } else { 0.0 });
     if let Some(stats) = gw.blobs.cache_stats() {
         crate::metrics::cache(&stats);
     }
