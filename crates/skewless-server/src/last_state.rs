@@ -10,7 +10,6 @@
 //! torn one.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,7 +21,7 @@ use tokio::sync::watch;
 use crate::snapshot::Snapshot;
 
 /// The file's name under the data directory.
-pub const FILE: &str = "last-state.json";
+const FILE: &str = "last-state.json";
 
 /// Layout version of the file; another one is not read.
 const FORMAT: u32 = 1;
@@ -150,19 +149,8 @@ fn save(path: &Path, snap: &Snapshot, now: i64) -> Result<(), String> {
         gone: snap.gone.iter().cloned().collect(),
     };
     let bytes = serde_json::to_vec(&saved).map_err(|e| e.to_string())?;
-    let tmp = path.with_extension("json.tmp");
-    let io = |e: std::io::Error| format!("{}: {e}", tmp.display());
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(&bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if let Some(dir) = path.parent() {
-        // The rename is durable once the directory is.
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
+    skewless_store::write_atomic(&path.with_extension("json.tmp"), path, &bytes)
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 

@@ -26,7 +26,7 @@ pub use cache::{CacheSettings, CacheStats, Cached};
 pub use chunks::CHUNK;
 pub use compress::{brotli_compress, gzip_compress};
 pub use error::StoreError;
-pub use local::LocalDir;
+pub use local::{write_atomic, LocalDir};
 pub use object::{ObjectBlobs, S3Settings, S3Url, Timeouts};
 
 /// A stream of body chunks, as an upload arrives.

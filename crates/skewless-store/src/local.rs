@@ -206,7 +206,7 @@ pub(crate) fn suffix(v: Variant) -> &'static str {
 }
 
 /// Writes `data` to `dest` crash-safely: temp file, fsync, rename, fsync dir.
-fn write_atomic(tmp: &Path, dest: &Path, data: &[u8]) -> Result<(), StoreError> {
+pub fn write_atomic(tmp: &Path, dest: &Path, data: &[u8]) -> Result<(), StoreError> {
     use std::io::Write;
     let mut f = std::fs::File::create(tmp).map_err(|e| StoreError::io(tmp, e))?;
     f.write_all(data).map_err(|e| StoreError::io(tmp, e))?;
