@@ -91,13 +91,8 @@ impl Postgres {
     /// and keeps a small pool. Fails with a one-line error if the database
     /// cannot be reached or is newer than this skewless.
     pub async fn connect(url: &str) -> Result<Self, StateError> {
-        let options: PgConnectOptions = url
-            .parse()
-            .map_err(|e| StateError::Database(format!("invalid state URL: {e}")))?;
-        let options = options.application_name("skewless");
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(3))
+        let options = connect_options(url)?;
+        let pool = pool_options()
             .connect_with(options.clone())
             .await
             .map_err(StateError::from)?;
@@ -116,14 +111,8 @@ impl Postgres {
     /// brings the schema up to date as soon as it does (calls made before
     /// that may fail once more). Must run inside the Tokio runtime.
     pub fn connect_lazy(url: &str) -> Result<Self, StateError> {
-        let options: PgConnectOptions = url
-            .parse()
-            .map_err(|e| StateError::Database(format!("invalid state URL: {e}")))?;
-        let options = options.application_name("skewless");
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(3))
-            .connect_lazy_with(options.clone());
+        let options = connect_options(url)?;
+        let pool = pool_options().connect_lazy_with(options.clone());
         let store = Postgres {
             pool,
             options,
@@ -206,6 +195,21 @@ impl Postgres {
             .await?),
         }
     }
+}
+
+/// The connection settings `url` names, with this program's name.
+fn connect_options(url: &str) -> Result<PgConnectOptions, StateError> {
+    let options: PgConnectOptions = url
+        .parse()
+        .map_err(|e| StateError::Database(format!("invalid state URL: {e}")))?;
+    Ok(options.application_name("skewless"))
+}
+
+/// A small pool whose callers wait a few seconds at most for a connection.
+fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(3))
 }
 
 /// Bumps the cluster version and notifies every listening node at commit.
