@@ -177,14 +177,12 @@ impl Gateway {
                 blobs = finished,
                 "finished an interrupted garbage collection"
             ),
-            Err(ServerError::Store(e)) => tracing::warn!(
-                error = %e,
-                "an interrupted garbage collection is left to the next one"
-            ),
-            Err(ServerError::State(e @ StateError::Unavailable(_))) => tracing::warn!(
-                error = %e,
-                "an interrupted garbage collection is left to the next one"
-            ),
+            Err(e @ (ServerError::Store(_) | ServerError::State(StateError::Unavailable(_)))) => {
+                tracing::warn!(
+                    error = %e,
+                    "an interrupted garbage collection is left to the next one"
+                )
+            }
             Err(e) => return Err(e),
         }
         match ops.refresh().await {

@@ -301,12 +301,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     // And one node owns a blob cache, wherever it is.
     let cached = bound.config().cache_dir.is_some()
         || matches!(bound.config().blob_location()?, BlobLocation::S3(_));
-    let _cache_lock = match cached {
-        true => {
-            Some(DataLock::acquire_cache(&bound.config().cache_dir()).context("gateway stopped")?)
-        }
-        false => None,
-    };
+    let _cache_lock = cached
+        .then(|| DataLock::acquire_cache(&bound.config().cache_dir()))
+        .transpose()
+        .context("gateway stopped")?;
     let adapters = adapters(bound.config()).await.context("gateway stopped")?;
     bound.serve(adapters).await.context("gateway stopped")?;
     Ok(())
