@@ -305,16 +305,8 @@ fn nodes_ride_out_a_lost_listener_and_a_database_restart() {
     let v1_files = asset_paths(&n1, "v1");
     pg.down();
     for n in [&n1, &n2] {
-        assert_eq!(served_by(&n.url, "/", None), (200, "v2".into()));
-        for path in &v1_files {
-            assert_eq!(served_by(&n.url, path, Some("v1")), (200, "v1".into()));
-        }
+        serves_without_the_database(n, "v2", "v1", &v1_files);
     }
-    let err = n1.fails(&["promote", "v1"]);
-    assert!(
-        err.contains("state database") && err.contains("PostgreSQL"),
-        "{err}"
-    );
     let r = n2.admin(reqwest::Method::POST, "/rollback").send().unwrap();
     assert_eq!(r.status(), 503);
 
@@ -374,31 +366,11 @@ fn a_node_restarted_while_the_database_is_down_serves_its_saved_state() {
 
     pg.down();
     n1.kill_and_restart();
-    assert_eq!(served_by(&n1.url, "/", None), (200, "v2".into()));
-    for path in &v1_files {
-        assert_eq!(served_by(&n1.url, path, Some("v1")), (200, "v1".into()));
-    }
-    let err = n1.fails(&["promote", "v1"]);
-    assert!(
-        err.contains("state database") && err.contains("PostgreSQL"),
-        "{err}"
-    );
+    serves_without_the_database(&n1, "v2", "v1", &v1_files);
     assert_eq!(saved_state_metric(&n1), 1.0);
 
     // Nothing saved, nothing to serve: one line, and no start.
-    let fresh = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(bin())
-        .arg("serve")
-        .arg("--data")
-        .arg(fresh.path())
-        .args(["--listen", "127.0.0.1:0", "--admin-token", TOKEN])
-        .args(node_args(&url, blobs.path(), "n2", &[]))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.contains("cannot open the state database"), "{err}");
+    refused_start(&url, blobs.path());
 
     pg.up();
     wait_for("writes to work again", Duration::from_secs(30), || {
@@ -412,6 +384,39 @@ fn a_node_restarted_while_the_database_is_down_serves_its_saved_state() {
         Duration::from_secs(10),
         || saved_current("v1"),
     );
+}
+
+/// With the database down, `n` serves `current`'s page and `older`'s files
+/// to its tabs, and refuses a write in one line.
+fn serves_without_the_database(n: &Server, current: &str, older: &str, older_files: &[String]) {
+    assert_eq!(served_by(&n.url, "/", None), (200, current.into()));
+    for path in older_files {
+        assert_eq!(served_by(&n.url, path, Some(older)), (200, older.into()));
+    }
+    let err = n.fails(&["promote", older]);
+    assert!(
+        err.contains("state database") && err.contains("PostgreSQL"),
+        "{err}"
+    );
+}
+
+/// Starts a node over `url` on a fresh data directory, which must not
+/// start; returns its error, one line naming the state database.
+fn refused_start(url: &str, blobs: &std::path::Path) -> String {
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin())
+        .arg("serve")
+        .arg("--data")
+        .arg(data.path())
+        .args(["--listen", "127.0.0.1:0", "--admin-token", TOKEN])
+        .args(node_args(url, blobs, "refused", &[]))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(err.contains("cannot open the state database"), "{err}");
+    err
 }
 
 /// `skewless_serving_saved_state` as the node exports it.
@@ -452,28 +457,12 @@ fn nodes_reach_a_database_that_accepts_only_tls() {
     assert!(count(true) > 0, "no encrypted connection of the node");
     assert_eq!(count(false), 0, "a plain connection of the node");
 
-    let refused = |url: &str| {
-        let data = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new(bin())
-            .arg("serve")
-            .arg("--data")
-            .arg(data.path())
-            .args(["--listen", "127.0.0.1:0", "--admin-token", TOKEN])
-            .args(node_args(url, blobs.path(), "n2", &[]))
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-        assert!(err.contains("cannot open the state database"), "{err}");
-        err
-    };
-    let err = refused(&format!("{}?sslmode=disable", db.url()));
+    let err = refused_start(&format!("{}?sslmode=disable", db.url()), blobs.path());
     assert!(
         err.contains("no encryption") || err.contains("pg_hba"),
         "{err}"
     );
-    let err = refused(&format!("{}?sslmode=verify-full", db.url()));
+    let err = refused_start(&format!("{}?sslmode=verify-full", db.url()), blobs.path());
     assert!(err.to_lowercase().contains("certificate"), "{err}");
 }
 

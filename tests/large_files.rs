@@ -104,6 +104,12 @@ fn open_get(
     )
     .unwrap();
     let mut r = BufReader::with_capacity(256 * 1024, s);
+    let (status, headers) = read_head(&mut r);
+    (status, headers, r)
+}
+
+/// Reads a response's status line and headers (lower-cased names).
+fn read_head(r: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
     let status = line.split(' ').nth(1).unwrap().parse().unwrap();
@@ -117,7 +123,7 @@ fn open_get(
         let (k, v) = line.split_once(':').unwrap();
         headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
     }
-    (status, headers, r)
+    (status, headers)
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
@@ -359,19 +365,7 @@ impl LargeApp {
 /// Reads one response of a keep-alive connection: status, headers, body
 /// (by its `Content-Length`).
 fn read_response(r: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>, Vec<u8>) {
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    let status = line.split(' ').nth(1).unwrap().parse().unwrap();
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        r.read_line(&mut line).unwrap();
-        if line == "\r\n" {
-            break;
-        }
-        let (k, v) = line.split_once(':').unwrap();
-        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
-    }
+    let (status, headers) = read_head(r);
     let len: usize = header(&headers, "content-length").unwrap().parse().unwrap();
     let mut body = vec![0u8; len];
     r.read_exact(&mut body).unwrap();
