@@ -14,6 +14,7 @@ mod dashboard;
 mod deploy;
 mod fsck;
 mod gateway;
+mod http1;
 mod large_files;
 mod lifecycle;
 mod proxy;

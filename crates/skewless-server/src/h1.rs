@@ -198,7 +198,7 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// A Content-Length value: decimal digits only, no sign, no overflow.
-fn parse_length(s: &[u8]) -> Option<u64> {
+pub(crate) fn parse_length(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 19 {
         return None;
     }

@@ -14,6 +14,7 @@ mod datadir;
 mod error;
 mod gateway;
 mod h1;
+mod http1;
 mod last_state;
 mod limits;
 mod listener;

@@ -15,7 +15,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+use crate::access_log::LoggedBody;
 use crate::gateway::{handle, request_pin, Gateway};
+use crate::http1::Outcome;
+use crate::limits::HeadLimits;
 use crate::sendfile::{FileRegions, SendfileStream};
 
 /// Serves the gateway (with `app` for its `/_skewless/` routes) on
@@ -48,8 +51,9 @@ pub async fn serve(
         .max_header_list_size(u32::try_from(limits.max_head).unwrap_or(u32::MAX));
     let builder = std::sync::Arc::new(builder);
     let graceful = GracefulShutdown::new();
-    // Held by every connection until it is an ordinary one and by every
-    // event stream until it ends; shutdown waits for all to be dropped.
+    // Held by every connection until hyper takes it (the lean paths watch
+    // the shutdown themselves) and by every event stream until it ends;
+    // shutdown waits for all to be dropped.
     let (streams_open, mut streams_done) = tokio::sync::mpsc::channel::<()>(1);
     tokio::pin!(stop);
     loop {
@@ -72,24 +76,20 @@ pub async fn serve(
         let builder = builder.clone();
         let tls = tls.clone();
         let secure = tls.is_some();
+        let shutdown = gw.shutdown_signal();
         tokio::spawn(async move {
             let service_gw = gw.clone();
             let log = gw.access_log().clone();
+            let general_app = app.clone();
             let service = hyper::service::service_fn(
-                move |mut req: axum::http::Request<hyper::body::Incoming>| {
-                    let (gw, app) = (service_gw.clone(), app.clone());
+                move |req: axum::http::Request<hyper::body::Incoming>| {
+                    let mut req = req.map(axum::body::Body::new);
                     if secure {
                         req.extensions_mut().insert(crate::proxy::OverTls);
                     }
-                    async move {
-                        let pin = request_pin(&req);
-                        let logged = gw.access_log().start(&req, peer, pin.as_ref());
-                        let resp = match limits.check(&req) {
-                            Some(refused) => refused,
-                            None => handle(gw, app, peer, req, pin).await,
-                        };
-                        Ok::<_, Infallible>(crate::access_log::respond(logged, resp))
-                    }
+                    let answered =
+                        answer(service_gw.clone(), general_app.clone(), peer, limits, req);
+                    async move { Ok::<_, Infallible>(answered.await) }
                 },
             );
             if let Some(acceptor) = tls {
@@ -116,8 +116,9 @@ pub async fn serve(
                 }
                 return;
             }
-            // Event streams take a lean path of their own; everything else
-            // goes through hyper.
+            // Event streams take a lean path of their own; ordinary
+            // requests another (`http1`); everything else goes through
+            // hyper.
             let mut first = [0u8; 24];
             let n = match tokio::time::timeout(header_read_timeout, stream.peek(&mut first)).await {
                 Ok(Ok(n)) if n > 0 => n,
@@ -129,11 +130,21 @@ pub async fn serve(
                 drop(streams);
                 return;
             }
-            drop(streams);
             // Large files go out with `sendfile` on plain-TCP HTTP/1.
             let regions = FileRegions::default();
             let stream = SendfileStream::new(stream, regions.clone());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let lean = {
+                let (gw, app) = (&gw, &app);
+                crate::http1::serve(stream, limits, header_read_timeout, shutdown, move |req| {
+                    answer(gw.clone(), app.clone(), peer, limits, req)
+                })
+            };
+            let rest = match regions.clone().serve(lean).await {
+                Outcome::Done => return,
+                Outcome::General(rest) => rest,
+            };
+            drop(streams);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(rest), service);
             if let Err(e) = regions.serve(watcher.watch(conn.into_owned())).await {
                 log.protocol_refusal(peer, &*e);
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -149,4 +160,22 @@ pub async fn serve(
     if tokio::time::timeout(grace, all_done).await.is_err() {
         tracing::warn!("grace period over; closing remaining connections");
     }
+}
+
+/// Answers one request, on whichever stack it came: the head limits, the
+/// gateway, and the access log's record of it.
+async fn answer(
+    gw: Arc<Gateway>,
+    app: Router,
+    peer: std::net::SocketAddr,
+    limits: HeadLimits,
+    req: axum::http::Request<axum::body::Body>,
+) -> axum::http::Response<LoggedBody> {
+    let pin = request_pin(&req);
+    let logged = gw.access_log().start(&req, peer, pin.as_ref());
+    let resp = match limits.check(&req) {
+        Some(refused) => refused,
+        None => handle(gw, app, peer, req, pin).await,
+    };
+    crate::access_log::respond(logged, resp)
 }

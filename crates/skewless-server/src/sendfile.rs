@@ -46,7 +46,7 @@ const FRAME: usize = 4 << 20;
 static SENTINEL: [u8; FRAME] = [0; FRAME];
 
 /// Whether `slice` lies in [`SENTINEL`], i.e. stands for a file region.
-fn is_sentinel(slice: &[u8]) -> bool {
+pub(crate) fn is_sentinel(slice: &[u8]) -> bool {
     let start = SENTINEL.as_ptr() as usize;
     let at = slice.as_ptr() as usize;
     !slice.is_empty() && at >= start && at < start + FRAME

@@ -245,6 +245,11 @@ impl Gateway {
         &self.config
     }
 
+    /// Flips to true when the server shuts down.
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
     /// Where each request's line goes, if anywhere.
     pub(crate) fn access_log(&self) -> &crate::access_log::AccessLog {
         &self.access_log
@@ -327,10 +332,9 @@ pub(crate) async fn handle(
     gw: Arc<Gateway>,
     app: Router,
     peer: SocketAddr,
-    req: axum::http::Request<hyper::body::Incoming>,
+    mut req: axum::http::Request<axum::body::Body>,
     pin: Option<pin::RequestPin>,
 ) -> Response {
-    let mut req = req.map(axum::body::Body::new);
     let Some(pin) = pin else {
         req.extensions_mut().insert(ConnectInfo(peer));
         return match tower::ServiceExt::oneshot(app, req).await {

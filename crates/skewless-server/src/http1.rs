@@ -1,0 +1,645 @@
+//! The lean server side of HTTP/1.1 on plain TCP, for ordinary requests.
+//!
+//! Nearly every request a gateway answers is an HTTP/1.1 `GET` (or a small
+//! `POST`) whose whole head, and body if any, arrive in one read: the
+//! shell, a file, an API call. Those are parsed here with `httparse`
+//! straight into the request the gateway answers, and the response is
+//! written from a buffer the connection keeps: its head, and with it the
+//! body when small, in one write; a large or file-backed body from its own
+//! memory (file frames reach `sendfile`, see [`crate::sendfile`]).
+//!
+//! Anything else goes to hyper, the general stack, for the rest of the
+//! connection, starting with the bytes read so far ([`Rewind`]): HTTP/1.0,
+//! HTTP/2 with prior knowledge, upgrades (WebSocket), `Expect`,
+//! `Transfer-Encoding` (chunked request bodies), request bodies over
+//! [`MAX_BODY`], more than [`MAX_FIELDS`] fields, heads over the limit and
+//! anything `httparse` refuses, so that hyper answers those exactly as it
+//! always has (431, 400, …). Handing over happens between requests, when
+//! nothing of a response is pending.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use arrayvec::ArrayVec;
+use axum::body::Body;
+use bytes::{Buf, Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http::{Uri, Version};
+use hyper::body::{Body as _, Frame};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::access_log::LoggedBody;
+use crate::h1::chunk_size_line;
+use crate::limits::HeadLimits;
+use crate::sendfile::{is_sentinel, SendfileStream};
+
+/// Most fields in a request head taken here; more go to hyper (which takes
+/// up to 100).
+const MAX_FIELDS: usize = 64;
+/// The most read from the socket at once.
+const READ: usize = 8 * 1024;
+/// Largest request body read whole before the request is answered; larger
+/// ones go to hyper, which streams them.
+pub(crate) const MAX_BODY: usize = 64 * 1024;
+/// Response body frames up to this size are copied into the write buffer
+/// (after the head); larger ones are written from their own memory.
+const COPY: usize = 16 * 1024;
+
+/// How a connection served here ended.
+pub(crate) enum Outcome {
+    /// Closed, or failed.
+    Done,
+    /// The rest of it goes to the general stack, starting with the bytes
+    /// already read.
+    General(Rewind),
+}
+
+/// The fields of a request head: name, and where its value lies.
+type Fields = ArrayVec<(HeaderName, usize, usize), MAX_FIELDS>;
+
+/// One request found at the start of the buffer, before its head is split
+/// off (its fields are in a [`Fields`] beside it).
+struct Inspected {
+    head_len: usize,
+    body_len: usize,
+    method: Method,
+    target: (usize, usize),
+    /// It asked to close the connection after its response.
+    close: bool,
+    /// It takes trailer fields (`TE: trailers`).
+    trailers: bool,
+}
+
+enum Parsed {
+    /// More bytes are needed.
+    Partial,
+    /// Not an ordinary request: the general stack takes the connection.
+    General,
+    /// A whole request (head and body) is in the buffer.
+    Ready(Inspected),
+}
+
+/// How the response body is delimited on the wire.
+#[derive(Clone, Copy, PartialEq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+}
+
+/// Serves ordinary requests on `io` with `answer` until the connection
+/// closes, fails, or has to go to the general stack. `timeout` bounds the
+/// wait for a whole request head (and an idle keep-alive connection);
+/// once `shutdown` is true, the connection closes after the response in
+/// flight.
+pub(crate) async fn serve<A, F>(
+    mut io: SendfileStream,
+    limits: HeadLimits,
+    timeout: Duration,
+    mut shutdown: watch::Receiver<bool>,
+    answer: A,
+) -> Outcome
+where
+    A: Fn(Request<Body>) -> F,
+    F: Future<Output = Response<LoggedBody>>,
+{
+    let mut buf = BytesMut::with_capacity(READ);
+    let mut out: Vec<u8> = Vec::with_capacity(1024);
+    let mut fields = Fields::new();
+    loop {
+        // A whole request in the buffer, or read more.
+        let mut deadline: Option<Instant> = None;
+        let inspected = loop {
+            match inspect(&buf, limits.max_head, &mut fields) {
+                Parsed::Ready(r) => break r,
+                Parsed::General => return Outcome::General(Rewind::new(buf.freeze(), io)),
+                Parsed::Partial => {}
+            }
+            if buf.is_empty() && *shutdown.borrow_and_update() {
+                return Outcome::Done;
+            }
+            let at = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ);
+            }
+            let read = tokio::select! {
+                biased;
+                r = tokio::time::timeout_at(at, io.read_buf(&mut buf)) => r,
+                // Only an idle connection closes at once.
+                _ = shutdown.changed(), if buf.is_empty() => return Outcome::Done,
+            };
+            match read {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return Outcome::Done,
+            }
+        };
+        let (close, trailers) = (inspected.close, inspected.trailers);
+        let req = match build(&mut buf, inspected, &mut fields) {
+            Ok(req) => req,
+            Err(what) => {
+                let _ = refuse(&mut io, what).await;
+                return Outcome::Done;
+            }
+        };
+        let head_request = req.method() == Method::HEAD;
+        let resp = answer(req).await;
+        let keep = write_response(
+            &mut io,
+            &mut buf,
+            &mut out,
+            resp,
+            head_request,
+            close || *shutdown.borrow(),
+            trailers,
+        )
+        .await;
+        if !keep {
+            let _ = io.shutdown().await;
+            return Outcome::Done;
+        }
+    }
+}
+
+/// Looks at the start of `buf`: a whole ordinary request, the need for
+/// more bytes, or a request for the general stack.
+fn inspect(buf: &[u8], max_head: usize, fields: &mut Fields) -> Parsed {
+    if buf.is_empty() {
+        return Parsed::Partial;
+    }
+    // Not initialised: zeroing the slots would cost more than parsing a
+    // typical head.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, buf, &mut slots)
+    {
+        Ok(httparse::Status::Complete(n)) if n <= max_head => n,
+        Ok(httparse::Status::Partial) if buf.len() < max_head => return Parsed::Partial,
+        // Too large, too many fields, malformed: hyper answers it.
+        _ => return Parsed::General,
+    };
+    if req.version != Some(1) {
+        return Parsed::General;
+    }
+    let method = match req.method.map(|m| Method::from_bytes(m.as_bytes())) {
+        Some(Ok(m)) if m != Method::CONNECT => m,
+        _ => return Parsed::General,
+    };
+    let target = match req.path {
+        Some(p) if p.starts_with('/') => p,
+        _ => return Parsed::General,
+    };
+    let base = buf.as_ptr() as usize;
+    let offset = |s: &[u8]| s.as_ptr() as usize - base;
+    fields.clear();
+    let mut close = false;
+    let mut trailers = false;
+    let mut length: Option<u64> = None;
+    for h in req.headers.iter() {
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+            return Parsed::General;
+        };
+        if name == header::CONTENT_LENGTH {
+            match (crate::h1::parse_length(h.value.trim_ascii()), length) {
+                (Some(n), None) => length = Some(n),
+                (Some(n), Some(m)) if n == m => {}
+                _ => return Parsed::General,
+            }
+        } else if name == header::TRANSFER_ENCODING
+            || name == header::EXPECT
+            || name == header::UPGRADE
+        {
+            return Parsed::General;
+        } else if name == header::CONNECTION {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return Parsed::General;
+                }
+            }
+        } else if name == header::TE {
+            trailers |= h
+                .value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"trailers"));
+        }
+        let start = offset(h.value);
+        fields.push((name, start, start + h.value.len()));
+    }
+    let body_len = match length {
+        Some(n) if n as usize > MAX_BODY => return Parsed::General,
+        Some(n) => n as usize,
+        None => 0,
+    };
+    if buf.len() < head_len + body_len {
+        return Parsed::Partial;
+    }
+    let start = offset(target.as_bytes());
+    Parsed::Ready(Inspected {
+        head_len,
+        body_len,
+        method,
+        target: (start, start + target.len()),
+        close,
+        trailers,
+    })
+}
+
+/// Takes the inspected request out of `buf` as the request the gateway
+/// answers; its target and field values share the head's bytes.
+fn build(
+    buf: &mut BytesMut,
+    r: Inspected,
+    fields: &mut Fields,
+) -> Result<Request<Body>, &'static str> {
+    let head = buf.split_to(r.head_len).freeze();
+    let body = if r.body_len > 0 {
+        Body::from(buf.split_to(r.body_len).freeze())
+    } else {
+        Body::empty()
+    };
+    let uri = Uri::from_maybe_shared(head.slice(r.target.0..r.target.1))
+        .map_err(|_| "invalid request target")?;
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    // Drained, not moved: the array is large.
+    for (name, start, end) in fields.drain(..) {
+        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+            .map_err(|_| "invalid header field value")?;
+        headers.append(name, value);
+    }
+    let mut req = Request::new(body);
+    *req.method_mut() = r.method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+/// Answers a request that cannot be taken (400) and closes.
+async fn refuse(io: &mut SendfileStream, what: &str) -> io::Result<()> {
+    let body = crate::error::error_body(what);
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(
+        b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: ",
+    );
+    out.extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+    out.extend_from_slice(b"\r\ndate: ");
+    put_date(&mut out);
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body.as_bytes());
+    crate::metrics::request(crate::metrics::Kind::System, 400);
+    io.write_all(&out).await?;
+    io.shutdown().await
+}
+
+/// Writes `resp` (to a `HEAD` request when `head_request`); returns whether
+/// the connection stays open for another request. `close`: the request or
+/// the server asked to close after it. While the body waits for its next
+/// frame, the connection is watched for the client going away (bytes it
+/// sends meanwhile, a pipelined request, are kept in `buf`).
+async fn write_response(
+    io: &mut SendfileStream,
+    buf: &mut BytesMut,
+    out: &mut Vec<u8>,
+    resp: Response<LoggedBody>,
+    head_request: bool,
+    mut close: bool,
+    trailers: bool,
+) -> bool {
+    let (parts, mut body) = resp.into_parts();
+    let status = parts.status;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let mut length: Option<u64> = None;
+    let mut wrote_date = false;
+    let mut wrote_connection = false;
+    let mut allowed: Vec<HeaderName> = Vec::new();
+    // An empty body is sent as one, whatever length a field claims (a
+    // `HEAD` answer keeps its field: it describes the `GET`).
+    let empty = body.is_end_stream();
+    for (name, value) in parts.headers.iter() {
+        if *name == header::CONTENT_LENGTH {
+            if length.is_some() || (empty && !head_request) {
+                continue;
+            }
+            match crate::h1::parse_length(value.as_bytes()) {
+                Some(n) => length = Some(n),
+                // Not a length a client could use: the body's own decides.
+                None => continue,
+            }
+        } else if *name == header::TRANSFER_ENCODING {
+            // The framing is decided below.
+            continue;
+        } else if *name == header::CONNECTION {
+            wrote_connection = true;
+            close |= value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        } else if *name == header::DATE {
+            wrote_date = true;
+        } else if *name == header::TRAILER && trailers {
+            if let Ok(v) = value.to_str() {
+                allowed.extend(
+                    v.split(',')
+                        .filter_map(|s| HeaderName::from_bytes(s.trim().as_bytes()).ok()),
+                );
+            }
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let bodiless_status = status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let mut framing = match length {
+        Some(n) => Framing::Length(n),
+        None if empty => {
+            if !bodiless_status && !head_request {
+                out.extend_from_slice(b"content-length: 0\r\n");
+            }
+            Framing::Length(0)
+        }
+        None => match body.size_hint().exact() {
+            Some(n) => {
+                if !bodiless_status {
+                    out.extend_from_slice(b"content-length: ");
+                    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+                Framing::Length(n)
+            }
+            None if bodiless_status || head_request => Framing::Empty,
+            None => {
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                Framing::Chunked
+            }
+        },
+    };
+    if bodiless_status || head_request {
+        framing = Framing::Empty;
+    }
+    if close && !wrote_connection {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    if !wrote_date {
+        out.extend_from_slice(b"date: ");
+        put_date(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if framing == Framing::Empty || framing == Framing::Length(0) {
+        // Dropped unsent: its line is written now.
+        drop(body);
+        return io.write_all(out).await.is_ok() && !close;
+    }
+    let chunked = framing == Framing::Chunked;
+    let mut sent: u64 = 0;
+    let mut trailer_fields: Option<HeaderMap> = None;
+    loop {
+        let polled =
+            std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+        let frame = match polled {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                // Nothing more yet: what is buffered goes out now.
+                if !out.is_empty() {
+                    if io.write_all(out).await.is_err() {
+                        return false;
+                    }
+                    out.clear();
+                }
+                match next_frame(io, buf, &mut body).await {
+                    Some(frame) => frame,
+                    // The client went away.
+                    None => return false,
+                }
+            }
+        };
+        let frame: Frame<Bytes> = match frame {
+            None => break,
+            Some(Ok(f)) => f,
+            // A body that fails midway: the client sees the connection
+            // close before the promised end.
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "response body failed");
+                let _ = io.write_all(out).await;
+                return false;
+            }
+        };
+        match frame.into_data() {
+            Ok(data) if data.is_empty() => {}
+            Ok(data) => {
+                if let Framing::Length(n) = framing {
+                    sent += data.len() as u64;
+                    if sent > n {
+                        tracing::debug!("response body longer than its content-length");
+                        let _ = io.write_all(out).await;
+                        return false;
+                    }
+                }
+                if chunked {
+                    chunk_size_line(out, data.len());
+                }
+                if data.len() <= COPY && !is_sentinel(&data) {
+                    out.extend_from_slice(&data);
+                } else if is_sentinel(&data) {
+                    if !out.is_empty() && io.write_all(out).await.is_err() {
+                        return false;
+                    }
+                    out.clear();
+                    if io.write_all(&data).await.is_err() {
+                        return false;
+                    }
+                } else {
+                    if write_two(io, out, &data).await.is_err() {
+                        return false;
+                    }
+                    out.clear();
+                }
+                if chunked {
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+            Err(frame) => {
+                if let Ok(t) = frame.into_trailers() {
+                    trailer_fields = Some(t);
+                }
+            }
+        }
+        if body.is_end_stream() {
+            break;
+        }
+    }
+    if let Framing::Length(n) = framing {
+        if sent < n {
+            // Ended short of its content-length: only closing tells.
+            tracing::debug!(sent, promised = n, "response body ended early");
+            let _ = io.write_all(out).await;
+            return false;
+        }
+    }
+    if chunked {
+        out.extend_from_slice(b"0\r\n");
+        if let Some(fields) = &trailer_fields {
+            for (name, value) in fields {
+                if allowed.contains(name) {
+                    out.extend_from_slice(name.as_str().as_bytes());
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(value.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    drop(body);
+    (out.is_empty() || io.write_all(out).await.is_ok()) && !close
+}
+
+type Polled = Option<Result<Frame<Bytes>, axum::Error>>;
+
+/// Waits for the body's next frame while watching the connection: `None`
+/// when the client closed it (or it failed) meanwhile.
+async fn next_frame(
+    io: &mut SendfileStream,
+    buf: &mut BytesMut,
+    body: &mut LoggedBody,
+) -> Option<Polled> {
+    let mut scratch = [0u8; 512];
+    loop {
+        tokio::select! {
+            biased;
+            frame = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)) => return Some(frame),
+            n = io.read(&mut scratch) => match n {
+                Ok(0) | Err(_) => return None,
+                // A pipelined request, kept for after this response; a
+                // client that floods meanwhile is only read, up to a bound.
+                Ok(n) => {
+                    if buf.len() < READ * 8 {
+                        buf.extend_from_slice(&scratch[..n]);
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Writes `a` then `b`, gathered.
+async fn write_two(io: &mut SendfileStream, a: &[u8], b: &[u8]) -> io::Result<()> {
+    let (mut a, mut b) = (a, b);
+    while !a.is_empty() {
+        let n = io
+            .write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
+            .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        if n < a.len() {
+            a = &a[n..];
+        } else {
+            b = &b[n - a.len()..];
+            a = &[];
+        }
+    }
+    io.write_all(b).await
+}
+
+thread_local! {
+    /// The `Date` value of the current second, formatted once per second
+    /// per thread.
+    static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+}
+
+/// Appends the current time as an HTTP date.
+fn put_date(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let secs = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    DATE.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.0 != secs {
+            let text = httpdate::fmt_http_date(now);
+            if text.len() == 29 {
+                d.1.copy_from_slice(text.as_bytes());
+                d.0 = secs;
+            } else {
+                out.extend_from_slice(text.as_bytes());
+                return;
+            }
+        }
+        out.extend_from_slice(&d.1);
+    });
+}
+
+/// A connection handed to the general stack: the bytes already read come
+/// first, then the socket.
+pub(crate) struct Rewind {
+    read: Bytes,
+    io: SendfileStream,
+}
+
+impl Rewind {
+    fn new(read: Bytes, io: SendfileStream) -> Rewind {
+        Rewind { read, io }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.read.is_empty() {
+            let n = this.read.len().min(out.remaining());
+            out.put_slice(&this.read[..n]);
+            this.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, out)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, b)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
