@@ -108,6 +108,27 @@ fn echo(n: usize) -> String {
     format!("POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: {n}\r\n\r\n")
 }
 
+/// The back end's own fields came through once each, beside the
+/// gateway's.
+fn assert_back_end_fields(a: &Answer) {
+    let count = |name: &str| a.headers.iter().filter(|(k, _)| k == name).count();
+    assert!(
+        a.header("content-type").unwrap().contains("json"),
+        "{:?}",
+        a.headers
+    );
+    assert_eq!(a.header("x-backend"), Some("b1"), "{:?}", a.headers);
+    assert_eq!(
+        a.header("skewless-served-by"),
+        Some("v1"),
+        "{:?}",
+        a.headers
+    );
+    for name in ["date", "content-type", "x-backend", "content-length"] {
+        assert_eq!(count(name), 1, "{name} in {:?}", a.headers);
+    }
+}
+
 fn bytes_echoed(a: &Answer) -> u64 {
     assert_eq!(a.status, 200, "{}", a.text());
     let v: serde_json::Value = serde_json::from_slice(&a.body).unwrap();
@@ -227,6 +248,7 @@ fn ordinary_requests_answer_and_close_as_asked() {
     let a = read_answer(&mut r, false);
     assert_eq!(a.status, 200);
     assert!(!a.body.is_empty());
+    assert_back_end_fields(&a);
     let mut rest = Vec::new();
     r.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty());

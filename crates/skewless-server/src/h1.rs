@@ -1,6 +1,7 @@
 //! The client side of HTTP/1.1 for proxied requests, on `httparse`:
-//! response heads parsed straight into the `HeaderMap` the client gets
-//! (hop-by-hop fields read and left out on the way), and the decoder of
+//! response heads taken for the client (hop-by-hop fields read and left
+//! out on the way; most fields passed on as they came, in [`RawFields`],
+//! the rest in a `HeaderMap`), and the decoder of
 //! response bodies (Content-Length, chunked, close-delimited). No I/O
 //! here: the connection code in [`crate::conns`] reads into the buffer
 //! these functions take from.
@@ -37,10 +38,49 @@ pub(crate) struct Head {
     /// The fields to pass on: hop-by-hop ones and those `Connection` lists
     /// are left out.
     pub headers: HeaderMap,
+    /// More fields to pass on, as they came.
+    pub raw: Option<RawFields>,
     pub framing: Framing,
     /// Whether the connection may carry another request after this
     /// response, as far as the head tells.
     pub keep_alive: bool,
+}
+
+/// Field lines of a back end's response passed on as they came
+/// (`name: value\r\n` each), kept in the response's extensions beside its
+/// header map: none of them is a field the gateway reads, sets or leaves
+/// out (those go to the map), so writing them back into an HTTP/1.1 head
+/// needs no parsing of names and no map. A server side that cannot take
+/// them whole puts them in the map with [`RawFields::into_map`].
+#[derive(Debug, Clone)]
+pub(crate) struct RawFields {
+    pub lines: Bytes,
+    /// Whether a `Date` field is among them.
+    pub date: bool,
+}
+
+impl RawFields {
+    /// Appends the lines to `headers`.
+    pub(crate) fn into_map(self, headers: &mut HeaderMap) {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_FIELDS];
+        let mut block = Vec::with_capacity(self.lines.len() + 2);
+        block.extend_from_slice(&self.lines);
+        block.extend_from_slice(b"\r\n");
+        let Ok(httparse::Status::Complete((_, fields))) =
+            httparse::parse_headers(&block, &mut slots)
+        else {
+            // They were parsed from a head with the same parser.
+            return;
+        };
+        for f in fields.iter() {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(f.name.as_bytes()),
+                HeaderValue::from_bytes(f.value),
+            ) {
+                headers.append(name, value);
+            }
+        }
+    }
 }
 
 /// Why a response cannot be taken.
@@ -97,15 +137,27 @@ pub(crate) fn parse_head(
         let mut listed: Vec<HeaderName> = Vec::new();
         let mut chunked = None;
         let mut length: Option<u64> = None;
+        let mut raw: Vec<u8> = Vec::new();
+        let mut date = false;
         for h in res.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| malformed(format!("invalid field name {:?}", h.name)))?;
             if !SPECIAL_LENGTHS.contains(&h.name.len()) {
-                // Most fields: none of those looked at below.
-                let start = h.value.as_ptr() as usize - base;
-                fields.push((name, start, start + h.value.len()));
+                // Most fields: none of those looked at below, passed on
+                // as they came (`httparse` checked the name is a token
+                // and the value has no control characters).
+                if raw.is_empty() {
+                    raw.reserve(256);
+                }
+                date |= h.name.eq_ignore_ascii_case("date");
+                raw.extend_from_slice(h.name.as_bytes());
+                raw.push(b':');
+                raw.push(b' ');
+                raw.extend_from_slice(h.value);
+                raw.push(b'\r');
+                raw.push(b'\n');
                 continue;
             }
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| malformed(format!("invalid field name {:?}", h.name)))?;
             if name == header::CONNECTION {
                 for token in h.value.split(|&b| b == b',') {
                     let token = token.trim_ascii();
@@ -153,8 +205,18 @@ pub(crate) fn parse_head(
                 .map_err(|_| malformed(format!("invalid value of {name}")))?;
             headers.append(name, value);
         }
-        for name in listed {
-            headers.remove(name);
+        let mut raw = (!raw.is_empty()).then(|| RawFields {
+            lines: Bytes::from(raw),
+            date,
+        });
+        if !listed.is_empty() {
+            // Fields `Connection` names are left out wherever they are.
+            if let Some(r) = raw.take() {
+                r.into_map(&mut headers);
+            }
+            for name in listed {
+                headers.remove(name);
+            }
         }
         let framing = if head_request
             || status == StatusCode::NO_CONTENT
@@ -173,6 +235,7 @@ pub(crate) fn parse_head(
         return Ok(Some(Head {
             status,
             headers,
+            raw,
             framing,
             keep_alive,
         }));
@@ -403,6 +466,50 @@ mod tests {
             assert!(!h.headers.contains_key(gone), "{gone}");
         }
         assert_eq!(&rest[..], b"hello");
+    }
+
+    #[test]
+    fn most_fields_pass_as_they_came_and_back_into_a_map() {
+        let (r, _) = head(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nDate: Mon, 30 Nov 2026 10:00:00 GMT\r\n\
+             Set-Cookie: a=1\r\nSet-Cookie: b=2\r\nSkewless-Served-By: spoofed\r\n\
+             Content-Length: 5\r\nX-Nothing:\r\n\r\nhello",
+            false,
+        );
+        let h = r.unwrap().unwrap();
+        let raw = h.raw.clone().unwrap();
+        assert!(raw.date);
+        assert_eq!(
+            &raw.lines[..],
+            b"Content-Type: text/plain\r\nDate: Mon, 30 Nov 2026 10:00:00 GMT\r\nX-Nothing: \r\n"
+        );
+        // What the gateway reads or replaces is in the map.
+        assert_eq!(h.headers["content-length"], "5");
+        assert_eq!(h.headers["skewless-served-by"], "spoofed");
+        assert!(!h.headers.contains_key("content-type"));
+        let mut map = h.headers.clone();
+        raw.into_map(&mut map);
+        assert_eq!(map["content-type"], "text/plain");
+        assert_eq!(map.get_all("set-cookie").iter().count(), 2);
+        assert_eq!(map["x-nothing"], "");
+        assert_eq!(map.len(), 7);
+        // No Date among them: the server side adds its own.
+        let (r, _) = head("HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n", false);
+        assert!(!r.unwrap().unwrap().raw.unwrap().date);
+    }
+
+    #[test]
+    fn fields_the_gateway_sets_go_to_the_map() {
+        for name in [
+            "skewless-served-by",
+            "skewless-current",
+            "skewless-required",
+        ] {
+            let (r, _) = head(&format!("HTTP/1.1 200 OK\r\n{name}: x\r\n\r\n"), true);
+            let h = r.unwrap().unwrap();
+            assert!(h.raw.is_none(), "{name}");
+            assert_eq!(h.headers[name], "x");
+        }
     }
 
     #[test]

@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::access_log::LoggedBody;
-use crate::h1::chunk_size_line;
+use crate::h1::{chunk_size_line, RawFields};
 use crate::limits::HeadLimits;
 use crate::sendfile::{is_sentinel, SendfileStream};
 
@@ -113,6 +113,14 @@ where
     let mut buf = BytesMut::with_capacity(READ);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
     let mut fields = Fields::new();
+    // One timer for the connection's life, moved on only when it fires
+    // before the deadline of the wait in progress: a timer per request
+    // would be registered and cancelled on every request.
+    let idle = tokio::time::sleep(timeout);
+    tokio::pin!(idle);
+    let stopping = shutdown.clone();
+    let stop = shutdown.wait_for(|s| *s);
+    tokio::pin!(stop);
     loop {
         // A whole request in the buffer, or read more.
         let mut deadline: Option<Instant> = None;
@@ -122,21 +130,26 @@ where
                 Parsed::General => return Outcome::General(Rewind::new(buf.freeze(), io)),
                 Parsed::Partial => {}
             }
-            if buf.is_empty() && *shutdown.borrow_and_update() {
-                return Outcome::Done;
-            }
-            let at = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+            let wait_until = *deadline.get_or_insert_with(|| Instant::now() + timeout);
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(READ);
             }
-            let read = tokio::select! {
-                biased;
-                r = tokio::time::timeout_at(at, io.read_buf(&mut buf)) => r,
-                // Only an idle connection closes at once.
-                _ = shutdown.changed(), if buf.is_empty() => return Outcome::Done,
+            let read = loop {
+                tokio::select! {
+                    biased;
+                    r = io.read_buf(&mut buf) => break r,
+                    () = &mut idle => {
+                        if idle.deadline() >= wait_until {
+                            return Outcome::Done;
+                        }
+                        idle.as_mut().reset(wait_until);
+                    }
+                    // Only an idle connection closes at once.
+                    _ = &mut stop, if buf.is_empty() => return Outcome::Done,
+                }
             };
             match read {
-                Ok(Ok(n)) if n > 0 => {}
+                Ok(n) if n > 0 => {}
                 _ => return Outcome::Done,
             }
         };
@@ -156,7 +169,7 @@ where
             &mut out,
             resp,
             head_request,
-            close || *shutdown.borrow(),
+            close || *stopping.borrow(),
             trailers,
         )
         .await;
@@ -318,11 +331,7 @@ async fn write_response(
     let (parts, mut body) = resp.into_parts();
     let status = parts.status;
     out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    put_status_line(out, status);
     let mut length: Option<u64> = None;
     let mut wrote_date = false;
     let mut wrote_connection = false;
@@ -359,10 +368,11 @@ async fn write_response(
                 );
             }
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        put_field(out, name, value);
+    }
+    if let Some(raw) = parts.extensions.get::<RawFields>() {
+        out.extend_from_slice(&raw.lines);
+        wrote_date |= raw.date;
     }
     let bodiless_status = status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -499,10 +509,7 @@ async fn write_response(
         if let Some(fields) = &trailer_fields {
             for (name, value) in fields {
                 if allowed.contains(name) {
-                    out.extend_from_slice(name.as_str().as_bytes());
-                    out.extend_from_slice(b": ");
-                    out.extend_from_slice(value.as_bytes());
-                    out.extend_from_slice(b"\r\n");
+                    put_field(out, name, value);
                 }
             }
         }
@@ -510,6 +517,37 @@ async fn write_response(
     }
     drop(body);
     (out.is_empty() || io.write_all(out).await.is_ok()) && !close
+}
+
+/// Appends the status line.
+fn put_status_line(out: &mut Vec<u8>, status: StatusCode) {
+    let line: &[u8] = match status.as_u16() {
+        200 => b"HTTP/1.1 200 OK\r\n",
+        304 => b"HTTP/1.1 304 Not Modified\r\n",
+        404 => b"HTTP/1.1 404 Not Found\r\n",
+        _ => {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            out.extend_from_slice(status.as_str().as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+            out.extend_from_slice(b"\r\n");
+            return;
+        }
+    };
+    out.extend_from_slice(line);
+}
+
+/// Appends one field line. The separators are pushed byte by byte: each
+/// call to copy a two-byte slice would cost more than the bytes.
+fn put_field(out: &mut Vec<u8>, name: &HeaderName, value: &HeaderValue) {
+    let (name, value) = (name.as_str().as_bytes(), value.as_bytes());
+    out.reserve(name.len() + value.len() + 4);
+    out.extend_from_slice(name);
+    out.push(b':');
+    out.push(b' ');
+    out.extend_from_slice(value);
+    out.push(b'\r');
+    out.push(b'\n');
 }
 
 type Polled = Option<Result<Frame<Bytes>, axum::Error>>;

@@ -17,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::LoggedBody;
 use crate::gateway::{handle, request_pin, Gateway};
+use crate::h1::RawFields;
 use crate::http1::Outcome;
 use crate::limits::HeadLimits;
 use crate::sendfile::{FileRegions, SendfileStream};
@@ -89,7 +90,13 @@ pub async fn serve(
                     }
                     let answered =
                         answer(service_gw.clone(), general_app.clone(), peer, limits, req);
-                    async move { Ok::<_, Infallible>(answered.await) }
+                    async move {
+                        let mut resp = answered.await;
+                        if let Some(raw) = resp.extensions_mut().remove::<RawFields>() {
+                            raw.into_map(resp.headers_mut());
+                        }
+                        Ok::<_, Infallible>(resp)
+                    }
                 },
             );
             if let Some(acceptor) = tls {
