@@ -681,3 +681,128 @@ impl AsyncWrite for Rewind {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX_HEAD: usize = 32 * 1024;
+
+    fn look(bytes: &[u8]) -> Parsed {
+        inspect(bytes, MAX_HEAD, &mut Fields::new())
+    }
+
+    fn ready(bytes: &[u8]) -> Inspected {
+        match look(bytes) {
+            Parsed::Ready(r) => r,
+            Parsed::Partial => panic!("partial: {:?}", String::from_utf8_lossy(bytes)),
+            Parsed::General => panic!("general: {:?}", String::from_utf8_lossy(bytes)),
+        }
+    }
+
+    fn general(bytes: &[u8]) -> bool {
+        matches!(look(bytes), Parsed::General)
+    }
+
+    #[test]
+    fn ordinary_requests_are_taken_whole() {
+        let r = ready(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n");
+        assert_eq!((r.body_len, r.close, r.trailers), (0, false, true));
+        let r =
+            ready(b"POST /api HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabcGET");
+        assert_eq!((r.head_len, r.body_len, r.close), (60, 3, true));
+        assert_eq!(r.method, Method::POST);
+    }
+
+    #[test]
+    fn a_request_waits_for_its_whole_head_and_body() {
+        assert!(matches!(look(b""), Parsed::Partial));
+        assert!(matches!(look(b"GET / HTTP/1.1\r\nHost"), Parsed::Partial));
+        assert!(matches!(
+            look(b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nab"),
+            Parsed::Partial
+        ));
+    }
+
+    #[test]
+    fn everything_else_goes_to_the_general_stack() {
+        // HTTP/1.0, HTTP/2 with prior knowledge, CONNECT, absolute targets.
+        assert!(general(b"GET / HTTP/1.0\r\n\r\n"));
+        assert!(general(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+        assert!(general(b"CONNECT x:443 HTTP/1.1\r\n\r\n"));
+        assert!(general(b"GET http://x/ HTTP/1.1\r\n\r\n"));
+        // Upgrades, Expect, chunked bodies, bodies past the limit, lengths
+        // that disagree or do not parse.
+        assert!(general(
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+        ));
+        assert!(general(
+            b"GET / HTTP/1.1\r\nConnection: keep-alive, upgrade\r\n\r\n"
+        ));
+        assert!(general(
+            b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
+        ));
+        assert!(general(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        let big = format!(
+            "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
+        assert!(general(big.as_bytes()));
+        assert!(general(
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+        ));
+        assert!(general(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"));
+        // What httparse refuses, and heads over the limit, complete or not.
+        assert!(general(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"));
+        let long = format!("GET / HTTP/1.1\r\nX-A: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+        assert!(general(long.as_bytes()));
+        assert!(general(&long.as_bytes()[..MAX_HEAD + 10]));
+        // More fields than the lean path takes.
+        let many: String = (0..=MAX_FIELDS).map(|i| format!("X-{i}: 1\r\n")).collect();
+        assert!(general(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()));
+    }
+
+    #[test]
+    fn a_built_request_shares_the_head_and_leaves_the_next_one() {
+        let mut buf = BytesMut::from(
+            &b"POST /p?q=1 HTTP/1.1\r\nHost: h\r\nX-Two: 1\r\nX-Two: 2\r\nContent-Length: 2\r\n\r\nhiGET / HTTP/1.1\r\n"[..],
+        );
+        let mut fields = Fields::new();
+        let Parsed::Ready(r) = inspect(&buf, MAX_HEAD, &mut fields) else {
+            panic!("not ready");
+        };
+        let req = build(&mut buf, r, &mut fields).unwrap();
+        assert_eq!(req.method(), Method::POST);
+        assert_eq!(req.uri().path(), "/p");
+        assert_eq!(req.uri().query(), Some("q=1"));
+        assert_eq!(req.version(), Version::HTTP_11);
+        assert_eq!(req.headers()["host"], "h");
+        assert_eq!(req.headers().get_all("x-two").iter().count(), 2);
+        assert_eq!(&buf[..], b"GET / HTTP/1.1\r\n");
+        let body = futures::executor::block_on(http_body_util::BodyExt::collect(req.into_body()))
+            .unwrap()
+            .to_bytes();
+        assert_eq!(&body[..], b"hi");
+    }
+
+    #[test]
+    fn status_lines_and_fields_are_written_as_http_1_1() {
+        let mut out = Vec::new();
+        for s in [200, 304, 404, 418, 502] {
+            put_status_line(&mut out, StatusCode::from_u16(s).unwrap());
+        }
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nHTTP/1.1 304 Not Modified\r\nHTTP/1.1 404 Not Found\r\n\
+             HTTP/1.1 418 I'm a teapot\r\nHTTP/1.1 502 Bad Gateway\r\n"
+        );
+        let mut out = Vec::new();
+        put_field(&mut out, &header::ETAG, &HeaderValue::from_static("\"x\""));
+        put_date(&mut out);
+        assert!(out.starts_with(b"etag: \"x\"\r\n"));
+        assert_eq!(out.len(), 11 + 29);
+        assert!(out.ends_with(b" GMT"));
+    }
+}
