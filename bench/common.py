@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -314,11 +315,15 @@ def wrk(url, headers=(), connections=64, duration=4, threads=1, cpus=CLIENT_CPUS
     for h in headers:
         cmd += ["-H", h]
     cmd.append(url)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=duration + 30).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     m = re.search(r"^WRKJSON (.*)$", out, re.M)
     if not m:
         raise RuntimeError(f"wrk printed no report:\n{out}")
     r = json.loads(m.group(1))
+    # wrk's own CPU time (taskset execs it), user and system.
+    r["client_cpu_s"] = round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 3)
     secs = r["duration_us"] / 1e6
     r["rps"] = r["requests"] / secs if secs else 0.0
     r["bytes_per_response"] = r["bytes"] / r["requests"] if r["requests"] else 0
@@ -364,7 +369,6 @@ def machine():
                              text=True).stdout.strip()
     except OSError:
         rev = None
-    import resource
     return {
         "cpu": cpu,
         "cores": CORES,

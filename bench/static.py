@@ -73,11 +73,12 @@ def large_file(args, sk, sk_url, ng_url, files):
     # The large file: throughput at 16 concurrent downloads, and how much
     # the gateway's memory rises meanwhile (peak RSS, reset before).
     big = {t: (f"{u}/{files['big']}", []) for t, u in (("skewless", sk_url), ("nginx", ng_url))}
-    # Both copies of the file come to the page cache the same way: the
-    # cache is dropped and each is read once through its server. Otherwise
-    # skewless's copy is cached as the upload wrote it (in small pieces)
-    # and nginx's as one large write, and with sendfile the receiving side
-    # copies from those pages: a difference of set-up, not of the servers.
+    # Each copy of the file comes to the page cache the way its server's
+    # reads bring it in: the cache is dropped and each is read once through
+    # its server. Otherwise skewless's copy is cached as the upload wrote it
+    # (in small pieces) and nginx's as one large write, and with sendfile
+    # the receiving side copies from those pages (more CPU per byte from
+    # small folios): a difference of set-up, not of the servers.
     common.drop_page_cache()
     for url, _ in big.values():
         http("GET", url)
@@ -93,6 +94,10 @@ def large_file(args, sk, sk_url, ng_url, files):
     for row in large:
         rate[row["target"]] = [r["bytes"] / (r["duration_us"] / 1e6) for r in row["rounds"]]
         row["throughput_mib_s"] = round(common.median(rate[row["target"]]) / 2**20)
+        # The client's CPU time per GiB received: on one machine the
+        # receiver's copy is often what bounds the throughput.
+        row["client_cpu_s_per_gib"] = round(common.median(
+            [r["client_cpu_s"] / (r["bytes"] / 2**30) for r in row["rounds"] if r["bytes"]]), 3)
     large[0]["throughput_ratio"] = round(common.median(
         [a / b for a, b in zip(rate["skewless"], rate["nginx"])]), 3)
     large[0]["rss_before_kib"] = rss_before
@@ -176,9 +181,10 @@ def main():
     })
     common.print_comparison(out["summary"])
     if "large" in wanted:
-        common.table(["case", "target", "conns", "MiB/s", "throughput ratio"],
+        common.table(["case", "target", "conns", "MiB/s", "client CPU s/GiB", "throughput ratio"],
                      [[s["case"], s["target"], s["connections"], s["throughput_mib_s"],
-                       s.get("throughput_ratio", "")] for s in out["summary"] if s["case"] == "large"])
+                       s["client_cpu_s_per_gib"], s.get("throughput_ratio", "")]
+                      for s in out["summary"] if s["case"] == "large"])
 
 
 if __name__ == "__main__":
