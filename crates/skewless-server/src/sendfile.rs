@@ -1,12 +1,15 @@
 //! Large stored files sent with the kernel's `sendfile` on plain-TCP
-//! HTTP/1 connections, while hyper keeps owning the socket and writing
+//! HTTP/1 connections, while the connection's HTTP/1 writer (the lean
+//! path, [`crate::http1`], or hyper) keeps owning the socket and writing
 //! everything else.
 //!
-//! hyper's HTTP/1 writer, on a connection whose IO writes vectors (its
-//! "queue" strategy, set explicitly in the listener), never copies a body
-//! frame: it hands the frame's memory to [`SendfileStream::poll_write_vectored`]
-//! as one slice among the head and any other pending bytes. On a plain-TCP
-//! connection, the listener drives hyper within [`FileRegions::serve`], so
+//! Neither writer copies a body frame of this size: the lean path writes
+//! it from its own memory, and hyper's HTTP/1 writer, on a connection whose
+//! IO writes vectors (its "queue" strategy, set explicitly in the
+//! listener), hands the frame's memory to
+//! [`SendfileStream::poll_write_vectored`] as one slice among the head and
+//! any other pending bytes. On a plain-TCP connection, the listener drives
+//! both within [`FileRegions::serve`], so
 //! that a large file answered to an HTTP/1 request finds the connection's
 //! regions ([`FileRegions::of`]) and is sent as a [`FileBody`]: it
 //! yields, in place of file bytes, slices of one static array of
@@ -84,9 +87,9 @@ pub struct FileRegions(Arc<Mutex<VecDeque<Region>>>);
 impl FileRegions {
     /// Drives `conn`, the connection whose IO is the [`SendfileStream`]
     /// holding these regions, with them reachable from its requests
-    /// through [`FileRegions::of`]. hyper answers HTTP/1 requests within
-    /// the connection's task, so they find them; HTTP/2 streams run in
-    /// tasks of their own, so they never do.
+    /// through [`FileRegions::of`]. The lean path and hyper answer HTTP/1
+    /// requests within the connection's task, so they find them; HTTP/2
+    /// streams run in tasks of their own, so they never do.
     pub async fn serve<F: std::future::Future>(self, conn: F) -> F::Output {
         CONNECTION.scope(self, conn).await
     }
