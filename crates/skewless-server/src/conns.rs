@@ -3,12 +3,16 @@
 //! of the client connection that asked: the request head goes out in one
 //! write from a buffer the connection keeps, the response head is parsed
 //! straight into the response's header map, and the response body reads
-//! the back end's socket itself as the client side takes it. A connection
-//! goes back to a small per-back-end pool once a response ended cleanly
-//! and neither side asked to close; it is checked out and in under a
-//! short lock. Upgrades (WebSocket) use hyper's client on a connection of
-//! their own.
+//! the back end's socket itself as the client side takes it, waiting no
+//! longer than the read timeout for each next piece. While a request body
+//! goes out, the response is watched for: a back end that answers early
+//! (a 413 to an upload it will not read) is not kept waiting for the rest,
+//! and its connection is not reused. A connection goes back to a small
+//! per-back-end pool once a response ended cleanly and neither side asked
+//! to close; it is checked out and in under a short lock. Upgrades
+//! (WebSocket) use hyper's client on a connection of their own.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -18,14 +22,14 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::uri::Authority;
 use axum::http::{Request, Response, Uri};
-use bytes::{Bytes, BytesMut};
-use http_body_util::BodyExt;
+use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 use tower::Service;
 
 use crate::h1::{self, Decoded, Decoder, Malformed};
@@ -137,61 +141,71 @@ impl Conn {
     }
 
     /// Sends the request head in `wbuf` and the body, and reads the final
-    /// response head.
+    /// response head. While the body goes out, the response is watched
+    /// for: a back end may answer (a 413, a 401) without reading the rest.
     async fn exchange(&mut self, out: &mut Outgoing) -> Result<h1::Head, Exchange> {
         if let Err(e) = self.io.write_all(&self.wbuf).await {
             return Err(Exchange::Stale(format!("sending the request failed: {e}")));
         }
         let mut write_failed = None;
-        if let Some(body) = out.body.take() {
+        // Set when the back end's side ended while the body went out.
+        let mut read_ended = None;
+        match out.body.take() {
             // Boxed: requests with bodies are the rarer kind.
-            match Box::pin(self.write_body(body, out.chunked)).await {
-                Ok(()) => {}
+            Some(body) => match Box::pin(self.send_body(body, out.chunked, out.head_request)).await
+            {
+                Ok(Sent::All) => {}
+                Ok(Sent::Answered(mut head)) => {
+                    // An answer before the whole request was sent: the
+                    // connection is in no state for another one.
+                    head.keep_alive = false;
+                    return Ok(head);
+                }
+                Ok(Sent::Closed(cause)) => read_ended = Some(cause),
                 Err(BodyError::Body(e)) if too_large(&e) => return Err(Exchange::TooLarge),
                 Err(BodyError::Body(e)) => {
                     return Err(Exchange::Broken(format!(
                         "reading the request body failed: {e}"
                     )))
                 }
-                // The back end may have answered early and stopped
-                // reading: its answer is still taken.
+                // The back end may have answered and closed its side: its
+                // answer is still taken.
                 Err(BodyError::Write(e)) => write_failed = Some(e),
+                Err(BodyError::Answer(e)) => return Err(e),
+            },
+            None => {
+                if let Err(e) = self.io.flush().await {
+                    write_failed = Some(e);
+                }
             }
         }
-        if write_failed.is_none() {
-            if let Err(e) = self.io.flush().await {
-                write_failed = Some(e);
-            }
-        }
-        let mut received = false;
+        // Part of the response may have come while the body went out.
+        let mut received = !self.rbuf.is_empty();
         loop {
             // Nothing to parse before the first read.
             if received {
-                match h1::parse_head(&mut self.rbuf, out.head_request) {
+                match parse_head(&mut self.rbuf, out.head_request) {
                     Ok(Some(mut head)) => {
-                        // An answer before the whole request was sent: the
-                        // connection is in no state for another one.
                         head.keep_alive &= write_failed.is_none();
                         return Ok(head);
                     }
-                    Ok(None) if self.rbuf.len() >= h1::MAX_HEAD => {
-                        return Err(Exchange::Malformed(format!(
-                            "response head larger than {} bytes",
-                            h1::MAX_HEAD
-                        )))
-                    }
                     Ok(None) => {}
-                    Err(Malformed(m)) => return Err(Exchange::Malformed(m)),
+                    Err(e) => return Err(e),
                 }
             }
-            self.rbuf.reserve(HEAD_READ);
-            let cause = match self.io.read_buf(&mut self.rbuf).await {
-                Ok(0) => "the connection closed".to_owned(),
-                Ok(_) => {
-                    received = true;
-                    continue;
+            let cause = match read_ended.take() {
+                Some(cause) => cause,
+                None => {
+                    self.rbuf.reserve(HEAD_READ);
+                    match self.io.read_buf(&mut self.rbuf).await {
+                        Ok(0) => "the connection closed".to_owned(),
+                        Ok(_) => {
+                            received = true;
+                            continue;
+                        }
+                        Err(e) => e.to_string(),
+                    }
                 }
-                Err(e) => e.to_string(),
             };
             let cause = match write_failed {
                 Some(e) => format!("sending the request failed: {e}"),
@@ -206,51 +220,147 @@ impl Conn {
     }
 
     /// Streams a request body, with chunked framing or as is (its
-    /// `Content-Length` sent with the head). Trailer fields of a request
-    /// are not passed on.
-    async fn write_body(&mut self, mut body: Body, chunked: bool) -> Result<(), BodyError> {
-        while let Some(frame) = body.frame().await {
-            let Ok(data) = frame.map_err(BodyError::Body)?.into_data() else {
-                continue;
-            };
-            if data.is_empty() {
-                continue;
-            }
-            if !chunked {
-                self.io.write_all(&data).await.map_err(BodyError::Write)?;
-                continue;
-            }
-            self.wbuf.clear();
-            h1::chunk_size_line(&mut self.wbuf, data.len());
-            if data.len() <= SMALL_CHUNK {
-                self.wbuf.extend_from_slice(&data);
-                self.wbuf.extend_from_slice(b"\r\n");
-                self.io
-                    .write_all(&self.wbuf)
-                    .await
-                    .map_err(BodyError::Write)?;
+    /// `Content-Length` sent with the head), and reads what the back end
+    /// sends meanwhile whenever the body would wait (for the client or for
+    /// the back end to take more): a final response head ends the sending.
+    /// Interim 1xx responses are skipped. Trailer fields of a request are
+    /// not passed on.
+    async fn send_body(
+        &mut self,
+        mut body: Body,
+        chunked: bool,
+        head_request: bool,
+    ) -> Result<Sent, BodyError> {
+        let Conn { io, rbuf, wbuf } = self;
+        // What is queued goes out in this order: the rest of `wbuf` (a
+        // chunk-size line, with a small chunk's data and CRLF), then
+        // `data`, then `tail`.
+        wbuf.clear();
+        let mut at = 0;
+        let mut data = Bytes::new();
+        let mut tail: &'static [u8] = b"";
+        let mut ended = false;
+        std::future::poll_fn(|cx| loop {
+            let queued: &[u8] = if at < wbuf.len() {
+                &wbuf[at..]
+            } else if !data.is_empty() {
+                &data
             } else {
-                self.io
-                    .write_all(&self.wbuf)
-                    .await
-                    .map_err(BodyError::Write)?;
-                self.io.write_all(&data).await.map_err(BodyError::Write)?;
-                self.io.write_all(b"\r\n").await.map_err(BodyError::Write)?;
+                tail
+            };
+            if !queued.is_empty() {
+                match Pin::new(&mut *io).poll_write(cx, queued) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(BodyError::Write(io::ErrorKind::WriteZero.into())))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        if at < wbuf.len() {
+                            at += n;
+                        } else if !data.is_empty() {
+                            data.advance(n);
+                        } else {
+                            tail = &tail[n..];
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(BodyError::Write(e))),
+                    Poll::Pending => return poll_answer(io, rbuf, cx, head_request),
+                }
             }
-        }
-        if chunked {
-            self.io
-                .write_all(b"0\r\n\r\n")
-                .await
-                .map_err(BodyError::Write)?;
-        }
-        Ok(())
+            if ended {
+                return match Pin::new(&mut *io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => Poll::Ready(Ok(Sent::All)),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(BodyError::Write(e))),
+                    Poll::Pending => poll_answer(io, rbuf, cx, head_request),
+                };
+            }
+            let piece = match hyper::body::Body::poll_frame(Pin::new(&mut body), cx) {
+                Poll::Pending => return poll_answer(io, rbuf, cx, head_request),
+                Poll::Ready(None) => {
+                    ended = true;
+                    if chunked {
+                        tail = b"0\r\n\r\n";
+                    }
+                    continue;
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(BodyError::Body(e))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(piece) if !piece.is_empty() => piece,
+                    _ => continue,
+                },
+            };
+            if !chunked {
+                data = piece;
+                continue;
+            }
+            wbuf.clear();
+            at = 0;
+            h1::chunk_size_line(wbuf, piece.len());
+            if piece.len() <= SMALL_CHUNK {
+                wbuf.extend_from_slice(&piece);
+                wbuf.extend_from_slice(b"\r\n");
+            } else {
+                data = piece;
+                tail = b"\r\n";
+            }
+        })
+        .await
     }
+}
+
+/// Reads what the back end sent while the request body goes out: a final
+/// response head is its early answer. Pending while nothing decisive came.
+fn poll_answer(
+    io: &mut Stream,
+    rbuf: &mut BytesMut,
+    cx: &mut Context<'_>,
+    head_request: bool,
+) -> Poll<Result<Sent, BodyError>> {
+    loop {
+        rbuf.reserve(HEAD_READ);
+        let cause = match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, rbuf)) {
+            Ok(0) => "the connection closed".to_owned(),
+            Ok(_) => match parse_head(rbuf, head_request) {
+                Ok(Some(head)) => return Poll::Ready(Ok(Sent::Answered(head))),
+                // An interim response, or part of a head.
+                Ok(None) => continue,
+                Err(e) => return Poll::Ready(Err(BodyError::Answer(e))),
+            },
+            Err(e) => e.to_string(),
+        };
+        return Poll::Ready(Ok(Sent::Closed(cause)));
+    }
+}
+
+/// The final response head at the start of `buf`, if it is all there.
+fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<h1::Head>, Exchange> {
+    match h1::parse_head(buf, head_request) {
+        Ok(Some(head)) => Ok(Some(head)),
+        Ok(None) if buf.len() >= h1::MAX_HEAD => Err(Exchange::Malformed(format!(
+            "response head larger than {} bytes",
+            h1::MAX_HEAD
+        ))),
+        Ok(None) => Ok(None),
+        Err(Malformed(m)) => Err(Exchange::Malformed(m)),
+    }
+}
+
+/// How sending a request body ended.
+enum Sent {
+    /// All of it went out.
+    All,
+    /// The back end answered before it had all of it.
+    Answered(h1::Head),
+    /// The back end's side of the connection ended, or failed, before an
+    /// answer: why.
+    Closed(String),
 }
 
 enum BodyError {
     Body(axum::Error),
     Write(io::Error),
+    /// What the back end sent meanwhile is not a response.
+    Answer(Exchange),
 }
 
 /// How an exchange failed.
@@ -327,10 +437,17 @@ pub(crate) struct Pool {
     idle: Mutex<Vec<(Key, Vec<Idle>)>>,
     max_idle: usize,
     idle_timeout: Duration,
+    /// The longest a response body may wait for the back end's next bytes.
+    read_timeout: Duration,
 }
 
 impl Pool {
-    pub(crate) fn new(connect_timeout: Duration, max_idle: usize, idle_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        connect_timeout: Duration,
+        read_timeout: Duration,
+        max_idle: usize,
+        idle_timeout: Duration,
+    ) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
@@ -345,6 +462,7 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             max_idle,
             idle_timeout,
+            read_timeout,
         }
     }
 
@@ -458,6 +576,7 @@ impl Pool {
                 keep,
                 pool: self.clone(),
                 key: key.clone(),
+                silence: None,
             }),
         };
         let mut resp = Response::new(body);
@@ -501,6 +620,10 @@ struct FromBackEnd {
     keep: bool,
     pool: Arc<Pool>,
     key: Key,
+    /// Set when a read would wait: the deadline for the back end's next
+    /// bytes (the pool's read timeout from then), and whether it is armed.
+    /// Made on the first wait only, re-armed on the next ones.
+    silence: Option<(Pin<Box<Sleep>>, bool)>,
 }
 
 impl FromBackEnd {
@@ -514,6 +637,37 @@ impl FromBackEnd {
         // The connection is closed with it.
         self.conn = None;
         Poll::Ready(Some(Err(e)))
+    }
+
+    /// The back end has nothing more for now: waits for it no longer than
+    /// the read timeout since the read that found nothing.
+    fn poll_silence(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let timeout = self.pool.read_timeout;
+        let (sleep, armed) = self
+            .silence
+            .get_or_insert_with(|| (Box::pin(tokio::time::sleep(timeout)), true));
+        if !*armed {
+            sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
+            *armed = true;
+        }
+        ready!(sleep.as_mut().poll(cx));
+        let scheme = if self.key.https { "https" } else { "http" };
+        tracing::warn!(
+            backend = %format_args!("{scheme}://{}", self.key.authority),
+            timeout_secs = timeout.as_secs_f64(),
+            "the back end sent nothing for the read timeout in the middle of a response body: the response is cut off"
+        );
+        crate::metrics::backend_body_timeout();
+        self.fail(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the back end sent nothing for {}s in the middle of the response body",
+                timeout.as_secs_f64()
+            ),
+        ))
     }
 }
 
@@ -549,11 +703,15 @@ impl hyper::body::Body for FromBackEnd {
                 Err(Malformed(m)) => return this.fail(io::Error::other(m)),
             }
             conn.rbuf.reserve(BODY_READ);
-            match ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut conn.io),
-                cx,
-                &mut conn.rbuf
-            )) {
+            let read = tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.rbuf);
+            let Poll::Ready(read) = read else {
+                return this.poll_silence(cx);
+            };
+            // Bytes (or the end) came: the next wait starts afresh.
+            if let Some((_, armed)) = &mut this.silence {
+                *armed = false;
+            }
+            match read {
                 Ok(0) => match this.decoder.at_eof() {
                     Ok(()) => {
                         // Delimited by the close: never reused.
@@ -576,6 +734,191 @@ impl hyper::body::Body for FromBackEnd {
         match self.decoder.remaining() {
             Some(n) => SizeHint::with_exact(n),
             None => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, Read, Write};
+    use std::sync::mpsc;
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    /// A back end on a raw socket: for each connection, `answer` gets the
+    /// request head (read up to its blank line, the body left unread) and
+    /// the socket.
+    fn raw_back_end(answer: impl Fn(String, std::net::TcpStream) + Send + Sync + 'static) -> Key {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let authority = Authority::try_from(listener.local_addr().unwrap().to_string()).unwrap();
+        let answer = Arc::new(answer);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let answer = answer.clone();
+                std::thread::spawn(move || {
+                    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                    let mut head = String::new();
+                    while !head.ends_with("\r\n\r\n") {
+                        if reader.read_line(&mut head).unwrap_or(0) == 0 {
+                            return;
+                        }
+                    }
+                    answer(head, stream);
+                });
+            }
+        });
+        Key {
+            https: false,
+            authority,
+        }
+    }
+
+    fn pool(read_timeout: Duration) -> Arc<Pool> {
+        Arc::new(Pool::new(
+            Duration::from_secs(5),
+            read_timeout,
+            4,
+            Duration::from_secs(60),
+        ))
+    }
+
+    fn idle(pool: &Pool) -> usize {
+        let idle = pool.idle.lock().unwrap();
+        idle.iter().map(|(_, list)| list.len()).sum()
+    }
+
+    async fn send(
+        pool: &Arc<Pool>,
+        key: &Key,
+        head: &'static str,
+        body: Option<Body>,
+    ) -> Response<Body> {
+        let out = Outgoing {
+            head_request: false,
+            retryable: false,
+            chunked: body.is_some(),
+            body,
+        };
+        match pool
+            .send(key, |buf| buf.extend_from_slice(head.as_bytes()), out)
+            .await
+        {
+            Ok(resp) => resp,
+            Err(Failure::Broken(m) | Failure::Malformed(m) | Failure::Connect(m)) => panic!("{m}"),
+            Err(_) => panic!("the exchange failed"),
+        }
+    }
+
+    const GET: &str = "GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+    const POST: &str = "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n";
+
+    #[tokio::test]
+    async fn a_body_the_back_end_stops_sending_fails_after_the_read_timeout() {
+        let (held_tx, held_rx) = mpsc::channel();
+        let key = raw_back_end(move |_, mut s| {
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+                .unwrap();
+            // Open, and silent.
+            held_tx.send(s).unwrap();
+        });
+        let pool = pool(Duration::from_millis(200));
+        let resp = send(&pool, &key, GET, None).await;
+        let mut body = resp.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"abc");
+        let e = body.frame().await.unwrap().unwrap_err();
+        assert!(e.to_string().contains("sent nothing"), "{e}");
+        assert!(body.frame().await.is_none());
+        assert_eq!(idle(&pool), 0, "the connection is not pooled");
+        drop(held_rx);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_keeps_coming_is_never_cut_and_its_connection_reused() {
+        // The rest of the body is sent once the first piece has been
+        // taken; then the next request on the same connection answered.
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let go_rx = Mutex::new(go_rx);
+        let key = raw_back_end(move |_, mut s| {
+            s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+                .unwrap();
+            go_rx.lock().unwrap().recv().unwrap();
+            s.write_all(b"4\r\ndefg\r\n0\r\n\r\n").unwrap();
+            let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+            let mut head = String::new();
+            while !head.ends_with("\r\n\r\n") {
+                reader.read_line(&mut head).unwrap();
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nagain")
+                .unwrap();
+            let _ = reader.read(&mut [0u8; 1]);
+        });
+        let pool = pool(Duration::from_secs(30));
+        let mut body = send(&pool, &key, GET, None).await.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"abc");
+        go_tx.send(()).unwrap();
+        let rest = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&rest[..], b"defg");
+        assert_eq!(idle(&pool), 1);
+        let again = send(&pool, &key, GET, None).await.into_body();
+        assert_eq!(&again.collect().await.unwrap().to_bytes()[..], b"again");
+    }
+
+    /// A request body without end: only an early answer ends its sending.
+    fn endless() -> Body {
+        let piece = Bytes::from(vec![b'x'; 64 * 1024]);
+        Body::from_stream(tokio_stream::iter(
+            std::iter::repeat(piece).map(Ok::<_, io::Error>),
+        ))
+    }
+
+    #[tokio::test]
+    async fn an_early_answer_ends_the_upload() {
+        let (held_tx, held_rx) = mpsc::channel();
+        let key = raw_back_end(move |_, mut s| {
+            s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap();
+            s.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\ntoo much")
+                .unwrap();
+            held_tx.send(s).unwrap();
+        });
+        let pool = pool(Duration::from_secs(30));
+        let resp = tokio::time::timeout(
+            Duration::from_secs(60),
+            send(&pool, &key, POST, Some(endless())),
+        )
+        .await
+        .expect("the early answer is taken while the body goes out");
+        assert_eq!(resp.status(), 413);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"too much");
+        assert_eq!(idle(&pool), 0, "the connection is not pooled");
+        drop(held_rx);
+    }
+
+    #[tokio::test]
+    async fn a_back_end_closing_while_the_body_goes_out_is_a_failure() {
+        let key = raw_back_end(|_, s| drop(s));
+        let pool = pool(Duration::from_secs(30));
+        let out = Outgoing {
+            head_request: false,
+            retryable: false,
+            chunked: true,
+            body: Some(endless()),
+        };
+        let sent = tokio::time::timeout(
+            Duration::from_secs(60),
+            pool.send(&key, |buf| buf.extend_from_slice(POST.as_bytes()), out),
+        )
+        .await
+        .expect("the close is noticed");
+        match sent {
+            Err(Failure::Broken(m)) => assert!(m.contains("before a response"), "{m}"),
+            Ok(_) => panic!("an answer from a closed connection"),
+            Err(_) => panic!("not a broken connection"),
         }
     }
 }

@@ -150,7 +150,12 @@ impl Proxy {
     /// A proxy with the given timeouts.
     pub fn new(connect_timeout: Duration, read_timeout: Duration) -> Proxy {
         Proxy {
-            pool: Arc::new(Pool::new(connect_timeout, 256, Duration::from_secs(60))),
+            pool: Arc::new(Pool::new(
+                connect_timeout,
+                read_timeout,
+                256,
+                Duration::from_secs(60),
+            )),
             read_timeout,
         }
     }
