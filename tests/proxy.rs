@@ -1345,3 +1345,99 @@ fn an_early_answer_to_an_upload_is_passed_on_at_once() {
     assert_eq!(r.status(), 201);
     assert_eq!(r.text().unwrap(), want);
 }
+
+#[test]
+fn uploads_may_take_longer_than_the_read_timeout_but_not_stall() {
+    let held = std::sync::Mutex::new(Vec::new());
+    let raw = RawBackend::start(move |req, out| {
+        if req.header("x-answer-early").is_some() {
+            // Takes none of the body and never answers.
+            held.lock().unwrap().push(out.try_clone().unwrap());
+            return false;
+        }
+        write!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            req.body.len()
+        )
+        .and_then(|()| out.write_all(&req.body))
+        .is_ok()
+    });
+    let s = Server::start_with(tempfile::tempdir().unwrap(), &["--read-timeout-secs", "1"]);
+    s.deploy_with(&example("v1"), "v1", &["--backend", &raw.url, "--promote"]);
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    let want: String = (0..30u8).map(|i| (b'a' + i % 26) as char).collect();
+
+    // 30 bytes, one every 50 ms: 1.5 s or more in all, longer than the
+    // read timeout, with a length and chunked.
+    for chunked in [false, true] {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        let framing = match chunked {
+            true => "Transfer-Encoding: chunked",
+            false => "Content-Length: 30",
+        };
+        write!(
+            c,
+            "POST /api/slow-upload HTTP/1.1\r\nHost: {addr}\r\n{framing}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        for byte in want.bytes() {
+            std::thread::sleep(Duration::from_millis(50));
+            match chunked {
+                true => write!(c, "1\r\n{}\r\n", byte as char).unwrap(),
+                false => c.write_all(&[byte]).unwrap(),
+            }
+        }
+        if chunked {
+            c.write_all(b"0\r\n\r\n").unwrap();
+        }
+        let answer = read_until_closed(&mut c);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{framing}: {answer:?}");
+        assert!(answer.ends_with(&format!("\r\n\r\n{want}")), "{answer:?}");
+    }
+
+    // A client that stops sending its body: 408.
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        c,
+        "POST /api/stopped HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 100\r\n\r\nonly this"
+    )
+    .unwrap();
+    let answer = read_until_closed(&mut c);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(
+        answer.contains("the request body stopped coming for 1s"),
+        "{answer:?}"
+    );
+
+    // A back end that takes none of a large body and never answers: 504.
+    const SIZE: usize = 16 * 1024 * 1024;
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        c,
+        "POST /api/ignored HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {SIZE}\r\nx-answer-early: 1\r\n\r\n"
+    )
+    .unwrap();
+    let mut sending = c.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let piece = vec![b'x'; 64 * 1024];
+        for _ in 0..SIZE / piece.len() {
+            if sending.write_all(&piece).is_err() {
+                return;
+            }
+        }
+    });
+    let answer = read_until_closed(&mut c);
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer:?}");
+    assert!(answer.contains("did not answer within 1s"), "{answer:?}");
+    sender.join().unwrap();
+
+    // The gateway is fine after all of it.
+    let r = s
+        .http
+        .post(format!("{}/api/ok", s.url))
+        .body("fine")
+        .send()
+        .unwrap();
+    assert_eq!(r.text().unwrap(), "fine");
+}

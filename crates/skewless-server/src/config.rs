@@ -32,10 +32,10 @@ pub struct ServerConfig {
     pub default_upstream: Option<String>,
     /// Milliseconds to wait for a TCP connection to a back end.
     pub connect_timeout_ms: u64,
-    /// Seconds to wait for a back end's response headers, and the longest
-    /// a back end may then go silent in the middle of a response body
-    /// before the response is cut off (the gap between two reads, not the
-    /// whole transfer).
+    /// The longest wait, in seconds, for a back end's response headers,
+    /// for each next piece of its response body (a back end silent for
+    /// longer has its response cut off), and for a request body to move
+    /// while it goes out: each gap, never the whole transfer.
     pub read_timeout_secs: u64,
     /// Seconds between keep-alive comments on idle event streams; a closed
     /// tab is noticed at the next one.

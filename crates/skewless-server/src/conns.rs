@@ -143,49 +143,70 @@ impl Conn {
     /// Sends the request head in `wbuf` and the body, and reads the final
     /// response head. While the body goes out, the response is watched
     /// for: a back end may answer (a 413, a 401) without reading the rest.
-    async fn exchange(&mut self, out: &mut Outgoing) -> Result<h1::Head, Exchange> {
-        if let Err(e) = self.io.write_all(&self.wbuf).await {
-            return Err(Exchange::Stale(format!("sending the request failed: {e}")));
-        }
+    /// A request with a body waits no longer than `read_timeout` for
+    /// either side to move while it goes out, then as long for the
+    /// response head; one without is bounded by the caller.
+    async fn exchange(
+        &mut self,
+        out: &mut Outgoing,
+        read_timeout: Duration,
+    ) -> Result<h1::Head, Exchange> {
+        let Some(body) = out.body.take() else {
+            if let Err(e) = self.io.write_all(&self.wbuf).await {
+                return Err(Exchange::Stale(format!("sending the request failed: {e}")));
+            }
+            let flushed = self.io.flush().await.err();
+            return self.read_head(out.head_request, flushed, None).await;
+        };
         let mut write_failed = None;
         // Set when the back end's side ended while the body went out.
         let mut read_ended = None;
-        match out.body.take() {
-            // Boxed: requests with bodies are the rarer kind.
-            Some(body) => match Box::pin(self.send_body(body, out.chunked, out.head_request)).await
-            {
-                Ok(Sent::All) => {}
-                Ok(Sent::Answered(mut head)) => {
-                    // An answer before the whole request was sent: the
-                    // connection is in no state for another one.
-                    head.keep_alive = false;
-                    return Ok(head);
-                }
-                Ok(Sent::Closed(cause)) => read_ended = Some(cause),
-                Err(BodyError::Body(e)) if too_large(&e) => return Err(Exchange::TooLarge),
-                Err(BodyError::Body(e)) => {
-                    return Err(Exchange::Broken(format!(
-                        "reading the request body failed: {e}"
-                    )))
-                }
-                // The back end may have answered and closed its side: its
-                // answer is still taken.
-                Err(BodyError::Write(e)) => write_failed = Some(e),
-                Err(BodyError::Answer(e)) => return Err(e),
-            },
-            None => {
-                if let Err(e) = self.io.flush().await {
-                    write_failed = Some(e);
-                }
+        // Boxed: requests with bodies are the rarer kind.
+        match Box::pin(self.send_body(body, out.chunked, out.head_request, read_timeout)).await {
+            Ok(Sent::All) => {}
+            Ok(Sent::Answered(mut head)) => {
+                // An answer before the whole request was sent: the
+                // connection is in no state for another one.
+                head.keep_alive = false;
+                return Ok(head);
             }
+            Ok(Sent::Closed(cause)) => read_ended = Some(cause),
+            Err(BodyError::Body(e)) if too_large(&e) => return Err(Exchange::TooLarge),
+            Err(BodyError::Body(e)) => {
+                return Err(Exchange::Broken(format!(
+                    "reading the request body failed: {e}"
+                )))
+            }
+            // The back end may have answered and closed its side: its
+            // answer is still taken.
+            Err(BodyError::Write(e)) => write_failed = Some(e),
+            Err(BodyError::Answer(e)) => return Err(e),
+            Err(BodyError::Stalled { client }) => return Err(Exchange::TimedOut { client }),
         }
-        // Part of the response may have come while the body went out.
+        let head = self.read_head(out.head_request, write_failed, read_ended);
+        match tokio::time::timeout(read_timeout, head).await {
+            Ok(head) => head,
+            Err(_) => Err(Exchange::TimedOut { client: false }),
+        }
+    }
+
+    /// Reads the final response head, part of which may have come while
+    /// the body went out. `write_failed`: sending the request failed so;
+    /// `read_ended`: the back end's side already ended so.
+    async fn read_head(
+        &mut self,
+        head_request: bool,
+        write_failed: Option<io::Error>,
+        mut read_ended: Option<String>,
+    ) -> Result<h1::Head, Exchange> {
+        // Nothing to parse before the first read.
         let mut received = !self.rbuf.is_empty();
         loop {
-            // Nothing to parse before the first read.
             if received {
-                match parse_head(&mut self.rbuf, out.head_request) {
+                match parse_head(&mut self.rbuf, head_request) {
                     Ok(Some(mut head)) => {
+                        // An answer before the whole request was sent: the
+                        // connection is in no state for another one.
                         head.keep_alive &= write_failed.is_none();
                         return Ok(head);
                     }
@@ -219,27 +240,42 @@ impl Conn {
         }
     }
 
-    /// Streams a request body, with chunked framing or as is (its
-    /// `Content-Length` sent with the head), and reads what the back end
-    /// sends meanwhile whenever the body would wait (for the client or for
-    /// the back end to take more): a final response head ends the sending.
-    /// Interim 1xx responses are skipped. Trailer fields of a request are
-    /// not passed on.
+    /// Sends the request head in `wbuf`, then streams the body, with
+    /// chunked framing or as is (its `Content-Length` sent with the head),
+    /// and reads what the back end sends meanwhile whenever the body would
+    /// wait (for the client or for the back end to take more): a final
+    /// response head ends the sending. Interim 1xx responses are skipped.
+    /// Neither side may keep the body from moving for longer than
+    /// `read_timeout`. Trailer fields of a request are not passed on.
     async fn send_body(
         &mut self,
         mut body: Body,
         chunked: bool,
         head_request: bool,
+        read_timeout: Duration,
     ) -> Result<Sent, BodyError> {
         let Conn { io, rbuf, wbuf } = self;
-        // What is queued goes out in this order: the rest of `wbuf` (a
-        // chunk-size line, with a small chunk's data and CRLF), then
-        // `data`, then `tail`.
-        wbuf.clear();
+        // What is queued goes out in this order: the rest of `wbuf` (the
+        // head, then a chunk-size line, with a small chunk's data and
+        // CRLF), then `data`, then `tail`.
         let mut at = 0;
         let mut data = Bytes::new();
         let mut tail: &'static [u8] = b"";
         let mut ended = false;
+        let mut stall = Stall::default();
+        // When the body waits, on the client (`true`) or on the back end:
+        // the back end's answer, or the end of the wait allowed.
+        let wait = |io: &mut Stream,
+                    rbuf: &mut BytesMut,
+                    stall: &mut Stall,
+                    cx: &mut Context<'_>,
+                    client: bool| {
+            if let Poll::Ready(r) = poll_answer(io, rbuf, cx, head_request) {
+                return Poll::Ready(r);
+            }
+            ready!(stall.poll_expired(cx, read_timeout));
+            Poll::Ready(Err(BodyError::Stalled { client }))
+        };
         std::future::poll_fn(|cx| loop {
             let queued: &[u8] = if at < wbuf.len() {
                 &wbuf[at..]
@@ -254,6 +290,7 @@ impl Conn {
                         return Poll::Ready(Err(BodyError::Write(io::ErrorKind::WriteZero.into())))
                     }
                     Poll::Ready(Ok(n)) => {
+                        stall.moved = true;
                         if at < wbuf.len() {
                             at += n;
                         } else if !data.is_empty() {
@@ -264,18 +301,18 @@ impl Conn {
                         continue;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(BodyError::Write(e))),
-                    Poll::Pending => return poll_answer(io, rbuf, cx, head_request),
+                    Poll::Pending => return wait(io, rbuf, &mut stall, cx, false),
                 }
             }
             if ended {
                 return match Pin::new(&mut *io).poll_flush(cx) {
                     Poll::Ready(Ok(())) => Poll::Ready(Ok(Sent::All)),
                     Poll::Ready(Err(e)) => Poll::Ready(Err(BodyError::Write(e))),
-                    Poll::Pending => poll_answer(io, rbuf, cx, head_request),
+                    Poll::Pending => wait(io, rbuf, &mut stall, cx, false),
                 };
             }
             let piece = match hyper::body::Body::poll_frame(Pin::new(&mut body), cx) {
-                Poll::Pending => return poll_answer(io, rbuf, cx, head_request),
+                Poll::Pending => return wait(io, rbuf, &mut stall, cx, true),
                 Poll::Ready(None) => {
                     ended = true;
                     if chunked {
@@ -285,7 +322,10 @@ impl Conn {
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(BodyError::Body(e))),
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(piece) if !piece.is_empty() => piece,
+                    Ok(piece) if !piece.is_empty() => {
+                        stall.moved = true;
+                        piece
+                    }
                     _ => continue,
                 },
             };
@@ -345,6 +385,34 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<h1::Head>
     }
 }
 
+/// A bound on how long a body may wait for its next bytes, in either
+/// direction. Its timer is made on the first wait only, and set again only
+/// when a wait follows bytes that moved.
+#[derive(Default)]
+struct Stall {
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// Bytes moved since the timer was last set.
+    moved: bool,
+}
+
+impl Stall {
+    /// Called when the body waits: ready once it has waited `timeout`
+    /// without bytes moving.
+    fn poll_expired(&mut self, cx: &mut Context<'_>, timeout: Duration) -> Poll<()> {
+        let sleep = match &mut self.sleep {
+            Some(sleep) => {
+                if self.moved {
+                    sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
+                }
+                sleep
+            }
+            None => self.sleep.insert(Box::pin(tokio::time::sleep(timeout))),
+        };
+        self.moved = false;
+        sleep.as_mut().poll(cx)
+    }
+}
+
 /// How sending a request body ended.
 enum Sent {
     /// All of it went out.
@@ -361,6 +429,11 @@ enum BodyError {
     Write(io::Error),
     /// What the back end sent meanwhile is not a response.
     Answer(Exchange),
+    /// The body did not move for the read timeout: waiting on the client
+    /// for more of it, or on the back end to take it.
+    Stalled {
+        client: bool,
+    },
 }
 
 /// How an exchange failed.
@@ -374,6 +447,9 @@ enum Exchange {
     Malformed(String),
     /// The request body outgrew the proxy limit.
     TooLarge,
+    /// Nothing moved for the read timeout: the request body, on the
+    /// client's side or the back end's, or the response head.
+    TimedOut { client: bool },
 }
 
 impl From<Exchange> for Failure {
@@ -382,6 +458,8 @@ impl From<Exchange> for Failure {
             Exchange::Stale(m) | Exchange::Broken(m) => Failure::Broken(m),
             Exchange::Malformed(m) => Failure::Malformed(m),
             Exchange::TooLarge => Failure::TooLarge,
+            Exchange::TimedOut { client: false } => Failure::TimedOut,
+            Exchange::TimedOut { client: true } => Failure::ClientStalled,
         }
     }
 }
@@ -427,6 +505,11 @@ pub(crate) enum Failure {
     Malformed(String),
     /// The request body outgrew the proxy limit.
     TooLarge,
+    /// The back end took none of the request body, or sent no response
+    /// head, for the read timeout.
+    TimedOut,
+    /// The client sent none of its request body for the read timeout.
+    ClientStalled,
     /// An upgrade request failed.
     Http(hyper::Error),
 }
@@ -543,7 +626,7 @@ impl Pool {
         };
         conn.wbuf.clear();
         encode(&mut conn.wbuf);
-        let head = match conn.exchange(&mut out).await {
+        let head = match conn.exchange(&mut out, self.read_timeout).await {
             Ok(head) => head,
             // The back end closed the pooled connection before it saw the
             // request, or while it worked on it: sent once more on a new
@@ -552,7 +635,7 @@ impl Pool {
                 let mut fresh = Box::pin(self.connect(key)).await?;
                 std::mem::swap(&mut fresh.wbuf, &mut conn.wbuf);
                 conn = fresh;
-                conn.exchange(&mut out).await?
+                conn.exchange(&mut out, self.read_timeout).await?
             }
             Err(e) => return Err(e.into()),
         };
@@ -576,7 +659,7 @@ impl Pool {
                 keep,
                 pool: self.clone(),
                 key: key.clone(),
-                silence: None,
+                silence: Stall::default(),
             }),
         };
         let mut resp = Response::new(body);
@@ -620,10 +703,9 @@ struct FromBackEnd {
     keep: bool,
     pool: Arc<Pool>,
     key: Key,
-    /// Set when a read would wait: the deadline for the back end's next
-    /// bytes (the pool's read timeout from then), and whether it is armed.
-    /// Made on the first wait only, re-armed on the next ones.
-    silence: Option<(Pin<Box<Sleep>>, bool)>,
+    /// How long the back end may stay silent: the pool's read timeout
+    /// from a read that found nothing.
+    silence: Stall,
 }
 
 impl FromBackEnd {
@@ -646,14 +728,7 @@ impl FromBackEnd {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let timeout = self.pool.read_timeout;
-        let (sleep, armed) = self
-            .silence
-            .get_or_insert_with(|| (Box::pin(tokio::time::sleep(timeout)), true));
-        if !*armed {
-            sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
-            *armed = true;
-        }
-        ready!(sleep.as_mut().poll(cx));
+        ready!(self.silence.poll_expired(cx, timeout));
         let scheme = if self.key.https { "https" } else { "http" };
         tracing::warn!(
             backend = %format_args!("{scheme}://{}", self.key.authority),
@@ -708,9 +783,7 @@ impl hyper::body::Body for FromBackEnd {
                 return this.poll_silence(cx);
             };
             // Bytes (or the end) came: the next wait starts afresh.
-            if let Some((_, armed)) = &mut this.silence {
-                *armed = false;
-            }
+            this.silence.moved = true;
             match read {
                 Ok(0) => match this.decoder.at_eof() {
                     Ok(()) => {
@@ -743,6 +816,7 @@ mod tests {
     use std::io::{BufRead, Read, Write};
     use std::sync::mpsc;
 
+    use futures::StreamExt;
     use http_body_util::BodyExt;
 
     use super::*;
@@ -896,6 +970,34 @@ mod tests {
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&body[..], b"too much");
         assert_eq!(idle(&pool), 0, "the connection is not pooled");
+        drop(held_rx);
+    }
+
+    #[tokio::test]
+    async fn an_upload_that_stops_moving_fails_after_the_read_timeout() {
+        let (held_tx, held_rx) = mpsc::channel();
+        // Reads the head, then nothing more, and never answers.
+        let key = raw_back_end(move |_, s| held_tx.send(s).unwrap());
+        let pool = pool(Duration::from_millis(200));
+        let post = |body| {
+            let out = Outgoing {
+                head_request: false,
+                retryable: false,
+                chunked: true,
+                body: Some(body),
+            };
+            pool.send(&key, |buf| buf.extend_from_slice(POST.as_bytes()), out)
+        };
+        // The back end takes none of an endless body.
+        let sent = tokio::time::timeout(Duration::from_secs(60), post(endless())).await;
+        assert!(matches!(sent, Ok(Err(Failure::TimedOut))));
+        // The client sends a piece, then nothing.
+        let stopping = futures::stream::iter([Ok::<_, io::Error>(Bytes::from_static(b"piece"))])
+            .chain(futures::stream::pending());
+        let sent =
+            tokio::time::timeout(Duration::from_secs(60), post(Body::from_stream(stopping))).await;
+        assert!(matches!(sent, Ok(Err(Failure::ClientStalled))));
+        assert_eq!(idle(&pool), 0);
         drop(held_rx);
     }
 
