@@ -151,18 +151,35 @@ impl Conn {
         out: &mut Outgoing,
         read_timeout: Duration,
     ) -> Result<h1::Head, Exchange> {
-        let Some(body) = out.body.take() else {
-            if let Err(e) = self.io.write_all(&self.wbuf).await {
-                return Err(Exchange::Stale(format!("sending the request failed: {e}")));
-            }
-            let flushed = self.io.flush().await.err();
-            return self.read_head(out.head_request, flushed, None).await;
-        };
+        if let Some(body) = out.body.take() {
+            // Boxed: requests with bodies are the rarer kind, and their
+            // larger future is then no part of every request's.
+            let sending =
+                self.exchange_with_body(body, out.chunked, out.head_request, read_timeout);
+            return Box::pin(sending).await;
+        }
+        if let Err(e) = self.io.write_all(&self.wbuf).await {
+            return Err(Exchange::Stale(format!("sending the request failed: {e}")));
+        }
+        let flushed = self.io.flush().await.err();
+        self.read_head(out.head_request, flushed, None).await
+    }
+
+    /// [`Conn::exchange`] for a request with a body.
+    async fn exchange_with_body(
+        &mut self,
+        body: Body,
+        chunked: bool,
+        head_request: bool,
+        read_timeout: Duration,
+    ) -> Result<h1::Head, Exchange> {
         let mut write_failed = None;
         // Set when the back end's side ended while the body went out.
         let mut read_ended = None;
-        // Boxed: requests with bodies are the rarer kind.
-        match Box::pin(self.send_body(body, out.chunked, out.head_request, read_timeout)).await {
+        match self
+            .send_body(body, chunked, head_request, read_timeout)
+            .await
+        {
             Ok(Sent::All) => {}
             Ok(Sent::Answered(mut head)) => {
                 // An answer before the whole request was sent: the
@@ -183,7 +200,7 @@ impl Conn {
             Err(BodyError::Answer(e)) => return Err(e),
             Err(BodyError::Stalled { client }) => return Err(Exchange::TimedOut { client }),
         }
-        let head = self.read_head(out.head_request, write_failed, read_ended);
+        let head = self.read_head(head_request, write_failed, read_ended);
         match tokio::time::timeout(read_timeout, head).await {
             Ok(head) => head,
             Err(_) => Err(Exchange::TimedOut { client: false }),
