@@ -652,6 +652,17 @@ fn config_file_env_and_flags_merge() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
+    // No read timeout would cut every response body that ever waits.
+    let zero = std::process::Command::new(crate::support::bin())
+        .args(["serve", "--print-config", "--read-timeout-secs", "0"])
+        .output()
+        .unwrap();
+    assert!(!zero.status.success());
+    let err = String::from_utf8_lossy(&zero.stderr);
+    assert!(
+        err.contains("read_timeout_secs must be above 0") && err.trim().lines().count() == 1,
+        "{err}"
+    );
 }
 
 /// A request as a [`RawBackend`] read it.
@@ -678,7 +689,10 @@ type Answer = dyn Fn(&RawRequest, &mut std::net::TcpStream) -> bool + Send + Syn
 /// A back end on a raw socket, for answers no HTTP library would send:
 /// each request (head and body read in full, Content-Length or chunked)
 /// goes to `answer`, which writes what it likes; `false` closes the
-/// connection.
+/// connection (unless `answer` keeps a clone of it). A request with
+/// `x-interim` is sent `100 Continue` before its body is read; one with
+/// `x-answer-early` goes to `answer` as soon as its head is read, and its
+/// body is never read (nor any request after it).
 struct RawBackend {
     url: String,
     seen: Arc<std::sync::Mutex<Vec<(String, usize)>>>,
@@ -760,6 +774,16 @@ fn serve_raw(
             body: Vec::new(),
             conn: id,
         };
+        if req.header("x-interim").is_some()
+            && out.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err()
+        {
+            return;
+        }
+        if req.header("x-answer-early").is_some() {
+            seen.lock().unwrap().push((req.line.clone(), id));
+            answer(&req, &mut out);
+            return;
+        }
         if let Some(n) = req.header("content-length") {
             req.body.resize(n.parse().unwrap(), 0);
             if reader.read_exact(&mut req.body).is_err() {
@@ -1079,4 +1103,341 @@ fn large_request_bodies_arrive_intact() {
         .send()
         .unwrap();
     assert_eq!(r.text().unwrap(), format!("{SIZE} {want} chunked"));
+}
+
+/// Reads what the gateway sends on `c` until it closes the connection (or
+/// fails it); a response never ended fails the test after a minute
+/// instead of hanging it.
+fn read_until_closed(c: &mut std::net::TcpStream) -> String {
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!(
+                    "the gateway neither ended nor closed the response: {:?}",
+                    String::from_utf8_lossy(&got)
+                )
+            }
+            // A reset after what was sent: that is the end too.
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// The number a counter without labels has in the gateway's metrics.
+fn counter(s: &Server, name: &str) -> u64 {
+    let text = s.get("/_skewless/metrics").send().unwrap().text().unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[test]
+fn a_back_end_silent_mid_body_is_cut_off_and_a_steady_trickle_is_not() {
+    // Connections the back end keeps open without a word more.
+    let held = std::sync::Mutex::new(Vec::new());
+    let raw = RawBackend::start(move |req, out| {
+        let hold = |out: &std::net::TcpStream| held.lock().unwrap().push(out.try_clone().unwrap());
+        match req.line.as_str() {
+            "GET /api/stall-length" => {
+                let _ =
+                    out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nthe first part");
+                hold(out);
+                false
+            }
+            "GET /api/stall-chunked" => {
+                let _ = out.write_all(
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\ne\r\nthe first part\r\n",
+                );
+                hold(out);
+                false
+            }
+            // 30 bytes, one every 50 ms: 1.5 s or more in all, longer
+            // than the read timeout, but never silent for long.
+            "GET /api/trickle-length" | "GET /api/trickle-chunked" => {
+                let chunked = req.line.ends_with("chunked");
+                let head: &[u8] = if chunked {
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                } else {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\n"
+                };
+                if out.write_all(head).is_err() {
+                    return false;
+                }
+                for i in 0..30u8 {
+                    std::thread::sleep(Duration::from_millis(50));
+                    let byte = b'a' + i % 26;
+                    let piece = if chunked {
+                        format!("1\r\n{}\r\n", byte as char).into_bytes()
+                    } else {
+                        vec![byte]
+                    };
+                    if out.write_all(&piece).is_err() {
+                        return false;
+                    }
+                }
+                !chunked || out.write_all(b"0\r\n\r\n").is_ok()
+            }
+            _ => out
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .is_ok(),
+        }
+    });
+    let s = Server::start_with(tempfile::tempdir().unwrap(), &["--read-timeout-secs", "1"]);
+    s.deploy_with(&example("v1"), "v1", &["--backend", &raw.url, "--promote"]);
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    let get = |path: &str| {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        write!(c, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        read_until_closed(&mut c)
+    };
+
+    // Content-Length: the connection closes short of the promised 100 bytes.
+    let answer = get("/api/stall-length");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{answer:?}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("\r\ncontent-length: 100"),
+        "{answer:?}"
+    );
+    assert_eq!(body, "the first part");
+    // Every request after it goes over another connection.
+    assert_eq!(s.get("/api/ok").send().unwrap().text().unwrap(), "ok");
+    assert_ne!(
+        raw.conn_of("GET /api/ok"),
+        raw.conn_of("GET /api/stall-length")
+    );
+
+    // Chunked: the connection closes without the last chunk.
+    let answer = get("/api/stall-chunked");
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "{answer:?}"
+    );
+    assert!(body.contains("the first part"), "{answer:?}");
+    assert!(!body.ends_with("0\r\n\r\n"), "{answer:?}");
+    assert_eq!(s.get("/api/ok").send().unwrap().text().unwrap(), "ok");
+    assert_ne!(
+        raw.conn_of("GET /api/ok"),
+        raw.conn_of("GET /api/stall-chunked")
+    );
+    // A client taking the body through a library sees it fail.
+    assert!(s
+        .get("/api/stall-length")
+        .send()
+        .and_then(|r| r.bytes())
+        .is_err());
+    assert_eq!(counter(&s, "skewless_backend_body_timeouts_total"), 3);
+
+    // Slow but steady: whole, with either framing.
+    let want: String = (0..30u8).map(|i| (b'a' + i % 26) as char).collect();
+    for path in ["/api/trickle-length", "/api/trickle-chunked"] {
+        let r = s.get(path).send().unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().unwrap(), want, "{path}");
+    }
+    assert_eq!(counter(&s, "skewless_backend_body_timeouts_total"), 3);
+}
+
+#[test]
+fn an_early_answer_to_an_upload_is_passed_on_at_once() {
+    let held = std::sync::Mutex::new(Vec::new());
+    let raw = RawBackend::start(move |req, out| {
+        if req.header("x-answer-early").is_some() {
+            // The body stays unread; the connection open.
+            let reply = "upload refused before reading it";
+            let _ = write!(
+                out,
+                "HTTP/1.1 413 Payload Too Large\r\nContent-Length: {}\r\n\r\n{reply}",
+                reply.len()
+            );
+            held.lock().unwrap().push(out.try_clone().unwrap());
+            return false;
+        }
+        let reply = format!("{} {}", req.body.len(), fnv(&req.body));
+        write!(
+            out,
+            "HTTP/1.1 201 Created\r\nContent-Length: {}\r\n\r\n{reply}",
+            reply.len()
+        )
+        .is_ok()
+    });
+    // A read timeout far longer than the test: waiting for it would fail
+    // with a 504, not pass.
+    let s = Server::start_with(
+        tempfile::tempdir().unwrap(),
+        &["--read-timeout-secs", "300"],
+    );
+    s.deploy_with(&example("v1"), "v1", &["--backend", &raw.url, "--promote"]);
+    const SIZE: usize = 16 * 1024 * 1024;
+    let addr = s.url.trim_start_matches("http://").to_owned();
+
+    // 16 MiB the back end never reads, more than the sockets between
+    // hold: the 413 comes through while the client is still sending.
+    for framing in ["Content-Length: 16777216", "Transfer-Encoding: chunked"] {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            c,
+            "POST /api/upload HTTP/1.1\r\nHost: {addr}\r\n{framing}\r\nx-answer-early: 1\r\n\r\n"
+        )
+        .unwrap();
+        let mut sending = c.try_clone().unwrap();
+        let chunked = framing.starts_with("Transfer");
+        let sender = std::thread::spawn(move || {
+            let piece = vec![b'x'; 64 * 1024];
+            for _ in 0..SIZE / piece.len() {
+                let sent = if chunked {
+                    write!(sending, "10000\r\n")
+                        .and_then(|()| sending.write_all(&piece))
+                        .and_then(|()| sending.write_all(b"\r\n"))
+                } else {
+                    sending.write_all(&piece)
+                };
+                // The gateway closed the connection after its answer.
+                if sent.is_err() {
+                    return;
+                }
+            }
+            let _ = sending.write_all(if chunked { b"0\r\n\r\n" } else { b"" });
+        });
+        let answer = read_until_closed(&mut c);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{framing}: {answer:?}");
+        assert!(
+            answer.ends_with("\r\n\r\nupload refused before reading it"),
+            "{framing}: {answer:?}"
+        );
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("skewless-served-by: v1"),
+            "{answer:?}"
+        );
+        sender.join().unwrap();
+        // The gateway is fine, and does not use that connection again.
+        assert_eq!(s.get("/api/ok").send().unwrap().status(), 201);
+        assert_ne!(raw.conn_of("GET /api/ok"), raw.conn_of("POST /api/upload"));
+    }
+
+    // An interim 100 Continue while the body goes out is not the answer:
+    // the whole body reaches the back end, and its final answer the client.
+    let body: Vec<u8> = (0..SIZE).map(|i| (i * 7 % 253) as u8).collect();
+    let want = format!("{SIZE} {}", fnv(&body));
+    let r = s
+        .http
+        .post(format!("{}/api/interim", s.url))
+        .header("x-interim", "1")
+        .body(body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.text().unwrap(), want);
+}
+
+#[test]
+fn uploads_may_take_longer_than_the_read_timeout_but_not_stall() {
+    let held = std::sync::Mutex::new(Vec::new());
+    let raw = RawBackend::start(move |req, out| {
+        if req.header("x-answer-early").is_some() {
+            // Takes none of the body and never answers.
+            held.lock().unwrap().push(out.try_clone().unwrap());
+            return false;
+        }
+        write!(
+            out,
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+            req.body.len()
+        )
+        .and_then(|()| out.write_all(&req.body))
+        .is_ok()
+    });
+    let s = Server::start_with(tempfile::tempdir().unwrap(), &["--read-timeout-secs", "1"]);
+    s.deploy_with(&example("v1"), "v1", &["--backend", &raw.url, "--promote"]);
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    let want: String = (0..30u8).map(|i| (b'a' + i % 26) as char).collect();
+
+    // 30 bytes, one every 50 ms: 1.5 s or more in all, longer than the
+    // read timeout, with a length and chunked.
+    for chunked in [false, true] {
+        let mut c = std::net::TcpStream::connect(&addr).unwrap();
+        let framing = match chunked {
+            true => "Transfer-Encoding: chunked",
+            false => "Content-Length: 30",
+        };
+        write!(
+            c,
+            "POST /api/slow-upload HTTP/1.1\r\nHost: {addr}\r\n{framing}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        for byte in want.bytes() {
+            std::thread::sleep(Duration::from_millis(50));
+            match chunked {
+                true => write!(c, "1\r\n{}\r\n", byte as char).unwrap(),
+                false => c.write_all(&[byte]).unwrap(),
+            }
+        }
+        if chunked {
+            c.write_all(b"0\r\n\r\n").unwrap();
+        }
+        let answer = read_until_closed(&mut c);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{framing}: {answer:?}");
+        assert!(answer.ends_with(&format!("\r\n\r\n{want}")), "{answer:?}");
+    }
+
+    // A client that stops sending its body: 408.
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        c,
+        "POST /api/stopped HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 100\r\n\r\nonly this"
+    )
+    .unwrap();
+    let answer = read_until_closed(&mut c);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(
+        answer.contains("the request body stopped coming for 1s"),
+        "{answer:?}"
+    );
+
+    // A back end that takes none of a large body and never answers: 504.
+    const SIZE: usize = 16 * 1024 * 1024;
+    let mut c = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        c,
+        "POST /api/ignored HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {SIZE}\r\nx-answer-early: 1\r\n\r\n"
+    )
+    .unwrap();
+    let mut sending = c.try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let piece = vec![b'x'; 64 * 1024];
+        for _ in 0..SIZE / piece.len() {
+            if sending.write_all(&piece).is_err() {
+                return;
+            }
+        }
+    });
+    let answer = read_until_closed(&mut c);
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer:?}");
+    assert!(answer.contains("did not answer within 1s"), "{answer:?}");
+    sender.join().unwrap();
+
+    // The gateway is fine after all of it.
+    let r = s
+        .http
+        .post(format!("{}/api/ok", s.url))
+        .body("fine")
+        .send()
+        .unwrap();
+    assert_eq!(r.text().unwrap(), "fine");
 }

@@ -32,7 +32,10 @@ pub struct ServerConfig {
     pub default_upstream: Option<String>,
     /// Milliseconds to wait for a TCP connection to a back end.
     pub connect_timeout_ms: u64,
-    /// Seconds to wait for a back end's response headers.
+    /// The longest wait, in seconds, for a back end's response headers,
+    /// for each next piece of its response body (a back end silent for
+    /// longer has its response cut off), and for a request body to move
+    /// while it goes out: each gap, never the whole transfer.
     pub read_timeout_secs: u64,
     /// Seconds between keep-alive comments on idle event streams; a closed
     /// tab is noticed at the next one.
@@ -408,6 +411,11 @@ impl ServerConfig {
             return Err(ServerError::Startup(
                 "samples.interval_secs must be above 0 and samples.kept_secs at least one interval"
                     .into(),
+            ));
+        }
+        if self.read_timeout_secs == 0 {
+            return Err(ServerError::Startup(
+                "read_timeout_secs must be above 0".into(),
             ));
         }
         if self.cache_max_bytes == 0 || self.blob_timeout_ms == 0 {

@@ -3,12 +3,16 @@
 //! of the client connection that asked: the request head goes out in one
 //! write from a buffer the connection keeps, the response head is parsed
 //! straight into the response's header map, and the response body reads
-//! the back end's socket itself as the client side takes it. A connection
-//! goes back to a small per-back-end pool once a response ended cleanly
-//! and neither side asked to close; it is checked out and in under a
-//! short lock. Upgrades (WebSocket) use hyper's client on a connection of
-//! their own.
+//! the back end's socket itself as the client side takes it, waiting no
+//! longer than the read timeout for each next piece. While a request body
+//! goes out, the response is watched for: a back end that answers early
+//! (a 413 to an upload it will not read) is not kept waiting for the rest,
+//! and its connection is not reused. A connection goes back to a small
+//! per-back-end pool once a response ended cleanly and neither side asked
+//! to close; it is checked out and in under a short lock. Upgrades
+//! (WebSocket) use hyper's client on a connection of their own.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -18,14 +22,14 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::uri::Authority;
 use axum::http::{Request, Response, Uri};
-use bytes::{Bytes, BytesMut};
-use http_body_util::BodyExt;
+use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 use tower::Service;
 
 use crate::h1::{self, Decoded, Decoder, Malformed};
@@ -137,61 +141,109 @@ impl Conn {
     }
 
     /// Sends the request head in `wbuf` and the body, and reads the final
-    /// response head.
-    async fn exchange(&mut self, out: &mut Outgoing) -> Result<h1::Head, Exchange> {
+    /// response head. While the body goes out, the response is watched
+    /// for: a back end may answer (a 413, a 401) without reading the rest.
+    /// A request with a body waits no longer than `read_timeout` for
+    /// either side to move while it goes out, then as long for the
+    /// response head; one without is bounded by the caller.
+    async fn exchange(
+        &mut self,
+        out: &mut Outgoing,
+        read_timeout: Duration,
+    ) -> Result<h1::Head, Exchange> {
+        if let Some(body) = out.body.take() {
+            // Boxed: requests with bodies are the rarer kind, and their
+            // larger future is then no part of every request's.
+            let sending =
+                self.exchange_with_body(body, out.chunked, out.head_request, read_timeout);
+            return Box::pin(sending).await;
+        }
         if let Err(e) = self.io.write_all(&self.wbuf).await {
             return Err(Exchange::Stale(format!("sending the request failed: {e}")));
         }
+        let flushed = self.io.flush().await.err();
+        self.read_head(out.head_request, flushed, None).await
+    }
+
+    /// [`Conn::exchange`] for a request with a body.
+    async fn exchange_with_body(
+        &mut self,
+        body: Body,
+        chunked: bool,
+        head_request: bool,
+        read_timeout: Duration,
+    ) -> Result<h1::Head, Exchange> {
         let mut write_failed = None;
-        if let Some(body) = out.body.take() {
-            // Boxed: requests with bodies are the rarer kind.
-            match Box::pin(self.write_body(body, out.chunked)).await {
-                Ok(()) => {}
-                Err(BodyError::Body(e)) if too_large(&e) => return Err(Exchange::TooLarge),
-                Err(BodyError::Body(e)) => {
-                    return Err(Exchange::Broken(format!(
-                        "reading the request body failed: {e}"
-                    )))
-                }
-                // The back end may have answered early and stopped
-                // reading: its answer is still taken.
-                Err(BodyError::Write(e)) => write_failed = Some(e),
+        // Set when the back end's side ended while the body went out.
+        let mut read_ended = None;
+        match self
+            .send_body(body, chunked, head_request, read_timeout)
+            .await
+        {
+            Ok(Sent::All) => {}
+            Ok(Sent::Answered(mut head)) => {
+                // An answer before the whole request was sent: the
+                // connection is in no state for another one.
+                head.keep_alive = false;
+                return Ok(head);
             }
-        }
-        if write_failed.is_none() {
-            if let Err(e) = self.io.flush().await {
-                write_failed = Some(e);
+            Ok(Sent::Closed(cause)) => read_ended = Some(cause),
+            Err(BodyError::Body(e)) if too_large(&e) => return Err(Exchange::TooLarge),
+            Err(BodyError::Body(e)) => {
+                return Err(Exchange::Broken(format!(
+                    "reading the request body failed: {e}"
+                )))
             }
+            // The back end may have answered and closed its side: its
+            // answer is still taken.
+            Err(BodyError::Write(e)) => write_failed = Some(e),
+            Err(BodyError::Answer(e)) => return Err(e),
+            Err(BodyError::Stalled { client }) => return Err(Exchange::TimedOut { client }),
         }
-        let mut received = false;
+        let head = self.read_head(head_request, write_failed, read_ended);
+        match tokio::time::timeout(read_timeout, head).await {
+            Ok(head) => head,
+            Err(_) => Err(Exchange::TimedOut { client: false }),
+        }
+    }
+
+    /// Reads the final response head, part of which may have come while
+    /// the body went out. `write_failed`: sending the request failed so;
+    /// `read_ended`: the back end's side already ended so.
+    async fn read_head(
+        &mut self,
+        head_request: bool,
+        write_failed: Option<io::Error>,
+        mut read_ended: Option<String>,
+    ) -> Result<h1::Head, Exchange> {
+        // Nothing to parse before the first read.
+        let mut received = !self.rbuf.is_empty();
         loop {
-            // Nothing to parse before the first read.
             if received {
-                match h1::parse_head(&mut self.rbuf, out.head_request) {
+                match parse_head(&mut self.rbuf, head_request) {
                     Ok(Some(mut head)) => {
                         // An answer before the whole request was sent: the
                         // connection is in no state for another one.
                         head.keep_alive &= write_failed.is_none();
                         return Ok(head);
                     }
-                    Ok(None) if self.rbuf.len() >= h1::MAX_HEAD => {
-                        return Err(Exchange::Malformed(format!(
-                            "response head larger than {} bytes",
-                            h1::MAX_HEAD
-                        )))
-                    }
                     Ok(None) => {}
-                    Err(Malformed(m)) => return Err(Exchange::Malformed(m)),
+                    Err(e) => return Err(e),
                 }
             }
-            self.rbuf.reserve(HEAD_READ);
-            let cause = match self.io.read_buf(&mut self.rbuf).await {
-                Ok(0) => "the connection closed".to_owned(),
-                Ok(_) => {
-                    received = true;
-                    continue;
+            let cause = match read_ended.take() {
+                Some(cause) => cause,
+                None => {
+                    self.rbuf.reserve(HEAD_READ);
+                    match self.io.read_buf(&mut self.rbuf).await {
+                        Ok(0) => "the connection closed".to_owned(),
+                        Ok(_) => {
+                            received = true;
+                            continue;
+                        }
+                        Err(e) => e.to_string(),
+                    }
                 }
-                Err(e) => e.to_string(),
             };
             let cause = match write_failed {
                 Some(e) => format!("sending the request failed: {e}"),
@@ -205,52 +257,200 @@ impl Conn {
         }
     }
 
-    /// Streams a request body, with chunked framing or as is (its
-    /// `Content-Length` sent with the head). Trailer fields of a request
-    /// are not passed on.
-    async fn write_body(&mut self, mut body: Body, chunked: bool) -> Result<(), BodyError> {
-        while let Some(frame) = body.frame().await {
-            let Ok(data) = frame.map_err(BodyError::Body)?.into_data() else {
-                continue;
-            };
-            if data.is_empty() {
-                continue;
+    /// Sends the request head in `wbuf`, then streams the body, with
+    /// chunked framing or as is (its `Content-Length` sent with the head),
+    /// and reads what the back end sends meanwhile whenever the body would
+    /// wait (for the client or for the back end to take more): a final
+    /// response head ends the sending. Interim 1xx responses are skipped.
+    /// Neither side may keep the body from moving for longer than
+    /// `read_timeout`. Trailer fields of a request are not passed on.
+    async fn send_body(
+        &mut self,
+        mut body: Body,
+        chunked: bool,
+        head_request: bool,
+        read_timeout: Duration,
+    ) -> Result<Sent, BodyError> {
+        let Conn { io, rbuf, wbuf } = self;
+        // What is queued goes out in this order: the rest of `wbuf` (the
+        // head, then a chunk-size line, with a small chunk's data and
+        // CRLF), then `data`, then `tail`.
+        let mut at = 0;
+        let mut data = Bytes::new();
+        let mut tail: &'static [u8] = b"";
+        let mut ended = false;
+        let mut stall = Stall::default();
+        // When the body waits, on the client (`true`) or on the back end:
+        // the back end's answer, or the end of the wait allowed.
+        let wait = |io: &mut Stream,
+                    rbuf: &mut BytesMut,
+                    stall: &mut Stall,
+                    cx: &mut Context<'_>,
+                    client: bool| {
+            if let Poll::Ready(r) = poll_answer(io, rbuf, cx, head_request) {
+                return Poll::Ready(r);
             }
-            if !chunked {
-                self.io.write_all(&data).await.map_err(BodyError::Write)?;
-                continue;
-            }
-            self.wbuf.clear();
-            h1::chunk_size_line(&mut self.wbuf, data.len());
-            if data.len() <= SMALL_CHUNK {
-                self.wbuf.extend_from_slice(&data);
-                self.wbuf.extend_from_slice(b"\r\n");
-                self.io
-                    .write_all(&self.wbuf)
-                    .await
-                    .map_err(BodyError::Write)?;
+            ready!(stall.poll_expired(cx, read_timeout));
+            Poll::Ready(Err(BodyError::Stalled { client }))
+        };
+        std::future::poll_fn(|cx| loop {
+            let queued: &[u8] = if at < wbuf.len() {
+                &wbuf[at..]
+            } else if !data.is_empty() {
+                &data
             } else {
-                self.io
-                    .write_all(&self.wbuf)
-                    .await
-                    .map_err(BodyError::Write)?;
-                self.io.write_all(&data).await.map_err(BodyError::Write)?;
-                self.io.write_all(b"\r\n").await.map_err(BodyError::Write)?;
+                tail
+            };
+            if !queued.is_empty() {
+                match Pin::new(&mut *io).poll_write(cx, queued) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(BodyError::Write(io::ErrorKind::WriteZero.into())))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        stall.moved = true;
+                        if at < wbuf.len() {
+                            at += n;
+                        } else if !data.is_empty() {
+                            data.advance(n);
+                        } else {
+                            tail = &tail[n..];
+                        }
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(BodyError::Write(e))),
+                    Poll::Pending => return wait(io, rbuf, &mut stall, cx, false),
+                }
             }
-        }
-        if chunked {
-            self.io
-                .write_all(b"0\r\n\r\n")
-                .await
-                .map_err(BodyError::Write)?;
-        }
-        Ok(())
+            if ended {
+                return match Pin::new(&mut *io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => Poll::Ready(Ok(Sent::All)),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(BodyError::Write(e))),
+                    Poll::Pending => wait(io, rbuf, &mut stall, cx, false),
+                };
+            }
+            let piece = match hyper::body::Body::poll_frame(Pin::new(&mut body), cx) {
+                Poll::Pending => return wait(io, rbuf, &mut stall, cx, true),
+                Poll::Ready(None) => {
+                    ended = true;
+                    if chunked {
+                        tail = b"0\r\n\r\n";
+                    }
+                    continue;
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(BodyError::Body(e))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(piece) if !piece.is_empty() => {
+                        stall.moved = true;
+                        piece
+                    }
+                    _ => continue,
+                },
+            };
+            if !chunked {
+                data = piece;
+                continue;
+            }
+            wbuf.clear();
+            at = 0;
+            h1::chunk_size_line(wbuf, piece.len());
+            if piece.len() <= SMALL_CHUNK {
+                wbuf.extend_from_slice(&piece);
+                wbuf.extend_from_slice(b"\r\n");
+            } else {
+                data = piece;
+                tail = b"\r\n";
+            }
+        })
+        .await
     }
+}
+
+/// Reads what the back end sent while the request body goes out: a final
+/// response head is its early answer. Pending while nothing decisive came.
+fn poll_answer(
+    io: &mut Stream,
+    rbuf: &mut BytesMut,
+    cx: &mut Context<'_>,
+    head_request: bool,
+) -> Poll<Result<Sent, BodyError>> {
+    loop {
+        rbuf.reserve(HEAD_READ);
+        let cause = match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, rbuf)) {
+            Ok(0) => "the connection closed".to_owned(),
+            Ok(_) => match parse_head(rbuf, head_request) {
+                Ok(Some(head)) => return Poll::Ready(Ok(Sent::Answered(head))),
+                // An interim response, or part of a head.
+                Ok(None) => continue,
+                Err(e) => return Poll::Ready(Err(BodyError::Answer(e))),
+            },
+            Err(e) => e.to_string(),
+        };
+        return Poll::Ready(Ok(Sent::Closed(cause)));
+    }
+}
+
+/// The final response head at the start of `buf`, if it is all there.
+fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<h1::Head>, Exchange> {
+    match h1::parse_head(buf, head_request) {
+        Ok(Some(head)) => Ok(Some(head)),
+        Ok(None) if buf.len() >= h1::MAX_HEAD => Err(Exchange::Malformed(format!(
+            "response head larger than {} bytes",
+            h1::MAX_HEAD
+        ))),
+        Ok(None) => Ok(None),
+        Err(Malformed(m)) => Err(Exchange::Malformed(m)),
+    }
+}
+
+/// A bound on how long a body may wait for its next bytes, in either
+/// direction. Its timer is made on the first wait only, and set again only
+/// when a wait follows bytes that moved.
+#[derive(Default)]
+struct Stall {
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// Bytes moved since the timer was last set.
+    moved: bool,
+}
+
+impl Stall {
+    /// Called when the body waits: ready once it has waited `timeout`
+    /// without bytes moving.
+    fn poll_expired(&mut self, cx: &mut Context<'_>, timeout: Duration) -> Poll<()> {
+        let sleep = match &mut self.sleep {
+            Some(sleep) => {
+                if self.moved {
+                    sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
+                }
+                sleep
+            }
+            None => self.sleep.insert(Box::pin(tokio::time::sleep(timeout))),
+        };
+        self.moved = false;
+        sleep.as_mut().poll(cx)
+    }
+}
+
+/// How sending a request body ended.
+enum Sent {
+    /// All of it went out.
+    All,
+    /// The back end answered before it had all of it.
+    Answered(h1::Head),
+    /// The back end's side of the connection ended, or failed, before an
+    /// answer: why.
+    Closed(String),
 }
 
 enum BodyError {
     Body(axum::Error),
     Write(io::Error),
+    /// What the back end sent meanwhile is not a response.
+    Answer(Exchange),
+    /// The body did not move for the read timeout: waiting on the client
+    /// for more of it, or on the back end to take it.
+    Stalled {
+        client: bool,
+    },
 }
 
 /// How an exchange failed.
@@ -264,6 +464,9 @@ enum Exchange {
     Malformed(String),
     /// The request body outgrew the proxy limit.
     TooLarge,
+    /// Nothing moved for the read timeout: the request body, on the
+    /// client's side or the back end's, or the response head.
+    TimedOut { client: bool },
 }
 
 impl From<Exchange> for Failure {
@@ -272,6 +475,8 @@ impl From<Exchange> for Failure {
             Exchange::Stale(m) | Exchange::Broken(m) => Failure::Broken(m),
             Exchange::Malformed(m) => Failure::Malformed(m),
             Exchange::TooLarge => Failure::TooLarge,
+            Exchange::TimedOut { client: false } => Failure::TimedOut,
+            Exchange::TimedOut { client: true } => Failure::ClientStalled,
         }
     }
 }
@@ -317,6 +522,11 @@ pub(crate) enum Failure {
     Malformed(String),
     /// The request body outgrew the proxy limit.
     TooLarge,
+    /// The back end took none of the request body, or sent no response
+    /// head, for the read timeout.
+    TimedOut,
+    /// The client sent none of its request body for the read timeout.
+    ClientStalled,
     /// An upgrade request failed.
     Http(hyper::Error),
 }
@@ -327,10 +537,17 @@ pub(crate) struct Pool {
     idle: Mutex<Vec<(Key, Vec<Idle>)>>,
     max_idle: usize,
     idle_timeout: Duration,
+    /// The longest a response body may wait for the back end's next bytes.
+    read_timeout: Duration,
 }
 
 impl Pool {
-    pub(crate) fn new(connect_timeout: Duration, max_idle: usize, idle_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        connect_timeout: Duration,
+        read_timeout: Duration,
+        max_idle: usize,
+        idle_timeout: Duration,
+    ) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(connect_timeout));
         http.set_nodelay(true);
@@ -345,6 +562,7 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             max_idle,
             idle_timeout,
+            read_timeout,
         }
     }
 
@@ -425,7 +643,7 @@ impl Pool {
         };
         conn.wbuf.clear();
         encode(&mut conn.wbuf);
-        let head = match conn.exchange(&mut out).await {
+        let head = match conn.exchange(&mut out, self.read_timeout).await {
             Ok(head) => head,
             // The back end closed the pooled connection before it saw the
             // request, or while it worked on it: sent once more on a new
@@ -434,7 +652,7 @@ impl Pool {
                 let mut fresh = Box::pin(self.connect(key)).await?;
                 std::mem::swap(&mut fresh.wbuf, &mut conn.wbuf);
                 conn = fresh;
-                conn.exchange(&mut out).await?
+                conn.exchange(&mut out, self.read_timeout).await?
             }
             Err(e) => return Err(e.into()),
         };
@@ -458,6 +676,7 @@ impl Pool {
                 keep,
                 pool: self.clone(),
                 key: key.clone(),
+                silence: Stall::default(),
             }),
         };
         let mut resp = Response::new(body);
@@ -504,6 +723,9 @@ struct FromBackEnd {
     keep: bool,
     pool: Arc<Pool>,
     key: Key,
+    /// How long the back end may stay silent: the pool's read timeout
+    /// from a read that found nothing.
+    silence: Stall,
 }
 
 impl FromBackEnd {
@@ -517,6 +739,30 @@ impl FromBackEnd {
         // The connection is closed with it.
         self.conn = None;
         Poll::Ready(Some(Err(e)))
+    }
+
+    /// The back end has nothing more for now: waits for it no longer than
+    /// the read timeout since the read that found nothing.
+    fn poll_silence(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let timeout = self.pool.read_timeout;
+        ready!(self.silence.poll_expired(cx, timeout));
+        let scheme = if self.key.https { "https" } else { "http" };
+        tracing::warn!(
+            backend = %format_args!("{scheme}://{}", self.key.authority),
+            timeout_secs = timeout.as_secs_f64(),
+            "the back end sent nothing for the read timeout in the middle of a response body: the response is cut off"
+        );
+        crate::metrics::backend_body_timeout();
+        self.fail(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "the back end sent nothing for {}s in the middle of the response body",
+                timeout.as_secs_f64()
+            ),
+        ))
     }
 }
 
@@ -552,11 +798,13 @@ impl hyper::body::Body for FromBackEnd {
                 Err(Malformed(m)) => return this.fail(io::Error::other(m)),
             }
             conn.rbuf.reserve(BODY_READ);
-            match ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut conn.io),
-                cx,
-                &mut conn.rbuf
-            )) {
+            let read = tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.rbuf);
+            let Poll::Ready(read) = read else {
+                return this.poll_silence(cx);
+            };
+            // Bytes (or the end) came: the next wait starts afresh.
+            this.silence.moved = true;
+            match read {
                 Ok(0) => match this.decoder.at_eof() {
                     Ok(()) => {
                         // Delimited by the close: never reused.
@@ -579,6 +827,220 @@ impl hyper::body::Body for FromBackEnd {
         match self.decoder.remaining() {
             Some(n) => SizeHint::with_exact(n),
             None => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, Read, Write};
+    use std::sync::mpsc;
+
+    use futures::StreamExt;
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    /// A back end on a raw socket: for each connection, `answer` gets the
+    /// request head (read up to its blank line, the body left unread) and
+    /// the socket.
+    fn raw_back_end(answer: impl Fn(String, std::net::TcpStream) + Send + Sync + 'static) -> Key {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let authority = Authority::try_from(listener.local_addr().unwrap().to_string()).unwrap();
+        let answer = Arc::new(answer);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let answer = answer.clone();
+                std::thread::spawn(move || {
+                    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                    let mut head = String::new();
+                    while !head.ends_with("\r\n\r\n") {
+                        if reader.read_line(&mut head).unwrap_or(0) == 0 {
+                            return;
+                        }
+                    }
+                    answer(head, stream);
+                });
+            }
+        });
+        Key {
+            https: false,
+            authority,
+        }
+    }
+
+    fn pool(read_timeout: Duration) -> Arc<Pool> {
+        Arc::new(Pool::new(
+            Duration::from_secs(5),
+            read_timeout,
+            4,
+            Duration::from_secs(60),
+        ))
+    }
+
+    fn idle(pool: &Pool) -> usize {
+        let idle = pool.idle.lock().unwrap();
+        idle.iter().map(|(_, list)| list.len()).sum()
+    }
+
+    async fn send(
+        pool: &Arc<Pool>,
+        key: &Key,
+        head: &'static str,
+        body: Option<Body>,
+    ) -> Response<Body> {
+        let out = Outgoing {
+            head_request: false,
+            retryable: false,
+            chunked: body.is_some(),
+            body,
+        };
+        match pool
+            .send(key, |buf| buf.extend_from_slice(head.as_bytes()), out)
+            .await
+        {
+            Ok(resp) => resp,
+            Err(Failure::Broken(m) | Failure::Malformed(m) | Failure::Connect(m)) => panic!("{m}"),
+            Err(_) => panic!("the exchange failed"),
+        }
+    }
+
+    const GET: &str = "GET / HTTP/1.1\r\nhost: x\r\n\r\n";
+    const POST: &str = "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n";
+
+    #[tokio::test]
+    async fn a_body_the_back_end_stops_sending_fails_after_the_read_timeout() {
+        let (held_tx, held_rx) = mpsc::channel();
+        let key = raw_back_end(move |_, mut s| {
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+                .unwrap();
+            // Open, and silent.
+            held_tx.send(s).unwrap();
+        });
+        let pool = pool(Duration::from_millis(200));
+        let resp = send(&pool, &key, GET, None).await;
+        let mut body = resp.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"abc");
+        let e = body.frame().await.unwrap().unwrap_err();
+        assert!(e.to_string().contains("sent nothing"), "{e}");
+        assert!(body.frame().await.is_none());
+        assert_eq!(idle(&pool), 0, "the connection is not pooled");
+        drop(held_rx);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_keeps_coming_is_never_cut_and_its_connection_reused() {
+        // The rest of the body is sent once the first piece has been
+        // taken; then the next request on the same connection answered.
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let go_rx = Mutex::new(go_rx);
+        let key = raw_back_end(move |_, mut s| {
+            s.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+                .unwrap();
+            go_rx.lock().unwrap().recv().unwrap();
+            s.write_all(b"4\r\ndefg\r\n0\r\n\r\n").unwrap();
+            let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+            let mut head = String::new();
+            while !head.ends_with("\r\n\r\n") {
+                reader.read_line(&mut head).unwrap();
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nagain")
+                .unwrap();
+            let _ = reader.read(&mut [0u8; 1]);
+        });
+        let pool = pool(Duration::from_secs(30));
+        let mut body = send(&pool, &key, GET, None).await.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"abc");
+        go_tx.send(()).unwrap();
+        let rest = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&rest[..], b"defg");
+        assert_eq!(idle(&pool), 1);
+        let again = send(&pool, &key, GET, None).await.into_body();
+        assert_eq!(&again.collect().await.unwrap().to_bytes()[..], b"again");
+    }
+
+    /// A request body without end: only an early answer ends its sending.
+    fn endless() -> Body {
+        let piece = Bytes::from(vec![b'x'; 64 * 1024]);
+        Body::from_stream(tokio_stream::iter(
+            std::iter::repeat(piece).map(Ok::<_, io::Error>),
+        ))
+    }
+
+    #[tokio::test]
+    async fn an_early_answer_ends_the_upload() {
+        let (held_tx, held_rx) = mpsc::channel();
+        let key = raw_back_end(move |_, mut s| {
+            s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").unwrap();
+            s.write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\n\r\ntoo much")
+                .unwrap();
+            held_tx.send(s).unwrap();
+        });
+        let pool = pool(Duration::from_secs(30));
+        let resp = tokio::time::timeout(
+            Duration::from_secs(60),
+            send(&pool, &key, POST, Some(endless())),
+        )
+        .await
+        .expect("the early answer is taken while the body goes out");
+        assert_eq!(resp.status(), 413);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"too much");
+        assert_eq!(idle(&pool), 0, "the connection is not pooled");
+        drop(held_rx);
+    }
+
+    #[tokio::test]
+    async fn an_upload_that_stops_moving_fails_after_the_read_timeout() {
+        let (held_tx, held_rx) = mpsc::channel();
+        // Reads the head, then nothing more, and never answers.
+        let key = raw_back_end(move |_, s| held_tx.send(s).unwrap());
+        let pool = pool(Duration::from_millis(200));
+        let post = |body| {
+            let out = Outgoing {
+                head_request: false,
+                retryable: false,
+                chunked: true,
+                body: Some(body),
+            };
+            pool.send(&key, |buf| buf.extend_from_slice(POST.as_bytes()), out)
+        };
+        // The back end takes none of an endless body.
+        let sent = tokio::time::timeout(Duration::from_secs(60), post(endless())).await;
+        assert!(matches!(sent, Ok(Err(Failure::TimedOut))));
+        // The client sends a piece, then nothing.
+        let stopping = futures::stream::iter([Ok::<_, io::Error>(Bytes::from_static(b"piece"))])
+            .chain(futures::stream::pending());
+        let sent =
+            tokio::time::timeout(Duration::from_secs(60), post(Body::from_stream(stopping))).await;
+        assert!(matches!(sent, Ok(Err(Failure::ClientStalled))));
+        assert_eq!(idle(&pool), 0);
+        drop(held_rx);
+    }
+
+    #[tokio::test]
+    async fn a_back_end_closing_while_the_body_goes_out_is_a_failure() {
+        let key = raw_back_end(|_, s| drop(s));
+        let pool = pool(Duration::from_secs(30));
+        let out = Outgoing {
+            head_request: false,
+            retryable: false,
+            chunked: true,
+            body: Some(endless()),
+        };
+        let sent = tokio::time::timeout(
+            Duration::from_secs(60),
+            pool.send(&key, |buf| buf.extend_from_slice(POST.as_bytes()), out),
+        )
+        .await
+        .expect("the close is noticed");
+        match sent {
+            Err(Failure::Broken(m)) => assert!(m.contains("before a response"), "{m}"),
+            Ok(_) => panic!("an answer from a closed connection"),
+            Err(_) => panic!("not a broken connection"),
         }
     }
 }

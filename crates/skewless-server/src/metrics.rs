@@ -64,6 +64,10 @@ fn describe() {
         "skewless_skew_missed_total",
         "404s on content-hashed paths: a file no retained release has."
     );
+    metrics::describe_counter!(
+        "skewless_backend_body_timeouts_total",
+        "Proxied responses cut off because the back end sent nothing for read_timeout_secs in the middle of the body."
+    );
     metrics::describe_counter!("skewless_promotions_total", "Promotions.");
     metrics::describe_counter!("skewless_rollbacks_total", "Rollbacks.");
     metrics::describe_gauge!(
@@ -225,6 +229,12 @@ pub fn skew_saved(kind: Kind) {
 /// Counts a miss on a content-hashed path.
 pub fn skew_missed() {
     counter!("skewless_skew_missed_total").increment(1);
+}
+
+/// Counts a proxied response cut off because its back end went silent in
+/// the middle of the body.
+pub fn backend_body_timeout() {
+    counter!("skewless_backend_body_timeouts_total").increment(1);
 }
 
 /// Counts a promotion.

@@ -1,7 +1,8 @@
 //! The reverse proxy for API prefixes: streams bodies both ways, strips
 //! hop-by-hop headers, sets `X-Forwarded-*` and `Forwarded`, passes
 //! WebSocket and other upgrades through, pools connections, and answers a
-//! clear JSON 502/504 when the back end is down or slow.
+//! clear JSON 502/504 when the back end is down or slow (408 when a
+//! client's request body stops coming).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -150,7 +151,12 @@ impl Proxy {
     /// A proxy with the given timeouts.
     pub fn new(connect_timeout: Duration, read_timeout: Duration) -> Proxy {
         Proxy {
-            pool: Arc::new(Pool::new(connect_timeout, 256, Duration::from_secs(60))),
+            pool: Arc::new(Pool::new(
+                connect_timeout,
+                read_timeout,
+                256,
+                Duration::from_secs(60),
+            )),
             read_timeout,
         }
     }
@@ -165,6 +171,16 @@ impl Proxy {
         served_by: &HeaderValue,
     ) -> Response {
         let served_by_text = served_by.to_str().unwrap_or("");
+        let timed_out = || {
+            json_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!(
+                    "the back end of release {served_by_text} ({}) did not answer within {}s",
+                    upstream.url,
+                    self.read_timeout.as_secs()
+                ),
+            )
+        };
         let failed = |e: Failure| {
             let (status, msg) = match e {
                 Failure::TooLarge => {
@@ -177,6 +193,16 @@ impl Proxy {
                     return json_error(
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "request body is larger than the proxy limit",
+                    )
+                }
+                Failure::TimedOut => return timed_out(),
+                Failure::ClientStalled => {
+                    return json_error(
+                        StatusCode::REQUEST_TIMEOUT,
+                        &format!(
+                            "the request body stopped coming for {}s",
+                            self.read_timeout.as_secs()
+                        ),
                     )
                 }
                 Failure::Malformed(m) => ("sent an invalid response", m),
@@ -193,16 +219,6 @@ impl Proxy {
                 &format!(
                     "the back end of release {served_by_text} ({}) {status}: {msg}",
                     upstream.url
-                ),
-            )
-        };
-        let timed_out = || {
-            json_error(
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!(
-                    "the back end of release {served_by_text} ({}) did not answer within {}s",
-                    upstream.url,
-                    self.read_timeout.as_secs()
                 ),
             )
         };
@@ -229,11 +245,13 @@ impl Proxy {
             let encode = |buf: &mut Vec<u8>| {
                 write_request_head(buf, &parts, upstream, client, tls, framing);
             };
-            let sent = tokio::time::timeout(
-                self.read_timeout,
-                self.pool.send(&upstream.key, encode, out),
-            )
-            .await;
+            let sending = self.pool.send(&upstream.key, encode, out);
+            // A request with a body bounds each wait itself: the body may
+            // take longer in all than the read timeout.
+            let sent = match has_body {
+                true => Ok(sending.await),
+                false => tokio::time::timeout(self.read_timeout, sending).await,
+            };
             let mut resp = match sent {
                 Err(_) => return timed_out(),
                 Ok(Err(e)) => return failed(e),

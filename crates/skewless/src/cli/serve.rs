@@ -84,7 +84,7 @@ pub struct ServeArgs {
     /// Milliseconds to wait for a connection to a back end [default: 2000].
     #[arg(long, env = "SKEWLESS_CONNECT_TIMEOUT_MS")]
     connect_timeout_ms: Option<u64>,
-    /// Seconds to wait for a back end's response headers [default: 30].
+    /// Longest wait, in seconds, for a back end's response headers, for each next piece of its response body (a silent back end's response is cut off), and for a request body to move [default: 30].
     #[arg(long, env = "SKEWLESS_READ_TIMEOUT_SECS")]
     read_timeout_secs: Option<u64>,
     /// Seconds between keep-alive comments on idle event streams [default: 15].
