@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use crate::support::{example, Backend, Server};
+use crate::support::{example, read_head, Backend, Server};
 
 struct Answer {
     status: u16,
@@ -32,24 +32,8 @@ impl Answer {
 
 /// Reads one response (to a request that was not `HEAD` unless `head`).
 fn read_answer(r: &mut BufReader<TcpStream>, head: bool) -> Answer {
+    let (status, headers) = read_head(r);
     let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    let status = line
-        .split(' ')
-        .nth(1)
-        .unwrap_or_else(|| panic!("no status line: {line:?}"))
-        .parse()
-        .unwrap();
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        r.read_line(&mut line).unwrap();
-        if line == "\r\n" {
-            break;
-        }
-        let (k, v) = line.split_once(':').unwrap();
-        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
-    }
     let mut a = Answer {
         status,
         headers,

@@ -8,12 +8,12 @@
 //! the download short without a byte that is not in the file, and later
 //! requests get a clear error.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::support::{bin, Server, TOKEN};
+use crate::support::{bin, read_head, Server, TOKEN};
 
 /// The served file: 96 MiB, so one buffered copy alone would exceed the
 /// bound, and sixteen would take 1.5 GiB (`SKEWLESS_TEST_LARGE_FILE_MIB`
@@ -109,23 +109,6 @@ fn open_get(
 }
 
 /// Reads a response's status line and headers (lower-cased names).
-fn read_head(r: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    let status = line.split(' ').nth(1).unwrap().parse().unwrap();
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        r.read_line(&mut line).unwrap();
-        if line == "\r\n" {
-            break;
-        }
-        let (k, v) = line.split_once(':').unwrap();
-        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
-    }
-    (status, headers)
-}
-
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers
         .iter()

@@ -451,3 +451,22 @@ pub fn alive(pid: u32) -> bool {
 
 pub mod cluster;
 pub mod s3;
+
+/// Reads a response's status line and header fields (names lower-cased)
+/// off a raw connection.
+pub fn read_head(r: &mut BufReader<TcpStream>) -> (u16, Vec<(String, String)>) {
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let status = line.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        let (k, v) = line.split_once(':').unwrap();
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+    }
+    (status, headers)
+}
