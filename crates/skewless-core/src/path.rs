@@ -1,6 +1,8 @@
 //! Path normalisation: request paths from the wire and file paths inside a
 //! release. Both end in the same canonical form, `/seg/seg/name`.
 
+use std::borrow::Cow;
+
 use percent_encoding::percent_decode_str;
 use thiserror::Error;
 
@@ -36,7 +38,7 @@ pub enum PathError {
 /// form: percent-decoded once, `.` and empty segments dropped. Anything that
 /// could address outside a release (`..`, backslashes, NUL) is refused rather
 /// than resolved, in every encoding.
-pub fn normalize_request_path(raw: &str) -> Result<String, PathError> {
+pub fn normalize_request_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
@@ -44,9 +46,9 @@ pub fn normalize_request_path(raw: &str) -> Result<String, PathError> {
         return Err(PathError::TooLong);
     }
     if is_already_normal(raw) {
-        return Ok(raw.to_owned());
+        return Ok(Cow::Borrowed(raw));
     }
-    decode_and_normalize(raw)
+    decode_and_normalize(raw).map(Cow::Owned)
 }
 
 fn decode_and_normalize(raw: &str) -> Result<String, PathError> {

@@ -208,7 +208,7 @@ impl AccessLog {
         }
         .or_else(|| pinned_path(path))
         .or(requested.as_str());
-        Some(Started {
+        Some(Started(Box::new(Record {
             log: AccessLog {
                 shared: Some(shared.clone()),
             },
@@ -218,7 +218,11 @@ impl AccessLog {
             method: req.method().clone(),
             path: PathText::of(path),
             pin: ReleaseText::of(pin),
-        })
+            status: 0,
+            kind: LogKind::System,
+            served_by: None,
+            bytes: 0,
+        })))
     }
 
     /// Logs a request hyper refused before it reached the gateway (a head
@@ -283,16 +287,9 @@ impl ReleaseText {
     }
 }
 
-/// A request on its way through the general stack.
-pub struct Started {
-    log: AccessLog,
-    time: SystemTime,
-    start: Instant,
-    client: IpAddr,
-    method: Method,
-    path: PathText,
-    pin: Option<ReleaseText>,
-}
+/// A request on its way through the general stack. Boxed: it travels
+/// with the response, which is moved several times on its way out.
+pub struct Started(Box<Record>);
 
 /// A request's path (without its query), kept inline when short: a copy
 /// of the `Uri` would hold on to the connection's read buffer and cost
@@ -322,13 +319,14 @@ impl PathText {
 }
 
 impl Started {
-    /// Wraps the response so its line is written when its body ends.
-    pub fn respond(self, resp: Response) -> Response<LoggedBody> {
-        let kind = match resp.extensions().get::<Kind>() {
-            Some(Kind::Shell) => LogKind::Shell,
-            Some(Kind::Asset) => LogKind::Asset,
-            Some(Kind::Api) => LogKind::Api,
-            Some(Kind::System) | None => {
+    /// Wraps the response (to a request of this kind) so its line is
+    /// written when its body ends.
+    pub fn respond(self, resp: Response, kind: Kind) -> Response<LoggedBody> {
+        let kind = match kind {
+            Kind::Shell => LogKind::Shell,
+            Kind::Asset => LogKind::Asset,
+            Kind::Api => LogKind::Api,
+            Kind::System => {
                 let ct = resp.headers().get(header::CONTENT_TYPE);
                 if ct.is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream")) {
                     LogKind::EventStream
@@ -337,25 +335,22 @@ impl Started {
                 }
             }
         };
-        let served_by = resp.headers().get(&SERVED_BY).cloned();
-        let status = resp.status().as_u16();
+        let mut record = self.0;
+        record.served_by = resp.headers().get(&SERVED_BY).cloned();
+        record.status = resp.status().as_u16();
+        record.kind = kind;
         resp.map(|inner| LoggedBody {
             inner,
-            record: Some(Record {
-                started: self,
-                status,
-                kind,
-                served_by,
-                bytes: 0,
-            }),
+            record: Some(record),
         })
     }
 }
 
-/// Wraps a response for hyper: logged if `started` is.
-pub fn respond(started: Option<Started>, resp: Response) -> Response<LoggedBody> {
+/// Wraps a response (to a request of this kind) for hyper: logged if
+/// `started` is.
+pub fn respond(started: Option<Started>, resp: Response, kind: Kind) -> Response<LoggedBody> {
     match started {
-        Some(s) => s.respond(resp),
+        Some(s) => s.respond(resp, kind),
         None => resp.map(|inner| LoggedBody {
             inner,
             record: None,
@@ -363,27 +358,35 @@ pub fn respond(started: Option<Started>, resp: Response) -> Response<LoggedBody>
     }
 }
 
+/// What a request's line says.
 struct Record {
-    started: Started,
+    log: AccessLog,
+    time: SystemTime,
+    start: Instant,
+    client: IpAddr,
+    method: Method,
+    path: PathText,
+    pin: Option<ReleaseText>,
+    /// Set when the response is known.
     status: u16,
     kind: LogKind,
     served_by: Option<HeaderValue>,
+    /// Body bytes handed to the connection so far.
     bytes: u64,
 }
 
 impl Record {
     fn write(&self) {
-        let s = &self.started;
-        s.log.log(&Fields {
-            time: s.time,
-            client: s.client,
-            method: Some(s.method.as_str()),
-            path: Some(s.path.as_str()),
+        self.log.log(&Fields {
+            time: self.time,
+            client: self.client,
+            method: Some(self.method.as_str()),
+            path: Some(self.path.as_str()),
             status: self.status,
             bytes: self.bytes,
-            duration: s.start.elapsed(),
+            duration: self.start.elapsed(),
             release: self.served_by.as_ref().and_then(|v| v.to_str().ok()),
-            pin: s.pin.as_ref().map(ReleaseText::as_str),
+            pin: self.pin.as_ref().map(ReleaseText::as_str),
             kind: self.kind,
         });
     }
@@ -393,7 +396,7 @@ impl Record {
 /// abandoned, or was never sent (`HEAD`, `304`).
 pub struct LoggedBody {
     inner: Body,
-    record: Option<Record>,
+    record: Option<Box<Record>>,
 }
 
 impl LoggedBody {

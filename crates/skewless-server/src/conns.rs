@@ -116,6 +116,11 @@ struct Conn {
     rbuf: BytesMut,
     /// The request head being sent.
     wbuf: Vec<u8>,
+    /// The connection's one timer for the wait for an answer, made on the
+    /// first wait and moved on only when it fires before the deadline of
+    /// the exchange in progress: a timer per exchange would be registered
+    /// and cancelled on every request.
+    alarm: Option<Pin<Box<Sleep>>>,
 }
 
 impl Conn {
@@ -124,6 +129,7 @@ impl Conn {
             io,
             rbuf: BytesMut::new(),
             wbuf: Vec::with_capacity(1024),
+            alarm: None,
         })
     }
 
@@ -145,11 +151,12 @@ impl Conn {
     /// for: a back end may answer (a 413, a 401) without reading the rest.
     /// A request with a body waits no longer than `read_timeout` for
     /// either side to move while it goes out, then as long for the
-    /// response head; one without is bounded by the caller.
+    /// response head; one without has its answer by `deadline`.
     async fn exchange(
         &mut self,
         out: &mut Outgoing,
         read_timeout: Duration,
+        deadline: tokio::time::Instant,
     ) -> Result<h1::Head, Exchange> {
         if let Some(body) = out.body.take() {
             // Boxed: requests with bodies are the rarer kind, and their
@@ -158,11 +165,30 @@ impl Conn {
                 self.exchange_with_body(body, out.chunked, out.head_request, read_timeout);
             return Box::pin(sending).await;
         }
+        let mut alarm = self.alarm.take();
+        let answered = {
+            let plain = self.exchange_plain(out.head_request);
+            tokio::pin!(plain);
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = plain.as_mut().poll(cx) {
+                    return Poll::Ready(r);
+                }
+                ready!(poll_alarm(&mut alarm, cx, deadline));
+                Poll::Ready(Err(Exchange::TimedOut { client: false }))
+            })
+            .await
+        };
+        self.alarm = alarm;
+        answered
+    }
+
+    /// [`Conn::exchange`] for a request without a body, unbounded.
+    async fn exchange_plain(&mut self, head_request: bool) -> Result<h1::Head, Exchange> {
         if let Err(e) = self.io.write_all(&self.wbuf).await {
             return Err(Exchange::Stale(format!("sending the request failed: {e}")));
         }
         let flushed = self.io.flush().await.err();
-        self.read_head(out.head_request, flushed, None).await
+        self.read_head(head_request, flushed, None).await
     }
 
     /// [`Conn::exchange`] for a request with a body.
@@ -271,7 +297,7 @@ impl Conn {
         head_request: bool,
         read_timeout: Duration,
     ) -> Result<Sent, BodyError> {
-        let Conn { io, rbuf, wbuf } = self;
+        let Conn { io, rbuf, wbuf, .. } = self;
         // What is queued goes out in this order: the rest of `wbuf` (the
         // head, then a chunk-size line, with a small chunk's data and
         // CRLF), then `data`, then `tail`.
@@ -399,6 +425,27 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<h1::Head>
         ))),
         Ok(None) => Ok(None),
         Err(Malformed(m)) => Err(Exchange::Malformed(m)),
+    }
+}
+
+/// Ready once `deadline` has passed, with the connection's one timer
+/// (`alarm`): made on the first wait, set again only when it fired for an
+/// earlier deadline (or is set later than this one).
+fn poll_alarm(
+    alarm: &mut Option<Pin<Box<Sleep>>>,
+    cx: &mut Context<'_>,
+    deadline: tokio::time::Instant,
+) -> Poll<()> {
+    let sleep = alarm.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+    loop {
+        if sleep.deadline() > deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        ready!(sleep.as_mut().poll(cx));
+        if sleep.deadline() >= deadline {
+            return Poll::Ready(());
+        }
+        sleep.as_mut().reset(deadline);
     }
 }
 
@@ -618,6 +665,20 @@ impl Pool {
         })
     }
 
+    /// A new connection, made (TLS handshake included) by `deadline`.
+    /// Boxed by its callers: connecting is rare, and its large future
+    /// would otherwise be part of (and copied with) every request's.
+    async fn connect_by(
+        &self,
+        key: &Key,
+        deadline: tokio::time::Instant,
+    ) -> Result<Box<Conn>, Failure> {
+        match tokio::time::timeout_at(deadline, self.connect(key)).await {
+            Ok(conn) => conn,
+            Err(_) => Err(Failure::TimedOut),
+        }
+    }
+
     async fn connect(&self, key: &Key) -> Result<Box<Conn>, Failure> {
         Ok(Conn::new(match self.connect_io(key).await? {
             hyper_rustls::MaybeHttpsStream::Http(tcp) => Stream::Plain(tcp.into_inner()),
@@ -628,31 +689,33 @@ impl Pool {
     /// Sends a request over a pooled or new connection and waits for the
     /// response head. `encode` writes the request head. The response's
     /// body reads the rest of the response and returns the connection to
-    /// the pool once it has ended cleanly.
+    /// the pool once it has ended cleanly. Connecting, and sending a
+    /// request without a body until its response head has come, take no
+    /// longer than the read timeout in all; a request body bounds each of
+    /// its waits instead (it may take longer in all).
     pub(crate) async fn send(
         self: &Arc<Self>,
         key: &Key,
         encode: impl FnOnce(&mut Vec<u8>),
         mut out: Outgoing,
     ) -> Result<Response<Body>, Failure> {
+        let deadline = tokio::time::Instant::now() + self.read_timeout;
         let (mut conn, pooled) = match self.checkout(key) {
             Some(conn) => (conn, true),
-            // Boxed: connecting is rare, and its large future would
-            // otherwise be part of (and copied with) every request's.
-            None => (Box::pin(self.connect(key)).await?, false),
+            None => (Box::pin(self.connect_by(key, deadline)).await?, false),
         };
         conn.wbuf.clear();
         encode(&mut conn.wbuf);
-        let head = match conn.exchange(&mut out, self.read_timeout).await {
+        let head = match conn.exchange(&mut out, self.read_timeout, deadline).await {
             Ok(head) => head,
             // The back end closed the pooled connection before it saw the
             // request, or while it worked on it: sent once more on a new
             // connection if that is safe.
             Err(Exchange::Stale(_)) if pooled && out.retryable => {
-                let mut fresh = Box::pin(self.connect(key)).await?;
+                let mut fresh = Box::pin(self.connect_by(key, deadline)).await?;
                 std::mem::swap(&mut fresh.wbuf, &mut conn.wbuf);
                 conn = fresh;
-                conn.exchange(&mut out, self.read_timeout).await?
+                conn.exchange(&mut out, self.read_timeout, deadline).await?
             }
             Err(e) => return Err(e.into()),
         };

@@ -17,6 +17,8 @@ use bytes::{Buf, Bytes, BytesMut};
 pub(crate) const MAX_HEAD: usize = 64 * 1024;
 /// Most fields in a response head.
 const MAX_FIELDS: usize = 100;
+/// Fields the gateway adds to a back end's answer.
+const ADDED_FIELDS: usize = 3;
 
 /// How a response body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +196,10 @@ pub(crate) fn parse_head(
             fields.push((name, start, start + h.value.len()));
         }
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(fields.len());
+        // Room for the fields the gateway adds to the answer
+        // (`Skewless-Served-By`, `-Current`, `-Required`) without growing
+        // the map, which would move it twice over.
+        let mut headers = HeaderMap::with_capacity(fields.len() + ADDED_FIELDS);
         // Drained, not moved: the array is large.
         for (name, start, end) in fields.drain(..) {
             if chunked.is_some() && name == header::CONTENT_LENGTH {

@@ -216,7 +216,7 @@ fn inspect(buf: &[u8], max_head: usize, fields: &mut Fields) -> Parsed {
     let mut trailers = false;
     let mut length: Option<u64> = None;
     for h in req.headers.iter() {
-        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+        let Ok(name) = field_name(h.name.as_bytes()) else {
             return Parsed::General;
         };
         if name == header::CONTENT_LENGTH {
@@ -267,6 +267,44 @@ fn inspect(buf: &[u8], max_head: usize, fields: &mut Fields) -> Parsed {
         close,
         trailers,
     })
+}
+
+/// Request field names outside `http`'s standard set that requests
+/// commonly carry, by length: taken from here they cost no allocation.
+static COMMON_9: [HeaderName; 1] = [HeaderName::from_static("sec-ch-ua")];
+static COMMON_14: [HeaderName; 4] = [
+    HeaderName::from_static("sec-fetch-mode"),
+    HeaderName::from_static("sec-fetch-site"),
+    HeaderName::from_static("sec-fetch-dest"),
+    HeaderName::from_static("sec-fetch-user"),
+];
+static COMMON_15: [HeaderName; 2] = [
+    HeaderName::from_static(crate::gateway::stamp::CLIENT_HEADER),
+    HeaderName::from_static("x-forwarded-for"),
+];
+static COMMON_16: [HeaderName; 2] = [
+    HeaderName::from_static(skewless_core::pin::HEADER),
+    HeaderName::from_static("sec-ch-ua-mobile"),
+];
+static COMMON_18: [HeaderName; 1] = [HeaderName::from_static("sec-ch-ua-platform")];
+
+/// A request field's name.
+fn field_name(raw: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    let common: &[HeaderName] = match raw.len() {
+        9 => &COMMON_9,
+        14 => &COMMON_14,
+        15 => &COMMON_15,
+        16 => &COMMON_16,
+        18 => &COMMON_18,
+        _ => &[],
+    };
+    match common
+        .iter()
+        .find(|n| raw.eq_ignore_ascii_case(n.as_str().as_bytes()))
+    {
+        Some(n) => Ok(n.clone()),
+        None => HeaderName::from_bytes(raw),
+    }
 }
 
 /// Takes the inspected request out of `buf` as the request the gateway
@@ -803,5 +841,34 @@ mod tests {
         assert!(out.starts_with(b"etag: \"x\"\r\n"));
         assert_eq!(out.len(), 11 + 29);
         assert!(out.ends_with(b" GMT"));
+    }
+
+    #[test]
+    fn field_names_are_the_same_whether_common_or_not() {
+        for raw in [
+            "Skewless-Release",
+            "skewless-client",
+            "SEC-FETCH-MODE",
+            "Sec-Ch-Ua-Platform",
+            "sec-ch-ua",
+            "x-forwarded-for",
+            "Host",
+            "X-Other-Field",
+            "sec-fetch-nope",
+        ] {
+            let name = field_name(raw.as_bytes()).unwrap();
+            assert_eq!(name, HeaderName::from_bytes(raw.as_bytes()).unwrap());
+            assert_eq!(name.as_str(), raw.to_ascii_lowercase());
+        }
+        for common in COMMON_9
+            .iter()
+            .chain(&COMMON_14)
+            .chain(&COMMON_15)
+            .chain(&COMMON_16)
+            .chain(&COMMON_18)
+        {
+            assert_eq!(field_name(common.as_str().as_bytes()).unwrap(), common);
+        }
+        assert!(field_name(b"bad name").is_err());
     }
 }

@@ -180,9 +180,9 @@ async fn answer(
 ) -> axum::http::Response<LoggedBody> {
     let pin = request_pin(&req);
     let logged = gw.access_log().start(&req, peer, pin.as_ref());
-    let resp = match limits.check(&req) {
-        Some(refused) => refused,
+    let (resp, kind) = match limits.check(&req) {
+        Some(refused) => (refused, crate::metrics::Kind::System),
         None => handle(gw, app, peer, req, pin).await,
     };
-    crate::access_log::respond(logged, resp)
+    crate::access_log::respond(logged, resp, kind)
 }

@@ -22,6 +22,15 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The kind a response of the router's (`/_skewless/…`) carries in
+    /// its extensions; `System` when it carries none.
+    pub fn of<B>(resp: &axum::http::Response<B>) -> Kind {
+        resp.extensions()
+            .get::<Kind>()
+            .copied()
+            .unwrap_or(Kind::System)
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Kind::Shell => "shell",

@@ -245,17 +245,10 @@ impl Proxy {
             let encode = |buf: &mut Vec<u8>| {
                 write_request_head(buf, &parts, upstream, client, tls, framing);
             };
-            let sending = self.pool.send(&upstream.key, encode, out);
-            // A request with a body bounds each wait itself: the body may
-            // take longer in all than the read timeout.
-            let sent = match has_body {
-                true => Ok(sending.await),
-                false => tokio::time::timeout(self.read_timeout, sending).await,
-            };
-            let mut resp = match sent {
-                Err(_) => return timed_out(),
-                Ok(Err(e)) => return failed(e),
-                Ok(Ok(r)) => r,
+            // The pool bounds the exchange by the read timeout.
+            let mut resp = match self.pool.send(&upstream.key, encode, out).await {
+                Err(e) => return failed(e),
+                Ok(r) => r,
             };
             stamp(resp.headers_mut(), served_by);
             return resp;
@@ -329,18 +322,27 @@ fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr, quoted_v6: bool) {
     use std::io::Write;
     match ip {
         std::net::IpAddr::V4(v4) => {
+            // Spelt on the stack and appended at once: one capacity check
+            // instead of one per byte.
+            let mut text = [0u8; 15];
+            let mut n = 0;
             for (i, octet) in v4.octets().into_iter().enumerate() {
                 if i > 0 {
-                    out.push(b'.');
+                    text[n] = b'.';
+                    n += 1;
                 }
                 if octet >= 100 {
-                    out.push(b'0' + octet / 100);
+                    text[n] = b'0' + octet / 100;
+                    n += 1;
                 }
                 if octet >= 10 {
-                    out.push(b'0' + octet / 10 % 10);
+                    text[n] = b'0' + octet / 10 % 10;
+                    n += 1;
                 }
-                out.push(b'0' + octet % 10);
+                text[n] = b'0' + octet % 10;
+                n += 1;
             }
+            out.extend_from_slice(&text[..n]);
         }
         std::net::IpAddr::V6(v6) if quoted_v6 => {
             let _ = write!(out, "\"[{v6}]\"");

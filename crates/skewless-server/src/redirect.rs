@@ -44,7 +44,10 @@ pub async fn serve(
                 let resp = limits
                     .check(&req)
                     .unwrap_or_else(|| redirect(&req, https_port));
-                async move { Ok::<_, Infallible>(crate::access_log::respond(logged, resp)) }
+                async move {
+                    let kind = crate::metrics::Kind::System;
+                    Ok::<_, Infallible>(crate::access_log::respond(logged, resp, kind))
+                }
             });
             let served = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -98,7 +98,7 @@ fn rewrite_one(url: &str, prefix: &str, manifest: &Manifest) -> Option<String> {
         return None;
     }
     let canonical = normalize_request_path(&absolute).ok()?;
-    if canonical == skewless_core::manifest::SHELL || !manifest.files.contains_key(&canonical) {
+    if canonical == skewless_core::manifest::SHELL || !manifest.files.contains_key(&*canonical) {
         return None;
     }
     // Keep the author's encoding; drop `./` segments only.

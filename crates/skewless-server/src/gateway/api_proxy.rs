@@ -24,7 +24,7 @@ const FEW: usize = 16;
 /// (`pin`, see [`super::pin::RequestPin`]).
 pub(super) async fn forward(
     gw: &Gateway,
-    req: Request,
+    mut req: Request,
     client: SocketAddr,
     pin: Option<&str>,
 ) -> Response {
@@ -36,13 +36,11 @@ pub(super) async fn forward(
             &format!("request body is larger than the proxy limit of {limit} bytes"),
         );
     }
-    let req = req.map(|body| {
-        if hyper::body::Body::is_end_stream(&body) {
-            axum::body::Body::empty()
-        } else {
-            axum::body::Body::new(http_body_util::Limited::new(body, limit as usize))
-        }
-    });
+    // In place: the request is large, and most API calls have no body.
+    if !hyper::body::Body::is_end_stream(req.body()) {
+        let body = std::mem::take(req.body_mut());
+        *req.body_mut() = axum::body::Body::new(http_body_util::Limited::new(body, limit as usize));
+    }
     let snap = gw.routing.load();
     let candidate = |v: &Arc<ReleaseView>| Candidate {
         seq: v.record.seq,

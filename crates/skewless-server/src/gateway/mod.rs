@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use crate::auth::Tokens;
 use crate::client_js::{self, Module};
 use crate::last_state::{self, Keeper as LastStateKeeper};
-use crate::metrics;
+use crate::metrics::{self, Kind};
 use crate::operations::{Operations, Settings};
 use crate::presence::Presence;
 use crate::proxy::{Proxy, Upstream};
@@ -334,17 +334,19 @@ pub(crate) async fn handle(
     peer: SocketAddr,
     mut req: axum::http::Request<axum::body::Body>,
     pin: Option<pin::RequestPin>,
-) -> Response {
+) -> (Response, Kind) {
     let Some(pin) = pin else {
         req.extensions_mut().insert(ConnectInfo(peer));
-        return match tower::ServiceExt::oneshot(app, req).await {
+        let resp = match tower::ServiceExt::oneshot(app, req).await {
             Ok(resp) => resp,
             Err(never) => match never {},
         };
+        let kind = Kind::of(&resp);
+        return (resp, kind);
     };
     let seen = Seen::with_pin(&req, pin);
-    let resp = site::resolve_request(&gw, req, peer, &seen.pin).await;
-    seen.stamp(&gw, resp)
+    let (resp, kind) = site::resolve_request(&gw, req, peer, &seen.pin).await;
+    (seen.stamp(&gw, resp, kind), kind)
 }
 
 /// The pin of a request [`handle`] resolves directly (not one under

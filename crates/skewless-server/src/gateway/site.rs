@@ -20,11 +20,6 @@ use crate::error::json_error;
 use crate::metrics::{self, Kind};
 use crate::serve::{file_response, Caching, FileRequest};
 
-fn tagged(mut resp: Response, kind: Kind) -> Response {
-    resp.extensions_mut().insert(kind);
-    resp
-}
-
 /// `/_skewless/…` paths no system route claimed.
 pub(super) async fn resolve_fallback(
     State(AppState(gw)): State<AppState>,
@@ -32,21 +27,26 @@ pub(super) async fn resolve_fallback(
     req: Request,
 ) -> Response {
     let pin = RequestPin::of(req.method(), req.headers());
-    resolve_request(&gw, req, peer, &pin).await
+    let (mut resp, kind) = resolve_request(&gw, req, peer, &pin).await;
+    // For the router's middleware, which reads it there.
+    resp.extensions_mut().insert(kind);
+    resp
 }
 
 /// Resolution rules 2 to 5 for every path no system route claimed, for a
-/// request with this pin.
+/// request with this pin. The response comes with the kind of request it
+/// answered, for the metrics and the access log: beside it rather than in
+/// its extensions, which would cost allocations on every request.
 pub(super) async fn resolve_request(
     gw: &Arc<Gateway>,
     req: Request,
     peer: SocketAddr,
     pin: &RequestPin,
-) -> Response {
+) -> (Response, Kind) {
     let path = match normalize_request_path(req.uri().path()) {
         Ok(p) => p,
         Err(e) => {
-            return tagged(
+            return (
                 json_error(StatusCode::BAD_REQUEST, &e.to_string()),
                 Kind::Asset,
             )
@@ -56,9 +56,9 @@ pub(super) async fn resolve_request(
         .config
         .api_prefixes
         .iter()
-        .any(|p| path.starts_with(p.as_str()) || p.strip_suffix('/') == Some(path.as_str()))
+        .any(|p| path.starts_with(p.as_str()) || p.strip_suffix('/') == Some(&*path))
     {
-        return tagged(
+        return (
             api_proxy::forward(gw, req, peer, pin.as_str()).await,
             Kind::Api,
         );
@@ -71,7 +71,7 @@ pub(super) async fn resolve_request(
         );
         resp.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return tagged(resp, Kind::Asset);
+        return (resp, Kind::Asset);
     }
     let headers = req.headers();
     let version = req.version();
@@ -92,10 +92,10 @@ pub(super) async fn resolve_request(
             source,
         } => {
             let Some(view) = snap.releases.get(release) else {
-                return tagged(not_found(), Kind::Asset);
+                return (not_found(), Kind::Asset);
             };
             let Some(entry) = view.record.manifest.get(path) else {
-                return tagged(not_found(), Kind::Asset);
+                return (not_found(), Kind::Asset);
             };
             let older = snap.pointer.current.as_ref() != Some(release);
             if older
@@ -125,7 +125,7 @@ pub(super) async fn resolve_request(
                 },
             )
             .await;
-            tagged(resp, Kind::Asset)
+            (resp, Kind::Asset)
         }
         Resolution::Shell { release } => {
             let mut view = snap.releases.get(release);
@@ -143,7 +143,7 @@ pub(super) async fn resolve_request(
                 }
             }
             let Some(view) = view else {
-                return tagged(not_found(), Kind::Shell);
+                return (not_found(), Kind::Shell);
             };
             let mut resp = file_response(
                 &*gw.blobs,
@@ -163,21 +163,24 @@ pub(super) async fn resolve_request(
                 resp.headers_mut()
                     .insert(header::SET_COOKIE, view.pin_cookie.clone());
             }
-            tagged(resp, Kind::Shell)
+            (resp, Kind::Shell)
         }
-        Resolution::NoCurrent => tagged(
+        Resolution::NoCurrent => (
             json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no release is current yet: deploy one with `skewless deploy DIR --promote`",
             ),
             Kind::Shell,
         ),
-        Resolution::System(_) => json_error(StatusCode::NOT_FOUND, "no such skewless endpoint"),
+        Resolution::System(_) => (
+            json_error(StatusCode::NOT_FOUND, "no such skewless endpoint"),
+            Kind::System,
+        ),
         Resolution::NotFound => {
             if is_content_hashed(&path) {
                 metrics::skew_missed();
             }
-            tagged(not_found(), Kind::Asset)
+            (not_found(), Kind::Asset)
         }
     }
 }

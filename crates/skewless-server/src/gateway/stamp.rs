@@ -86,7 +86,8 @@ pub(super) async fn stamp(
 ) -> Response {
     let seen = Seen::of(&req);
     let resp = next.run(req).await;
-    seen.stamp(&gw, resp)
+    let kind = Kind::of(&resp);
+    seen.stamp(&gw, resp, kind)
 }
 
 /// What [`Seen::stamp`] needs of a request once its response is built:
@@ -111,14 +112,10 @@ impl Seen {
         }
     }
 
-    pub(super) fn stamp(&self, gw: &Gateway, mut resp: Response) -> Response {
+    /// Stamps the response to a request of this kind, and counts it.
+    pub(super) fn stamp(&self, gw: &Gateway, mut resp: Response, kind: Kind) -> Response {
         let client = self.client.as_ref().and_then(|v| v.to_str().ok());
         Stamp::for_request(gw, self.pin.as_str(), client).apply(resp.headers_mut());
-        let kind = resp
-            .extensions()
-            .get::<Kind>()
-            .copied()
-            .unwrap_or(Kind::System);
         metrics::request(kind, resp.status().as_u16());
         resp
     }
