@@ -973,6 +973,55 @@ mod tests {
     const POST: &str = "POST / HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n";
 
     #[tokio::test]
+    async fn each_exchange_on_a_reused_connection_gets_the_whole_read_timeout() {
+        // The first request is answered after a while; the second, on the
+        // same connection, never. The connection's timer, made for the
+        // first exchange's deadline, must not end the second one early.
+        let (held_tx, held_rx) = mpsc::channel();
+        let key = raw_back_end(move |_, mut s| {
+            // A slow back end: the first exchange's deadline is then well
+            // before the second's.
+            std::thread::sleep(Duration::from_millis(100));
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .unwrap();
+            let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+            let mut head = String::new();
+            while !head.ends_with("\r\n\r\n") {
+                reader.read_line(&mut head).unwrap();
+            }
+            held_tx.send(s).unwrap();
+        });
+        let read_timeout = Duration::from_millis(300);
+        let pool = pool(read_timeout);
+        let first = send(&pool, &key, GET, None).await;
+        assert_eq!(
+            &first.into_body().collect().await.unwrap().to_bytes()[..],
+            b"ok"
+        );
+        assert_eq!(idle(&pool), 1);
+        let out = Outgoing {
+            head_request: false,
+            retryable: false,
+            chunked: false,
+            body: None,
+        };
+        let started = Instant::now();
+        let second = tokio::time::timeout(
+            Duration::from_secs(30),
+            pool.send(&key, |buf| buf.extend_from_slice(GET.as_bytes()), out),
+        )
+        .await
+        .expect("the read timeout ends the exchange");
+        assert!(matches!(second, Err(Failure::TimedOut)));
+        assert!(
+            started.elapsed() >= read_timeout,
+            "ended after {:?}",
+            started.elapsed()
+        );
+        drop(held_rx);
+    }
+
+    #[tokio::test]
     async fn a_body_the_back_end_stops_sending_fails_after_the_read_timeout() {
         let (held_tx, held_rx) = mpsc::channel();
         let key = raw_back_end(move |_, mut s| {
