@@ -336,7 +336,13 @@ impl Started {
             }
         };
         let mut record = self.0;
-        record.served_by = resp.headers().get(&SERVED_BY).cloned();
+        // A scan of the response's few fields costs less than hashing a
+        // name outside the standard set for a look-up.
+        record.served_by = resp
+            .headers()
+            .iter()
+            .find(|(name, _)| **name == SERVED_BY)
+            .map(|(_, value)| value.clone());
         record.status = resp.status().as_u16();
         record.kind = kind;
         resp.map(|inner| LoggedBody {

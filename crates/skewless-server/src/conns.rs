@@ -32,7 +32,7 @@ use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tower::Service;
 
-use crate::h1::{self, Decoded, Decoder, Malformed};
+use crate::h1::{self, Decoded, Decoder, Malformed, RawFields};
 
 type HttpsConnector = hyper_rustls::HttpsConnector<HttpConnector>;
 type Io = hyper_rustls::MaybeHttpsStream<TokioIo<TcpStream>>;
@@ -689,7 +689,8 @@ impl Pool {
     /// Sends a request over a pooled or new connection and waits for the
     /// response head. `encode` writes the request head. The response's
     /// body reads the rest of the response and returns the connection to
-    /// the pool once it has ended cleanly. Connecting, and sending a
+    /// the pool once it has ended cleanly; fields passed on as they came
+    /// are beside it. Connecting, and sending a
     /// request without a body until its response head has come, take no
     /// longer than the read timeout in all; a request body bounds each of
     /// its waits instead (it may take longer in all).
@@ -698,7 +699,7 @@ impl Pool {
         key: &Key,
         encode: impl FnOnce(&mut Vec<u8>),
         mut out: Outgoing,
-    ) -> Result<Response<Body>, Failure> {
+    ) -> Result<(Response<Body>, Option<RawFields>), Failure> {
         let deadline = tokio::time::Instant::now() + self.read_timeout;
         let (mut conn, pooled) = match self.checkout(key) {
             Some(conn) => (conn, true),
@@ -745,10 +746,7 @@ impl Pool {
         let mut resp = Response::new(body);
         *resp.status_mut() = head.status;
         *resp.headers_mut() = head.headers;
-        if let Some(raw) = head.raw {
-            resp.extensions_mut().insert(raw);
-        }
-        Ok(resp)
+        Ok((resp, head.raw))
     }
 
     /// After a complete response: back to the pool, unless either side
@@ -963,7 +961,7 @@ mod tests {
             .send(key, |buf| buf.extend_from_slice(head.as_bytes()), out)
             .await
         {
-            Ok(resp) => resp,
+            Ok((resp, _)) => resp,
             Err(Failure::Broken(m) | Failure::Malformed(m) | Failure::Connect(m)) => panic!("{m}"),
             Err(_) => panic!("the exchange failed"),
         }

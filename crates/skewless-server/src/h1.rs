@@ -49,8 +49,9 @@ pub(crate) struct Head {
 }
 
 /// Field lines of a back end's response passed on as they came
-/// (`name: value\r\n` each), kept in the response's extensions beside its
-/// header map: none of them is a field the gateway reads, sets or leaves
+/// (`name: value\r\n` each), kept beside the response's header map (and
+/// handed along beside the response, not in its extensions, which would
+/// cost allocations on every request): none of them is a field the gateway reads, sets or leaves
 /// out (those go to the map), so writing them back into an HTTP/1.1 head
 /// needs no parsing of names and no map. A server side that cannot take
 /// them whole puts them in the map with [`RawFields::into_map`].

@@ -108,7 +108,7 @@ pub(crate) async fn serve<A, F>(
 ) -> Outcome
 where
     A: Fn(Request<Body>) -> F,
-    F: Future<Output = Response<LoggedBody>>,
+    F: Future<Output = (Response<LoggedBody>, Option<RawFields>)>,
 {
     let mut buf = BytesMut::with_capacity(READ);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
@@ -162,12 +162,12 @@ where
             }
         };
         let head_request = req.method() == Method::HEAD;
-        let resp = answer(req).await;
+        let answered = answer(req).await;
         let keep = write_response(
             &mut io,
             &mut buf,
             &mut out,
-            resp,
+            answered,
             head_request,
             close || *stopping.borrow(),
             trailers,
@@ -354,8 +354,9 @@ async fn refuse(io: &mut SendfileStream, what: &str) -> io::Result<()> {
     io.shutdown().await
 }
 
-/// Writes `resp` (to a `HEAD` request when `head_request`); returns whether
-/// the connection stays open for another request. `close`: the request or
+/// Writes `resp` (to a `HEAD` request when `head_request`), with `raw`
+/// fields after those of its map; returns whether the connection stays
+/// open for another request. `close`: the request or
 /// the server asked to close after it. While the body waits for its next
 /// frame, the connection is watched for the client going away (bytes it
 /// sends meanwhile, a pipelined request, are kept in `buf`).
@@ -363,7 +364,7 @@ async fn write_response(
     io: &mut SendfileStream,
     buf: &mut BytesMut,
     out: &mut Vec<u8>,
-    resp: Response<LoggedBody>,
+    (resp, raw): (Response<LoggedBody>, Option<RawFields>),
     head_request: bool,
     mut close: bool,
     trailers: bool,
@@ -410,7 +411,7 @@ async fn write_response(
         }
         put_field(out, name, value);
     }
-    if let Some(raw) = parts.extensions.get::<RawFields>() {
+    if let Some(raw) = raw {
         out.extend_from_slice(&raw.lines);
         wrote_date |= raw.date;
     }

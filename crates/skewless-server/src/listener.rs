@@ -91,8 +91,8 @@ pub async fn serve(
                     let answered =
                         answer(service_gw.clone(), general_app.clone(), peer, limits, req);
                     async move {
-                        let mut resp = answered.await;
-                        if let Some(raw) = resp.extensions_mut().remove::<RawFields>() {
+                        let (mut resp, raw) = answered.await;
+                        if let Some(raw) = raw {
                             raw.into_map(resp.headers_mut());
                         }
                         Ok::<_, Infallible>(resp)
@@ -170,19 +170,23 @@ pub async fn serve(
 }
 
 /// Answers one request, on whichever stack it came: the head limits, the
-/// gateway, and the access log's record of it.
+/// gateway, and the access log's record of it. Fields of a back end's
+/// answer passed on as they came are beside the response.
 async fn answer(
     gw: Arc<Gateway>,
     app: Router,
     peer: std::net::SocketAddr,
     limits: HeadLimits,
     req: axum::http::Request<axum::body::Body>,
-) -> axum::http::Response<LoggedBody> {
+) -> (axum::http::Response<LoggedBody>, Option<RawFields>) {
     let pin = request_pin(&req);
     let logged = gw.access_log().start(&req, peer, pin.as_ref());
-    let (resp, kind) = match limits.check(&req) {
-        Some(refused) => (refused, crate::metrics::Kind::System),
+    let (resp, beside) = match limits.check(&req) {
+        Some(refused) => (refused, crate::metrics::Kind::System.into()),
         None => handle(gw, app, peer, req, pin).await,
     };
-    crate::access_log::respond(logged, resp, kind)
+    (
+        crate::access_log::respond(logged, resp, beside.kind),
+        beside.raw,
+    )
 }

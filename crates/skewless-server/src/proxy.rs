@@ -18,6 +18,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::conns::{too_large, Failure, Key, Outgoing, Pool};
 use crate::error::json_error;
+use crate::h1::RawFields;
 
 /// A back end address: scheme, authority and an optional path prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,14 +163,15 @@ impl Proxy {
     }
 
     /// Forwards `req` to `upstream`; `served_by` names the release whose back
-    /// end answers.
+    /// end answers. Fields of the answer passed on as they came are beside
+    /// the response.
     pub async fn forward(
         &self,
         mut req: Request<Body>,
         upstream: &Upstream,
         client: SocketAddr,
         served_by: &HeaderValue,
-    ) -> Response {
+    ) -> (Response, Option<RawFields>) {
         let served_by_text = served_by.to_str().unwrap_or("");
         let timed_out = || {
             json_error(
@@ -246,18 +248,18 @@ impl Proxy {
                 write_request_head(buf, &parts, upstream, client, tls, framing);
             };
             // The pool bounds the exchange by the read timeout.
-            let mut resp = match self.pool.send(&upstream.key, encode, out).await {
-                Err(e) => return failed(e),
+            let (mut resp, raw) = match self.pool.send(&upstream.key, encode, out).await {
+                Err(e) => return (failed(e), None),
                 Ok(r) => r,
             };
             stamp(resp.headers_mut(), served_by);
-            return resp;
+            return (resp, raw);
         }
         let client_upgrade = hyper::upgrade::on(&mut req);
         let (mut parts, body) = req.into_parts();
         let uri = match upstream.target_for(parts.uri.path_and_query()) {
             Ok(u) => u,
-            Err(e) => return json_error(StatusCode::BAD_GATEWAY, &e),
+            Err(e) => return (json_error(StatusCode::BAD_GATEWAY, &e), None),
         };
         strip_hop_by_hop(&mut parts.headers);
         let host = parts.headers.insert(header::HOST, upstream.host.clone());
@@ -279,8 +281,8 @@ impl Proxy {
         )
         .await;
         let mut resp = match sent {
-            Err(_) => return timed_out(),
-            Ok(Err(e)) => return failed(e),
+            Err(_) => return (timed_out(), None),
+            Ok(Err(e)) => return (failed(e), None),
             Ok(Ok(r)) => r,
         };
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -303,12 +305,12 @@ impl Proxy {
                 parts.headers.insert(header::UPGRADE, u);
             }
             stamp(&mut parts.headers, served_by);
-            return Response::from_parts(parts, Body::empty());
+            return (Response::from_parts(parts, Body::empty()), None);
         }
         let (mut parts, body) = resp.into_parts();
         strip_hop_by_hop(&mut parts.headers);
         stamp(&mut parts.headers, served_by);
-        Response::from_parts(parts, Body::new(body))
+        (Response::from_parts(parts, Body::new(body)), None)
     }
 }
 
@@ -316,34 +318,36 @@ fn stamp(headers: &mut HeaderMap, served_by: &HeaderValue) {
     headers.insert(SERVED_BY, served_by.clone());
 }
 
+/// Writes an IPv4 address in dotted decimal: spelt on the stack and
+/// appended at once, one capacity check instead of one per byte.
+pub(crate) fn push_ipv4(out: &mut Vec<u8>, v4: std::net::Ipv4Addr) {
+    let mut text = [0u8; 15];
+    let mut n = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            text[n] = b'.';
+            n += 1;
+        }
+        if octet >= 100 {
+            text[n] = b'0' + octet / 100;
+            n += 1;
+        }
+        if octet >= 10 {
+            text[n] = b'0' + octet / 10 % 10;
+            n += 1;
+        }
+        text[n] = b'0' + octet % 10;
+        n += 1;
+    }
+    out.extend_from_slice(&text[..n]);
+}
+
 /// Writes an address as `Forwarded` and `X-Forwarded-For` spell it, without
 /// going through `fmt` for the common IPv4 case.
 fn push_ip(out: &mut Vec<u8>, ip: std::net::IpAddr, quoted_v6: bool) {
     use std::io::Write;
     match ip {
-        std::net::IpAddr::V4(v4) => {
-            // Spelt on the stack and appended at once: one capacity check
-            // instead of one per byte.
-            let mut text = [0u8; 15];
-            let mut n = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    text[n] = b'.';
-                    n += 1;
-                }
-                if octet >= 100 {
-                    text[n] = b'0' + octet / 100;
-                    n += 1;
-                }
-                if octet >= 10 {
-                    text[n] = b'0' + octet / 10 % 10;
-                    n += 1;
-                }
-                text[n] = b'0' + octet % 10;
-                n += 1;
-            }
-            out.extend_from_slice(&text[..n]);
-        }
+        std::net::IpAddr::V4(v4) => push_ipv4(out, v4),
         std::net::IpAddr::V6(v6) if quoted_v6 => {
             let _ = write!(out, "\"[{v6}]\"");
         }

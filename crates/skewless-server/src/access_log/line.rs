@@ -73,14 +73,7 @@ pub fn write_line(out: &mut Vec<u8>, f: &Fields<'_>) {
     timestamp(out, f.time);
     out.extend_from_slice(b"\",\"client\":\"");
     match f.client {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
-                }
-                out.extend_from_slice(itoa::Buffer::new().format(octet).as_bytes());
-            }
-        }
+        IpAddr::V4(v4) => crate::proxy::push_ipv4(out, v4),
         // Writing into a Vec cannot fail.
         IpAddr::V6(v6) => drop(write!(out, "{v6}")),
     }
@@ -89,7 +82,10 @@ pub fn write_line(out: &mut Vec<u8>, f: &Fields<'_>) {
     out.extend_from_slice(b",\"path\":");
     string(out, f.path);
     out.extend_from_slice(b",\"status\":");
-    out.extend_from_slice(itoa::Buffer::new().format(f.status).as_bytes());
+    match f.status {
+        100..=999 => three_digits(out, f.status),
+        _ => out.extend_from_slice(itoa::Buffer::new().format(f.status).as_bytes()),
+    }
     out.extend_from_slice(b",\"bytes\":");
     out.extend_from_slice(itoa::Buffer::new().format(f.bytes).as_bytes());
     out.extend_from_slice(b",\"duration_ms\":");

@@ -13,6 +13,7 @@ use skewless_core::upstream::{self, Candidate};
 
 use super::Gateway;
 use crate::error::json_error;
+use crate::h1::RawFields;
 use crate::metrics::{self, Kind};
 use crate::proxy::Upstream;
 use crate::snapshot::ReleaseView;
@@ -27,13 +28,16 @@ pub(super) async fn forward(
     mut req: Request,
     client: SocketAddr,
     pin: Option<&str>,
-) -> Response {
+) -> (Response, Option<RawFields>) {
     let limit = gw.config.max_proxy_body_bytes;
     // A declared length is the body's least size (no header look-up).
     if hyper::body::Body::size_hint(req.body()).lower() > limit {
-        return json_error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("request body is larger than the proxy limit of {limit} bytes"),
+        return (
+            json_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("request body is larger than the proxy limit of {limit} bytes"),
+            ),
+            None,
         );
     }
     // In place: the request is large, and most API calls have no body.
@@ -87,9 +91,12 @@ pub(super) async fn forward(
             let served_by = routed.unwrap_or(HeaderValue::from_static("default"));
             gw.proxy.forward(req, upstream, client, &served_by).await
         }
-        (None, _) => json_error(
-            StatusCode::BAD_GATEWAY,
-            "no back end for this API call: no live release has a healthy back end and no default_upstream is configured",
+        (None, _) => (
+            json_error(
+                StatusCode::BAD_GATEWAY,
+                "no back end for this API call: no live release has a healthy back end and no default_upstream is configured",
+            ),
+            None,
         ),
     }
 }

@@ -35,6 +35,7 @@ use tokio::sync::watch;
 
 use crate::auth::Tokens;
 use crate::client_js::{self, Module};
+use crate::h1::RawFields;
 use crate::last_state::{self, Keeper as LastStateKeeper};
 use crate::metrics::{self, Kind};
 use crate::operations::{Operations, Settings};
@@ -313,6 +314,23 @@ impl Gateway {
     }
 }
 
+/// What the server side is told about a response besides the response
+/// itself: handed along beside it rather than in its extensions, which
+/// would cost allocations on every request.
+pub(crate) struct Beside {
+    /// What kind of request it answered, for the metrics and the access
+    /// log.
+    pub kind: Kind,
+    /// Fields of a back end's answer passed on as the lines they came as.
+    pub raw: Option<RawFields>,
+}
+
+impl From<Kind> for Beside {
+    fn from(kind: Kind) -> Beside {
+        Beside { kind, raw: None }
+    }
+}
+
 /// Builds the router over a gateway.
 pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
@@ -334,7 +352,7 @@ pub(crate) async fn handle(
     peer: SocketAddr,
     mut req: axum::http::Request<axum::body::Body>,
     pin: Option<pin::RequestPin>,
-) -> (Response, Kind) {
+) -> (Response, Beside) {
     let Some(pin) = pin else {
         req.extensions_mut().insert(ConnectInfo(peer));
         let resp = match tower::ServiceExt::oneshot(app, req).await {
@@ -342,11 +360,11 @@ pub(crate) async fn handle(
             Err(never) => match never {},
         };
         let kind = Kind::of(&resp);
-        return (resp, kind);
+        return (resp, kind.into());
     };
     let seen = Seen::with_pin(&req, pin);
-    let (resp, kind) = site::resolve_request(&gw, req, peer, &seen.pin).await;
-    (seen.stamp(&gw, resp, kind), kind)
+    let (resp, beside) = site::resolve_request(&gw, req, peer, &seen.pin).await;
+    (seen.stamp(&gw, resp, beside.kind), beside)
 }
 
 /// The pin of a request [`handle`] resolves directly (not one under

@@ -15,7 +15,7 @@ use skewless_core::resolve::{resolve, Resolution, Source};
 use skewless_core::retention::{choose_shell, ShellChoice};
 
 use super::pin::RequestPin;
-use super::{api_proxy, AppState, Gateway};
+use super::{api_proxy, AppState, Beside, Gateway};
 use crate::error::json_error;
 use crate::metrics::{self, Kind};
 use crate::serve::{file_response, Caching, FileRequest};
@@ -27,28 +27,30 @@ pub(super) async fn resolve_fallback(
     req: Request,
 ) -> Response {
     let pin = RequestPin::of(req.method(), req.headers());
-    let (mut resp, kind) = resolve_request(&gw, req, peer, &pin).await;
-    // For the router's middleware, which reads it there.
-    resp.extensions_mut().insert(kind);
+    let (mut resp, beside) = resolve_request(&gw, req, peer, &pin).await;
+    // The router's way: the kind in the extensions, where its middleware
+    // reads it, and every field in the map.
+    resp.extensions_mut().insert(beside.kind);
+    if let Some(raw) = beside.raw {
+        raw.into_map(resp.headers_mut());
+    }
     resp
 }
 
 /// Resolution rules 2 to 5 for every path no system route claimed, for a
-/// request with this pin. The response comes with the kind of request it
-/// answered, for the metrics and the access log: beside it rather than in
-/// its extensions, which would cost allocations on every request.
+/// request with this pin.
 pub(super) async fn resolve_request(
     gw: &Arc<Gateway>,
     req: Request,
     peer: SocketAddr,
     pin: &RequestPin,
-) -> (Response, Kind) {
+) -> (Response, Beside) {
     let path = match normalize_request_path(req.uri().path()) {
         Ok(p) => p,
         Err(e) => {
             return (
                 json_error(StatusCode::BAD_REQUEST, &e.to_string()),
-                Kind::Asset,
+                Kind::Asset.into(),
             )
         }
     };
@@ -58,9 +60,13 @@ pub(super) async fn resolve_request(
         .iter()
         .any(|p| path.starts_with(p.as_str()) || p.strip_suffix('/') == Some(&*path))
     {
+        let (resp, raw) = api_proxy::forward(gw, req, peer, pin.as_str()).await;
         return (
-            api_proxy::forward(gw, req, peer, pin.as_str()).await,
-            Kind::Api,
+            resp,
+            Beside {
+                kind: Kind::Api,
+                raw,
+            },
         );
     }
     let method = req.method();
@@ -71,7 +77,7 @@ pub(super) async fn resolve_request(
         );
         resp.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return (resp, Kind::Asset);
+        return (resp, Kind::Asset.into());
     }
     let headers = req.headers();
     let version = req.version();
@@ -92,10 +98,10 @@ pub(super) async fn resolve_request(
             source,
         } => {
             let Some(view) = snap.releases.get(release) else {
-                return (not_found(), Kind::Asset);
+                return (not_found(), Kind::Asset.into());
             };
             let Some(entry) = view.record.manifest.get(path) else {
-                return (not_found(), Kind::Asset);
+                return (not_found(), Kind::Asset.into());
             };
             let older = snap.pointer.current.as_ref() != Some(release);
             if older
@@ -125,7 +131,7 @@ pub(super) async fn resolve_request(
                 },
             )
             .await;
-            (resp, Kind::Asset)
+            (resp, Kind::Asset.into())
         }
         Resolution::Shell { release } => {
             let mut view = snap.releases.get(release);
@@ -143,7 +149,7 @@ pub(super) async fn resolve_request(
                 }
             }
             let Some(view) = view else {
-                return (not_found(), Kind::Shell);
+                return (not_found(), Kind::Shell.into());
             };
             let mut resp = file_response(
                 &*gw.blobs,
@@ -163,24 +169,24 @@ pub(super) async fn resolve_request(
                 resp.headers_mut()
                     .insert(header::SET_COOKIE, view.pin_cookie.clone());
             }
-            (resp, Kind::Shell)
+            (resp, Kind::Shell.into())
         }
         Resolution::NoCurrent => (
             json_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no release is current yet: deploy one with `skewless deploy DIR --promote`",
             ),
-            Kind::Shell,
+            Kind::Shell.into(),
         ),
         Resolution::System(_) => (
             json_error(StatusCode::NOT_FOUND, "no such skewless endpoint"),
-            Kind::System,
+            Kind::System.into(),
         ),
         Resolution::NotFound => {
             if is_content_hashed(&path) {
                 metrics::skew_missed();
             }
-            (not_found(), Kind::Asset)
+            (not_found(), Kind::Asset.into())
         }
     }
 }
