@@ -80,13 +80,27 @@ fn is_already_normal(raw: &str) -> bool {
     if raw == "/" {
         return true;
     }
-    raw.len() <= MAX_PATH_LEN
-        && raw
-            .bytes()
-            .all(|b| (0x21..=0x7e).contains(&b) && b != b'%' && b != b'\\')
-        && raw[1..]
-            .split('/')
-            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+    if raw.len() > MAX_PATH_LEN {
+        return false;
+    }
+    // One pass over the bytes (after the leading `/`, which the caller
+    // checked), each segment judged at its end.
+    fn segment_ok(seg: &[u8]) -> bool {
+        !seg.is_empty() && seg != b"." && seg != b".."
+    }
+    let bytes = raw.as_bytes();
+    let mut start = 1;
+    for (i, &b) in bytes.iter().enumerate().skip(1) {
+        if b == b'/' {
+            if !segment_ok(&bytes[start..i]) {
+                return false;
+            }
+            start = i + 1;
+        } else if !(0x21..=0x7e).contains(&b) || b == b'%' || b == b'\\' {
+            return false;
+        }
+    }
+    segment_ok(&bytes[start..])
 }
 
 fn check_segment(seg: &str) -> Result<(), PathError> {

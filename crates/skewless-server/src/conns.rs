@@ -690,10 +690,10 @@ impl Pool {
     /// response head. `encode` writes the request head. The response's
     /// body reads the rest of the response and returns the connection to
     /// the pool once it has ended cleanly; fields passed on as they came
-    /// are beside it. Connecting, and sending a
-    /// request without a body until its response head has come, take no
-    /// longer than the read timeout in all; a request body bounds each of
-    /// its waits instead (it may take longer in all).
+    /// are beside it. Connecting, and sending a request without a body
+    /// until its response head has come, take no longer than the read
+    /// timeout in all; a request body bounds each of its waits instead (it
+    /// may take longer in all).
     pub(crate) async fn send(
         self: &Arc<Self>,
         key: &Key,

@@ -137,15 +137,15 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The protocol an upgrade asks for, if the request is one.
 fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
+    // Most requests have no `Upgrade`: one look-up settles them.
+    let proto = headers.get(header::UPGRADE)?;
     let connection_upgrade = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    connection_upgrade
-        .then(|| headers.get(header::UPGRADE).cloned())
-        .flatten()
+    connection_upgrade.then(|| proto.clone())
 }
 
 impl Proxy {
@@ -389,12 +389,12 @@ fn write_forwarded(
     }
     out.extend_from_slice(b"for=");
     push_ip(out, client.ip(), true);
-    if let Some(h) = host.and_then(|v| v.to_str().ok()) {
-        if h.bytes()
+    if let Some(h) = host.map(HeaderValue::as_bytes) {
+        if h.iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
         {
             out.extend_from_slice(b";host=");
-            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(h);
         }
     }
     out.extend_from_slice(b";proto=");

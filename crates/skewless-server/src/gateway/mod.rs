@@ -362,7 +362,7 @@ pub(crate) async fn handle(
         let kind = Kind::of(&resp);
         return (resp, kind.into());
     };
-    let seen = Seen::with_pin(&req, pin);
+    let seen = Seen::with_pin(pin);
     let (resp, beside) = site::resolve_request(&gw, req, peer, &seen.pin).await;
     (seen.stamp(&gw, resp, beside.kind), beside)
 }

@@ -9,14 +9,17 @@ use skewless_core::resolve::is_navigation;
 /// The request header carrying a pin.
 pub(crate) const PIN_HEADER: HeaderName = HeaderName::from_static(pin::HEADER);
 const SEC_FETCH_MODE: HeaderName = HeaderName::from_static("sec-fetch-mode");
+const CLIENT: HeaderName = HeaderName::from_static(super::stamp::CLIENT_HEADER);
 
 /// A request's pin, kept as a slice of the header value it came from (a
 /// reference-counted view of the request buffer, so keeping it copies
-/// nothing), and whether the request is a page load.
+/// nothing), whether the request is a page load, and the client id it
+/// carries (found in the same pass over the fields).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct RequestPin {
     navigation: bool,
     found: Option<(HeaderValue, usize, usize)>,
+    client: Option<HeaderValue>,
 }
 
 impl RequestPin {
@@ -26,6 +29,7 @@ impl RequestPin {
         // hashed lookup per name.
         let (mut pin_h, mut referer, mut host, mut cookie, mut mode, mut accept) =
             (None, None, None, None, None, None);
+        let mut client = None;
         for (name, value) in headers {
             let slot = if name == header::COOKIE {
                 &mut cookie
@@ -39,6 +43,8 @@ impl RequestPin {
                 &mut pin_h
             } else if name == SEC_FETCH_MODE {
                 &mut mode
+            } else if name == CLIENT {
+                &mut client
             } else {
                 continue;
             };
@@ -72,7 +78,11 @@ impl RequestPin {
                     (start + id.len() <= v.len()).then(|| (v.clone(), start, start + id.len()))
                 })
         });
-        RequestPin { navigation, found }
+        RequestPin {
+            navigation,
+            found,
+            client: client.cloned(),
+        }
     }
 
     /// The release id the request names, already checked against the id
@@ -85,6 +95,11 @@ impl RequestPin {
     /// Whether the request is a page load.
     pub(crate) fn navigation(&self) -> bool {
         self.navigation
+    }
+
+    /// The client id the request carries (`Skewless-Client`), if any.
+    pub(crate) fn client(&self) -> Option<&str> {
+        self.client.as_ref().and_then(|v| v.to_str().ok())
     }
 }
 

@@ -17,7 +17,6 @@ pub const CLIENT_HEADER: &str = "skewless-client";
 
 const CURRENT_HEADER: HeaderName = HeaderName::from_static("skewless-current");
 const REQUIRED_HEADER: HeaderName = HeaderName::from_static("skewless-required");
-const CLIENT: HeaderName = HeaderName::from_static(CLIENT_HEADER);
 
 /// The `Skewless-*` values of one response.
 #[derive(Debug, Default)]
@@ -91,30 +90,25 @@ pub(super) async fn stamp(
 }
 
 /// What [`Seen::stamp`] needs of a request once its response is built:
-/// its pin, worked out once for everything that answers it, and its client
-/// id. Header values are reference-counted slices of the request buffer:
-/// keeping them costs no copy.
+/// its pin, worked out once for everything that answers it, and with it
+/// its client id (see [`RequestPin::client`]).
 pub(super) struct Seen {
     pub(super) pin: RequestPin,
-    client: Option<HeaderValue>,
 }
 
 impl Seen {
     pub(super) fn of<B>(req: &axum::http::Request<B>) -> Seen {
-        Seen::with_pin(req, RequestPin::of(req.method(), req.headers()))
+        Seen::with_pin(RequestPin::of(req.method(), req.headers()))
     }
 
     /// With the pin already worked out for the request.
-    pub(super) fn with_pin<B>(req: &axum::http::Request<B>, pin: RequestPin) -> Seen {
-        Seen {
-            pin,
-            client: req.headers().get(&CLIENT).cloned(),
-        }
+    pub(super) fn with_pin(pin: RequestPin) -> Seen {
+        Seen { pin }
     }
 
     /// Stamps the response to a request of this kind, and counts it.
     pub(super) fn stamp(&self, gw: &Gateway, mut resp: Response, kind: Kind) -> Response {
-        let client = self.client.as_ref().and_then(|v| v.to_str().ok());
+        let client = self.pin.client();
         Stamp::for_request(gw, self.pin.as_str(), client).apply(resp.headers_mut());
         metrics::request(kind, resp.status().as_u16());
         resp
