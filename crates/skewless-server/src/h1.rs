@@ -201,10 +201,15 @@ pub(crate) fn parse_head(
         // (`Skewless-Served-By`, `-Current`, `-Required`) without growing
         // the map, which would move it twice over.
         let mut headers = HeaderMap::with_capacity(fields.len() + ADDED_FIELDS);
+        let bodiless =
+            head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
         // Drained, not moved: the array is large.
         for (name, start, end) in fields.drain(..) {
-            if chunked.is_some() && name == header::CONTENT_LENGTH {
-                // Transfer-Encoding overrides it (RFC 9112 §6.3).
+            // Transfer-Encoding overrides it (RFC 9112 §6.3); a body it
+            // delimits tells its length itself (the server side writes it
+            // from there). Only an answer without a body keeps it, as what
+            // it says of the representation.
+            if name == header::CONTENT_LENGTH && (chunked.is_some() || !bodiless) {
                 continue;
             }
             let value = HeaderValue::from_maybe_shared(head.slice(start..end))
@@ -224,10 +229,7 @@ pub(crate) fn parse_head(
                 headers.remove(name);
             }
         }
-        let framing = if head_request
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED
-        {
+        let framing = if bodiless {
             Framing::Empty
         } else {
             match (chunked, length) {
@@ -466,12 +468,22 @@ mod tests {
         assert_eq!(h.framing, Framing::Length(5));
         assert!(h.keep_alive);
         assert_eq!(h.headers["content-type"], "text/plain");
-        assert_eq!(h.headers["content-length"], "5");
         assert_eq!(h.headers.get_all("set-cookie").iter().count(), 2);
-        for gone in ["connection", "x-hop", "keep-alive"] {
+        // The body delimited by it tells its length itself.
+        for gone in ["connection", "x-hop", "keep-alive", "content-length"] {
             assert!(!h.headers.contains_key(gone), "{gone}");
         }
         assert_eq!(&rest[..], b"hello");
+        // Without a body (HEAD, 204, 304) it says what the GET would send.
+        for (head_request, status) in [(true, "200 OK"), (false, "304 Not Modified")] {
+            let (r, _) = head(
+                &format!("HTTP/1.1 {status}\r\nContent-Length: 5\r\n\r\n"),
+                head_request,
+            );
+            let h = r.unwrap().unwrap();
+            assert_eq!(h.framing, Framing::Empty);
+            assert_eq!(h.headers["content-length"], "5", "{status}");
+        }
     }
 
     #[test]
@@ -489,8 +501,10 @@ mod tests {
             &raw.lines[..],
             b"Content-Type: text/plain\r\nDate: Mon, 30 Nov 2026 10:00:00 GMT\r\nX-Nothing: \r\n"
         );
-        // What the gateway reads or replaces is in the map.
-        assert_eq!(h.headers["content-length"], "5");
+        // What the gateway reads or replaces is in the map; the length
+        // is the body's.
+        assert!(!h.headers.contains_key("content-length"));
+        assert_eq!(h.framing, Framing::Length(5));
         assert_eq!(h.headers["skewless-served-by"], "spoofed");
         assert!(!h.headers.contains_key("content-type"));
         let mut map = h.headers.clone();
@@ -498,7 +512,7 @@ mod tests {
         assert_eq!(map["content-type"], "text/plain");
         assert_eq!(map.get_all("set-cookie").iter().count(), 2);
         assert_eq!(map["x-nothing"], "");
-        assert_eq!(map.len(), 7);
+        assert_eq!(map.len(), 6);
         // No Date among them: the server side adds its own.
         let (r, _) = head("HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n", false);
         assert!(!r.unwrap().unwrap().raw.unwrap().date);
