@@ -166,18 +166,8 @@ impl Conn {
             return Box::pin(sending).await;
         }
         let mut alarm = self.alarm.take();
-        let answered = {
-            let plain = self.exchange_plain(out.head_request);
-            tokio::pin!(plain);
-            std::future::poll_fn(|cx| {
-                if let Poll::Ready(r) = plain.as_mut().poll(cx) {
-                    return Poll::Ready(r);
-                }
-                ready!(poll_alarm(&mut alarm, cx, deadline));
-                Poll::Ready(Err(Exchange::TimedOut { client: false }))
-            })
-            .await
-        };
+        let answered =
+            by_deadline(&mut alarm, deadline, self.exchange_plain(out.head_request)).await;
         self.alarm = alarm;
         answered
     }
@@ -226,11 +216,12 @@ impl Conn {
             Err(BodyError::Answer(e)) => return Err(e),
             Err(BodyError::Stalled { client }) => return Err(Exchange::TimedOut { client }),
         }
+        let deadline = tokio::time::Instant::now() + read_timeout;
+        let mut alarm = self.alarm.take();
         let head = self.read_head(head_request, write_failed, read_ended);
-        match tokio::time::timeout(read_timeout, head).await {
-            Ok(head) => head,
-            Err(_) => Err(Exchange::TimedOut { client: false }),
-        }
+        let answered = by_deadline(&mut alarm, deadline, head).await;
+        self.alarm = alarm;
+        answered
     }
 
     /// Reads the final response head, part of which may have come while
@@ -426,6 +417,25 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<h1::Head>
         Ok(None) => Ok(None),
         Err(Malformed(m)) => Err(Exchange::Malformed(m)),
     }
+}
+
+/// `exchange`'s result, or a time-out once `deadline` has passed, told by
+/// the connection's one timer (`alarm`, see [`poll_alarm`]), which is
+/// looked at only while the exchange waits.
+async fn by_deadline(
+    alarm: &mut Option<Pin<Box<Sleep>>>,
+    deadline: tokio::time::Instant,
+    exchange: impl Future<Output = Result<h1::Head, Exchange>>,
+) -> Result<h1::Head, Exchange> {
+    tokio::pin!(exchange);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = exchange.as_mut().poll(cx) {
+            return Poll::Ready(r);
+        }
+        ready!(poll_alarm(alarm, cx, deadline));
+        Poll::Ready(Err(Exchange::TimedOut { client: false }))
+    })
+    .await
 }
 
 /// Ready once `deadline` has passed, with the connection's one timer
