@@ -17,12 +17,11 @@ pub struct Candidate<B> {
 /// The back end for a release: its own, else the nearest older served
 /// release's. `releases` must be sorted by `seq`, oldest first.
 pub fn backend_of<B>(releases: &[Candidate<B>], index: usize) -> Option<(usize, &B)> {
-    releases[..=index]
-        .iter()
-        .enumerate()
-        .rev()
-        .filter(|(i, r)| *i == index || r.served)
-        .find_map(|(i, r)| r.backend.as_ref().map(|b| (i, b)))
+    backend_of_with(
+        |i| releases[i].served,
+        |i| releases[i].backend.as_ref(),
+        index,
+    )
 }
 
 /// Where an API call goes: `Some((release index, back end))` or `None` for
@@ -32,10 +31,42 @@ pub fn route<B>(
     pinned: Option<usize>,
     current: Option<usize>,
 ) -> Option<(usize, &B)> {
-    pinned
-        .filter(|&p| releases[p].served)
-        .and_then(|p| backend_of(releases, p))
-        .or_else(|| current.and_then(|c| backend_of(releases, c)))
+    route_with(
+        |i| releases[i].served,
+        |i| releases[i].backend.as_ref(),
+        pinned,
+        current,
+    )
+}
+
+/// [`route`] over releases known by index (oldest first) instead of as
+/// [`Candidate`]s: `served` and `backend` are asked only about the releases
+/// the decision reaches, so a caller builds no candidate list per call.
+pub fn route_with<B>(
+    served: impl Fn(usize) -> bool,
+    mut backend: impl FnMut(usize) -> Option<B>,
+    pinned: Option<usize>,
+    current: Option<usize>,
+) -> Option<(usize, B)> {
+    if let Some(found) = pinned
+        .filter(|&p| served(p))
+        .and_then(|p| backend_of_with(&served, &mut backend, p))
+    {
+        return Some(found);
+    }
+    current.and_then(|c| backend_of_with(&served, &mut backend, c))
+}
+
+/// [`backend_of`] over releases known by index.
+fn backend_of_with<B>(
+    served: impl Fn(usize) -> bool,
+    mut backend: impl FnMut(usize) -> Option<B>,
+    index: usize,
+) -> Option<(usize, B)> {
+    (0..=index)
+        .rev()
+        .filter(|&i| i == index || served(i))
+        .find_map(|i| backend(i).map(|b| (i, b)))
 }
 
 #[cfg(test)]
@@ -71,5 +102,47 @@ mod tests {
         // A retired older release lends no back end.
         let rs = [c(1, false, Some("api1")), c(2, true, None)];
         assert_eq!(route(&rs, None, Some(1)), None);
+    }
+
+    #[test]
+    fn by_index_asks_only_about_the_releases_it_reaches() {
+        let rs = [
+            c(1, true, Some("api1")),
+            c(2, true, None),
+            c(3, true, Some("api3")),
+            c(4, false, Some("api4")),
+        ];
+        for pinned in [None, Some(0), Some(1), Some(2), Some(3)] {
+            for current in [None, Some(1), Some(2)] {
+                let mut asked = Vec::new();
+                let by_index = route_with(
+                    |i| rs[i].served,
+                    |i| {
+                        asked.push(i);
+                        rs[i].backend
+                    },
+                    pinned,
+                    current,
+                );
+                let expected = route(&rs, pinned, current).map(|(i, b)| (i, *b));
+                assert_eq!(by_index, expected, "pinned {pinned:?}, current {current:?}");
+                // Never a release newer than both the pin and the current one.
+                let newest = pinned.max(current);
+                assert!(asked.iter().all(|&i| Some(i) <= newest), "{asked:?}");
+            }
+        }
+        // Pinned to v3 (current), nothing older is looked at.
+        let mut asked = Vec::new();
+        let found = route_with(
+            |i| rs[i].served,
+            |i| {
+                asked.push(i);
+                rs[i].backend
+            },
+            Some(2),
+            Some(2),
+        );
+        assert_eq!(found, Some((2, "api3")));
+        assert_eq!(asked, vec![2]);
     }
 }

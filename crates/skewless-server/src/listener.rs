@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::access_log::LoggedBody;
-use crate::gateway::{handle, request_pin, Gateway};
+use crate::gateway::{handle, request_pin, way, Gateway, Way};
 use crate::h1::RawFields;
 use crate::http1::Outcome;
 use crate::limits::HeadLimits;
@@ -177,13 +177,25 @@ async fn answer(
     app: Router,
     peer: std::net::SocketAddr,
     limits: HeadLimits,
-    req: axum::http::Request<axum::body::Body>,
+    mut req: axum::http::Request<axum::body::Body>,
 ) -> (axum::http::Response<LoggedBody>, Option<RawFields>) {
     let pin = request_pin(&req);
     let logged = gw.access_log().start(&req, peer, pin.as_ref());
     let (resp, beside) = match limits.check(&req) {
         Some(refused) => (refused, crate::metrics::Kind::System.into()),
-        None => handle(gw, app, peer, req, pin).await,
+        None => match way(&gw, &mut req, pin) {
+            // Awaited here, not in a function of the gateway's: each
+            // layer of futures costs every API call its copies.
+            Way::Api(call, to) => {
+                let (resp, raw) = gw
+                    .proxy()
+                    .forward(req, &to.upstream, peer, &to.served_by)
+                    .await;
+                call.finish(&gw, resp, raw)
+            }
+            Way::Answered(resp, beside) => (resp, beside),
+            Way::Handle(pending) => handle(gw, app, peer, req, pending).await,
+        },
     };
     (
         crate::access_log::respond(logged, resp, beside.kind),

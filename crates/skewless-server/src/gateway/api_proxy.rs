@@ -5,21 +5,23 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use arrayvec::ArrayVec;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
-use skewless_core::upstream::{self, Candidate};
+use skewless_core::upstream;
 
 use super::Gateway;
 use crate::error::json_error;
 use crate::h1::RawFields;
 use crate::metrics::{self, Kind};
 use crate::proxy::Upstream;
-use crate::snapshot::ReleaseView;
 
-/// Releases routed among without an allocation.
-const FEW: usize = 16;
+/// Where an API call goes: the back end, and the release it answers for
+/// (`Skewless-Served-By`).
+pub(crate) struct Route {
+    pub(crate) upstream: Arc<Upstream>,
+    pub(crate) served_by: HeaderValue,
+}
 
 /// Resolution rule 3: API calls go to the back end of the client's release
 /// (`pin`, see [`super::pin::RequestPin`]).
@@ -29,16 +31,35 @@ pub(super) async fn forward(
     client: SocketAddr,
     pin: Option<&str>,
 ) -> (Response, Option<RawFields>) {
+    match route(gw, &mut req, pin) {
+        Routed::To(to) => {
+            gw.proxy
+                .forward(req, &to.upstream, client, &to.served_by)
+                .await
+        }
+        Routed::Refused(refused) => (refused, None),
+    }
+}
+
+/// What [`route`] decided.
+pub(crate) enum Routed {
+    /// The call goes there.
+    To(Route),
+    /// It is answered at once, with this.
+    Refused(Response),
+}
+
+/// Resolution rule 3, decided before anything is awaited: the back end
+/// for an API call with this pin, or the answer when there is none or the
+/// body is over the limit. The request's body gets the proxy's limit.
+pub(crate) fn route(gw: &Gateway, req: &mut Request, pin: Option<&str>) -> Routed {
     let limit = gw.config.max_proxy_body_bytes;
     // A declared length is the body's least size (no header look-up).
     if hyper::body::Body::size_hint(req.body()).lower() > limit {
-        return (
-            json_error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("request body is larger than the proxy limit of {limit} bytes"),
-            ),
-            None,
-        );
+        return Routed::Refused(json_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("request body is larger than the proxy limit of {limit} bytes"),
+        ));
     }
     // In place: the request is large, and most API calls have no body.
     if !hyper::body::Body::is_end_stream(req.body()) {
@@ -46,57 +67,50 @@ pub(super) async fn forward(
         *req.body_mut() = axum::body::Body::new(http_body_util::Limited::new(body, limit as usize));
     }
     let snap = gw.routing.load();
-    let candidate = |v: &Arc<ReleaseView>| Candidate {
-        seq: v.record.seq,
-        served: v.record.state.is_served(),
-        backend: match &v.upstream {
-            Some(u) => Some(u.clone()),
-            None if v.record.backend_cmd.is_some() => gw.supervisor.upstream(&v.record.id),
-            None => None,
-        },
-    };
-    // A handful of live releases is the usual case: no allocation for it.
-    let few: ArrayVec<Candidate<Arc<Upstream>>, FEW>;
-    let many: Vec<Candidate<Arc<Upstream>>>;
-    let candidates: &[Candidate<Arc<Upstream>>] = if snap.ordered.len() <= FEW {
-        few = snap.ordered.iter().map(candidate).collect();
-        &few
-    } else {
-        many = snap.ordered.iter().map(candidate).collect();
-        &many
-    };
-    let index_of = |id: &str| snap.ordered.iter().position(|v| v.record.id.as_str() == id);
+    let ordered = &snap.ordered;
+    let index_of = |id: &str| ordered.iter().position(|v| v.record.id.as_str() == id);
     let pinned = pin.and_then(index_of);
     let current = snap
         .pointer
         .current
         .as_ref()
         .and_then(|c| index_of(c.as_str()));
-    if let Some((i, upstream)) = upstream::route(candidates, pinned, current) {
-        let served_by = snap.ordered[i].id_header.clone();
+    // Only the releases the decision reaches are looked at: no list of
+    // candidates, and a managed back end's health is read only when asked.
+    let found = upstream::route_with(
+        |i| ordered[i].record.state.is_served(),
+        |i| {
+            let v = &ordered[i];
+            match &v.upstream {
+                Some(u) => Some(u.clone()),
+                None if v.record.backend_cmd.is_some() => gw.supervisor.upstream(&v.record.id),
+                None => None,
+            }
+        },
+        pinned,
+        current,
+    );
+    if let Some((i, upstream)) = found {
         if Some(i) != current && pinned.is_some() {
             metrics::skew_saved(Kind::Api);
         }
-        let upstream = upstream.clone();
-        drop(snap);
-        return gw.proxy.forward(req, &upstream, client, &served_by).await;
+        return Routed::To(Route {
+            upstream,
+            served_by: ordered[i].id_header.clone(),
+        });
     }
     let routed = pinned
-        .filter(|&p| candidates[p].served)
+        .filter(|&p| ordered[p].record.state.is_served())
         .or(current)
-        .map(|i| snap.ordered[i].id_header.clone());
-    drop(snap);
-    match (&gw.default_upstream, routed) {
-        (Some(upstream), routed) => {
-            let served_by = routed.unwrap_or(HeaderValue::from_static("default"));
-            gw.proxy.forward(req, upstream, client, &served_by).await
-        }
-        (None, _) => (
-            json_error(
-                StatusCode::BAD_GATEWAY,
-                "no back end for this API call: no live release has a healthy back end and no default_upstream is configured",
-            ),
-            None,
-        ),
+        .map(|i| ordered[i].id_header.clone());
+    match &gw.default_upstream {
+        Some(upstream) => Routed::To(Route {
+            upstream: upstream.clone(),
+            served_by: routed.unwrap_or(HeaderValue::from_static("default")),
+        }),
+        None => Routed::Refused(json_error(
+            StatusCode::BAD_GATEWAY,
+            "no back end for this API call: no live release has a healthy back end and no default_upstream is configured",
+        )),
     }
 }

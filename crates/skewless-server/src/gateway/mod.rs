@@ -251,6 +251,11 @@ impl Gateway {
         self.shutdown.clone()
     }
 
+    /// The proxy to back ends.
+    pub(crate) fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
     /// Where each request's line goes, if anywhere.
     pub(crate) fn access_log(&self) -> &crate::access_log::AccessLog {
         &self.access_log
@@ -341,19 +346,104 @@ pub fn router(gw: Arc<Gateway>) -> Router {
         .with_state(AppState(gw))
 }
 
-/// Answers one request. Paths under `/_skewless/` go through the router
-/// (system and admin routes); every other path (shell, files, API calls)
-/// is resolved directly, which spares the hot path the router's matching
-/// and boxing. `pin` is what [`request_pin`] gave for the request: `None`
-/// exactly for the router's paths.
+/// How a request goes on, settled before anything is awaited (see
+/// [`way`]).
+pub(crate) enum Way {
+    /// An API call whose back end is known: the caller forwards it there
+    /// itself, and finishes the answer with [`ApiCall::finish`]. Awaiting
+    /// the proxy directly spares every API call the futures of the layers
+    /// between.
+    Api(ApiCall, api_proxy::Route),
+    /// Answered already, and stamped: a path that cannot be normalized,
+    /// or an API call with no back end or a body over the limit.
+    Answered(Response, Beside),
+    /// Anything else: [`handle`] answers it.
+    Handle(Pending),
+}
+
+/// A request for [`handle`]: its pin (`None` for the router's paths) and
+/// its normalized path when that differs from the request's own.
+pub(crate) struct Pending {
+    pin: Option<pin::RequestPin>,
+    normalized: Option<String>,
+}
+
+/// An API call on its way to its back end.
+pub(crate) struct ApiCall {
+    seen: Seen,
+}
+
+impl ApiCall {
+    /// The answer to the call, from what its back end answered.
+    pub(crate) fn finish(
+        self,
+        gw: &Gateway,
+        resp: Response,
+        raw: Option<RawFields>,
+    ) -> (Response, Beside) {
+        (
+            self.seen.stamp(gw, resp, Kind::Api),
+            Beside {
+                kind: Kind::Api,
+                raw,
+            },
+        )
+    }
+}
+
+/// Where a request goes. Paths under `/_skewless/` (`pin` is `None`, see
+/// [`request_pin`]) go through the router (system and admin routes);
+/// every other path is resolved directly, which spares the hot path the
+/// router's matching and boxing: API calls to their back end (resolution
+/// rule 3), the rest to a release's files and shells. An API call's body
+/// gets the proxy's limit here.
+pub(crate) fn way(
+    gw: &Gateway,
+    req: &mut axum::http::Request<axum::body::Body>,
+    pin: Option<pin::RequestPin>,
+) -> Way {
+    let Some(pin) = pin else {
+        return Way::Handle(Pending {
+            pin: None,
+            normalized: None,
+        });
+    };
+    let path = match skewless_core::path::normalize_request_path(req.uri().path()) {
+        Ok(p) => p,
+        Err(e) => {
+            let resp = Seen::with_pin(pin).stamp(gw, site::bad_path(&e), Kind::Asset);
+            return Way::Answered(resp, Kind::Asset.into());
+        }
+    };
+    if !site::is_api(gw, &path) {
+        let normalized = match path {
+            std::borrow::Cow::Owned(p) => Some(p),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        return Way::Handle(Pending {
+            pin: Some(pin),
+            normalized,
+        });
+    }
+    let seen = Seen::with_pin(pin);
+    match api_proxy::route(gw, req, seen.pin.as_str()) {
+        api_proxy::Routed::To(route) => Way::Api(ApiCall { seen }, route),
+        api_proxy::Routed::Refused(refused) => {
+            Way::Answered(seen.stamp(gw, refused, Kind::Api), Kind::Api.into())
+        }
+    }
+}
+
+/// Answers a request [`way`] left to it: through the router, or from a
+/// release's files and shells.
 pub(crate) async fn handle(
     gw: Arc<Gateway>,
     app: Router,
     peer: SocketAddr,
     mut req: axum::http::Request<axum::body::Body>,
-    pin: Option<pin::RequestPin>,
+    pending: Pending,
 ) -> (Response, Beside) {
-    let Some(pin) = pin else {
+    let Some(pin) = pending.pin else {
         req.extensions_mut().insert(ConnectInfo(peer));
         let resp = match tower::ServiceExt::oneshot(app, req).await {
             Ok(resp) => resp,
@@ -363,7 +453,11 @@ pub(crate) async fn handle(
         return (resp, kind.into());
     };
     let seen = Seen::with_pin(pin);
-    let (resp, beside) = site::resolve_request(&gw, req, peer, &seen.pin).await;
+    let path = pending
+        .normalized
+        .as_deref()
+        .unwrap_or_else(|| req.uri().path());
+    let (resp, beside) = site::resolve_site(&gw, &site::Asked::of(&req), path, &seen.pin).await;
     (seen.stamp(&gw, resp, beside.kind), beside)
 }
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Version};
 use axum::response::Response;
 use skewless_core::content::is_content_hashed;
 use skewless_core::path::normalize_request_path;
@@ -47,19 +47,10 @@ pub(super) async fn resolve_request(
 ) -> (Response, Beside) {
     let path = match normalize_request_path(req.uri().path()) {
         Ok(p) => p,
-        Err(e) => {
-            return (
-                json_error(StatusCode::BAD_REQUEST, &e.to_string()),
-                Kind::Asset.into(),
-            )
-        }
+        Err(e) => return (bad_path(&e), Kind::Asset.into()),
     };
-    if gw
-        .config
-        .api_prefixes
-        .iter()
-        .any(|p| path.starts_with(p.as_str()) || p.strip_suffix('/') == Some(&*path))
-    {
+    if is_api(gw, &path) {
+        drop(path);
         let (resp, raw) = api_proxy::forward(gw, req, peer, pin.as_str()).await;
         return (
             resp,
@@ -69,7 +60,48 @@ pub(super) async fn resolve_request(
             },
         );
     }
-    let method = req.method();
+    resolve_site(gw, &Asked::of(&req), &path, pin).await
+}
+
+/// What [`resolve_site`] needs of a request: its body is no part of it.
+pub(super) struct Asked<'a> {
+    method: &'a Method,
+    headers: &'a HeaderMap,
+    version: Version,
+}
+
+impl<'a> Asked<'a> {
+    pub(super) fn of(req: &'a Request) -> Asked<'a> {
+        Asked {
+            method: req.method(),
+            headers: req.headers(),
+            version: req.version(),
+        }
+    }
+}
+
+/// The answer to a request whose path cannot be normalized.
+pub(super) fn bad_path(e: &dyn std::fmt::Display) -> Response {
+    json_error(StatusCode::BAD_REQUEST, &e.to_string())
+}
+
+/// Whether a normalized path is an API call's (resolution rule 3).
+pub(super) fn is_api(gw: &Gateway, path: &str) -> bool {
+    gw.config
+        .api_prefixes
+        .iter()
+        .any(|p| path.starts_with(p.as_str()) || p.strip_suffix('/') == Some(path))
+}
+
+/// Resolution rules 2, 4 and 5: a release's file or shell for a request
+/// whose path, normalized, is `path` and is no API call's.
+pub(super) async fn resolve_site(
+    gw: &Arc<Gateway>,
+    req: &Asked<'_>,
+    path: &str,
+    pin: &RequestPin,
+) -> (Response, Beside) {
+    let method = req.method;
     if method != Method::GET && method != Method::HEAD {
         let mut resp = json_error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -79,14 +111,13 @@ pub(super) async fn resolve_request(
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return (resp, Kind::Asset.into());
     }
-    let headers = req.headers();
-    let version = req.version();
+    let (headers, version) = (req.headers, req.version);
     let (pin_str, navigation) = (pin.as_str(), pin.navigation());
     let snap = gw.routing.load();
     let resolution = resolve(
         &**snap,
         skewless_core::resolve::Request {
-            path: &path,
+            path,
             pin: pin_str,
             navigation,
         },
@@ -183,7 +214,7 @@ pub(super) async fn resolve_request(
             Kind::System.into(),
         ),
         Resolution::NotFound => {
-            if is_content_hashed(&path) {
+            if is_content_hashed(path) {
                 metrics::skew_missed();
             }
             (not_found(), Kind::Asset.into())
