@@ -27,7 +27,7 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tower::Service;
@@ -166,19 +166,26 @@ impl Conn {
             return Box::pin(sending).await;
         }
         let mut alarm = self.alarm.take();
-        let answered =
-            by_deadline(&mut alarm, deadline, self.exchange_plain(out.head_request)).await;
+        let head_request = out.head_request;
+        let mut plain = Plain {
+            written: 0,
+            flushed: false,
+            write_failed: None,
+            received: !self.rbuf.is_empty(),
+        };
+        // Written out as one poll function rather than awaited as nested
+        // futures (sending, flushing, reading, and the deadline around
+        // them): every request without a body comes this way.
+        let answered = std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = plain.poll(self, cx, head_request) {
+                return Poll::Ready(r);
+            }
+            ready!(poll_alarm(&mut alarm, cx, deadline));
+            Poll::Ready(Err(Exchange::TimedOut { client: false }))
+        })
+        .await;
         self.alarm = alarm;
         answered
-    }
-
-    /// [`Conn::exchange`] for a request without a body, unbounded.
-    async fn exchange_plain(&mut self, head_request: bool) -> Result<h1::Head, Exchange> {
-        if let Err(e) = self.io.write_all(&self.wbuf).await {
-            return Err(Exchange::Stale(format!("sending the request failed: {e}")));
-        }
-        let flushed = self.io.flush().await.err();
-        self.read_head(head_request, flushed, None).await
     }
 
     /// [`Conn::exchange`] for a request with a body.
@@ -403,6 +410,81 @@ fn poll_answer(
             Err(e) => e.to_string(),
         };
         return Poll::Ready(Ok(Sent::Closed(cause)));
+    }
+}
+
+/// Where [`Conn::exchange`] is with a request without a body: its head
+/// goes out, is flushed, and the response head is read.
+struct Plain {
+    /// Bytes of the request head sent so far.
+    written: usize,
+    flushed: bool,
+    /// Flushing the request failed so.
+    write_failed: Option<io::Error>,
+    /// Bytes of the response have come (or were there before).
+    received: bool,
+}
+
+impl Plain {
+    fn poll(
+        &mut self,
+        conn: &mut Conn,
+        cx: &mut Context<'_>,
+        head_request: bool,
+    ) -> Poll<Result<h1::Head, Exchange>> {
+        let Conn { io, rbuf, wbuf, .. } = conn;
+        while self.written < wbuf.len() {
+            match ready!(Pin::new(&mut *io).poll_write(cx, &wbuf[self.written..])) {
+                Ok(0) => {
+                    let e = io::Error::from(io::ErrorKind::WriteZero);
+                    return Poll::Ready(Err(Exchange::Stale(format!(
+                        "sending the request failed: {e}"
+                    ))));
+                }
+                Ok(n) => self.written += n,
+                Err(e) => {
+                    return Poll::Ready(Err(Exchange::Stale(format!(
+                        "sending the request failed: {e}"
+                    ))))
+                }
+            }
+        }
+        if !self.flushed {
+            // The answer is still read if flushing failed (the back end
+            // may have answered and closed); the connection is not kept.
+            self.write_failed = ready!(Pin::new(&mut *io).poll_flush(cx)).err();
+            self.flushed = true;
+        }
+        loop {
+            if self.received {
+                match parse_head(rbuf, head_request) {
+                    Ok(Some(mut head)) => {
+                        head.keep_alive &= self.write_failed.is_none();
+                        return Poll::Ready(Ok(head));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+            rbuf.reserve(HEAD_READ);
+            let cause = match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, rbuf)) {
+                Ok(0) => "the connection closed".to_owned(),
+                Ok(_) => {
+                    self.received = true;
+                    continue;
+                }
+                Err(e) => e.to_string(),
+            };
+            let cause = match self.write_failed.take() {
+                Some(e) => format!("sending the request failed: {e}"),
+                None => cause,
+            };
+            return Poll::Ready(Err(if self.received {
+                Exchange::Broken(format!("{cause} in the middle of the response head"))
+            } else {
+                Exchange::Stale(format!("{cause} before a response"))
+            }));
+        }
     }
 }
 
