@@ -125,7 +125,7 @@ where
         // A whole request in the buffer, or read more.
         let mut deadline: Option<Instant> = None;
         let inspected = loop {
-            match inspect(&buf, limits.max_head, &mut fields) {
+            match inspect(&buf, limits, &mut fields) {
                 Parsed::Ready(r) => break r,
                 Parsed::General => return Outcome::General(Rewind::new(buf.freeze(), io)),
                 Parsed::Partial => {}
@@ -181,8 +181,11 @@ where
 }
 
 /// Looks at the start of `buf`: a whole ordinary request, the need for
-/// more bytes, or a request for the general stack.
-fn inspect(buf: &[u8], max_head: usize, fields: &mut Fields) -> Parsed {
+/// more bytes, or a request for the general stack. A request over the head
+/// limits goes to the general stack, which refuses it: one taken here is
+/// within them.
+fn inspect(buf: &[u8], limits: HeadLimits, fields: &mut Fields) -> Parsed {
+    let max_head = limits.max_head;
     if buf.is_empty() {
         return Parsed::Partial;
     }
@@ -206,7 +209,7 @@ fn inspect(buf: &[u8], max_head: usize, fields: &mut Fields) -> Parsed {
         _ => return Parsed::General,
     };
     let target = match req.path {
-        Some(p) if p.starts_with('/') => p,
+        Some(p) if p.starts_with('/') && p.len() <= limits.max_line => p,
         _ => return Parsed::General,
     };
     let base = buf.as_ptr() as usize;
@@ -216,6 +219,10 @@ fn inspect(buf: &[u8], max_head: usize, fields: &mut Fields) -> Parsed {
     let mut trailers = false;
     let mut length: Option<u64> = None;
     for h in req.headers.iter() {
+        // As sent: `name: value`.
+        if h.name.len() + 2 + h.value.len() > limits.max_line {
+            return Parsed::General;
+        }
         let Ok(name) = field_name(h.name.as_bytes()) else {
             return Parsed::General;
         };
@@ -727,10 +734,13 @@ impl AsyncWrite for Rewind {
 mod tests {
     use super::*;
 
-    const MAX_HEAD: usize = 32 * 1024;
+    const LIMITS: HeadLimits = HeadLimits {
+        max_line: 8 * 1024,
+        max_head: 32 * 1024,
+    };
 
     fn look(bytes: &[u8]) -> Parsed {
-        inspect(bytes, MAX_HEAD, &mut Fields::new())
+        inspect(bytes, LIMITS, &mut Fields::new())
     }
 
     fn ready(bytes: &[u8]) -> Inspected {
@@ -791,12 +801,23 @@ mod tests {
         assert!(general(
             b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
         ));
+        // Over the head limits: the general stack refuses them.
+        let line = |len: usize| format!("GET / HTTP/1.1\r\nx-a: {}\r\n\r\n", "a".repeat(len - 5));
+        assert!(!general(line(LIMITS.max_line).as_bytes()));
+        assert!(general(line(LIMITS.max_line + 1).as_bytes()));
+        let target = |len: usize| format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(len - 1));
+        assert!(!general(target(LIMITS.max_line).as_bytes()));
+        assert!(general(target(LIMITS.max_line + 1).as_bytes()));
+        let lines = (0..5)
+            .map(|i| format!("x-{i}: {}\r\n", "a".repeat(7000)))
+            .collect::<String>();
+        assert!(general(format!("GET / HTTP/1.1\r\n{lines}\r\n").as_bytes()));
         assert!(general(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"));
         // What httparse refuses, and heads over the limit, complete or not.
         assert!(general(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"));
-        let long = format!("GET / HTTP/1.1\r\nX-A: {}\r\n\r\n", "a".repeat(MAX_HEAD));
+        let long = format!("GET / HTTP/1.1\r\nX-A: {}\r\n\r\n", "a".repeat(LIMITS.max_head));
         assert!(general(long.as_bytes()));
-        assert!(general(&long.as_bytes()[..MAX_HEAD + 10]));
+        assert!(general(&long.as_bytes()[..LIMITS.max_head + 10]));
         // More fields than the lean path takes.
         let many: String = (0..=MAX_FIELDS).map(|i| format!("X-{i}: 1\r\n")).collect();
         assert!(general(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()));
@@ -808,7 +829,7 @@ mod tests {
             &b"POST /p?q=1 HTTP/1.1\r\nHost: h\r\nX-Two: 1\r\nX-Two: 2\r\nContent-Length: 2\r\n\r\nhiGET / HTTP/1.1\r\n"[..],
         );
         let mut fields = Fields::new();
-        let Parsed::Ready(r) = inspect(&buf, MAX_HEAD, &mut fields) else {
+        let Parsed::Ready(r) = inspect(&buf, LIMITS, &mut fields) else {
             panic!("not ready");
         };
         let req = build(&mut buf, r, &mut fields).unwrap();

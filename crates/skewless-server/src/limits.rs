@@ -3,8 +3,9 @@
 //! request head larger than `max_request_head_bytes`, is refused before any
 //! handler runs. hyper enforces the head size on HTTP/1 (its read buffer)
 //! and HTTP/2 (`SETTINGS_MAX_HEADER_LIST_SIZE`, answered with 431); the
-//! line length is checked here for both, and the lean event-stream path
-//! checks both itself.
+//! line length is checked here for both. The lean HTTP/1 path hands a
+//! request over either limit to hyper, which refuses it so; the lean
+//! event-stream path checks both itself.
 
 use axum::http::{header, HeaderValue, Request, StatusCode};
 use axum::response::Response;

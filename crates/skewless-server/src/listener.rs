@@ -88,10 +88,9 @@ pub async fn serve(
                     if secure {
                         req.extensions_mut().insert(crate::proxy::OverTls);
                     }
-                    let answered =
-                        answer(service_gw.clone(), general_app.clone(), peer, limits, req);
+                    let (gw, app) = (service_gw.clone(), general_app.clone());
                     async move {
-                        let (mut resp, raw) = answered.await;
+                        let (mut resp, raw) = answer(&gw, &app, peer, Some(limits), req).await;
                         if let Some(raw) = raw {
                             raw.into_map(resp.headers_mut());
                         }
@@ -142,8 +141,9 @@ pub async fn serve(
             let stream = SendfileStream::new(stream, regions.clone());
             let lean = {
                 let (gw, app) = (&gw, &app);
+                // Its requests are within the head limits (see `http1`).
                 crate::http1::serve(stream, limits, header_read_timeout, shutdown, move |req| {
-                    answer(gw.clone(), app.clone(), peer, limits, req)
+                    answer(gw, app, peer, None, req)
                 })
             };
             let rest = match regions.clone().serve(lean).await {
@@ -169,21 +169,22 @@ pub async fn serve(
     }
 }
 
-/// Answers one request, on whichever stack it came: the head limits, the
-/// gateway, and the access log's record of it. Fields of a back end's
-/// answer passed on as they came are beside the response.
+/// Answers one request, on whichever stack it came: the head limits (for
+/// a request not yet held to them: `limits`), the gateway, and the access
+/// log's record of it. Fields of a back end's answer passed on as they
+/// came are beside the response.
 async fn answer(
-    gw: Arc<Gateway>,
-    app: Router,
+    gw: &Arc<Gateway>,
+    app: &Router,
     peer: std::net::SocketAddr,
-    limits: HeadLimits,
+    limits: Option<HeadLimits>,
     mut req: axum::http::Request<axum::body::Body>,
 ) -> (axum::http::Response<LoggedBody>, Option<RawFields>) {
     let pin = request_pin(&req);
     let logged = gw.access_log().start(&req, peer, pin.as_ref());
-    let (resp, beside) = match limits.check(&req) {
+    let (resp, beside) = match limits.and_then(|l| l.check(&req)) {
         Some(refused) => (refused, crate::metrics::Kind::System.into()),
-        None => match way(&gw, &mut req, pin) {
+        None => match way(gw, &mut req, pin) {
             // Awaited here, not in a function of the gateway's: each
             // layer of futures costs every API call its copies.
             Way::Api(call, to) => {
@@ -191,7 +192,7 @@ async fn answer(
                     .proxy()
                     .forward(req, &to.upstream, peer, &to.served_by)
                     .await;
-                call.finish(&gw, resp, raw)
+                call.finish(gw, resp, raw)
             }
             Way::Answered(resp, beside) => (resp, beside),
             Way::Handle(pending) => handle(gw, app, peer, req, pending).await,

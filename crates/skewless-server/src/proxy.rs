@@ -318,26 +318,38 @@ fn stamp(headers: &mut HeaderMap, served_by: &HeaderValue) {
     headers.insert(SERVED_BY, served_by.clone());
 }
 
-/// Writes an IPv4 address in dotted decimal: spelt on the stack and
-/// appended at once, one capacity check instead of one per byte.
+/// Each octet spelt in decimal, padded to four bytes, and its length.
+const OCTETS: [([u8; 4], u8); 256] = {
+    let mut table = [([0u8; 4], 0u8); 256];
+    let mut i = 0;
+    while i < 256 {
+        let o = i as u8;
+        table[i] = if o >= 100 {
+            ([b'0' + o / 100, b'0' + o / 10 % 10, b'0' + o % 10, 0], 3)
+        } else if o >= 10 {
+            ([b'0' + o / 10, b'0' + o % 10, 0, 0], 2)
+        } else {
+            ([b'0' + o, 0, 0, 0], 1)
+        };
+        i += 1;
+    }
+    table
+};
+
+/// Writes an IPv4 address in dotted decimal: each octet's spelling taken
+/// from a table, put together on the stack and appended at once.
 pub(crate) fn push_ipv4(out: &mut Vec<u8>, v4: std::net::Ipv4Addr) {
-    let mut text = [0u8; 15];
+    // Room for four whole table entries and the dots between them.
+    let mut text = [0u8; 19];
     let mut n = 0;
     for (i, octet) in v4.octets().into_iter().enumerate() {
         if i > 0 {
             text[n] = b'.';
             n += 1;
         }
-        if octet >= 100 {
-            text[n] = b'0' + octet / 100;
-            n += 1;
-        }
-        if octet >= 10 {
-            text[n] = b'0' + octet / 10 % 10;
-            n += 1;
-        }
-        text[n] = b'0' + octet % 10;
-        n += 1;
+        let (digits, len) = OCTETS[usize::from(octet)];
+        text[n..n + 4].copy_from_slice(&digits);
+        n += usize::from(len);
     }
     out.extend_from_slice(&text[..n]);
 }
@@ -563,6 +575,24 @@ mod tests {
         assert!(Upstream::parse("ftp://x").is_err());
         assert!(Upstream::parse("127.0.0.1:9001").is_err());
         assert!(Upstream::parse("http://x/?a=b").is_err());
+    }
+
+    #[test]
+    fn ipv4_addresses_are_spelt_as_std_spells_them() {
+        let mut out = Vec::new();
+        for octet in 0..=255u8 {
+            for addr in [
+                [octet, 0, 0, 1],
+                [127, octet, 9, 255],
+                [10, 100, octet, 99],
+                [octet, octet, octet, octet],
+            ] {
+                let v4 = std::net::Ipv4Addr::from(addr);
+                out.clear();
+                push_ipv4(&mut out, v4);
+                assert_eq!(std::str::from_utf8(&out).unwrap(), v4.to_string());
+            }
+        }
     }
 
     #[test]

@@ -437,15 +437,15 @@ pub(crate) fn way(
 /// Answers a request [`way`] left to it: through the router, or from a
 /// release's files and shells.
 pub(crate) async fn handle(
-    gw: Arc<Gateway>,
-    app: Router,
+    gw: &Arc<Gateway>,
+    app: &Router,
     peer: SocketAddr,
     mut req: axum::http::Request<axum::body::Body>,
     pending: Pending,
 ) -> (Response, Beside) {
     let Some(pin) = pending.pin else {
         req.extensions_mut().insert(ConnectInfo(peer));
-        let resp = match tower::ServiceExt::oneshot(app, req).await {
+        let resp = match tower::ServiceExt::oneshot(app.clone(), req).await {
             Ok(resp) => resp,
             Err(never) => match never {},
         };
@@ -457,8 +457,8 @@ pub(crate) async fn handle(
         .normalized
         .as_deref()
         .unwrap_or_else(|| req.uri().path());
-    let (resp, beside) = site::resolve_site(&gw, &site::Asked::of(&req), path, &seen.pin).await;
-    (seen.stamp(&gw, resp, beside.kind), beside)
+    let (resp, beside) = site::resolve_site(gw, &site::Asked::of(&req), path, &seen.pin).await;
+    (seen.stamp(gw, resp, beside.kind), beside)
 }
 
 /// The pin of a request [`handle`] resolves directly (not one under
