@@ -49,25 +49,45 @@ pub(crate) struct Head {
 }
 
 /// Field lines of a back end's response passed on as they came
-/// (`name: value\r\n` each), kept beside the response's header map (and
-/// handed along beside the response, not in its extensions, which would
-/// cost allocations on every request): none of them is a field the gateway reads, sets or leaves
-/// out (those go to the map), so writing them back into an HTTP/1.1 head
-/// needs no parsing of names and no map. A server side that cannot take
-/// them whole puts them in the map with [`RawFields::into_map`].
+/// (`name: value\r\n` each, in the bytes of the head they came in when
+/// they can be taken from there whole), kept beside the response's header
+/// map (and handed along beside the response, not in its extensions,
+/// which would cost allocations on every request): none of them is a
+/// field the gateway reads, sets or leaves out (those go to the map), so
+/// writing them back into an HTTP/1.1 head needs no parsing of names and
+/// no map. A server side that cannot take them whole puts them in the map
+/// with [`RawFields::into_map`].
 #[derive(Debug, Clone)]
 pub(crate) struct RawFields {
-    pub lines: Bytes,
+    /// The bytes the lines lie in: the response head they came in (shared,
+    /// not copied), or a copy of the lines when they could not be taken
+    /// from it as they are.
+    bytes: Bytes,
+    /// The lines, as runs of whole lines in `bytes` (start, end), each
+    /// with its `\r\n`.
+    runs: ArrayVec<(u32, u32), RAW_RUNS>,
     /// Whether a `Date` field is among them.
     pub date: bool,
 }
 
+/// Runs of lines in a response head that [`RawFields`] takes as they are:
+/// the fields the gateway reads or leaves out break a head's lines into
+/// runs, and an ordinary response has one to three.
+const RAW_RUNS: usize = 4;
+
 impl RawFields {
+    /// Writes the lines (`name: value\r\n` each) into a response head.
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        for &(start, end) in &self.runs {
+            out.extend_from_slice(&self.bytes[start as usize..end as usize]);
+        }
+    }
+
     /// Appends the lines to `headers`.
     pub(crate) fn into_map(self, headers: &mut HeaderMap) {
         let mut slots = [httparse::EMPTY_HEADER; MAX_FIELDS];
-        let mut block = Vec::with_capacity(self.lines.len() + 2);
-        block.extend_from_slice(&self.lines);
+        let mut block = Vec::with_capacity(self.bytes.len() + 2);
+        self.write(&mut block);
         block.extend_from_slice(b"\r\n");
         let Ok(httparse::Status::Complete((_, fields))) =
             httparse::parse_headers(&block, &mut slots)
@@ -82,6 +102,70 @@ impl RawFields {
             ) {
                 headers.append(name, value);
             }
+        }
+    }
+}
+
+/// Gathers [`RawFields`] while a head is parsed: runs of the head's own
+/// lines while they can be taken as they are (each ends in `\r\n` right
+/// after its value, and there are no more than [`RAW_RUNS`] runs), else a
+/// copy of the lines, each written `name<sep>value\r\n`.
+#[derive(Default)]
+struct RawLines {
+    runs: ArrayVec<(u32, u32), RAW_RUNS>,
+    copied: Option<Vec<u8>>,
+}
+
+impl RawLines {
+    /// Adds the field whose line in `head` runs from `start` to the end of
+    /// its value, `end`.
+    fn add(&mut self, head: &[u8], start: usize, end: usize) {
+        let whole = head.get(end..end + 2) == Some(b"\r\n".as_slice());
+        if self.copied.is_none() && whole {
+            // Offsets fit: a head is at most `MAX_HEAD` bytes.
+            let (start32, end32) = (start as u32, (end + 2) as u32);
+            match self.runs.last_mut() {
+                Some(last) if last.1 == start32 => {
+                    last.1 = end32;
+                    return;
+                }
+                _ => {
+                    if self.runs.try_push((start32, end32)).is_ok() {
+                        return;
+                    }
+                }
+            }
+        }
+        let runs = &self.runs;
+        let copied = self.copied.get_or_insert_with(|| {
+            let mut v = Vec::with_capacity(256);
+            for &(s, e) in runs {
+                v.extend_from_slice(&head[s as usize..e as usize]);
+            }
+            v
+        });
+        copied.extend_from_slice(&head[start..end]);
+        copied.extend_from_slice(b"\r\n");
+    }
+
+    /// The fields gathered, in `head` (the head's bytes, split off).
+    fn finish(self, head: &Bytes, date: bool) -> Option<RawFields> {
+        match self.copied {
+            Some(lines) => {
+                let mut runs = ArrayVec::new();
+                runs.push((0, lines.len() as u32));
+                Some(RawFields {
+                    bytes: Bytes::from(lines),
+                    runs,
+                    date,
+                })
+            }
+            None if self.runs.is_empty() => None,
+            None => Some(RawFields {
+                bytes: head.clone(),
+                runs: self.runs,
+                date,
+            }),
         }
     }
 }
@@ -140,23 +224,16 @@ pub(crate) fn parse_head(
         let mut listed: Vec<HeaderName> = Vec::new();
         let mut chunked = None;
         let mut length: Option<u64> = None;
-        let mut raw: Vec<u8> = Vec::new();
+        let mut raw = RawLines::default();
         let mut date = false;
         for h in res.headers.iter() {
             if !SPECIAL_LENGTHS.contains(&h.name.len()) {
                 // Most fields: none of those looked at below, passed on
                 // as they came (`httparse` checked the name is a token
                 // and the value has no control characters).
-                if raw.is_empty() {
-                    raw.reserve(256);
-                }
                 date |= h.name.eq_ignore_ascii_case("date");
-                raw.extend_from_slice(h.name.as_bytes());
-                raw.push(b':');
-                raw.push(b' ');
-                raw.extend_from_slice(h.value);
-                raw.push(b'\r');
-                raw.push(b'\n');
+                let start = h.name.as_ptr() as usize - base;
+                raw.add(buf, start, h.value.as_ptr() as usize - base + h.value.len());
                 continue;
             }
             let name = HeaderName::from_bytes(h.name.as_bytes())
@@ -216,10 +293,7 @@ pub(crate) fn parse_head(
                 .map_err(|_| malformed(format!("invalid value of {name}")))?;
             headers.append(name, value);
         }
-        let mut raw = (!raw.is_empty()).then(|| RawFields {
-            lines: Bytes::from(raw),
-            date,
-        });
+        let mut raw = raw.finish(&head, date);
         if !listed.is_empty() {
             // Fields `Connection` names are left out wherever they are.
             if let Some(r) = raw.take() {
@@ -455,6 +529,54 @@ mod tests {
         (r, buf)
     }
 
+    fn raw_lines(text: &str) -> (Vec<u8>, bool, HeaderMap) {
+        let (r, _) = head(text, false);
+        let raw = r.unwrap().unwrap().raw.unwrap();
+        let shared = raw.runs.len() > 1 || raw.bytes.len() > raw.runs[0].1 as usize;
+        let mut lines = Vec::new();
+        raw.write(&mut lines);
+        let mut map = HeaderMap::new();
+        raw.into_map(&mut map);
+        (lines, shared, map)
+    }
+
+    #[test]
+    fn lines_are_taken_from_the_head_in_runs_or_copied_when_they_cannot_be() {
+        // Runs of the head's own lines, broken by the fields the gateway
+        // reads.
+        let (lines, shared, map) =
+            raw_lines("HTTP/1.1 200 OK\r\nA: 1\r\nB:2\r\nContent-Length: 0\r\nC: 3\r\n\r\n");
+        assert!(shared);
+        assert_eq!(lines, b"A: 1\r\nB:2\r\nC: 3\r\n");
+        assert_eq!(map["a"], "1");
+        assert_eq!(map["b"], "2");
+        assert_eq!(map["c"], "3");
+        // Whitespace after a value, a bare LF, more runs than kept: copied,
+        // each line ending in CRLF right after its value.
+        for (text, expected) in [
+            (
+                "HTTP/1.1 200 OK\r\nA: 1  \r\nB: 2\r\nContent-Length: 0\r\n\r\n",
+                &b"A: 1\r\nB: 2\r\n"[..],
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\nC: 3\r\n\r\n",
+                b"A: 1\r\nB: 2\r\nC: 3\r\n",
+            ),
+            (
+                // Names of these lengths go to the map.
+                "HTTP/1.1 200 OK\r\nA: 1\r\nX-Map-1: x\r\nB: 2\r\nX-Map-2: x\r\n\
+                 C: 3\r\nX-Map-3: x\r\nD: 4\r\nX-Map-4: x\r\nE: 5\r\n\r\n",
+                b"A: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\n",
+            ),
+        ] {
+            let (lines, shared, map) = raw_lines(text);
+            assert!(!shared, "{text:?}");
+            assert_eq!(lines, expected, "{text:?}");
+            assert_eq!(map["a"], "1");
+            assert_eq!(map["b"], "2");
+        }
+    }
+
     #[test]
     fn parses_a_head_into_the_header_map() {
         let (r, rest) = head(
@@ -497,9 +619,11 @@ mod tests {
         let h = r.unwrap().unwrap();
         let raw = h.raw.clone().unwrap();
         assert!(raw.date);
+        let mut lines = Vec::new();
+        raw.write(&mut lines);
         assert_eq!(
-            &raw.lines[..],
-            b"Content-Type: text/plain\r\nDate: Mon, 30 Nov 2026 10:00:00 GMT\r\nX-Nothing: \r\n"
+            lines,
+            b"Content-Type: text/plain\r\nDate: Mon, 30 Nov 2026 10:00:00 GMT\r\nX-Nothing:\r\n"
         );
         // What the gateway reads or replaces is in the map; the length
         // is the body's.

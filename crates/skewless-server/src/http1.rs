@@ -419,7 +419,7 @@ async fn write_response(
         put_field(out, name, value);
     }
     if let Some(raw) = raw {
-        out.extend_from_slice(&raw.lines);
+        raw.write(out);
         wrote_date |= raw.date;
     }
     let bodiless_status = status.is_informational()
@@ -815,7 +815,10 @@ mod tests {
         assert!(general(b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n"));
         // What httparse refuses, and heads over the limit, complete or not.
         assert!(general(b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n"));
-        let long = format!("GET / HTTP/1.1\r\nX-A: {}\r\n\r\n", "a".repeat(LIMITS.max_head));
+        let long = format!(
+            "GET / HTTP/1.1\r\nX-A: {}\r\n\r\n",
+            "a".repeat(LIMITS.max_head)
+        );
         assert!(general(long.as_bytes()));
         assert!(general(&long.as_bytes()[..LIMITS.max_head + 10]));
         // More fields than the lean path takes.
