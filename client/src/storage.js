@@ -65,6 +65,32 @@ export async function withLock(win, name, fn) {
   }
 }
 
+/**
+ * Reads (without `value`) or records the schema the last migration reached,
+ * in IndexedDB: a tab reads there what another tab committed before it let
+ * go of the lock, while its copy of localStorage may still lag behind the
+ * other tab's writes. 0 when unknown or unavailable.
+ * @param {Window} win
+ * @param {number} [value]
+ * @returns {Promise<number>}
+ */
+async function schemaMark(win, value) {
+  try {
+    const open = win.indexedDB.open(SCHEMA_KEY);
+    open.onupgradeneeded = () => open.result.createObjectStore(SCHEMA_KEY);
+    await new Promise((done) => (open.onsuccess = open.onerror = done));
+    // Throws if opening failed. Left open: it closes with the page.
+    const tx = open.result.transaction(SCHEMA_KEY, 'readwrite');
+    const store = tx.objectStore(SCHEMA_KEY);
+    const req = value ? store.put(value, SCHEMA_KEY) : store.get(SCHEMA_KEY);
+    // A failed request aborts the transaction.
+    await new Promise((done) => (tx.oncomplete = tx.onabort = done));
+    return +req.result || 0;
+  } catch {
+    return 0;
+  }
+}
+
 /** @type {WeakSet<Storage>} */
 const frozen = new WeakSet();
 
@@ -119,6 +145,11 @@ export async function migrate(win, options, onNewer) {
     told = true;
   };
   const result = await withLock(win, 'skewless:migrate', async () => {
+    // A migration another tab just finished may not have reached this tab's
+    // copy of localStorage yet: wait for it (bounded; a mark left from data
+    // cleared since is rewritten below).
+    const last = await schemaMark(win);
+    for (let i = 100; stored() < last && i--; ) await sleep(20);
     const from = stored();
     if (from > version) return { from, to: from, migrated: false, newer: true };
     for (let step = from + 1; step <= version; step++) {
@@ -127,6 +158,7 @@ export async function migrate(win, options, onNewer) {
       // tab resumes from rather than redoing finished steps.
       storage.setItem(SCHEMA_KEY, String(step));
     }
+    if (from < version) await schemaMark(win, version);
     return { from, to: version, migrated: from < version, newer: false };
   });
   win.addEventListener('storage', (event) => {
