@@ -27,7 +27,7 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 use tower::Service;
@@ -165,27 +165,41 @@ impl Conn {
                 self.exchange_with_body(body, out.chunked, out.head_request, read_timeout);
             return Box::pin(sending).await;
         }
-        let mut alarm = self.alarm.take();
-        let head_request = out.head_request;
-        let mut plain = Plain {
-            written: 0,
-            flushed: false,
-            write_failed: None,
-            received: !self.rbuf.is_empty(),
-        };
         // Written out as one poll function rather than awaited as nested
         // futures (sending, flushing, reading, and the deadline around
         // them): every request without a body comes this way.
-        let answered = std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = plain.poll(self, cx, head_request) {
+        let state = Plain {
+            written: 0,
+            flushed: false,
+            write_failed: None,
+            read_ended: None,
+            received: !self.rbuf.is_empty(),
+        };
+        self.head_by(state, out.head_request, deadline).await
+    }
+
+    /// The final response head, from where `state` is, or a time-out once
+    /// `deadline` has passed, told by the connection's one timer (see
+    /// [`poll_alarm`]), which is looked at only while the exchange waits.
+    fn head_by(
+        &mut self,
+        mut state: Plain,
+        head_request: bool,
+        deadline: tokio::time::Instant,
+    ) -> impl Future<Output = Result<h1::Head, Exchange>> + '_ {
+        std::future::poll_fn(move |cx| {
+            let Conn {
+                io,
+                rbuf,
+                wbuf,
+                alarm,
+            } = &mut *self;
+            if let Poll::Ready(r) = state.poll(io, rbuf, wbuf, cx, head_request) {
                 return Poll::Ready(r);
             }
-            ready!(poll_alarm(&mut alarm, cx, deadline));
+            ready!(poll_alarm(alarm, cx, deadline));
             Poll::Ready(Err(Exchange::TimedOut { client: false }))
         })
-        .await;
-        self.alarm = alarm;
-        answered
     }
 
     /// [`Conn::exchange`] for a request with a body.
@@ -223,62 +237,16 @@ impl Conn {
             Err(BodyError::Answer(e)) => return Err(e),
             Err(BodyError::Stalled { client }) => return Err(Exchange::TimedOut { client }),
         }
+        // The head and body are out: only the answer is read.
+        let state = Plain {
+            written: self.wbuf.len(),
+            flushed: true,
+            write_failed,
+            read_ended,
+            received: !self.rbuf.is_empty(),
+        };
         let deadline = tokio::time::Instant::now() + read_timeout;
-        let mut alarm = self.alarm.take();
-        let head = self.read_head(head_request, write_failed, read_ended);
-        let answered = by_deadline(&mut alarm, deadline, head).await;
-        self.alarm = alarm;
-        answered
-    }
-
-    /// Reads the final response head, part of which may have come while
-    /// the body went out. `write_failed`: sending the request failed so;
-    /// `read_ended`: the back end's side already ended so.
-    async fn read_head(
-        &mut self,
-        head_request: bool,
-        write_failed: Option<io::Error>,
-        mut read_ended: Option<String>,
-    ) -> Result<h1::Head, Exchange> {
-        // Nothing to parse before the first read.
-        let mut received = !self.rbuf.is_empty();
-        loop {
-            if received {
-                match parse_head(&mut self.rbuf, head_request) {
-                    Ok(Some(mut head)) => {
-                        // An answer before the whole request was sent: the
-                        // connection is in no state for another one.
-                        head.keep_alive &= write_failed.is_none();
-                        return Ok(head);
-                    }
-                    Ok(None) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            let cause = match read_ended.take() {
-                Some(cause) => cause,
-                None => {
-                    self.rbuf.reserve(HEAD_READ);
-                    match self.io.read_buf(&mut self.rbuf).await {
-                        Ok(0) => "the connection closed".to_owned(),
-                        Ok(_) => {
-                            received = true;
-                            continue;
-                        }
-                        Err(e) => e.to_string(),
-                    }
-                }
-            };
-            let cause = match write_failed {
-                Some(e) => format!("sending the request failed: {e}"),
-                None => cause,
-            };
-            return Err(if received {
-                Exchange::Broken(format!("{cause} in the middle of the response head"))
-            } else {
-                Exchange::Stale(format!("{cause} before a response"))
-            });
-        }
+        self.head_by(state, head_request, deadline).await
     }
 
     /// Sends the request head in `wbuf`, then streams the body, with
@@ -413,14 +381,19 @@ fn poll_answer(
     }
 }
 
-/// Where [`Conn::exchange`] is with a request without a body: its head
-/// goes out, is flushed, and the response head is read.
+/// Where an exchange is on its way to the final response head: the rest
+/// of the request head in `wbuf` goes out and is flushed, then the
+/// response head is read, part of which may have come while a body went
+/// out.
 struct Plain {
-    /// Bytes of the request head sent so far.
+    /// Bytes of `wbuf` sent so far.
     written: usize,
     flushed: bool,
-    /// Flushing the request failed so.
+    /// Sending the request failed so: the answer is still taken, and the
+    /// connection is not kept.
     write_failed: Option<io::Error>,
+    /// The back end's side already ended so.
+    read_ended: Option<String>,
     /// Bytes of the response have come (or were there before).
     received: bool,
 }
@@ -428,11 +401,12 @@ struct Plain {
 impl Plain {
     fn poll(
         &mut self,
-        conn: &mut Conn,
+        io: &mut Stream,
+        rbuf: &mut BytesMut,
+        wbuf: &[u8],
         cx: &mut Context<'_>,
         head_request: bool,
     ) -> Poll<Result<h1::Head, Exchange>> {
-        let Conn { io, rbuf, wbuf, .. } = conn;
         while self.written < wbuf.len() {
             match ready!(Pin::new(&mut *io).poll_write(cx, &wbuf[self.written..])) {
                 Ok(0) => {
@@ -466,14 +440,19 @@ impl Plain {
                     Err(e) => return Poll::Ready(Err(e)),
                 }
             }
-            rbuf.reserve(HEAD_READ);
-            let cause = match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, rbuf)) {
-                Ok(0) => "the connection closed".to_owned(),
-                Ok(_) => {
-                    self.received = true;
-                    continue;
+            let cause = match self.read_ended.take() {
+                Some(cause) => cause,
+                None => {
+                    rbuf.reserve(HEAD_READ);
+                    match ready!(tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, rbuf)) {
+                        Ok(0) => "the connection closed".to_owned(),
+                        Ok(_) => {
+                            self.received = true;
+                            continue;
+                        }
+                        Err(e) => e.to_string(),
+                    }
                 }
-                Err(e) => e.to_string(),
             };
             let cause = match self.write_failed.take() {
                 Some(e) => format!("sending the request failed: {e}"),
@@ -499,25 +478,6 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<h1::Head>
         Ok(None) => Ok(None),
         Err(Malformed(m)) => Err(Exchange::Malformed(m)),
     }
-}
-
-/// `exchange`'s result, or a time-out once `deadline` has passed, told by
-/// the connection's one timer (`alarm`, see [`poll_alarm`]), which is
-/// looked at only while the exchange waits.
-async fn by_deadline(
-    alarm: &mut Option<Pin<Box<Sleep>>>,
-    deadline: tokio::time::Instant,
-    exchange: impl Future<Output = Result<h1::Head, Exchange>>,
-) -> Result<h1::Head, Exchange> {
-    tokio::pin!(exchange);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(r) = exchange.as_mut().poll(cx) {
-            return Poll::Ready(r);
-        }
-        ready!(poll_alarm(alarm, cx, deadline));
-        Poll::Ready(Err(Exchange::TimedOut { client: false }))
-    })
-    .await
 }
 
 /// Ready once `deadline` has passed, with the connection's one timer
