@@ -2,7 +2,6 @@
 //! of the release its client runs while that release still has one, else
 //! the current release's, else the default upstream.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::Request;
@@ -12,7 +11,6 @@ use skewless_core::upstream;
 
 use super::Gateway;
 use crate::error::json_error;
-use crate::h1::RawFields;
 use crate::metrics::{self, Kind};
 use crate::proxy::Upstream;
 
@@ -21,24 +19,6 @@ use crate::proxy::Upstream;
 pub(crate) struct Route {
     pub(crate) upstream: Arc<Upstream>,
     pub(crate) served_by: HeaderValue,
-}
-
-/// Resolution rule 3: API calls go to the back end of the client's release
-/// (`pin`, see [`super::pin::RequestPin`]).
-pub(super) async fn forward(
-    gw: &Gateway,
-    mut req: Request,
-    client: SocketAddr,
-    pin: Option<&str>,
-) -> (Response, Option<RawFields>) {
-    match route(gw, &mut req, pin) {
-        Routed::To(to) => {
-            gw.proxy
-                .forward(req, &to.upstream, client, &to.served_by)
-                .await
-        }
-        Routed::Refused(refused) => (refused, None),
-    }
 }
 
 /// What [`route`] decided.
@@ -77,7 +57,7 @@ pub(crate) fn route(gw: &Gateway, req: &mut Request, pin: Option<&str>) -> Route
         .and_then(|c| index_of(c.as_str()));
     // Only the releases the decision reaches are looked at: no list of
     // candidates, and a managed back end's health is read only when asked.
-    let found = upstream::route_with(
+    let found = upstream::route(
         |i| ordered[i].record.state.is_served(),
         |i| {
             let v = &ordered[i];

@@ -408,29 +408,14 @@ pub(crate) fn way(
             normalized: None,
         });
     };
-    let path = match skewless_core::path::normalize_request_path(req.uri().path()) {
-        Ok(p) => p,
-        Err(e) => {
-            let resp = Seen::with_pin(pin).stamp(gw, site::bad_path(&e), Kind::Asset);
-            return Way::Answered(resp, Kind::Asset.into());
-        }
-    };
-    if !site::is_api(gw, &path) {
-        let normalized = match path {
-            std::borrow::Cow::Owned(p) => Some(p),
-            std::borrow::Cow::Borrowed(_) => None,
-        };
-        return Way::Handle(Pending {
-            pin: Some(pin),
-            normalized,
-        });
-    }
     let seen = Seen::with_pin(pin);
-    match api_proxy::route(gw, req, seen.pin.as_str()) {
-        api_proxy::Routed::To(route) => Way::Api(ApiCall { seen }, route),
-        api_proxy::Routed::Refused(refused) => {
-            Way::Answered(seen.stamp(gw, refused, Kind::Api), Kind::Api.into())
-        }
+    match site::place(gw, req, &seen.pin) {
+        site::Place::Api(route) => Way::Api(ApiCall { seen }, route),
+        site::Place::Refused(resp, kind) => Way::Answered(seen.stamp(gw, resp, kind), kind.into()),
+        site::Place::Site(normalized) => Way::Handle(Pending {
+            pin: Some(seen.pin),
+            normalized,
+        }),
     }
 }
 

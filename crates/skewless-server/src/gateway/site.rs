@@ -41,26 +41,72 @@ pub(super) async fn resolve_fallback(
 /// request with this pin.
 pub(super) async fn resolve_request(
     gw: &Arc<Gateway>,
-    req: Request,
+    mut req: Request,
     peer: SocketAddr,
     pin: &RequestPin,
 ) -> (Response, Beside) {
+    match place(gw, &mut req, pin) {
+        Place::Api(to) => {
+            let (resp, raw) = gw
+                .proxy
+                .forward(req, &to.upstream, peer, &to.served_by)
+                .await;
+            (
+                resp,
+                Beside {
+                    kind: Kind::Api,
+                    raw,
+                },
+            )
+        }
+        Place::Refused(resp, kind) => (resp, kind.into()),
+        Place::Site(normalized) => {
+            let path = normalized.as_deref().unwrap_or_else(|| req.uri().path());
+            resolve_site(gw, &Asked::of(&req), path, pin).await
+        }
+    }
+}
+
+/// Where a request with a pin goes, decided before anything is awaited.
+pub(super) enum Place {
+    /// An API call, to this back end (resolution rule 3).
+    Api(api_proxy::Route),
+    /// Answered at once, as a request of this kind: a path that cannot
+    /// be normalized, or an API call with no back end or a body over the
+    /// limit.
+    Refused(Response, Kind),
+    /// A release's files and shells, with the normalized path when it
+    /// differs from the request's own.
+    Site(Option<String>),
+}
+
+/// Where a request with this pin goes. An API call's body gets the proxy's
+/// limit here.
+pub(super) fn place(gw: &Gateway, req: &mut Request, pin: &RequestPin) -> Place {
     let path = match normalize_request_path(req.uri().path()) {
         Ok(p) => p,
-        Err(e) => return (bad_path(&e), Kind::Asset.into()),
+        Err(e) => {
+            return Place::Refused(
+                json_error(StatusCode::BAD_REQUEST, &e.to_string()),
+                Kind::Asset,
+            )
+        }
     };
-    if is_api(gw, &path) {
-        drop(path);
-        let (resp, raw) = api_proxy::forward(gw, req, peer, pin.as_str()).await;
-        return (
-            resp,
-            Beside {
-                kind: Kind::Api,
-                raw,
-            },
-        );
+    let is_api = gw
+        .config
+        .api_prefixes
+        .iter()
+        .any(|p| path.starts_with(p.as_str()) || p.strip_suffix('/') == Some(&*path));
+    if !is_api {
+        return Place::Site(match path {
+            std::borrow::Cow::Owned(p) => Some(p),
+            std::borrow::Cow::Borrowed(_) => None,
+        });
     }
-    resolve_site(gw, &Asked::of(&req), &path, pin).await
+    match api_proxy::route(gw, req, pin.as_str()) {
+        api_proxy::Routed::To(to) => Place::Api(to),
+        api_proxy::Routed::Refused(resp) => Place::Refused(resp, Kind::Api),
+    }
 }
 
 /// What [`resolve_site`] needs of a request: its body is no part of it.
@@ -78,19 +124,6 @@ impl<'a> Asked<'a> {
             version: req.version(),
         }
     }
-}
-
-/// The answer to a request whose path cannot be normalized.
-pub(super) fn bad_path(e: &dyn std::fmt::Display) -> Response {
-    json_error(StatusCode::BAD_REQUEST, &e.to_string())
-}
-
-/// Whether a normalized path is an API call's (resolution rule 3).
-pub(super) fn is_api(gw: &Gateway, path: &str) -> bool {
-    gw.config
-        .api_prefixes
-        .iter()
-        .any(|p| path.starts_with(p.as_str()) || p.strip_suffix('/') == Some(path))
 }
 
 /// Resolution rules 2, 4 and 5: a release's file or shell for a request
