@@ -3,7 +3,7 @@
 valgrind's callgrind (deterministic, unlike timings on a noisy machine).
 
 Each server runs alone under callgrind with one worker; wrk sends
-`--duration` seconds of the chosen case over 8 connections; the program's
+`--duration` seconds of the chosen case over 8 connections (`--connections`); the program's
 instruction total (start-up included, which is small next to tens of
 thousands of requests) is divided by the requests answered; so is the
 count after start-up and a 1 s warm-up alone ("steady"). Kernel time
@@ -15,7 +15,7 @@ skewless profile is kept (bench/results/callgrind-<case>.out) for
 log per request); `--skewless-only` leaves nginx out.
 
 Usage: bench/callgrind.py [--case 1k|shell|shell-304|js-200k-br|api] [--duration S]
-                          [--access-log] [--skewless-only]
+                          [--connections C] [--access-log] [--skewless-only]
 """
 
 import argparse
@@ -39,17 +39,17 @@ def totals(out_file):
     return int(m.group(1).replace(",", "")) if m else None
 
 
-def under_callgrind(cmd, out_file, env, port, url, headers, duration):
+def under_callgrind(cmd, out_file, env, port, url, headers, duration, connections):
     """Returns the requests answered and the instructions of the whole run
     (start-up included), and the same for the part after start-up and a
     1 s warm-up (which runs what is set up on first use)."""
     vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", "--dump-instr=no"]
     p = common.Proc("callgrind", vg + cmd, env=env)
     common.wait_port(port, deadline_s=60)
-    warm = common.wrk(url, headers, connections=8, duration=1, cpus="")
+    warm = common.wrk(url, headers, connections=connections, duration=1, cpus="")
     # The counts so far go to <out_file>.1 and are reset.
     subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True, capture_output=True)
-    r = common.wrk(url, headers, connections=8, duration=duration, cpus="")
+    r = common.wrk(url, headers, connections=connections, duration=duration, cpus="")
     p.stop()
     steady = totals(out_file)
     return (warm["requests"] + r["requests"], totals(out_file + ".1") + steady,
@@ -60,6 +60,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--case", default="1k", choices=["1k", "shell", "shell-304", "js-200k-br", "api"])
     ap.add_argument("--duration", type=int, default=8)
+    ap.add_argument("--connections", type=int, default=8,
+                    help="at 1, every request pays the server's sleep and wake-up")
     ap.add_argument("--label", default="", help="result name suffix (e.g. for another build)")
     ap.add_argument("--access-log", action="store_true",
                     help="run skewless with --access-log FILE (a file in the work directory)")
@@ -98,6 +100,7 @@ def main():
     sk_path = f"/_r/{RELEASE}/{files['js']}" if case == "js-200k-br" else paths[case]
     sk_headers = headers + ([f"If-None-Match: {etags['skewless']}"] if case == "shell-304" else [])
     name = (f"callgrind-{case}" + ("-access-log" if args.access_log else "")
+            + (f"-c{args.connections}" if args.connections != 8 else "")
             + (f"-{args.label}" if args.label else ""))
     log_args = ["--access-log", os.path.join(work, "access.log")] if args.access_log else []
     out_file = os.path.join(common.RESULTS, f"{name}.out")
@@ -107,7 +110,7 @@ def main():
         [common.SKEWLESS, "serve", "--listen", f"127.0.0.1:{port}", "--data", data,
          "--admin-token", common.TOKEN, *log_args],
         out_file, {"TOKIO_WORKER_THREADS": "1", "SKEWLESS_LOG": "warn"}, port,
-        f"http://127.0.0.1:{port}{sk_path}", sk_headers, args.duration)
+        f"http://127.0.0.1:{port}{sk_path}", sk_headers, args.duration, args.connections)
     results["skewless"] = per_request(reqs, instr, steady_reqs, steady)
     if args.access_log:
         with open(os.path.join(work, "access.log")) as f:
@@ -115,7 +118,7 @@ def main():
         log(f"  access log: {logged} lines for {reqs} requests")
         results["skewless"]["access_log_lines"] = logged
     if args.skewless_only:
-        common.save(name, {"case": case, "results": results})
+        common.save(name, {"case": case, "connections": args.connections, "results": results})
         r = results["skewless"]
         common.table(["server", "requests", "instructions", "per request", "per request, steady"],
                      [["skewless", r["requests"], r["instructions"], r["per_request"],
@@ -144,13 +147,13 @@ def main():
     nout = os.path.join(d, "callgrind-nginx.out")
     reqs, instr, steady_reqs, steady = under_callgrind(["nginx", "-c", conf, "-e", os.path.join(d, "error.log")],
                                           nout, {}, port, f"http://127.0.0.1:{port}{ng_path}",
-                                          ng_headers, args.duration)
+                                          ng_headers, args.duration, args.connections)
     results["nginx"] = per_request(reqs, instr, steady_reqs, steady)
     sk, ng = results["skewless"], results["nginx"]
     ratio = sk["per_request"] / ng["per_request"] if ng["per_request"] else None
     steady_ratio = (sk["per_request_steady"] / ng["per_request_steady"]
                     if ng["per_request_steady"] else None)
-    out = common.save(name, {"case": case, "results": results,
+    out = common.save(name, {"case": case, "connections": args.connections, "results": results,
                              "skewless_nginx_ratio": round(ratio, 2) if ratio else None,
                              "skewless_nginx_ratio_steady":
                                  round(steady_ratio, 2) if steady_ratio else None})

@@ -159,13 +159,13 @@ atexit.register(_stop_all)
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
 
 
-def start_skewless(data_dir, workers=WORKERS, cpus=SERVER_CPUS, args=(), env=None):
-    """Starts `skewless serve` with `workers` tokio worker threads. Returns
-    (proc, base_url)."""
+def start_skewless(data_dir, workers=WORKERS, cpus=SERVER_CPUS, args=(), env=None, binary=SKEWLESS):
+    """Starts `skewless serve` (`binary`, by default the build under test)
+    with `workers` tokio worker threads. Returns (proc, base_url)."""
     port = free_port()
     e = {"TOKIO_WORKER_THREADS": str(workers), "SKEWLESS_LOG": "warn"}
     e.update(env or {})
-    p = Proc("skewless", [SKEWLESS, "serve", "--listen", f"127.0.0.1:{port}", "--data", data_dir,
+    p = Proc("skewless", [binary, "serve", "--listen", f"127.0.0.1:{port}", "--data", data_dir,
                           "--admin-token", TOKEN, *args], env=e, cpus=cpus)
     wait_port(port)
     return p, f"http://127.0.0.1:{port}"

@@ -9,12 +9,17 @@ target is measured at 64 connections (throughput) and at 1 connection (the
 latency one request pays, where the added hop shows). Writes
 bench/results/proxy.json.
 
-Usage: bench/proxy.py [--rounds N] [--duration S] [--connections C]
+`--also BINARY` runs a second skewless build (target `skewless-b`, same
+release, same back end) in the same rounds, to measure a change side by side
+with the first and with nginx.
+
+Usage: bench/proxy.py [--rounds N] [--duration S] [--connections C] [--also BINARY]
 """
 
 import os
 import sys
 import tempfile
+from statistics import median
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import apps  # noqa: E402
@@ -26,7 +31,9 @@ PATH = "/api/items"
 
 
 def main():
-    args = common.comparison_args(__doc__)
+    args = common.comparison_args(__doc__, extra=[
+        (["--also"], {"metavar": "BINARY", "help": "a second skewless build, measured as skewless-b"}),
+    ])
 
     common.ensure_tools()
     common.build()
@@ -38,6 +45,9 @@ def main():
     sk, sk_url = common.start_skewless(os.path.join(work, "data"))
     common.deploy(sk_url, app, RELEASE, backend=be_url)
     ng, ng_url = common.start_nginx(app, upstream=be_url)
+    if args.also:
+        sk_b, sk_b_url = common.start_skewless(os.path.join(work, "data-b"), binary=args.also)
+        common.deploy(sk_b_url, app, RELEASE, backend=be_url)
 
     pin = f"Skewless-Release: {RELEASE}"
     targets = {
@@ -45,6 +55,8 @@ def main():
         "nginx": (f"{ng_url}{PATH}", []),
         "direct": (f"{be_url}{PATH}", []),
     }
+    if args.also:
+        targets["skewless-b"] = (f"{sk_b_url}{PATH}", [pin])
     checks = {}
     for t, (url, hdrs) in targets.items():
         status, h, body = http("GET", url, headers=dict(x.split(": ", 1) for x in hdrs))
@@ -53,7 +65,7 @@ def main():
         checks[t] = {"status": status, "body_bytes": len(body),
                      "served_by": h.get("skewless-served-by")}
         log(f"  check {t}: {checks[t]}")
-    if checks["skewless"]["served_by"] != RELEASE:
+    if any(checks[t]["served_by"] != RELEASE for t in targets if t.startswith("skewless")):
         raise RuntimeError("skewless did not route the pinned call to the release's back end")
 
     log(f"skewless: {common.WORKERS} worker thread(s), nginx: {common.WORKERS} worker process(es), "
@@ -80,11 +92,20 @@ def main():
             "duration_s": args.duration,
             "rounds": args.rounds,
             "nginx": "proxy_pass, proxy_http_version 1.1, upstream keepalive 64",
+            "also": args.also,
         },
         "checks": checks,
         "summary": summary,
     })
     common.print_comparison(out["summary"])
+    if args.also:
+        rows = []
+        for conns in (args.connections, 1):
+            a, b = ({s["target"]: s for s in out["summary"] if s["connections"] == conns}[t]["rounds"]
+                    for t in ("skewless", "skewless-b"))
+            rows.append([conns, round(median([y["rps"] / x["rps"] for x, y in zip(a, b)]), 3),
+                         round(median([y["p99_us"] / x["p99_us"] for x, y in zip(a, b)]), 3)])
+        common.table(["conns", "skewless-b/skewless req/s", "p99"], rows)
     common.table(["target", "conns", "added p50 µs", "added p99 µs"],
                  [[s["target"], s["connections"], s["added_p50_us"], s["added_p99_us"]]
                   for s in out["summary"] if "added_p50_us" in s])
