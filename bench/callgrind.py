@@ -3,7 +3,9 @@
 valgrind's callgrind (deterministic, unlike timings on a noisy machine).
 
 Each server runs alone under callgrind with one worker; wrk sends
-`--duration` seconds of the chosen case over 8 connections (`--connections`); the program's
+`--duration` seconds of the chosen case over 8 connections (or
+`--connections`; at 1 every request pays the server's sleep and wake-up,
+and results are named callgrind-<case>-c1); the program's
 instruction total (start-up included, which is small next to tens of
 thousands of requests) is divided by the requests answered; so is the
 count after start-up and a 1 s warm-up alone ("steady"). Kernel time

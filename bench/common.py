@@ -423,6 +423,12 @@ def comparison_args(doc, extra=()):
     return ap.parse_args()
 
 
+def round_ratio(runs, ref_runs, key):
+    """The median over rounds of `key` in `runs` over `key` in `ref_runs`
+    (the same rounds of another target), to three places."""
+    return round(median([a[key] / b[key] for a, b in zip(runs, ref_runs)]), 3)
+
+
 def compare(cases, rounds=3, duration=4, connections=64, reference="nginx"):
     """Runs every case against every target, alternating the order each
     round, and summarises each (case, target) by the median over rounds.
@@ -459,9 +465,9 @@ def compare(cases, rounds=3, duration=4, connections=64, reference="nginx"):
             }
             if reference in targets and target != reference:
                 ref = runs[(case, reference)]
-                row["rps_ratio"] = round(median([a["rps"] / b["rps"] for a, b in zip(rs, ref)]), 3)
-                row["p99_ratio"] = round(median([a["p99_us"] / b["p99_us"] for a, b in zip(rs, ref)]), 3)
-                row["p50_ratio"] = round(median([a["p50_us"] / b["p50_us"] for a, b in zip(rs, ref)]), 3)
+                row["rps_ratio"] = round_ratio(rs, ref, "rps")
+                row["p99_ratio"] = round_ratio(rs, ref, "p99_us")
+                row["p50_ratio"] = round_ratio(rs, ref, "p50_us")
             summary.append(row)
     return summary
 
