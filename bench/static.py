@@ -10,7 +10,7 @@ with `gzip_static on` and `brotli_static on`, so both answer the bundle with
 the same brotli bytes.
 
 Both servers run at once on the server core(s) with the same worker count
-(skewless: TOKIO_WORKER_THREADS, nginx: worker_processes); wrk runs on the
+(skewless: SKEWLESS_WORKERS, nginx: worker_processes); wrk runs on the
 other core. Writes bench/results/static.json.
 
 Usage: bench/static.py [--rounds N] [--duration S] [--connections C] [--big-mib M]

@@ -84,7 +84,7 @@ fn pinned_clients_keep_their_back_end() {
     assert_eq!(who["x_forwarded_host"], host);
     assert_eq!(
         who["forwarded"],
-        format!("for=127.0.0.1;host={host};proto=http")
+        format!("for=127.0.0.1;host=\"{host}\";proto=http")
     );
     assert!(who["x_hop"].is_null(), "{who}");
     assert_ne!(who["connection"], "keep-alive, x-hop");
@@ -582,6 +582,75 @@ fn promote_and_rollback_twenty_times_under_load() {
     assert_eq!(s.current().as_deref(), Some("v1"));
 }
 
+/// `--workers 1` runs the whole server on one thread: every kind of
+/// request is served while a long download stays open, and a promotion
+/// reaches an open event stream and moves unpinned API calls.
+#[test]
+fn one_worker_thread_serves_every_kind_of_request() {
+    let b1 = Backend::start(1, "b1");
+    let b2 = Backend::start(2, "b2");
+    let s = Server::start_with(tempfile::tempdir().unwrap(), &["--workers", "1"]);
+    s.deploy_with(&example("v1"), "v1", &["--backend", &b1.url, "--promote"]);
+    s.deploy_with(&example("v2"), "v2", &["--backend", &b2.url]);
+    let mut events = s.events("v1");
+    assert_eq!(events.next_event().0, "release");
+
+    // A 64 MiB download, started and then left waiting.
+    const BIG: usize = 64 << 20;
+    let mut big = s
+        .get(&format!("/api/download?bytes={BIG}"))
+        .header("skewless-release", "v1")
+        .send()
+        .unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    big.read_exact(&mut buf).unwrap();
+
+    let shell = s.get("/").send().unwrap();
+    assert_eq!(shell.status(), 200);
+    assert!(shell.text().unwrap().contains("/_r/v1/"));
+    let asset = s.get("/_r/v1/assets/index-4f1c9a2e.js").send().unwrap();
+    assert_eq!(asset.status(), 200);
+    assert_eq!(s.get("/_skewless/version").send().unwrap().status(), 200);
+    let r = s.get("/api/items").send().unwrap();
+    assert_eq!(r.headers()["x-backend"], "b1");
+
+    s.ok(&["promote", "v2"]);
+    let (name, data) = events.next_event();
+    assert_eq!(name, "release");
+    assert!(data.contains("v2"), "{data}");
+    let r = s.get("/api/items").send().unwrap();
+    assert_eq!(r.headers()["x-backend"], "b2");
+    let r = s
+        .get("/api/items")
+        .header("skewless-release", "v1")
+        .send()
+        .unwrap();
+    assert_eq!(r.headers()["x-backend"], "b1");
+
+    let ws_url = format!("{}/api/ws", s.url.replace("http://", "ws://"));
+    let mut req =
+        tungstenite::client::IntoClientRequest::into_client_request(ws_url.as_str()).unwrap();
+    req.headers_mut()
+        .insert("skewless-release", "v1".parse().unwrap());
+    let (mut socket, _) = tungstenite::connect(req).expect("websocket through the gateway");
+    socket
+        .send(tungstenite::Message::Text("hello".into()))
+        .unwrap();
+    assert_eq!(socket.read().unwrap().to_text().unwrap(), "b1: hello");
+    let _ = socket.close(None);
+
+    // The download resumes and arrives whole.
+    let mut got = buf.len();
+    loop {
+        let n = big.read(&mut buf).unwrap();
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    assert_eq!(got, BIG);
+}
+
 #[test]
 fn config_file_env_and_flags_merge() {
     let dir = tempfile::tempdir().unwrap();
@@ -652,6 +721,24 @@ fn config_file_env_and_flags_merge() {
         .output()
         .unwrap();
     assert!(!bad.status.success());
+    // Worker threads: from the file, and at least one.
+    std::fs::write(&file, "workers = 1\n").unwrap();
+    let out = std::process::Command::new(crate::support::bin())
+        .args(["serve", "--print-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("workers = 1"));
+    let none = std::process::Command::new(crate::support::bin())
+        .args(["serve", "--print-config", "--workers", "0"])
+        .output()
+        .unwrap();
+    assert!(!none.status.success());
+    let err = String::from_utf8_lossy(&none.stderr);
+    assert!(
+        err.contains("workers must be 1 to 1024") && err.trim().lines().count() == 1,
+        "{err}"
+    );
     // No read timeout would cut every response body that ever waits.
     let zero = std::process::Command::new(crate::support::bin())
         .args(["serve", "--print-config", "--read-timeout-secs", "0"])

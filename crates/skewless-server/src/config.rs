@@ -58,6 +58,10 @@ pub struct ServerConfig {
     /// Whether the admin API answers clients that are not on loopback. Only
     /// turn on with `tls_cert` or behind a TLS-terminating proxy.
     pub admin_allow_remote: bool,
+    /// Threads that serve requests (default: one per CPU). With 1, the
+    /// whole server runs on one thread with a single-threaded scheduler,
+    /// the cheapest way to use one core.
+    pub workers: Option<usize>,
     /// Where to write the access log, one JSON line per request: `-` for
     /// standard output, else a file (appended to, reopened on `SIGHUP`).
     /// Off when absent.
@@ -130,6 +134,9 @@ impl Default for ObjectStoreTiming {
         }
     }
 }
+
+/// The most threads `workers` may ask for.
+pub const MAX_WORKERS: usize = 1024;
 
 /// Where blobs live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -307,6 +314,7 @@ impl Default for ServerConfig {
             max_event_streams: 19_000,
             max_event_streams_per_ip: 1000,
             admin_allow_remote: false,
+            workers: None,
             access_log: None,
             tls_cert: None,
             tls_key: None,
@@ -453,6 +461,11 @@ impl ServerConfig {
                     t.name
                 )));
             }
+        }
+        if matches!(self.workers, Some(n) if n == 0 || n > MAX_WORKERS) {
+            return Err(ServerError::Startup(format!(
+                "workers must be 1 to {MAX_WORKERS}"
+            )));
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ServerError::Startup(

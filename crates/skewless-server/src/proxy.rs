@@ -402,11 +402,21 @@ fn write_forwarded(
     out.extend_from_slice(b"for=");
     push_ip(out, client.ip(), true);
     if let Some(h) = host.map(HeaderValue::as_bytes) {
+        // A name is a token; a port or an IPv6 literal makes it a
+        // quoted-string (RFC 7239 §4). Anything else is not a host and is
+        // left out.
         if h.iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
         {
             out.extend_from_slice(b";host=");
             out.extend_from_slice(h);
+        } else if h
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+        {
+            out.extend_from_slice(b";host=\"");
+            out.extend_from_slice(h);
+            out.push(b'"');
         }
     }
     out.extend_from_slice(b";proto=");
@@ -639,6 +649,21 @@ mod tests {
         );
         assert_eq!(h["x-forwarded-proto"], "https");
         assert!(!h.contains_key("x-forwarded-host"));
+
+        // A port or an IPv6 literal is quoted; what is not a host is left out.
+        for (host, want) in [
+            (
+                "app.example.com:8443",
+                "for=10.0.0.9;host=\"app.example.com:8443\";proto=http",
+            ),
+            ("[::1]:8080", "for=10.0.0.9;host=\"[::1]:8080\";proto=http"),
+            ("a\"b", "for=10.0.0.9;proto=http"),
+        ] {
+            let mut h = HeaderMap::new();
+            let host = HeaderValue::from_static(host);
+            forwarded_headers(&mut h, "10.0.0.9:1".parse().unwrap(), Some(&host), false);
+            assert_eq!(h[header::FORWARDED], want);
+        }
 
         for (addr, want) in [
             ("0.0.0.0:1", "0.0.0.0"),

@@ -10,10 +10,26 @@ use cli::{Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `serve`'s configuration is merged first: it says how many threads
+    // the runtime gets.
+    let serve_config = match &cli.command {
+        Command::Serve(args) => match args.config() {
+            Ok(config) => Some(config),
+            Err(e) => fail(e),
+        },
+        _ => None,
+    };
+    let mut builder = match serve_config.as_ref().and_then(|c| c.workers) {
+        // One thread: everything on this one, no hand-offs between threads.
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -22,7 +38,10 @@ fn main() {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => cli::serve::run(*args).await,
+            Command::Serve(args) => {
+                let config = serve_config.expect("merged above");
+                cli::serve::run(*args, config).await
+            }
             Command::Deploy(args) => cli::deploy::run(args).await,
             Command::Promote(args) => cli::promote::run(args).await,
             Command::Canary(args) => cli::canary::run(args).await,
@@ -38,8 +57,13 @@ fn main() {
         }
     });
     if let Err(e) = result {
-        let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-        eprintln!("error: {}", msg.join(": "));
-        std::process::exit(1);
+        fail(e);
     }
+}
+
+/// Prints an error with its causes on one line and exits 1.
+fn fail(e: anyhow::Error) -> ! {
+    let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    eprintln!("error: {}", msg.join(": "));
+    std::process::exit(1);
 }

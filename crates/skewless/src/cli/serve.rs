@@ -120,6 +120,9 @@ pub struct ServeArgs {
     /// Let the admin API answer clients not on loopback (only with --tls-cert or behind a TLS proxy) [default: false].
     #[arg(long, env = "SKEWLESS_ADMIN_ALLOW_REMOTE")]
     admin_allow_remote: Option<bool>,
+    /// Threads that serve requests; 1 runs the whole server on one thread with a single-threaded scheduler (the cheapest on one core) [default: one per CPU].
+    #[arg(long, env = "SKEWLESS_WORKERS")]
+    workers: Option<usize>,
     /// Write an access log, one JSON line per request, to FILE (appended to; reopened on SIGHUP) or to standard output (-) [default: off].
     #[arg(long, env = "SKEWLESS_ACCESS_LOG", value_name = "-|FILE")]
     access_log: Option<PathBuf>,
@@ -176,7 +179,7 @@ pub struct ServeArgs {
 
 impl ServeArgs {
     /// Merges config file → env → flags (clap has already put env under flags).
-    fn config(&self) -> anyhow::Result<ServerConfig> {
+    pub fn config(&self) -> anyhow::Result<ServerConfig> {
         let mut c = match &self.config {
             Some(path) => ServerConfig::from_file(path)?,
             None => ServerConfig::default(),
@@ -255,6 +258,9 @@ impl ServeArgs {
         if self.admin_token.is_some() {
             c.admin_token = self.admin_token.clone();
         }
+        if self.workers.is_some() {
+            c.workers = self.workers;
+        }
         if self.access_log.is_some() {
             c.access_log = self.access_log.clone();
         }
@@ -269,8 +275,9 @@ impl ServeArgs {
     }
 }
 
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let config = args.config()?;
+/// `config` is `args.config()`, merged before the runtime was built (it
+/// sets the number of worker threads).
+pub async fn run(args: ServeArgs, config: ServerConfig) -> anyhow::Result<()> {
     if args.print_config {
         print!("{}", config.to_toml());
         return Ok(());
