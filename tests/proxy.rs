@@ -681,6 +681,8 @@ fn config_file_env_and_flags_merge() {
         "default_upstream = \"http://127.0.0.1:9\"",
         "health_path = \"/ready\"",
         "connect_timeout_ms = 2000",
+        // Not set: one per CPU, shown as a number.
+        "workers = ",
     ] {
         assert!(text.contains(want), "{want} missing from:\n{text}");
     }

@@ -27,6 +27,7 @@ fn main() {
             b.worker_threads(n);
             b
         }
+        // The other commands: tokio's default, one worker per CPU.
         None => tokio::runtime::Builder::new_multi_thread(),
     };
     let runtime = match builder.enable_all().build() {

@@ -261,6 +261,10 @@ impl ServeArgs {
         if self.workers.is_some() {
             c.workers = self.workers;
         }
+        // Shown by --print-config as it will be: one per CPU unless set.
+        if c.workers.is_none() {
+            c.workers = Some(std::thread::available_parallelism().map_or(1, |n| n.get()));
+        }
         if self.access_log.is_some() {
             c.access_log = self.access_log.clone();
         }
