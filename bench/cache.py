@@ -179,7 +179,7 @@ def count_instructions(work, files, cache_args, duration):
             _, _, reqs, instr = under_callgrind(
                 [common.SKEWLESS, "serve", "--listen", f"127.0.0.1:{port}",
                  "--data", os.path.join(work, target), "--admin-token", common.TOKEN, *extra],
-                out_file, {"SKEWLESS_WORKERS": "1", "TOKIO_WORKER_THREADS": "1", "SKEWLESS_LOG": "warn"}, port,
+                out_file, common.skewless_env(1), port,
                 f"http://127.0.0.1:{port}{path}", headers, duration)
             per[target] = round(instr / reqs)
         per["local_over_cached"] = round(per["local"] / per["cached"], 3)

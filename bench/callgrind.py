@@ -111,7 +111,7 @@ def main():
     reqs, instr, steady_reqs, steady = under_callgrind(
         [common.SKEWLESS, "serve", "--listen", f"127.0.0.1:{port}", "--data", data,
          "--admin-token", common.TOKEN, *log_args],
-        out_file, {"SKEWLESS_WORKERS": "1", "TOKIO_WORKER_THREADS": "1", "SKEWLESS_LOG": "warn"}, port,
+        out_file, common.skewless_env(1), port,
         f"http://127.0.0.1:{port}{sk_path}", sk_headers, args.duration, args.connections)
     results["skewless"] = per_request(reqs, instr, steady_reqs, steady)
     if args.access_log:

@@ -159,14 +159,20 @@ atexit.register(_stop_all)
 signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
 
 
+def skewless_env(workers=WORKERS):
+    """The environment `skewless serve` runs with here: `workers` worker
+    threads (`SKEWLESS_WORKERS`; 1 is the single-threaded scheduler; builds
+    older than that setting read `TOKIO_WORKER_THREADS`) and warnings only."""
+    return {"SKEWLESS_WORKERS": str(workers), "TOKIO_WORKER_THREADS": str(workers),
+            "SKEWLESS_LOG": "warn"}
+
+
 def start_skewless(data_dir, workers=WORKERS, cpus=SERVER_CPUS, args=(), env=None, binary=SKEWLESS):
     """Starts `skewless serve` (`binary`, by default the build under test)
-    with `workers` worker threads (`SKEWLESS_WORKERS`; 1 is the
-    single-threaded scheduler; builds older than that setting read
-    `TOKIO_WORKER_THREADS`). Returns (proc, base_url)."""
+    with `workers` worker threads (see `skewless_env`). Returns
+    (proc, base_url)."""
     port = free_port()
-    e = {"SKEWLESS_WORKERS": str(workers), "TOKIO_WORKER_THREADS": str(workers),
-         "SKEWLESS_LOG": "warn"}
+    e = skewless_env(workers)
     e.update(env or {})
     p = Proc("skewless", [binary, "serve", "--listen", f"127.0.0.1:{port}", "--data", data_dir,
                           "--admin-token", TOKEN, *args], env=e, cpus=cpus)

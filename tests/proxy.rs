@@ -686,18 +686,15 @@ fn config_file_env_and_flags_merge() {
     ] {
         assert!(text.contains(want), "{want} missing from:\n{text}");
     }
+    let cpus: usize = text
+        .lines()
+        .find_map(|l| l.strip_prefix("workers = "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no workers count in:\n{text}"));
+    assert!(cpus >= 1);
+    let file_arg = file.to_str().unwrap();
     std::fs::write(&file, "api_prefix = [\"/rpc/\"]\n").unwrap();
-    let out = std::process::Command::new(crate::support::bin())
-        .args(["serve", "--print-config", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("api_prefix") && err.trim().lines().count() == 1,
-        "{err}"
-    );
+    assert!(config_error(&["--config", file_arg]).contains("api_prefix"));
 
     // The configured prefix is what gets proxied.
     let b = Backend::start(1, "rpc");
@@ -718,40 +715,35 @@ fn config_file_env_and_flags_merge() {
     let r = s.get("/rpc/anything").send().unwrap();
     assert_eq!(r.headers()["skewless-served-by"], "v1");
     assert_eq!(s.get("/api/items").send().unwrap().status(), 404);
-    let bad = std::process::Command::new(crate::support::bin())
-        .args(["serve", "--print-config", "--default-upstream", "ftp://x"])
-        .output()
-        .unwrap();
-    assert!(!bad.status.success());
+    config_error(&["--default-upstream", "ftp://x"]);
     // Worker threads: from the file, and at least one.
     std::fs::write(&file, "workers = 1\n").unwrap();
-    let out = std::process::Command::new(crate::support::bin())
-        .args(["serve", "--print-config", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = print_config(&["--config", file_arg]);
+    assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("workers = 1"));
-    let none = std::process::Command::new(crate::support::bin())
-        .args(["serve", "--print-config", "--workers", "0"])
-        .output()
-        .unwrap();
-    assert!(!none.status.success());
-    let err = String::from_utf8_lossy(&none.stderr);
-    assert!(
-        err.contains("workers must be 1 to 1024") && err.trim().lines().count() == 1,
-        "{err}"
-    );
+    assert!(config_error(&["--workers", "0"]).contains("workers must be 1 to 1024"));
     // No read timeout would cut every response body that ever waits.
-    let zero = std::process::Command::new(crate::support::bin())
-        .args(["serve", "--print-config", "--read-timeout-secs", "0"])
-        .output()
-        .unwrap();
-    assert!(!zero.status.success());
-    let err = String::from_utf8_lossy(&zero.stderr);
     assert!(
-        err.contains("read_timeout_secs must be above 0") && err.trim().lines().count() == 1,
-        "{err}"
+        config_error(&["--read-timeout-secs", "0"]).contains("read_timeout_secs must be above 0")
     );
+}
+
+/// `skewless serve --print-config` with `args`.
+fn print_config(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(crate::support::bin())
+        .args(["serve", "--print-config"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// The error of a `--print-config` with `args` that must fail: one line.
+fn config_error(args: &[&str]) -> String {
+    let out = print_config(args);
+    assert!(!out.status.success(), "{args:?} should be refused");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    err
 }
 
 /// A request as a [`RawBackend`] read it.

@@ -39,7 +39,7 @@ mod tls;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
     BackendDefaults, BlobLocation, ClusterTiming, ObjectStoreTiming, Retention, Role, Sampling,
-    ServerConfig, TokenConfig,
+    ServerConfig, TokenConfig, MAX_WORKERS,
 };
 pub use datadir::DataLock;
 pub use error::ServerError;

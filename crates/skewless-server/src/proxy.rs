@@ -405,18 +405,20 @@ fn write_forwarded(
         // A name is a token; a port or an IPv6 literal makes it a
         // quoted-string (RFC 7239 §4). Anything else is not a host and is
         // left out.
-        if h.iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'))
-        {
+        let mut quoted = false;
+        let is_host = h.iter().all(|b| {
+            quoted |= matches!(b, b':' | b'[' | b']');
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']')
+        });
+        if is_host {
             out.extend_from_slice(b";host=");
+            if quoted {
+                out.push(b'"');
+            }
             out.extend_from_slice(h);
-        } else if h
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
-        {
-            out.extend_from_slice(b";host=\"");
-            out.extend_from_slice(h);
-            out.push(b'"');
+            if quoted {
+                out.push(b'"');
+            }
         }
     }
     out.extend_from_slice(b";proto=");

@@ -10,55 +10,54 @@ use cli::{Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
-    // `serve`'s configuration is merged first: it says how many threads
-    // the runtime gets.
-    let serve_config = match &cli.command {
-        Command::Serve(args) => match args.config() {
-            Ok(config) => Some(config),
-            Err(e) => fail(e),
-        },
-        _ => None,
+    let result = match cli.command {
+        // `serve`'s configuration is merged before the runtime is built:
+        // it says how many threads the runtime gets.
+        Command::Serve(args) => args
+            .config()
+            .and_then(|config| runtime(config.workers).block_on(cli::serve::run(*args, config))),
+        Command::Deploy(args) => client(cli::deploy::run(args)),
+        Command::Promote(args) => client(cli::promote::run(args)),
+        Command::Canary(args) => client(cli::canary::run(args)),
+        Command::Require(args) => client(cli::require::run(args)),
+        Command::Rollback(args) => client(cli::rollback::run(args)),
+        Command::Releases(args) => client(cli::releases::run(args)),
+        Command::Status(args) => client(cli::status::run(args)),
+        Command::Retire(args) => client(cli::retire::run(args)),
+        Command::Gc(args) => client(cli::gc::run(args)),
+        Command::History(args) => client(cli::history::run(args)),
+        Command::Nodes(args) => client(cli::nodes::run(args)),
+        Command::Fsck(args) => client(cli::fsck::run(args)),
     };
-    let mut builder = match serve_config.as_ref().and_then(|c| c.workers) {
-        // One thread: everything on this one, no hand-offs between threads.
+    if let Err(e) = result {
+        fail(e);
+    }
+}
+
+/// Runs a command other than `serve` on tokio's default runtime.
+fn client(command: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    runtime(None).block_on(command)
+}
+
+/// The async runtime: with one worker, tokio's single-threaded scheduler
+/// (everything on this thread, no hand-offs between threads); else the
+/// multi-thread one with `workers` threads, or one per CPU.
+fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
+    let mut builder = match workers {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         Some(n) => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             b.worker_threads(n);
             b
         }
-        // The other commands: tokio's default, one worker per CPU.
         None => tokio::runtime::Builder::new_multi_thread(),
     };
-    let runtime = match builder.enable_all().build() {
+    match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
             std::process::exit(1);
         }
-    };
-    let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Serve(args) => {
-                let config = serve_config.expect("merged above");
-                cli::serve::run(*args, config).await
-            }
-            Command::Deploy(args) => cli::deploy::run(args).await,
-            Command::Promote(args) => cli::promote::run(args).await,
-            Command::Canary(args) => cli::canary::run(args).await,
-            Command::Require(args) => cli::require::run(args).await,
-            Command::Rollback(args) => cli::rollback::run(args).await,
-            Command::Releases(args) => cli::releases::run(args).await,
-            Command::Status(args) => cli::status::run(args).await,
-            Command::Retire(args) => cli::retire::run(args).await,
-            Command::Gc(args) => cli::gc::run(args).await,
-            Command::History(args) => cli::history::run(args).await,
-            Command::Nodes(args) => cli::nodes::run(args).await,
-            Command::Fsck(args) => cli::fsck::run(args).await,
-        }
-    });
-    if let Err(e) = result {
-        fail(e);
     }
 }
 

@@ -263,7 +263,8 @@ impl ServeArgs {
         }
         // Shown by --print-config as it will be: one per CPU unless set.
         if c.workers.is_none() {
-            c.workers = Some(std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            c.workers = Some(cpus.min(skewless_server::MAX_WORKERS));
         }
         if self.access_log.is_some() {
             c.access_log = self.access_log.clone();
