@@ -14,10 +14,14 @@ skewless profile is kept (bench/results/callgrind-<case>.out) for
 `callgrind_annotate --inclusive=yes`.
 
 `--access-log` runs skewless with `--access-log FILE` (the cost of the
-log per request); `--skewless-only` leaves nginx out.
+log per request); `--skewless-only` leaves nginx out. `--cache-sim` also
+simulates the caches and branch predictor (valgrind's model of this
+machine's L1 and last-level caches; user space only, so what the kernel
+and the other processes evict between requests is not in it) and reports
+misses and mispredictions per request after start-up.
 
 Usage: bench/callgrind.py [--case 1k|shell|shell-304|js-200k-br|api] [--duration S]
-                          [--connections C] [--access-log] [--skewless-only]
+                          [--connections C] [--access-log] [--skewless-only] [--cache-sim]
 """
 
 import argparse
@@ -35,17 +39,34 @@ from common import log  # noqa: E402
 from static import BR_GZIP, HTML, RELEASE, SPA_ROUTE, mirror_for_nginx  # noqa: E402
 
 
-def totals(out_file):
+def events(out_file):
+    """The program's totals of each event callgrind counted (Ir, and with
+    the simulation I1mr, D1mr, Bcm and the rest)."""
     text = subprocess.run(["callgrind_annotate", out_file], capture_output=True, text=True).stdout
-    m = re.search(r"^\s*([\d,]+) \(100\.0%\)\s+PROGRAM TOTALS", text, re.M)
-    return int(m.group(1).replace(",", "")) if m else None
+    names = re.search(r"^Events shown:\s+(.+)$", text, re.M).group(1).split()
+    m = re.search(r"^\s*([\d,]+ \(100\.0%\).*?)\s+PROGRAM TOTALS", text, re.M)
+    counts = [int(c.replace(",", "")) for c in re.findall(r"([\d,]+) \([\d.]+%\)", m.group(1))]
+    return dict(zip(names, counts))
 
 
-def under_callgrind(cmd, out_file, env, port, url, headers, duration, connections):
+def totals(out_file):
+    return events(out_file).get("Ir")
+
+
+# Simulated events reported per request: (name, callgrind events summed).
+SIMULATED = [("I1 misses", ["I1mr"]), ("LL instruction misses", ["ILmr"]),
+             ("D1 misses", ["D1mr", "D1mw"]), ("LL data misses", ["DLmr", "DLmw"]),
+             ("branches", ["Bc", "Bi"]), ("mispredicted", ["Bcm", "Bim"])]
+
+
+def under_callgrind(cmd, out_file, env, port, url, headers, duration, connections, sim=False):
     """Returns the requests answered and the instructions of the whole run
-    (start-up included), and the same for the part after start-up and a
-    1 s warm-up (which runs what is set up on first use)."""
+    (start-up included), the same for the part after start-up and a 1 s
+    warm-up (which runs what is set up on first use), and that part's
+    simulated events per request when `sim`."""
     vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", "--dump-instr=no"]
+    if sim:
+        vg += ["--cache-sim=yes", "--branch-sim=yes"]
     p = common.Proc("callgrind", vg + cmd, env=env)
     common.wait_port(port, deadline_s=60)
     warm = common.wrk(url, headers, connections=connections, duration=1, cpus="")
@@ -53,9 +74,14 @@ def under_callgrind(cmd, out_file, env, port, url, headers, duration, connection
     subprocess.run(["callgrind_control", "-d", str(p.pid)], check=True, capture_output=True)
     r = common.wrk(url, headers, connections=connections, duration=duration, cpus="")
     p.stop()
-    steady = totals(out_file)
+    ev = events(out_file)
+    steady = ev.get("Ir")
+    simulated = None
+    if sim and r["requests"]:
+        simulated = {name: round(sum(ev.get(e, 0) for e in evs) / r["requests"], 1)
+                     for name, evs in SIMULATED}
     return (warm["requests"] + r["requests"], totals(out_file + ".1") + steady,
-            r["requests"], steady)
+            r["requests"], steady, simulated)
 
 
 def main():
@@ -68,6 +94,8 @@ def main():
     ap.add_argument("--access-log", action="store_true",
                     help="run skewless with --access-log FILE (a file in the work directory)")
     ap.add_argument("--skewless-only", action="store_true", help="do not profile nginx")
+    ap.add_argument("--cache-sim", action="store_true",
+                    help="simulate caches and branch prediction; report misses per request")
     args = ap.parse_args()
     if not shutil.which("valgrind"):
         sys.exit("valgrind is needed: apt-get install valgrind")
@@ -103,17 +131,19 @@ def main():
     sk_headers = headers + ([f"If-None-Match: {etags['skewless']}"] if case == "shell-304" else [])
     name = (f"callgrind-{case}" + ("-access-log" if args.access_log else "")
             + (f"-c{args.connections}" if args.connections != 8 else "")
+            + ("-sim" if args.cache_sim else "")
             + (f"-{args.label}" if args.label else ""))
     log_args = ["--access-log", os.path.join(work, "access.log")] if args.access_log else []
     out_file = os.path.join(common.RESULTS, f"{name}.out")
     os.makedirs(common.RESULTS, exist_ok=True)
     log(f"skewless under callgrind: {case}")
-    reqs, instr, steady_reqs, steady = under_callgrind(
+    reqs, instr, steady_reqs, steady, sim = under_callgrind(
         [common.SKEWLESS, "serve", "--listen", f"127.0.0.1:{port}", "--data", data,
          "--admin-token", common.TOKEN, *log_args],
         out_file, common.skewless_env(1), port,
-        f"http://127.0.0.1:{port}{sk_path}", sk_headers, args.duration, args.connections)
-    results["skewless"] = per_request(reqs, instr, steady_reqs, steady)
+        f"http://127.0.0.1:{port}{sk_path}", sk_headers, args.duration, args.connections,
+        args.cache_sim)
+    results["skewless"] = per_request(reqs, instr, steady_reqs, steady, sim)
     if args.access_log:
         with open(os.path.join(work, "access.log")) as f:
             logged = sum(1 for _ in f)
@@ -147,10 +177,11 @@ def main():
         ng_headers.append(f"If-None-Match: {etag}")
     log(f"nginx under callgrind: {case}")
     nout = os.path.join(d, "callgrind-nginx.out")
-    reqs, instr, steady_reqs, steady = under_callgrind(["nginx", "-c", conf, "-e", os.path.join(d, "error.log")],
-                                          nout, {}, port, f"http://127.0.0.1:{port}{ng_path}",
-                                          ng_headers, args.duration, args.connections)
-    results["nginx"] = per_request(reqs, instr, steady_reqs, steady)
+    reqs, instr, steady_reqs, steady, sim = under_callgrind(
+        ["nginx", "-c", conf, "-e", os.path.join(d, "error.log")],
+        nout, {}, port, f"http://127.0.0.1:{port}{ng_path}",
+        ng_headers, args.duration, args.connections, args.cache_sim)
+    results["nginx"] = per_request(reqs, instr, steady_reqs, steady, sim)
     sk, ng = results["skewless"], results["nginx"]
     ratio = sk["per_request"] / ng["per_request"] if ng["per_request"] else None
     steady_ratio = (sk["per_request_steady"] / ng["per_request_steady"]
@@ -164,13 +195,22 @@ def main():
                   for k, v in out["results"].items()])
     print(f"skewless/nginx instructions per request: {out['skewless_nginx_ratio']} "
           f"(start-up and warm-up excluded: {out['skewless_nginx_ratio_steady']})")
+    if args.cache_sim:
+        common.table(["per request, steady (simulated)", "skewless", "nginx", "ratio"],
+                     [[name, sk["simulated"][name], ng["simulated"][name],
+                       round(sk["simulated"][name] / ng["simulated"][name], 2)
+                       if ng["simulated"][name] else ""]
+                      for name, _ in SIMULATED])
 
 
-def per_request(reqs, instr, steady_reqs, steady):
-    return {"requests": reqs, "instructions": instr,
-            "requests_steady": steady_reqs, "instructions_steady": steady,
-            "per_request": round(instr / reqs) if reqs else None,
-            "per_request_steady": round(steady / steady_reqs) if steady_reqs else None}
+def per_request(reqs, instr, steady_reqs, steady, simulated=None):
+    out = {"requests": reqs, "instructions": instr,
+           "requests_steady": steady_reqs, "instructions_steady": steady,
+           "per_request": round(instr / reqs) if reqs else None,
+           "per_request_steady": round(steady / steady_reqs) if steady_reqs else None}
+    if simulated is not None:
+        out["simulated"] = simulated
+    return out
 
 
 if __name__ == "__main__":

@@ -579,3 +579,154 @@ fn large_files_are_exact_over_tls_on_http1_and_http2() {
         assert_eq!(resp.bytes().unwrap(), &b"a small file\n"[..]);
     }
 }
+
+/// Open descriptors of a process.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[test]
+fn mid_sized_files_kept_in_memory_and_sent_from_their_open_file_are_exact() {
+    // Forms between 32 KiB and the 1 MiB kept in memory: held in memory
+    // with their open file, sent from the file with `sendfile` on plain
+    // HTTP/1, from memory elsewhere.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("media")).unwrap();
+    std::fs::write(
+        dir.path().join("index.html"),
+        "<!doctype html><title>mid</title>",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("small.txt"), "a small file\n").unwrap();
+    let bin = content(100_000, 0x31d);
+    std::fs::write(dir.path().join("media/mid.bin"), &bin).unwrap();
+    let text: Vec<u8> = content(150_000, 0x7e1)
+        .iter()
+        .flat_map(|b| format!("{b:02x}").into_bytes())
+        .collect();
+    std::fs::write(dir.path().join("media/mid.txt"), &text).unwrap();
+    let s = Server::start();
+    s.deploy(dir.path(), "v1", true);
+    let blob = blob_path(s.data.path(), &text);
+    let br = std::fs::read(blob.with_extension("br")).unwrap();
+    let gz = std::fs::read(blob.with_extension("gz")).unwrap();
+    assert!(br.len() > 32 << 10 && gz.len() > 32 << 10);
+
+    let addr = s.url.trim_start_matches("http://");
+    let conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut w = conn.try_clone().unwrap();
+    let mut r = BufReader::new(conn);
+    // The first read comes from disk, the rest from what is held.
+    for i in 0..3 {
+        let (status, headers, body) = ask(&mut w, &mut r, addr, "/media/mid.bin", "");
+        assert_eq!(status, 200);
+        assert_eq!(header(&headers, "content-length"), Some("100000"));
+        assert!(body == bin, "mid.bin differs (request {i})");
+    }
+    let fds = open_fds(s.pid());
+    let (status, headers, body) = ask(
+        &mut w,
+        &mut r,
+        addr,
+        "/media/mid.bin",
+        "Range: bytes=1000-60000\r\n",
+    );
+    assert_eq!(status, 206);
+    assert_eq!(
+        header(&headers, "content-range"),
+        Some("bytes 1000-60000/100000")
+    );
+    assert!(body == bin[1000..=60000], "range differs");
+    for (enc, want) in [("br", &br), ("gzip", &gz), ("br", &br)] {
+        let (status, headers, body) = ask(
+            &mut w,
+            &mut r,
+            addr,
+            "/media/mid.txt",
+            &format!("Accept-Encoding: {enc}\r\n"),
+        );
+        assert_eq!(status, 200);
+        assert_eq!(header(&headers, "content-encoding"), Some(enc));
+        assert!(body == *want, "{enc} form differs");
+    }
+    let (status, headers, body) = ask(&mut w, &mut r, addr, "/media/mid.txt", "");
+    assert_eq!((status, header(&headers, "content-encoding")), (200, None));
+    assert!(body == text, "identity form differs");
+    let (status, _, body) = ask(
+        &mut w,
+        &mut r,
+        addr,
+        "/media/mid.bin",
+        "Range: bytes=-10\r\n",
+    );
+    assert_eq!(status, 206);
+    assert!(body == bin[bin.len() - 10..]);
+
+    // Pipelined, mixed with a small answer from memory.
+    write!(
+        w,
+        "GET /media/mid.txt HTTP/1.1\r\nHost: {addr}\r\nAccept-Encoding: br\r\n\r\n\
+         GET /small.txt HTTP/1.1\r\nHost: {addr}\r\n\r\n\
+         GET /media/mid.bin HTTP/1.1\r\nHost: {addr}\r\n\r\n\
+         HEAD /media/mid.bin HTTP/1.1\r\nHost: {addr}\r\n\r\n\
+         GET /media/mid.bin HTTP/1.1\r\nHost: {addr}\r\nRange: bytes=50000-\r\n\r\n"
+    )
+    .unwrap();
+    let (status, _, body) = read_response(&mut r);
+    assert!(status == 200 && body == br, "pipelined br form differs");
+    let (status, _, body) = read_response(&mut r);
+    assert_eq!((status, &body[..]), (200, &b"a small file\n"[..]));
+    let (status, _, body) = read_response(&mut r);
+    assert!(status == 200 && body == bin, "pipelined file differs");
+    let (status, headers) = read_head(&mut r);
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-length"), Some("100000"));
+    let (status, _, body) = read_response(&mut r);
+    assert!(
+        status == 206 && body == bin[50_000..],
+        "pipelined range differs"
+    );
+
+    // Many more answers take no more descriptors: each form's file is
+    // opened once and held.
+    for _ in 0..40 {
+        let (_, _, body) = ask(&mut w, &mut r, addr, "/media/mid.bin", "");
+        assert_eq!(body.len(), bin.len());
+    }
+    assert!(
+        open_fds(s.pid()) <= fds + 3,
+        "descriptors grew from {fds} to {}",
+        open_fds(s.pid())
+    );
+
+    // HTTP/1.0: the body ends with the connection.
+    let mut c = TcpStream::connect(addr).unwrap();
+    write!(c, "GET /media/mid.bin HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    c.read_to_end(&mut all).unwrap();
+    let at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(all[at..] == *bin, "HTTP/1.0 body differs");
+
+    // HTTP/2: the same bytes, from memory.
+    let h2 = reqwest::blocking::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = h2.get(format!("{}/media/mid.bin", s.url)).send().unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert!(resp.bytes().unwrap() == bin, "HTTP/2 body differs");
+    let resp = h2
+        .get(format!("{}/media/mid.txt", s.url))
+        .header("accept-encoding", "br")
+        .send()
+        .unwrap();
+    assert!(resp.bytes().unwrap() == br, "HTTP/2 br form differs");
+
+    // The keep-alive connection still answers.
+    let (status, _, body) = ask(&mut w, &mut r, addr, "/media/mid.bin", "");
+    assert!(status == 200 && body == bin);
+}

@@ -517,7 +517,9 @@ async fn write_response(
                 if data.len() <= COPY && !is_sentinel(&data) {
                     out.extend_from_slice(&data);
                 } else if is_sentinel(&data) {
-                    if !out.is_empty() && io.write_all(out).await.is_err() {
+                    // The head (or what else is buffered) leaves with the
+                    // file's first bytes.
+                    if !out.is_empty() && io.write_all_more(out).await.is_err() {
                         return false;
                     }
                     out.clear();

@@ -46,6 +46,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
 use skewless_store::FilePart;
+use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -113,20 +114,27 @@ impl FileRegions {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A response body that sends `part` through this connection's
-    /// `sendfile` path.
+    /// A response body that sends `part`, a large file read once from
+    /// start to end, through this connection's `sendfile` path.
     pub fn body(&self, part: FilePart) -> FileBody {
         // Advice that fails is only advice lost.
         if let (Ok(from), Ok(len)) = (i64::try_from(part.offset), i64::try_from(part.len)) {
             let _ = posix_fadvise(
-                &part.file,
+                &*part.file,
                 from,
                 len,
                 PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL,
             );
         }
+        self.held_body(part)
+    }
+
+    /// A response body that sends `part`, a file the store holds open
+    /// beside its in-memory copy (so read often and in the page cache),
+    /// through this connection's `sendfile` path, without advice.
+    pub fn held_body(&self, part: FilePart) -> FileBody {
         FileBody {
-            file: Arc::new(part.file),
+            file: part.file,
             offset: part.offset,
             left: part.len,
             regions: self.clone(),
@@ -188,6 +196,26 @@ impl SendfileStream {
     /// Wraps `tcp`; `regions` is the queue its requests' file bodies fill.
     pub fn new(tcp: TcpStream, regions: FileRegions) -> SendfileStream {
         SendfileStream { tcp, regions }
+    }
+
+    /// Writes `buf` whole, telling the kernel that more follows at once
+    /// (`MSG_MORE`): a response head written just before its file's
+    /// region goes out in the same segments as the file's first bytes,
+    /// not in a packet of its own. The region's `sendfile` ends the hold.
+    pub(crate) async fn write_all_more(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            let n = self
+                .tcp
+                .async_io(Interest::WRITABLE, || {
+                    SockRef::from(&self.tcp).send_with_flags(buf, nix::libc::MSG_MORE)
+                })
+                .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            buf = &buf[n..];
+        }
+        Ok(())
     }
 
     /// Sends up to `want` bytes of the front region, the one the writer's
@@ -380,7 +408,7 @@ mod tests {
         let (_d, p) = file_with(&content);
         let regions = FileRegions::default();
         let body = regions.body(FilePart {
-            file: File::open(&p).unwrap(),
+            file: Arc::new(File::open(&p).unwrap()),
             offset: 7,
             len: FRAME as u64 + 100,
         });
@@ -427,7 +455,7 @@ mod tests {
 
         // A frame that does not match its region.
         let body = regions.body(FilePart {
-            file: File::open(&p).unwrap(),
+            file: Arc::new(File::open(&p).unwrap()),
             offset: 0,
             len: 1000,
         });
@@ -441,7 +469,7 @@ mod tests {
         // The file cut short after the region was queued: what it still
         // holds goes out, then the write fails.
         let body = regions.body(FilePart {
-            file: File::open(&p).unwrap(),
+            file: Arc::new(File::open(&p).unwrap()),
             offset: 0,
             len: 1000,
         });

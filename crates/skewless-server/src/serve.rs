@@ -201,6 +201,14 @@ pub async fn file_response(
             *resp.body_mut() = Body::from(bytes);
             resp
         }
+        Ok(Readable::Held { bytes, file }) => {
+            // The file where the kernel can send it, the copy elsewhere.
+            *resp.body_mut() = match FileRegions::of(f.version) {
+                Some(regions) => Body::new(regions.held_body(file)),
+                None => Body::from(bytes),
+            };
+            resp
+        }
         Ok(Readable::File(part)) => {
             *resp.body_mut() = match FileRegions::of(f.version) {
                 Some(regions) => Body::new(regions.body(part)),

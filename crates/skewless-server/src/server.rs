@@ -23,6 +23,7 @@ pub struct Bound {
 
 /// Binds the configured address and loads the certificates, if any.
 pub async fn bind(config: ServerConfig) -> Result<Bound, ServerError> {
+    raise_open_file_limit();
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServerError::Startup(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -42,6 +43,28 @@ pub async fn bind(config: ServerConfig) -> Result<Bound, ServerError> {
         tls,
         config,
     })
+}
+
+/// Raises the process's soft limit on open descriptors to its hard limit:
+/// every connection, event stream, back-end connection and held file takes
+/// one, and the usual soft default (1024) is far below what a gateway
+/// keeps open. A limit that cannot be raised is left as it is, with a
+/// warning when it is low.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft >= hard {
+        return;
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open file limit"),
+        Err(e) if soft < 16_384 => {
+            tracing::warn!(limit = soft, error = %e, "open file limit is low and could not be raised")
+        }
+        Err(_) => {}
+    }
 }
 
 /// Binds, then serves over `adapters` (see [`Bound::serve`]).

@@ -5,7 +5,9 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -49,27 +51,25 @@ pub(crate) fn shrank() -> std::io::Error {
 /// A stream of `len` bytes of `file` from `offset`, in chunks of at most
 /// `chunk` bytes, each read on the blocking pool; the next chunk is read
 /// while the previous one is being sent, so at most two are held here.
-/// Ends with an error if the file turns out shorter.
-pub(crate) fn stream(mut file: File, offset: u64, len: u64, chunk: usize) -> ByteStream {
-    if let Err(e) = file.seek(SeekFrom::Start(offset)) {
-        return Box::pin(futures::stream::once(async move { Err(e) }));
-    }
+/// Reads name their offset, so the file may be shared. Ends with an error
+/// if the file turns out shorter.
+pub(crate) fn stream(file: Arc<File>, offset: u64, len: u64, chunk: usize) -> ByteStream {
     let chunk = chunk as u64;
-    let next = move |file: File, left: u64| {
+    let next = move |file: Arc<File>, at: u64, left: u64| {
         (left > 0).then(|| {
             let want = left.min(chunk);
-            (read_next(file, want), want, left - want)
+            (read_next(file, at, want), want, at + want, left - want)
         })
     };
-    // The state is the read in flight, its length and what remains after
-    // it; none after the last chunk or an error.
+    // The state is the read in flight, its length, where the next starts
+    // and what remains after it; none after the last chunk or an error.
     Box::pin(futures::stream::unfold(
-        next(file, len),
+        next(file, offset, len),
         move |state| async move {
-            let (pending, want, rest) = state?;
+            let (pending, want, at, rest) = state?;
             let item = match pending.await {
                 Ok((file, Ok(buf))) if buf.len() as u64 == want => {
-                    return Some((Ok(Bytes::from(buf)), next(file, rest)));
+                    return Some((Ok(Bytes::from(buf)), next(file, at, rest)));
                 }
                 Ok((_, Ok(_))) => Err(shrank()),
                 Ok((_, Err(e))) => Err(e),
@@ -80,13 +80,26 @@ pub(crate) fn stream(mut file: File, offset: u64, len: u64, chunk: usize) -> Byt
     ))
 }
 
-type Pending = tokio::task::JoinHandle<(File, std::io::Result<Vec<u8>>)>;
+type Pending = tokio::task::JoinHandle<(Arc<File>, std::io::Result<Vec<u8>>)>;
 
-/// Reads the next `want` bytes of `file` on the blocking pool.
-fn read_next(mut file: File, want: u64) -> Pending {
+/// Reads up to `want` bytes of `file` from `at` on the blocking pool (fewer
+/// only at the end of the file).
+fn read_next(file: Arc<File>, at: u64, want: u64) -> Pending {
     tokio::task::spawn_blocking(move || {
-        let mut buf = Vec::with_capacity(want as usize);
-        let r = (&mut file).take(want).read_to_end(&mut buf);
+        let mut buf = vec![0u8; want as usize];
+        let mut got = 0;
+        let r = loop {
+            if got == buf.len() {
+                break Ok(());
+            }
+            match file.read_at(&mut buf[got..], at + got as u64) {
+                Ok(0) => break Ok(()),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        buf.truncate(got);
         (file, r.map(|_| buf))
     })
 }
@@ -126,13 +139,13 @@ mod tests {
         let (_d, p) = file_with(&data);
         let o = open(&p).unwrap();
         assert_eq!(o.len, 10_000);
-        let (sizes, got, err) = collect(stream(o.file, 0, 10_000, 4096)).await;
+        let (sizes, got, err) = collect(stream(Arc::new(o.file), 0, 10_000, 4096)).await;
         assert!(err.is_none());
         assert_eq!(sizes, vec![4096, 4096, 1808]);
         assert_eq!(got, data);
 
         let o = open(&p).unwrap();
-        let (sizes, got, err) = collect(stream(o.file, 5000, 4000, 3000)).await;
+        let (sizes, got, err) = collect(stream(Arc::new(o.file), 5000, 4000, 3000)).await;
         assert!(err.is_none());
         assert_eq!(sizes, vec![3000, 1000]);
         assert_eq!(got, &data[5000..9000]);
@@ -147,7 +160,7 @@ mod tests {
         let data = vec![7u8; 50_000];
         let (_d, p) = file_with(&data);
         let o = open(&p).unwrap();
-        let mut s = stream(o.file, 0, o.len, 10_000);
+        let mut s = stream(Arc::new(o.file), 0, o.len, 10_000);
         assert_eq!(s.next().await.unwrap().unwrap().len(), 10_000);
         std::fs::remove_file(&p).unwrap();
         let (_, rest, err) = collect(s).await;
@@ -156,7 +169,7 @@ mod tests {
 
         let (_d, p) = file_with(&data);
         let o = open(&p).unwrap();
-        let mut s = stream(o.file, 0, o.len, 10_000);
+        let mut s = stream(Arc::new(o.file), 0, o.len, 10_000);
         assert_eq!(s.next().await.unwrap().unwrap().len(), 10_000);
         std::fs::OpenOptions::new()
             .write(true)

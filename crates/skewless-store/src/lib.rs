@@ -36,6 +36,16 @@ pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> +
 pub enum Readable {
     /// Held in memory.
     Bytes(Bytes),
+    /// Held in memory and open on this node's disk as well (a form large
+    /// enough that sending it from the file, with the kernel's `sendfile`,
+    /// spares the copy of its bytes): the caller sends whichever suits its
+    /// connection. Both hold the same bytes.
+    Held {
+        /// The bytes in memory.
+        bytes: Bytes,
+        /// The same bytes in the open file.
+        file: FilePart,
+    },
     /// Part of a stored file on this node's disk, open: the caller picks
     /// how to send it (the kernel's `sendfile`, or [`FilePart::into_stream`]).
     File(FilePart),
@@ -53,7 +63,9 @@ impl Readable {
     /// The bytes as a stream, however they are held.
     pub fn into_stream(self) -> ByteStream {
         match self {
-            Readable::Bytes(b) => Box::pin(futures::stream::once(async move { Ok(b) })),
+            Readable::Bytes(b) | Readable::Held { bytes: b, .. } => {
+                Box::pin(futures::stream::once(async move { Ok(b) }))
+            }
             Readable::File(part) => part.into_stream(),
             Readable::Stream { body, .. } => body,
         }
@@ -62,7 +74,7 @@ impl Readable {
     /// The bytes this yields.
     pub fn len(&self) -> u64 {
         match self {
-            Readable::Bytes(b) => b.len() as u64,
+            Readable::Bytes(b) | Readable::Held { bytes: b, .. } => b.len() as u64,
             Readable::File(part) => part.len,
             Readable::Stream { len, .. } => *len,
         }
@@ -77,10 +89,11 @@ impl Readable {
 /// `len` bytes from `offset` of an open stored file. The descriptor stays
 /// valid if the file is removed or replaced (by rename) meanwhile; a file
 /// truncated in place is found shorter when it is read, which is an error.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct FilePart {
-    /// The open file (its position is not used).
-    pub file: std::fs::File,
+    /// The open file, shared (its position is never used: every read
+    /// names its offset).
+    pub file: std::sync::Arc<std::fs::File>,
     /// Where the part starts.
     pub offset: u64,
     /// Its length; `offset + len` was within the file when it was opened.

@@ -18,7 +18,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::chunks;
 use crate::compress::{brotli_compress, gzip_compress, worth_it, MAX_COMPRESS};
-use crate::hot::{HotBlobs, HOT_BUDGET, HOT_MAX_BLOB};
+use crate::hot::{HotBlobs, HOLD_FILE_MIN, HOT_BUDGET, HOT_MAX_BLOB};
 use crate::{BlobInfo, BlobStore, ByteStream, Put, Readable, StoreError, Variant, Variants};
 
 /// A blob store in a local directory.
@@ -114,7 +114,7 @@ impl LocalDir {
         variant: Variant,
         range: Option<(u64, u64)>,
     ) -> Result<Bytes, StoreError> {
-        if let Some(bytes) = self.hot.get(hash, variant) {
+        if let Some((bytes, _)) = self.hot.get(hash, variant) {
             return Ok(slice(bytes, range));
         }
         let seen = self.hot.removals();
@@ -132,7 +132,7 @@ impl LocalDir {
                     .await
                     .map(Bytes::from)
                     .map_err(|e| not_found(e, &path))?;
-                self.hot.insert(hash, variant, bytes.clone(), seen);
+                self.hot.insert(hash, variant, bytes.clone(), None, seen);
                 Ok(bytes)
             }
             Some((offset, len)) => {
@@ -158,19 +158,22 @@ impl LocalDir {
         variant: Variant,
         range: Option<(u64, u64)>,
     ) -> Result<Readable, StoreError> {
-        if let Some(bytes) = self.hot.get(hash, variant) {
-            return Ok(Readable::Bytes(slice(bytes, range)));
+        if let Some((bytes, file)) = self.hot.get(hash, variant) {
+            return Ok(held(bytes, file, range));
         }
         let seen = self.hot.removals();
         let path = self.path(hash, suffix(variant));
         let p = path.clone();
-        // Small forms are read at once (and kept when whole); larger ones
+        // Small forms are read at once (and kept when whole, with their
+        // open file when large enough to be sent from it); larger ones
         // are sent from the open file chunk by chunk.
         let opened = tokio::task::spawn_blocking(move || {
             let mut o = chunks::open(&p)?;
             let (offset, len) = range.unwrap_or((0, o.len));
             if len <= HOT_MAX_BLOB {
-                return chunks::read_at(&mut o.file, offset, len).map(Ok);
+                let bytes = chunks::read_at(&mut o.file, offset, len)?;
+                let keep = (range.is_none() && len >= HOLD_FILE_MIN).then_some(o.file);
+                return Ok(Ok((bytes, keep)));
             }
             if offset.saturating_add(len) > o.len {
                 return Err(chunks::shrank());
@@ -180,20 +183,45 @@ impl LocalDir {
         .await
         .map_err(|e| StoreError::Interrupted(e.to_string()))?;
         match opened {
-            Ok(Ok(bytes)) => {
+            Ok(Ok((bytes, file))) => {
+                let file = file.map(Arc::new);
                 if range.is_none() {
-                    self.hot.insert(hash, variant, bytes.clone(), seen);
+                    self.hot
+                        .insert(hash, variant, bytes.clone(), file.clone(), seen);
                 }
-                Ok(Readable::Bytes(bytes))
+                Ok(held(bytes, file, None))
             }
-            Ok(Err((file, offset, len))) => {
-                Ok(Readable::File(crate::FilePart { file, offset, len }))
-            }
+            Ok(Err((file, offset, len))) => Ok(Readable::File(crate::FilePart {
+                file: Arc::new(file),
+                offset,
+                len,
+            })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(StoreError::NotFound(hash.to_string()))
             }
             Err(e) => Err(StoreError::io(&path, e)),
         }
+    }
+}
+
+/// An in-memory form (or `range` of it), with its open file when one is
+/// held.
+fn held(bytes: Bytes, file: Option<Arc<std::fs::File>>, range: Option<(u64, u64)>) -> Readable {
+    let full = bytes.len() as u64;
+    let (offset, len) = match range {
+        None => (0, full),
+        Some((offset, len)) => {
+            let offset = offset.min(full);
+            (offset, len.min(full - offset))
+        }
+    };
+    let bytes = bytes.slice(offset as usize..(offset + len) as usize);
+    match file {
+        Some(file) => Readable::Held {
+            bytes,
+            file: crate::FilePart { file, offset, len },
+        },
+        None => Readable::Bytes(bytes),
     }
 }
 
@@ -686,6 +714,65 @@ mod tests {
             store.open(&h, Variant::Gzip, None).await,
             Err(StoreError::NotFound(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn forms_large_enough_are_held_in_memory_with_their_open_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDir::open(dir.path()).unwrap();
+        let mut data = vec![0u8; HOLD_FILE_MIN as usize + 5000];
+        blake3::Hasher::new().finalize_xof().fill(&mut data);
+        let data: &'static [u8] = Box::leak(data.into_boxed_slice());
+        let h = hash_of(data);
+        store.put(&h, stream(data), 1 << 20).await.unwrap();
+        let file_bytes = |part: crate::FilePart| async move {
+            let mut body = part.into_stream();
+            let mut out = Vec::new();
+            while let Some(c) = body.next().await {
+                out.extend_from_slice(&c.unwrap());
+            }
+            out
+        };
+        // From disk, then from memory: both times the copy and the file.
+        for _ in 0..2 {
+            match store.open(&h, Variant::Identity, None).await.unwrap() {
+                Readable::Held { bytes, file } => {
+                    assert_eq!(&bytes[..], data);
+                    assert_eq!((file.offset, file.len), (0, data.len() as u64));
+                    assert!(file_bytes(file).await == data);
+                }
+                _ => panic!("a form this large is held with its file"),
+            }
+        }
+        // A range of a held form: the same part of both.
+        match store
+            .open(&h, Variant::Identity, Some((100, 20_000)))
+            .await
+            .unwrap()
+        {
+            Readable::Held { bytes, file } => {
+                assert_eq!(&bytes[..], &data[100..20_100]);
+                assert_eq!((file.offset, file.len), (100, 20_000));
+                assert!(file_bytes(file).await == data[100..20_100]);
+            }
+            _ => panic!("a range of a held form is held too"),
+        }
+        // The blob deleted: neither is served any more.
+        store.delete(&h).await.unwrap();
+        assert!(matches!(
+            store.open(&h, Variant::Identity, None).await,
+            Err(StoreError::NotFound(_))
+        ));
+        // A small form is only in memory.
+        let small: &'static [u8] = b"small enough to copy";
+        let hs = hash_of(small);
+        store.put(&hs, stream(small), 1 << 20).await.unwrap();
+        for _ in 0..2 {
+            assert!(matches!(
+                store.open(&hs, Variant::Identity, None).await.unwrap(),
+                Readable::Bytes(_)
+            ));
+        }
     }
 
     #[tokio::test]
