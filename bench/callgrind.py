@@ -22,6 +22,7 @@ misses and mispredictions per request after start-up.
 
 Usage: bench/callgrind.py [--case 1k|shell|shell-304|js-200k-br|api] [--duration S]
                           [--connections C] [--access-log] [--skewless-only] [--cache-sim]
+                          [--mangled] [--label L]
 """
 
 import argparse
@@ -59,7 +60,8 @@ SIMULATED = [("I1 misses", ["I1mr"]), ("LL instruction misses", ["ILmr"]),
              ("branches", ["Bc", "Bi"]), ("mispredicted", ["Bcm", "Bim"])]
 
 
-def under_callgrind(cmd, out_file, env, port, url, headers, duration, connections, sim=False):
+def under_callgrind(cmd, out_file, env, port, url, headers, duration, connections, sim=False,
+                    mangled=False):
     """Returns the requests answered and the instructions of the whole run
     (start-up included), the same for the part after start-up and a 1 s
     warm-up (which runs what is set up on first use), and that part's
@@ -67,6 +69,8 @@ def under_callgrind(cmd, out_file, env, port, url, headers, duration, connection
     vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", "--dump-instr=no"]
     if sim:
         vg += ["--cache-sim=yes", "--branch-sim=yes"]
+    if mangled:
+        vg += ["--demangle=no"]
     p = common.Proc("callgrind", vg + cmd, env=env)
     common.wait_port(port, deadline_s=60)
     warm = common.wrk(url, headers, connections=connections, duration=1, cpus="")
@@ -94,6 +98,8 @@ def main():
     ap.add_argument("--access-log", action="store_true",
                     help="run skewless with --access-log FILE (a file in the work directory)")
     ap.add_argument("--skewless-only", action="store_true", help="do not profile nginx")
+    ap.add_argument("--mangled", action="store_true",
+                    help="keep symbol names mangled in the profile (for bench/hot_symbols.py)")
     ap.add_argument("--cache-sim", action="store_true",
                     help="simulate caches and branch prediction; report misses per request")
     args = ap.parse_args()
@@ -142,7 +148,7 @@ def main():
          "--admin-token", common.TOKEN, *log_args],
         out_file, common.skewless_env(1), port,
         f"http://127.0.0.1:{port}{sk_path}", sk_headers, args.duration, args.connections,
-        args.cache_sim)
+        args.cache_sim, args.mangled)
     results["skewless"] = per_request(reqs, instr, steady_reqs, steady, sim)
     if args.access_log:
         with open(os.path.join(work, "access.log")) as f:

@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Writes crates/skewless/hot-symbols.txt: the functions of the release
+binary that requests run through, hottest first, for the linker to place
+together (see crates/skewless/build.rs).
+
+Profiles skewless alone under callgrind (bench/callgrind.py --skewless-only
+--mangled) for each request case: proxied /api/ at one connection and at
+eight, the shell, the 304 revalidation, a 1 KB file and the 200 KB br
+file. Each case's functions are weighted by their share of that case's
+instructions after start-up, so every case counts alike, and summed.
+Run it on a release build of the code being laid out (the list names its
+symbols, and names change with the code), then rebuild.
+
+Usage: bench/hot_symbols.py [--duration S]
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+from common import log  # noqa: E402
+
+CASES = [("api", 1), ("api", 8), ("shell", 8), ("shell-304", 8), ("1k", 8), ("js-200k-br", 8)]
+OUT = os.path.join(common.REPO, "crates", "skewless", "hot-symbols.txt")
+LINE = re.compile(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+\S*?:(\S+) \[(.+)\]$")
+
+
+def functions(profile, binary):
+    """Self instructions of each function of `binary` in a callgrind profile."""
+    text = subprocess.run(["callgrind_annotate", "--inclusive=no", "--threshold=100", profile],
+                          capture_output=True, text=True, check=True).stdout
+    out = {}
+    for line in text.splitlines():
+        m = LINE.match(line)
+        if not m or os.path.realpath(m.group(3)) != binary:
+            continue
+        name = m.group(2)
+        # Addresses without a symbol, and callgrind's "(below main)".
+        if name.startswith("0x") or name.startswith("("):
+            continue
+        out[name] = out.get(name, 0) + int(m.group(1).replace(",", ""))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--duration", type=int, default=3)
+    args = ap.parse_args()
+    common.build()
+    binary = os.path.realpath(common.SKEWLESS)
+    weight = {}
+    here = os.path.dirname(os.path.abspath(__file__))
+    for case, conns in CASES:
+        label = "hot"
+        log(f"profiling {case} at {conns} connection(s)")
+        subprocess.run([sys.executable, os.path.join(here, "callgrind.py"), "--case", case,
+                        "--connections", str(conns), "--duration", str(args.duration),
+                        "--skewless-only", "--mangled", "--label", label],
+                       check=True, env=dict(os.environ, BENCH_SKIP_BUILD="1"),
+                       stdout=subprocess.DEVNULL)
+        name = f"callgrind-{case}" + (f"-c{conns}" if conns != 8 else "") + f"-{label}"
+        base = os.path.join(common.RESULTS, name)
+        fns = functions(base + ".out", binary)
+        total = sum(fns.values()) or 1
+        for f, n in fns.items():
+            weight[f] = weight.get(f, 0) + n / total
+        for suffix in (".out", ".out.1", ".json"):
+            if os.path.exists(base + suffix):
+                os.remove(base + suffix)
+        log(f"  {len(fns)} functions")
+    order = sorted(weight, key=lambda f: (-weight[f], f))
+    with open(OUT, "w") as f:
+        f.write("# Hot functions of the release binary, hottest first, for the linker's\n"
+                "# --symbol-ordering-file (see build.rs). Written by bench/hot_symbols.py.\n")
+        for name in order:
+            f.write(name + "\n")
+    log(f"wrote {OUT}: {len(order)} functions")
+
+
+if __name__ == "__main__":
+    main()
