@@ -9,9 +9,11 @@ eight, the shell, the 304 revalidation, a 1 KB file and the 200 KB br
 file. Each case's functions are weighted by their share of that case's
 instructions after start-up, so every case counts alike, and summed.
 Run it on a release build of the code being laid out (the list names its
-symbols, and names change with the code), then rebuild.
+symbols, and names change with the code), then rebuild. `--check` only
+reports how many of the listed functions the release binary has, and how
+many 4 KiB pages of code they span.
 
-Usage: bench/hot_symbols.py [--duration S]
+Usage: bench/hot_symbols.py [--duration S] [--check]
 """
 
 import argparse
@@ -46,10 +48,30 @@ def functions(profile, binary):
     return out
 
 
+def check(binary):
+    """Prints how many listed functions `binary` has and the pages they span."""
+    with open(OUT) as f:
+        listed = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    text = subprocess.run(["nm", "-S", binary], capture_output=True, text=True, check=True).stdout
+    symbols = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[2] in "tT":
+            symbols[parts[3]] = (int(parts[0], 16), int(parts[1], 16))
+    found = [symbols[name] for name in listed if name in symbols]
+    pages = {p for at, size in found for p in range(at >> 12, ((at + max(size, 1) - 1) >> 12) + 1)}
+    print(f"{len(found)} of {len(listed)} listed functions are in {binary}, "
+          f"{sum(size for _, size in found)} bytes over {len(pages)} pages of 4 KiB")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--duration", type=int, default=3)
+    ap.add_argument("--check", action="store_true", help="only report the list's coverage")
     args = ap.parse_args()
+    if args.check:
+        check(os.path.realpath(common.SKEWLESS))
+        return
     common.build()
     binary = os.path.realpath(common.SKEWLESS)
     weight = {}
@@ -78,7 +100,7 @@ def main():
                 "# --symbol-ordering-file (see build.rs). Written by bench/hot_symbols.py.\n")
         for name in order:
             f.write(name + "\n")
-    log(f"wrote {OUT}: {len(order)} functions")
+    log(f"wrote {OUT}: {len(order)} functions; rebuild to lay them out")
 
 
 if __name__ == "__main__":
