@@ -367,6 +367,30 @@ fn ask(
     read_response(r)
 }
 
+/// The body of an HTTP/1.0 GET of `path`, which ends with the connection;
+/// the answer must be a 200.
+fn http10_get(addr: &str, path: &str) -> Vec<u8> {
+    let mut c = TcpStream::connect(addr).unwrap();
+    write!(c, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut all = Vec::new();
+    c.read_to_end(&mut all).unwrap();
+    assert!(
+        all.starts_with(b"HTTP/1.0 200") || all.starts_with(b"HTTP/1.1 200"),
+        "HTTP/1.0 GET {path} was not a 200"
+    );
+    let at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    all.split_off(at)
+}
+
+/// A client speaking HTTP/2 with prior knowledge over plain TCP.
+fn h2_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn large_files_are_exact_over_keep_alive_pipelined_http1_0_and_http2() {
     let app = LargeApp::new();
@@ -456,20 +480,13 @@ fn large_files_are_exact_over_keep_alive_pipelined_http1_0_and_http2() {
     assert!(body == bin[from..], "pipelined range differs");
 
     // HTTP/1.0: the body ends with the connection.
-    let mut c = TcpStream::connect(addr).unwrap();
-    write!(c, "GET /media/big.bin HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut all = Vec::new();
-    c.read_to_end(&mut all).unwrap();
-    let at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    assert!(all.starts_with(b"HTTP/1.0 200") || all.starts_with(b"HTTP/1.1 200"));
-    assert!(all[at..] == *bin, "HTTP/1.0 body differs");
+    assert!(
+        http10_get(addr, "/media/big.bin") == *bin,
+        "HTTP/1.0 body differs"
+    );
 
     // HTTP/2 with prior knowledge: the same bytes, by the chunked path.
-    let h2 = reqwest::blocking::Client::builder()
-        .http2_prior_knowledge()
-        .timeout(Duration::from_secs(60))
-        .build()
-        .unwrap();
+    let h2 = h2_client();
     let get = |path: &str, name: &str, value: &str| {
         let resp = h2
             .get(format!("{}{path}", s.url))
@@ -704,18 +721,13 @@ fn mid_sized_files_kept_in_memory_and_sent_from_their_open_file_are_exact() {
     );
 
     // HTTP/1.0: the body ends with the connection.
-    let mut c = TcpStream::connect(addr).unwrap();
-    write!(c, "GET /media/mid.bin HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut all = Vec::new();
-    c.read_to_end(&mut all).unwrap();
-    let at = all.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    assert!(all[at..] == *bin, "HTTP/1.0 body differs");
+    assert!(
+        http10_get(addr, "/media/mid.bin") == bin,
+        "HTTP/1.0 body differs"
+    );
 
     // HTTP/2: the same bytes, from memory.
-    let h2 = reqwest::blocking::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let h2 = h2_client();
     let resp = h2.get(format!("{}/media/mid.bin", s.url)).send().unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert!(resp.bytes().unwrap() == bin, "HTTP/2 body differs");
@@ -729,4 +741,46 @@ fn mid_sized_files_kept_in_memory_and_sent_from_their_open_file_are_exact() {
     // The keep-alive connection still answers.
     let (status, _, body) = ask(&mut w, &mut r, addr, "/media/mid.bin", "");
     assert!(status == 200 && body == bin);
+}
+
+/// The soft and hard limits on open files of a process, from
+/// /proc/PID/limits.
+fn open_file_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("no open files line");
+    let n: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    (n[0], n[1])
+}
+
+#[test]
+fn serve_raises_its_open_file_limit_to_the_hard_limit() {
+    // Started with a soft limit far below its hard one, as a login
+    // shell or service manager often leaves it.
+    let data = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new("prlimit")
+        .args(["--nofile=256:4096", "--", bin(), "serve"])
+        .args(["--listen", "127.0.0.1:0", "--admin-token", TOKEN, "--data"])
+        .arg(data.path())
+        .env("SKEWLESS_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn prlimit (util-linux)");
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(first.starts_with("skewless listening on "), "{first:?}");
+    // prlimit execs the server, so the child is the server.
+    let limits = open_file_limits(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(limits, (4096, 4096), "soft limit not raised");
 }
