@@ -66,7 +66,10 @@ def under_callgrind(cmd, out_file, env, port, url, headers, duration, connection
     (start-up included), the same for the part after start-up and a 1 s
     warm-up (which runs what is set up on first use), and that part's
     simulated events per request when `sim`."""
-    vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", "--dump-instr=no"]
+    vg = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}", "--dump-instr=no",
+          # Each dump names its functions itself, so callgrind_annotate
+          # reads the steady part on its own.
+          "--compress-strings=no"]
     if sim:
         vg += ["--cache-sim=yes", "--branch-sim=yes"]
     if mangled:
