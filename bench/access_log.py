@@ -3,7 +3,9 @@
 once without and once with `--access-log FILE` (one JSON line per request
 written to a file), measured in alternating rounds on the shell, a 1 KB
 file and a proxied `/api/` call. The figure is the requests/s ratio
-logged/unlogged (the cost is 1 minus it). Writes
+logged/unlogged (the cost is 1 minus it). nginx runs beside it the same
+way, without and with a buffered access log of the same JSON fields, so
+the peer's cost is measured in the same rounds. Writes
 bench/results/access-log.json.
 
 Usage: bench/access_log.py [--rounds N] [--duration S] [--connections C]
@@ -12,21 +14,24 @@ Usage: bench/access_log.py [--rounds N] [--duration S] [--connections C]
 import os
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import apps  # noqa: E402
 import common  # noqa: E402
 from common import log  # noqa: E402
-from static import BR_GZIP, HTML, SPA_ROUTE, check  # noqa: E402
+from static import BR_GZIP, HTML, SPA_ROUTE, check, mirror_for_nginx  # noqa: E402
 
 RELEASE = "log-1"
 
 
 def main():
     args = common.comparison_args(__doc__)
-    common.ensure_tools(nginx=False)
+    common.ensure_tools()
     common.build()
     work = tempfile.mkdtemp(prefix="bench-access-log-")
+    # nginx's workers (www-data) read the app from here.
+    os.chmod(work, 0o755)
     app = os.path.join(work, "app")
     files = apps.static_app(app)
     be, be_url = common.start_backend(RELEASE)
@@ -36,6 +41,15 @@ def main():
         sk, url = common.start_skewless(os.path.join(work, f"data-{name}"), args=extra)
         common.deploy(url, app, RELEASE, backend=be_url)
         servers[name] = (sk, url)
+    # nginx serves what skewless serves: the same shell and compressed forms.
+    root = os.path.join(work, "nginx-root")
+    sk_url = servers["skewless"][1]
+    mirror_for_nginx(sk_url, common.admin("GET", sk_url, f"/releases/{RELEASE}")["manifest"], root,
+                     release=RELEASE)
+    nginx_log = os.path.join(work, "nginx-access.log")
+    for name, file in (("nginx", None), ("nginx-log", nginx_log)):
+        ng, url = common.start_nginx(root, upstream=be_url, access_log=file)
+        servers[name] = (ng, url)
 
     pin = f"Skewless-Release: {RELEASE}"
     cases = []
@@ -48,14 +62,27 @@ def main():
             check(f"{url}{path}", hdrs, status, enc)
             targets[name] = (f"{url}{path}", hdrs)
         cases.append((case, targets))
-    with open(log_file) as f:
-        lines = f.read().splitlines()
-    if not lines:
-        raise RuntimeError("the access log stayed empty")
-    log(f"  access log: {len(lines)} lines so far, e.g. {lines[-1]}")
+    for name, file in (("skewless", log_file), ("nginx", nginx_log)):
+        deadline = time.monotonic() + 10
+        while os.path.getsize(file) == 0:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name}'s access log stayed empty")
+            time.sleep(0.05)
+        with open(file) as f:
+            lines = f.read().splitlines()
+        log(f"  {name} access log: {len(lines)} lines so far, e.g. {lines[-1]}")
 
     summary = common.compare(cases, rounds=args.rounds, duration=args.duration,
                              connections=args.connections, reference="skewless")
+    # nginx's logged rounds against its own unlogged ones.
+    for row in summary:
+        if row["target"].startswith("nginx"):
+            for k in ("rps_ratio", "p99_ratio", "p50_ratio"):
+                row.pop(k, None)
+        if row["target"] == "nginx-log":
+            ref = next(r for r in summary if r["case"] == row["case"] and r["target"] == "nginx")
+            for k, key in (("rps_ratio", "rps"), ("p99_ratio", "p99_us"), ("p50_ratio", "p50_us")):
+                row[k] = common.round_ratio(row["rounds"], ref["rounds"], key)
     log_bytes = os.path.getsize(log_file)
     out = common.save("access-log" + (f"-{args.label}" if args.label else ""), {
         "setup": {
@@ -66,6 +93,8 @@ def main():
             "duration_s": args.duration,
             "rounds": args.rounds,
             "log_bytes": log_bytes,
+            "nginx_log_bytes": os.path.getsize(nginx_log),
+            "nginx": "access_log FILE (JSON, escape=json) buffer=64k flush=10ms",
         },
         "summary": summary,
     })

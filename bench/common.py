@@ -242,15 +242,29 @@ http {{
 """
 
 
-def start_nginx(root, upstream="127.0.0.1:9", workers=WORKERS, cpus=SERVER_CPUS):
+# nginx's access log as close to skewless's as its variables allow: the
+# same JSON fields, buffered and flushed as skewless batches its lines.
+NGINX_ACCESS_LOG = """log_format skewless escape=json '{{"time":"$time_iso8601",'
+        '"client":"$remote_addr","method":"$request_method","path":"$uri",'
+        '"status":$status,"bytes":$body_bytes_sent,"duration_ms":$request_time,'
+        '"release":"$upstream_http_skewless_served_by","pin":"$http_skewless_release",'
+        '"kind":"-"}}';
+    access_log {file} skewless buffer=64k flush=10ms;"""
+
+
+def start_nginx(root, upstream="127.0.0.1:9", workers=WORKERS, cpus=SERVER_CPUS, access_log=None):
     """Starts nginx (one master, `workers` worker processes) serving `root`
-    and proxying /api/ to `upstream` with keep-alive. Returns (proc, url)."""
+    and proxying /api/ to `upstream` with keep-alive, logging each request
+    to the file `access_log` if given. Returns (proc, url)."""
     d = tempfile.mkdtemp(prefix="bench-nginx-")
     port = free_port()
     conf = os.path.join(d, "nginx.conf")
+    text = NGINX_CONF.format(workers=workers, dir=d, port=port, root=root,
+                             upstream=upstream.replace("http://", ""))
+    if access_log:
+        text = text.replace("access_log off;", NGINX_ACCESS_LOG.format(file=access_log))
     with open(conf, "w") as f:
-        f.write(NGINX_CONF.format(workers=workers, dir=d, port=port, root=root,
-                                  upstream=upstream.replace("http://", "")))
+        f.write(text)
     p = Proc("nginx", ["nginx", "-c", conf, "-e", os.path.join(d, "error.log")], cpus=cpus)
     wait_port(port)
     return p, f"http://127.0.0.1:{port}"

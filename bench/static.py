@@ -31,8 +31,8 @@ HTML = "Accept: text/html,application/xhtml+xml"
 BR_GZIP = "Accept-Encoding: br, gzip"
 
 
-def mirror_for_nginx(base, manifest, root):
-    """Writes every file of the release as skewless serves it (identity, br,
+def mirror_for_nginx(base, manifest, root, release=RELEASE):
+    """Writes every file of `release` as skewless serves it (identity, br,
     gzip) under `root`, and the rewritten shell as root/index.html."""
     def fetch(url, encoding, extra=()):
         headers = {"Accept-Encoding": encoding}
@@ -51,7 +51,7 @@ def mirror_for_nginx(base, manifest, root):
 
     for path in manifest:
         if path != "/index.html":
-            put(path, f"{base}/_r/{RELEASE}{path}")
+            put(path, f"{base}/_r/{release}{path}")
     put("/index.html", f"{base}{SPA_ROUTE}", [HTML])
 
 
