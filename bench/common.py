@@ -327,9 +327,24 @@ end
 """
 
 
+def cpu_ticks():
+    """(steal, total) clock ticks of all CPUs so far, from /proc/stat; (0, 0)
+    where there is none."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    # user nice system idle iowait irq softirq steal [guest guest_nice],
+    # guest time being counted in user time already.
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
 def wrk(url, headers=(), connections=64, duration=4, threads=1, cpus=CLIENT_CPUS):
     """Runs wrk against `url`. Returns requests/s, latency percentiles (µs),
-    bytes per response and error counts."""
+    bytes per response, error counts, and the share of CPU time the host
+    took from this machine meanwhile (`steal_pct`: a virtual machine's
+    other guests; rounds with much of it are not comparable)."""
     lua = os.path.join(tempfile.gettempdir(), "bench-wrk-report.lua")
     with open(lua, "w") as f:
         f.write(WRK_LUA)
@@ -339,7 +354,9 @@ def wrk(url, headers=(), connections=64, duration=4, threads=1, cpus=CLIENT_CPUS
         cmd += ["-H", h]
     cmd.append(url)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    steal0, total0 = cpu_ticks()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=duration + 30).stdout
+    steal1, total1 = cpu_ticks()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     m = re.search(r"^WRKJSON (.*)$", out, re.M)
     if not m:
@@ -351,6 +368,7 @@ def wrk(url, headers=(), connections=64, duration=4, threads=1, cpus=CLIENT_CPUS
     r["rps"] = r["requests"] / secs if secs else 0.0
     r["bytes_per_response"] = r["bytes"] / r["requests"] if r["requests"] else 0
     r["error_total"] = sum(r["errors"].values())
+    r["steal_pct"] = round(100 * (steal1 - steal0) / (total1 - total0), 2) if total1 > total0 else 0.0
     return r
 
 
@@ -484,6 +502,7 @@ def compare(cases, rounds=3, duration=4, connections=64, reference="nginx"):
                 "p99_us": median([r["p99_us"] for r in rs]),
                 "bytes_per_response": round(median([r["bytes_per_response"] for r in rs])),
                 "errors": sum(r["error_total"] for r in rs),
+                "steal_pct_max": max(r.get("steal_pct", 0.0) for r in rs),
                 "rounds": rs,
             }
             if reference in targets and target != reference:
@@ -503,3 +522,12 @@ def print_comparison(summary):
                      s.get("rps_ratio", ""), s.get("p99_ratio", "")])
     table(["case", "target", "conns", "req/s", "p50 µs", "p99 µs", "bytes/resp", "errors",
            "req/s ratio", "p99 ratio"], rows)
+    steal = [r.get("steal_pct", 0.0) for s in summary for r in s.get("rounds", [])]
+    if steal and max(steal) >= STEAL_WARN_PCT:
+        log(f"warning: the host took {median(steal):.1f} % of the CPU time (median round; "
+            f"up to {max(steal):.1f} %) for other guests during these rounds: "
+            "their ratios are unreliable")
+
+
+# CPU steal (per round) from which print_comparison warns.
+STEAL_WARN_PCT = 2.0
