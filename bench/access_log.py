@@ -72,17 +72,10 @@ def main():
             lines = f.read().splitlines()
         log(f"  {name} access log: {len(lines)} lines so far, e.g. {lines[-1]}")
 
+    # Each server's logged rounds against its own unlogged ones.
     summary = common.compare(cases, rounds=args.rounds, duration=args.duration,
-                             connections=args.connections, reference="skewless")
-    # nginx's logged rounds against its own unlogged ones.
-    for row in summary:
-        if row["target"].startswith("nginx"):
-            for k in ("rps_ratio", "p99_ratio", "p50_ratio"):
-                row.pop(k, None)
-        if row["target"] == "nginx-log":
-            ref = next(r for r in summary if r["case"] == row["case"] and r["target"] == "nginx")
-            for k, key in (("rps_ratio", "rps"), ("p99_ratio", "p99_us"), ("p50_ratio", "p50_us")):
-                row[k] = common.round_ratio(row["rounds"], ref["rounds"], key)
+                             connections=args.connections,
+                             reference={"skewless-log": "skewless", "nginx-log": "nginx"})
     log_bytes = os.path.getsize(log_file)
     out = common.save("access-log" + (f"-{args.label}" if args.label else ""), {
         "setup": {

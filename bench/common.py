@@ -327,6 +327,10 @@ end
 """
 
 
+# CPU steal (per round) from which print_comparison warns.
+STEAL_WARN_PCT = 2.0
+
+
 def cpu_ticks():
     """(steal, total) clock ticks of all CPUs so far, from /proc/stat; (0, 0)
     where there is none."""
@@ -473,10 +477,12 @@ def round_ratio(runs, ref_runs, key):
 def compare(cases, rounds=3, duration=4, connections=64, reference="nginx"):
     """Runs every case against every target, alternating the order each
     round, and summarises each (case, target) by the median over rounds.
-    Ratios to `reference` are the medians of the per-round ratios, so both
-    sides of a ratio always come from the same moment of the same run.
+    Ratios to the reference are the medians of the per-round ratios, so
+    both sides of a ratio always come from the same moment of the same run.
 
-    `cases` is a list of (case name, {target: (url, [headers])})."""
+    `cases` is a list of (case name, {target: (url, [headers])});
+    `reference` is the target every other one is set against, or a dict
+    naming each target's own (targets it does not name get no ratio)."""
     runs = {}
     for rnd in range(rounds):
         for case, targets in cases:
@@ -505,8 +511,10 @@ def compare(cases, rounds=3, duration=4, connections=64, reference="nginx"):
                 "steal_pct_max": max(r.get("steal_pct", 0.0) for r in rs),
                 "rounds": rs,
             }
-            if reference in targets and target != reference:
-                ref = runs[(case, reference)]
+            ref_target = (reference.get(target) if isinstance(reference, dict)
+                          else reference)
+            if ref_target in targets and target != ref_target:
+                ref = runs[(case, ref_target)]
                 row["rps_ratio"] = round_ratio(rs, ref, "rps")
                 row["p99_ratio"] = round_ratio(rs, ref, "p99_us")
                 row["p50_ratio"] = round_ratio(rs, ref, "p50_us")
@@ -528,6 +536,3 @@ def print_comparison(summary):
             f"up to {max(steal):.1f} %) for other guests during these rounds: "
             "their ratios are unreliable")
 
-
-# CPU steal (per round) from which print_comparison warns.
-STEAL_WARN_PCT = 2.0
