@@ -58,9 +58,12 @@ def main():
             ("1k", f"/{files['small']}", [], 200, "identity"),
             ("api", "/api/items", [pin], 200, "identity")):
         targets = {}
-        for name, (_, url) in servers.items():
+        for name, (proc, url) in servers.items():
             check(f"{url}{path}", hdrs, status, enc)
-            targets[name] = (f"{url}{path}", hdrs)
+            # The CPU time the server (every thread, the log writer's
+            # included) and, proxying, the back end spend per request.
+            cpu = {"proxy": [proc.pid], "backend": [be.pid]} if case == "api" else {"server": [proc.pid]}
+            targets[name] = (f"{url}{path}", hdrs, cpu)
         cases.append((case, targets))
     for name, file in (("skewless", log_file), ("nginx", nginx_log)):
         deadline = time.monotonic() + 10
@@ -92,6 +95,24 @@ def main():
         "summary": summary,
     })
     common.print_comparison(out["summary"])
+    # CPU per request, logged over unlogged (the median of the rounds'
+    # ratios); proxying, also over the back end's CPU in the same round,
+    # which takes out how fast the host ran at that moment.
+    rows = {(s["case"], s["target"]): s for s in out["summary"]}
+    table = []
+    for (case, target), s in rows.items():
+        if target not in ("skewless-log", "nginx-log"):
+            continue
+        ref = rows[(case, target[:-len("-log")])]
+        key = "proxy" if case == "api" else "server"
+        pairs = list(zip(s["rounds"], ref["rounds"]))
+        cpu = common.median([a["cpu_us_per_req"][key] / b["cpu_us_per_req"][key] for a, b in pairs])
+        norm = (common.median([(a["cpu_us_per_req"]["proxy"] / a["cpu_us_per_req"]["backend"])
+                               / (b["cpu_us_per_req"]["proxy"] / b["cpu_us_per_req"]["backend"])
+                               for a, b in pairs]) if case == "api" else None)
+        table.append([case, target, s["cpu_us_per_req"][key], ref["cpu_us_per_req"][key],
+                      round(cpu, 3), round(norm, 3) if norm else ""])
+    common.table(["case", "target", "CPU µs/req", "unlogged", "CPU ratio", "over back end's"], table)
 
 
 if __name__ == "__main__":

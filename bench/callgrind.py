@@ -171,7 +171,7 @@ def main():
     conf = os.path.join(d, "nginx.conf")
     with open(conf, "w") as f:
         f.write(common.NGINX_CONF.format(workers=1, dir=d, port=port, root=root,
-                                         upstream=be_url.replace("http://", ""))
+                                         upstream=be_url.replace("http://", ""), more_fields="")
                 .replace("daemon off;", "daemon off;\nmaster_process off;"))
     ng_path = f"/{files['js']}" if case == "js-200k-br" else paths[case]
     ng_headers = list(headers)

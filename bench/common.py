@@ -235,7 +235,7 @@ http {{
             proxy_set_header Connection "";
             proxy_set_header Host $host;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Proto $scheme;{more_fields}
         }}
     }}
 }}
@@ -252,15 +252,25 @@ NGINX_ACCESS_LOG = """log_format skewless escape=json '{{"time":"$time_iso8601",
     access_log {file} skewless buffer=64k flush=10ms;"""
 
 
-def start_nginx(root, upstream="127.0.0.1:9", workers=WORKERS, cpus=SERVER_CPUS, access_log=None):
+# The forwarding fields skewless sends a back end beyond nginx's usual two
+# (docs/protocol.md), so that both proxies ask the back end for the same work.
+NGINX_SKEWLESS_FIELDS = """
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header Forwarded "for=$remote_addr;host=$host;proto=$scheme";"""
+
+
+def start_nginx(root, upstream="127.0.0.1:9", workers=WORKERS, cpus=SERVER_CPUS, access_log=None,
+                skewless_fields=False):
     """Starts nginx (one master, `workers` worker processes) serving `root`
     and proxying /api/ to `upstream` with keep-alive, logging each request
-    to the file `access_log` if given. Returns (proc, url)."""
+    to the file `access_log` if given, and sending the back end the same
+    forwarding fields as skewless if `skewless_fields`. Returns (proc, url)."""
     d = tempfile.mkdtemp(prefix="bench-nginx-")
     port = free_port()
     conf = os.path.join(d, "nginx.conf")
     text = NGINX_CONF.format(workers=workers, dir=d, port=port, root=root,
-                             upstream=upstream.replace("http://", ""))
+                             upstream=upstream.replace("http://", ""),
+                             more_fields=NGINX_SKEWLESS_FIELDS if skewless_fields else "")
     if access_log:
         text = text.replace("access_log off;", NGINX_ACCESS_LOG.format(file=access_log))
     with open(conf, "w") as f:
@@ -344,11 +354,41 @@ def cpu_ticks():
     return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
 
 
-def wrk(url, headers=(), connections=64, duration=4, threads=1, cpus=CLIENT_CPUS):
+def tree_cpu_ns(pid, into=None):
+    """{thread id: CPU time (ns) it has run so far} for every thread of `pid`
+    and of its descendants, from /proc/<pid>/task/*/schedstat. Two readings
+    are compared thread by thread (see `cpu_ns_between`), so a thread that
+    ends in between takes only its own time away, not its past."""
+    into = {} if into is None else into
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return into
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                into[int(tid)] = int(f.read().split()[0])
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                for child in f.read().split():
+                    tree_cpu_ns(int(child), into)
+        except (OSError, ValueError, IndexError):
+            pass
+    return into
+
+
+def cpu_ns_between(before, after):
+    """The CPU time (ns) run between two `tree_cpu_ns` readings by the
+    threads of the second."""
+    return sum(ns - before.get(tid, 0) for tid, ns in after.items())
+
+
+def wrk(url, headers=(), connections=64, duration=4, threads=1, cpus=CLIENT_CPUS, pids=None):
     """Runs wrk against `url`. Returns requests/s, latency percentiles (µs),
-    bytes per response, error counts, and the share of CPU time the host
-    took from this machine meanwhile (`steal_pct`: a virtual machine's
-    other guests; rounds with much of it are not comparable)."""
+    bytes per response, error counts, the share of CPU time the host took
+    from this machine meanwhile (`steal_pct`: a virtual machine's other
+    guests; rounds with much of it are not comparable), and, for `pids`
+    ({name: [pid]}, each with its descendants), the CPU time each group of
+    processes spent per request (`cpu_us_per_req`)."""
     lua = os.path.join(tempfile.gettempdir(), "bench-wrk-report.lua")
     with open(lua, "w") as f:
         f.write(WRK_LUA)
@@ -358,9 +398,11 @@ def wrk(url, headers=(), connections=64, duration=4, threads=1, cpus=CLIENT_CPUS
         cmd += ["-H", h]
     cmd.append(url)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu0 = {k: [tree_cpu_ns(p) for p in ps] for k, ps in (pids or {}).items()}
     steal0, total0 = cpu_ticks()
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=duration + 30).stdout
     steal1, total1 = cpu_ticks()
+    cpu1 = {k: [tree_cpu_ns(p) for p in ps] for k, ps in (pids or {}).items()}
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     m = re.search(r"^WRKJSON (.*)$", out, re.M)
     if not m:
@@ -373,6 +415,10 @@ def wrk(url, headers=(), connections=64, duration=4, threads=1, cpus=CLIENT_CPUS
     r["bytes_per_response"] = r["bytes"] / r["requests"] if r["requests"] else 0
     r["error_total"] = sum(r["errors"].values())
     r["steal_pct"] = round(100 * (steal1 - steal0) / (total1 - total0), 2) if total1 > total0 else 0.0
+    if pids and r["requests"]:
+        r["cpu_us_per_req"] = {
+            k: round(sum(map(cpu_ns_between, cpu0[k], cpu1[k])) / 1e3 / r["requests"], 2)
+            for k in cpu0}
     return r
 
 
@@ -480,7 +526,9 @@ def compare(cases, rounds=3, duration=4, connections=64, reference="nginx"):
     Ratios to the reference are the medians of the per-round ratios, so
     both sides of a ratio always come from the same moment of the same run.
 
-    `cases` is a list of (case name, {target: (url, [headers])});
+    `cases` is a list of (case name, {target: (url, [headers])}), a target
+    may add a third item, {name: [pid]}, to have the CPU time those
+    processes spend per request measured (see `wrk`);
     `reference` is the target every other one is set against, or a dict
     naming each target's own (targets it does not name get no ratio)."""
     runs = {}
@@ -490,10 +538,13 @@ def compare(cases, rounds=3, duration=4, connections=64, reference="nginx"):
             if rnd % 2:
                 order.reverse()
             for target in order:
-                url, headers = targets[target]
-                r = wrk(url, headers, connections=connections, duration=duration)
+                url, headers, *pids = targets[target]
+                r = wrk(url, headers, connections=connections, duration=duration,
+                        pids=pids[0] if pids else None)
+                cpu = "".join(f"  {k} {v} µs/req" for k, v in r.get("cpu_us_per_req", {}).items())
                 log(f"  round {rnd + 1}/{rounds} {case:<14} {target:<9} {r['rps']:>9.0f} req/s  "
-                    f"p50 {r['p50_us']:>6} µs  p99 {r['p99_us']:>6} µs  errors {r['error_total']}")
+                    f"p50 {r['p50_us']:>6} µs  p99 {r['p99_us']:>6} µs  errors {r['error_total']}"
+                    f"{cpu}")
                 runs.setdefault((case, target), []).append(r)
     summary = []
     for case, targets in cases:
@@ -511,6 +562,9 @@ def compare(cases, rounds=3, duration=4, connections=64, reference="nginx"):
                 "steal_pct_max": max(r.get("steal_pct", 0.0) for r in rs),
                 "rounds": rs,
             }
+            if "cpu_us_per_req" in rs[0]:
+                row["cpu_us_per_req"] = {k: round(median([r["cpu_us_per_req"][k] for r in rs]), 2)
+                                         for k in rs[0]["cpu_us_per_req"]}
             ref_target = (reference.get(target) if isinstance(reference, dict)
                           else reference)
             if ref_target in targets and target != ref_target:

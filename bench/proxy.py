@@ -9,6 +9,12 @@ target is measured at 64 connections (throughput) and at 1 connection (the
 latency one request pays, where the added hop shows). Writes
 bench/results/proxy.json.
 
+A second nginx (target `nginx-fields`) gets the same request as skewless
+(with the `Skewless-Release` field) and sends the back end the same
+forwarding fields (`X-Forwarded-Host` and `Forwarded` besides nginx's usual
+`X-Forwarded-For` and `-Proto`), so that skewless is also set against an
+nginx asking the back end for the same work.
+
 `--also BINARY` runs a second skewless build (target `skewless-b`, same
 release, same back end) in the same rounds, to measure a change side by side
 with the first and with nginx.
@@ -44,6 +50,7 @@ def main():
     sk, sk_url = common.start_skewless(os.path.join(work, "data"))
     common.deploy(sk_url, app, RELEASE, backend=be_url)
     ng, ng_url = common.start_nginx(app, upstream=be_url)
+    ngf, ngf_url = common.start_nginx(app, upstream=be_url, skewless_fields=True)
     if args.also:
         sk_b, sk_b_url = common.start_skewless(os.path.join(work, "data-b"), binary=args.also)
         common.deploy(sk_b_url, app, RELEASE, backend=be_url)
@@ -51,13 +58,18 @@ def main():
     pin = f"Skewless-Release: {RELEASE}"
     # skewless-b runs next to skewless in every round, so their ratio
     # compares the same moment.
-    targets = {"skewless": (f"{sk_url}{PATH}", [pin])}
+    # The CPU time each proxy and the back end spend per request is
+    # measured beside the rates.
+    def cpu(proxy):
+        return {"proxy": [proxy.pid], "backend": [be.pid]} if proxy else {"backend": [be.pid]}
+    targets = {"skewless": (f"{sk_url}{PATH}", [pin], cpu(sk))}
     if args.also:
-        targets["skewless-b"] = (f"{sk_b_url}{PATH}", [pin])
-    targets["nginx"] = (f"{ng_url}{PATH}", [])
-    targets["direct"] = (f"{be_url}{PATH}", [])
+        targets["skewless-b"] = (f"{sk_b_url}{PATH}", [pin], cpu(sk_b))
+    targets["nginx"] = (f"{ng_url}{PATH}", [], cpu(ng))
+    targets["nginx-fields"] = (f"{ngf_url}{PATH}", [pin], cpu(ngf))
+    targets["direct"] = (f"{be_url}{PATH}", [], cpu(None))
     checks = {}
-    for t, (url, hdrs) in targets.items():
+    for t, (url, hdrs, _) in targets.items():
         status, h, body = http("GET", url, headers=dict(x.split(": ", 1) for x in hdrs))
         if status != 200:
             raise RuntimeError(f"GET {url}: {status}")
@@ -81,6 +93,13 @@ def main():
             d = direct[s["connections"]]
             s["added_p50_us"] = s["p50_us"] - d["p50_us"]
             s["added_p99_us"] = s["p99_us"] - d["p99_us"]
+    # skewless against the nginx that forwards the same fields.
+    fields = {s["connections"]: s for s in summary if s["target"] == "nginx-fields"}
+    for s in summary:
+        if s["target"].startswith("skewless"):
+            f = fields[s["connections"]]["rounds"]
+            s["rps_ratio_fields"] = common.round_ratio(s["rounds"], f, "rps")
+            s["p99_ratio_fields"] = common.round_ratio(s["rounds"], f, "p99_us")
     out = common.save("proxy" + (f"-{args.label}" if args.label else ""), {
         "setup": {
             "workers": common.WORKERS,
@@ -91,12 +110,16 @@ def main():
             "duration_s": args.duration,
             "rounds": args.rounds,
             "nginx": "proxy_pass, proxy_http_version 1.1, upstream keepalive 64",
+            "nginx-fields": "the same, and X-Forwarded-Host, Forwarded; sent Skewless-Release",
             "also": args.also,
         },
         "checks": checks,
         "summary": summary,
     })
     common.print_comparison(out["summary"])
+    common.table(["conns", "skewless/nginx-fields req/s", "p99"],
+                 [[s["connections"], s["rps_ratio_fields"], s["p99_ratio_fields"]]
+                  for s in out["summary"] if s["target"] == "skewless"])
     if args.also:
         rows = []
         for conns in (args.connections, 1):
@@ -104,6 +127,9 @@ def main():
             b, a = at["skewless-b"], at["skewless"]
             rows.append([conns, common.round_ratio(b, a, "rps"), common.round_ratio(b, a, "p99_us")])
         common.table(["conns", "skewless-b/skewless req/s", "p99"], rows)
+    common.table(["target", "conns", "proxy CPU µs/req", "back end CPU µs/req"],
+                 [[s["target"], s["connections"], s["cpu_us_per_req"].get("proxy", ""),
+                   s["cpu_us_per_req"]["backend"]] for s in out["summary"]])
     common.table(["target", "conns", "added p50 µs", "added p99 µs"],
                  [[s["target"], s["connections"], s["added_p50_us"], s["added_p99_us"]]
                   for s in out["summary"] if "added_p50_us" in s])
