@@ -136,6 +136,8 @@ def main():
         "1k": {"skewless": f"{sk_url}/{files['small']}", "nginx": f"{ng_url}/{files['small']}"},
         "js-200k-br": {"skewless": f"{sk_url}/_r/{RELEASE}/{js}", "nginx": f"{ng_url}/{js}"},
     }
+    # The CPU time each server spends per request is measured beside.
+    cpu = {"skewless": {"server": [sk.pid]}, "nginx": {"server": [ng.pid]}}
     checks = {}
     cases = []
     for name, hdrs, enc in (("shell", [HTML, BR_GZIP], "br"), ("1k", [], "identity"),
@@ -143,14 +145,14 @@ def main():
         targets = {}
         for t, url in urls[name].items():
             checks[f"{name}/{t}"] = check(url, hdrs, 200, enc)
-            targets[t] = (url, hdrs)
+            targets[t] = (url, hdrs, cpu[t])
         cases.append((name, targets))
     targets = {}
     for t, url in urls["shell"].items():
         etag = checks[f"shell/{t}"]["etag"]
         hdrs = [HTML, BR_GZIP, f"If-None-Match: {etag}"]
         checks[f"shell-304/{t}"] = check(url, hdrs, 304, "identity")
-        targets[t] = (url, hdrs)
+        targets[t] = (url, hdrs, cpu[t])
     cases.append(("shell-304", targets))
     for k, v in checks.items():
         log(f"  check {k}: {v}")
@@ -180,6 +182,13 @@ def main():
         "summary": summary,
     })
     common.print_comparison(out["summary"])
+    rows = {(s["case"], s["target"]): s for s in out["summary"]}
+    common.table(["case", "skewless CPU µs/req", "nginx CPU µs/req", "ratio (median of rounds)"],
+                 [[case, s["cpu_us_per_req"]["server"], rows[(case, "nginx")]["cpu_us_per_req"]["server"],
+                   common.round_ratio([r["cpu_us_per_req"] for r in s["rounds"]],
+                                      [r["cpu_us_per_req"] for r in rows[(case, "nginx")]["rounds"]],
+                                      "server")]
+                  for (case, t), s in rows.items() if t == "skewless" and "cpu_us_per_req" in s])
     if "large" in wanted:
         common.table(["case", "target", "conns", "MiB/s", "client CPU s/GiB", "throughput ratio"],
                      [[s["case"], s["target"], s["connections"], s["throughput_mib_s"],
