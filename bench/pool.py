@@ -13,7 +13,7 @@ in the same round ("CPU / back end CPU"). The back end serves the same request i
 the latter takes out how fast the host ran at that moment: on a host whose
 speed drifts, it is the steadiest of these figures.
 
-Usage: bench/pool.py [--target skewless] RESULT.json...
+Usage: bench/pool.py [--target T] [--against REF]... RESULT.json...
 """
 
 import argparse
@@ -52,8 +52,12 @@ def bootstrap(xs, draws=2000, seed=1):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--target", default="skewless", help="the target set against each reference")
+    ap.add_argument("--against", action="append", metavar="REFERENCE",
+                    help="a reference target, repeatable (default: nginx and nginx-fields; "
+                         "for access_log.py results: --target skewless-log --against skewless)")
     ap.add_argument("files", nargs="+", metavar="RESULT.json")
     args = ap.parse_args()
+    refs = args.against or ["nginx", "nginx-fields"]
     pooled = {}
     for fn in args.files:
         try:
@@ -65,18 +69,19 @@ def main():
         for (case, target, conns), row in rows.items():
             if target != args.target:
                 continue
-            for ref in ("nginx", "nginx-fields"):
+            for ref in refs:
                 if (case, ref, conns) not in rows:
                     continue
                 for a, b in zip(row["rounds"], rows[(case, ref, conns)]["rounds"]):
                     for fig, r in ratios(a, b).items():
                         pooled.setdefault((case, conns, ref, fig), []).append(r)
     if not pooled:
-        raise SystemExit(f"pool.py: no rounds of {args.target!r} beside nginx in {', '.join(args.files)}")
+        raise SystemExit(f"pool.py: no rounds of {args.target!r} beside {' or '.join(refs)} "
+                         f"in {', '.join(args.files)}")
     print(f"{'case':<12}  {'conns':>5}  {'reference':<12}  {'figure':<24}  {'rounds':>6}  {'median':>6}  "
           f"{'95 % interval':>13}  {'quartiles':>11}  {'≥ 1.0':>5}")
     for case, conns in sorted({k[:2] for k in pooled}, key=lambda k: (k[0], -k[1])):
-        for ref in ("nginx", "nginx-fields"):
+        for ref in refs:
             for fig in FIGURES:
                 xs = pooled.get((case, conns, ref, fig))
                 if not xs:
