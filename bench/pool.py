@@ -8,23 +8,30 @@ of rounds at or above 1.0.
 
 Figures pooled: skewless over the reference in requests/s and p99, and,
 where the rounds measured CPU time, the server's (the proxy's) CPU time
-per request ("CPU") and, proxying, that CPU time divided by the back end's
-in the same round ("CPU / back end CPU"). The back end serves the same request in every round, so
-the latter takes out how fast the host ran at that moment: on a host whose
-speed drifts, it is the steadiest of these figures.
+per request ("CPU") and, proxying, that CPU time divided by the back
+end's in the same round ("CPU / back end CPU"). The back end serves the
+same request in every round, so the latter takes out how fast the host
+ran at that moment: on a host whose speed drifts, it is the steadiest of
+these figures.
 
 Usage: bench/pool.py [--target T] [--against REF]... RESULT.json...
 """
 
 import argparse
 import json
+import os
 import random
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import median  # noqa: E402
 
 FIGURES = ("rps", "p99", "CPU", "CPU / back end CPU")
 
 
 def ratios(a, b):
-    """The ratios of round `a` (skewless) over round `b` (the reference)."""
+    """The ratios of round `a` (the target) over round `b` (the reference),
+    by figure."""
     out = {"rps": a["rps"] / b["rps"], "p99": a["p99_us"] / b["p99_us"]}
     ca, cb = a.get("cpu_us_per_req") or {}, b.get("cpu_us_per_req") or {}
     # The server's own CPU time: "proxy" where a back end is measured too.
@@ -34,12 +41,6 @@ def ratios(a, b):
         if ca.get("backend") and cb.get("backend"):
             out["CPU / back end CPU"] = (ca[key] / ca["backend"]) / (cb[key] / cb["backend"])
     return out
-
-
-def median(xs):
-    xs = sorted(xs)
-    n = len(xs)
-    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
 
 
 def bootstrap(xs, draws=2000, seed=1):

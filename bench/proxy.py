@@ -56,13 +56,15 @@ def main():
         common.deploy(sk_b_url, app, RELEASE, backend=be_url)
 
     pin = f"Skewless-Release: {RELEASE}"
-    # skewless-b runs next to skewless in every round, so their ratio
-    # compares the same moment.
+
     # The CPU time each proxy and the back end spend per request is
     # measured beside the rates.
     def cpu(proxy):
         return {"proxy": [proxy.pid], "backend": [be.pid]} if proxy else {"backend": [be.pid]}
+
     targets = {"skewless": (f"{sk_url}{PATH}", [pin], cpu(sk))}
+    # skewless-b runs next to skewless in every round, so their ratio
+    # compares the same moment.
     if args.also:
         targets["skewless-b"] = (f"{sk_b_url}{PATH}", [pin], cpu(sk_b))
     targets["nginx"] = (f"{ng_url}{PATH}", [], cpu(ng))
