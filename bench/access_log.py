@@ -21,7 +21,7 @@ import apps  # noqa: E402
 import common  # noqa: E402
 from common import log  # noqa: E402
 from static import BR_GZIP, HTML, SPA_ROUTE, check, mirror_for_nginx  # noqa: E402
-from pool import ratios  # noqa: E402
+from pool import median_ratios  # noqa: E402
 
 RELEASE = "log-1"
 
@@ -106,11 +106,10 @@ def main():
             continue
         ref = rows[(case, target[:-len("-log")])]
         key = "proxy" if case == "api" else "server"
-        per_round = [ratios(a, b) for a, b in zip(s["rounds"], ref["rounds"])]
-        cpu, norm = (common.median([r[fig] for r in per_round if fig in r])
-                     for fig in ("CPU", "CPU / back end CPU"))
+        m = median_ratios(s["rounds"], ref["rounds"])
+        norm = m.get("CPU / back end CPU")
         table.append([case, target, s["cpu_us_per_req"][key], ref["cpu_us_per_req"][key],
-                      round(cpu, 3), round(norm, 3) if norm else ""])
+                      round(m["CPU"], 3), round(norm, 3) if norm else ""])
     common.table(["case", "target", "CPU µs/req", "unlogged", "CPU ratio", "over back end's"], table)
 
 

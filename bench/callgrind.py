@@ -170,8 +170,7 @@ def main():
     port = common.free_port()
     conf = os.path.join(d, "nginx.conf")
     with open(conf, "w") as f:
-        f.write(common.NGINX_CONF.format(workers=1, dir=d, port=port, root=root,
-                                         upstream=be_url.replace("http://", ""), more_fields="")
+        f.write(common.nginx_conf(d, port, root, be_url, workers=1)
                 .replace("daemon off;", "daemon off;\nmaster_process off;"))
     ng_path = f"/{files['js']}" if case == "js-200k-br" else paths[case]
     ng_headers = list(headers)

@@ -259,22 +259,30 @@ NGINX_SKEWLESS_FIELDS = """
             proxy_set_header Forwarded "for=$remote_addr;host=$host;proto=$scheme";"""
 
 
-def start_nginx(root, upstream="127.0.0.1:9", workers=WORKERS, cpus=SERVER_CPUS, access_log=None,
-                skewless_fields=False):
-    """Starts nginx (one master, `workers` worker processes) serving `root`
-    and proxying /api/ to `upstream` with keep-alive, logging each request
-    to the file `access_log` if given, and sending the back end the same
-    forwarding fields as skewless if `skewless_fields`. Returns (proc, url)."""
-    d = tempfile.mkdtemp(prefix="bench-nginx-")
-    port = free_port()
-    conf = os.path.join(d, "nginx.conf")
+def nginx_conf(d, port, root, upstream, workers=WORKERS, access_log=None, skewless_fields=False):
+    """The text of nginx's configuration: files and state under `d`,
+    serving `root` on `port` and proxying /api/ to `upstream` with
+    keep-alive, logging each request to the file `access_log` if given, and
+    sending the back end the same forwarding fields as skewless if
+    `skewless_fields`."""
     text = NGINX_CONF.format(workers=workers, dir=d, port=port, root=root,
                              upstream=upstream.replace("http://", ""),
                              more_fields=NGINX_SKEWLESS_FIELDS if skewless_fields else "")
     if access_log:
         text = text.replace("access_log off;", NGINX_ACCESS_LOG.format(file=access_log))
+    return text
+
+
+def start_nginx(root, upstream="127.0.0.1:9", workers=WORKERS, cpus=SERVER_CPUS, access_log=None,
+                skewless_fields=False):
+    """Starts nginx (one master, `workers` worker processes) configured by
+    `nginx_conf`. Returns (proc, url)."""
+    d = tempfile.mkdtemp(prefix="bench-nginx-")
+    port = free_port()
+    conf = os.path.join(d, "nginx.conf")
     with open(conf, "w") as f:
-        f.write(text)
+        f.write(nginx_conf(d, port, root, upstream, workers=workers, access_log=access_log,
+                           skewless_fields=skewless_fields))
     p = Proc("nginx", ["nginx", "-c", conf, "-e", os.path.join(d, "error.log")], cpus=cpus)
     wait_port(port)
     return p, f"http://127.0.0.1:{port}"

@@ -43,6 +43,14 @@ def ratios(a, b):
     return out
 
 
+def median_ratios(rounds, ref_rounds):
+    """{figure: median over rounds} of `ratios` for two targets' rounds of
+    one run (the same moments)."""
+    per_round = [ratios(a, b) for a, b in zip(rounds, ref_rounds)]
+    return {fig: median([r[fig] for r in per_round if fig in r])
+            for fig in FIGURES if any(fig in r for r in per_round)}
+
+
 def bootstrap(xs, draws=2000, seed=1):
     """A 95 % interval of the median, from `draws` resamples."""
     rng = random.Random(seed)

@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import apps  # noqa: E402
 import common  # noqa: E402
 from common import http, log  # noqa: E402
+from pool import median_ratios  # noqa: E402
 
 RELEASE = "static-1"
 SPA_ROUTE = "/inbox/42"
@@ -183,12 +184,14 @@ def main():
     })
     common.print_comparison(out["summary"])
     rows = {(s["case"], s["target"]): s for s in out["summary"]}
+    cpu_rows = []
+    for (case, target), s in rows.items():
+        if target == "skewless" and "cpu_us_per_req" in s:
+            ng = rows[(case, "nginx")]
+            cpu_rows.append([case, s["cpu_us_per_req"]["server"], ng["cpu_us_per_req"]["server"],
+                             round(median_ratios(s["rounds"], ng["rounds"])["CPU"], 3)])
     common.table(["case", "skewless CPU µs/req", "nginx CPU µs/req", "ratio (median of rounds)"],
-                 [[case, s["cpu_us_per_req"]["server"], rows[(case, "nginx")]["cpu_us_per_req"]["server"],
-                   common.round_ratio([r["cpu_us_per_req"] for r in s["rounds"]],
-                                      [r["cpu_us_per_req"] for r in rows[(case, "nginx")]["rounds"]],
-                                      "server")]
-                  for (case, t), s in rows.items() if t == "skewless" and "cpu_us_per_req" in s])
+                 cpu_rows)
     if "large" in wanted:
         common.table(["case", "target", "conns", "MiB/s", "client CPU s/GiB", "throughput ratio"],
                      [[s["case"], s["target"], s["connections"], s["throughput_mib_s"],
