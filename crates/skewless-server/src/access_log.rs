@@ -2,11 +2,12 @@
 //! own so the request path never waits on the disk.
 //!
 //! A request's line is formatted on its own task when its response ends,
-//! in a per-thread buffer, and appended to a bounded queue: one buffer of
-//! lines behind a lock. The writer thread swaps that buffer for an empty
-//! one every [`writer::TICK`] and on shutdown, and writes what it took with
-//! one system call; a request never wakes it. When the queue is full the
-//! line is dropped and counted (`skewless_access_log_dropped_total`); a failing write (a full disk) is
+//! straight into its thread's bounded queue: one buffer of lines behind a
+//! lock per thread. The writer thread swaps each buffer for an empty one
+//! every [`writer::TICK`] and on shutdown, and writes what it took with
+//! one system call per buffer; a request never wakes it. When a queue is
+//! full the line is dropped and counted
+//! (`skewless_access_log_dropped_total`); a failing write (a full disk) is
 //! counted (`skewless_access_log_write_errors_total`) and never stops the
 //! server. A log file is opened for appending and reopened on `SIGHUP`, for
 //! rotation.
@@ -18,6 +19,7 @@
 mod line;
 mod writer;
 
+use std::cell::RefCell;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::pin::Pin;
@@ -25,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, SyncSender};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use arrayvec::ArrayString;
 use axum::body::Body;
@@ -40,14 +42,14 @@ use crate::gateway::pin::RequestPin;
 use crate::metrics::Kind;
 use crate::ServerError;
 pub use line::{Fields, LogKind};
-use writer::{lock, target_name, write_loop, Msg, Push, Queue, Sink, Target};
+use writer::{target_name, write_loop, Msg, Push, Shards, Sink, Target};
 
 const SERVED_BY: HeaderName = HeaderName::from_static("skewless-served-by");
 const EVENTS_PATH: &str = "/_skewless/events";
 
 struct Shared {
     /// Lines waiting for the writer.
-    queue: Arc<Mutex<Queue>>,
+    shards: Arc<Shards>,
     /// To the writer, which sees it close once every handle is gone.
     control: SyncSender<Msg>,
     /// Whether the target is a file (which `SIGHUP` reopens).
@@ -100,9 +102,9 @@ impl AccessLog {
         // The writer holds no sender: once every handle is gone it sees
         // the channel close, writes what is queued and ends.
         let reopen = Arc::new(AtomicBool::new(false));
-        let queue = Arc::new(Mutex::new(Queue::new()));
+        let shards = Arc::new(Shards::new());
         let shared = Arc::new(Shared {
-            queue: queue.clone(),
+            shards: shards.clone(),
             control,
             file: matches!(target, Target::File(_)),
             reopen: reopen.clone(),
@@ -110,7 +112,7 @@ impl AccessLog {
         });
         let handle = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_loop(queue, control_rx, target, sink, &reopen))
+            .spawn(move || write_loop(shards, control_rx, target, sink, &reopen))
             .map_err(|e| ServerError::Startup(format!("cannot start the access log: {e}")))?;
         *shared.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(handle);
         Ok(AccessLog {
@@ -151,9 +153,7 @@ impl AccessLog {
     /// Queues a line for the writer without waiting on it.
     pub fn log(&self, f: &Fields<'_>) {
         let Some(shared) = &self.shared else { return };
-        // Formatted before the lock is taken: the lock is held for a copy.
-        let pushed = line::with_line(f, |l| lock(&shared.queue).push(l));
-        match pushed {
+        match shared.shards.push(f) {
             Push::Queued => {}
             Push::Full => dropped().increment(1),
             // Closed at shutdown: nothing more is written.
@@ -208,21 +208,25 @@ impl AccessLog {
         }
         .or_else(|| pinned_path(path))
         .or(requested.as_str());
-        Some(Started(Box::new(Record {
-            log: AccessLog {
-                shared: Some(shared.clone()),
-            },
-            time: SystemTime::now(),
-            start: Instant::now(),
-            client: peer.ip(),
-            method: req.method().clone(),
-            path: PathText::of(path),
-            pin: ReleaseText::of(pin),
-            status: 0,
-            kind: LogKind::System,
-            served_by: None,
-            bytes: 0,
-        })))
+        let spare = SPARE
+            .try_with(|spare| spare.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+            .ok()
+            .flatten();
+        let mut record = spare.unwrap_or_else(|| Box::new(Record::blank()));
+        // Field by field, in place: the record is a few hundred bytes.
+        record.log = AccessLog {
+            shared: Some(shared.clone()),
+        };
+        record.time = SystemTime::now();
+        record.client = peer.ip();
+        record.method = req.method().clone();
+        record.path.set(path);
+        record.pin = ReleaseText::of(pin);
+        record.status = 0;
+        record.kind = LogKind::System;
+        record.served_by = None;
+        record.bytes = 0;
+        Some(Started(record))
     }
 
     /// Logs a request hyper refused before it reached the gateway (a head
@@ -310,6 +314,17 @@ impl PathText {
         }
     }
 
+    /// Makes it `path`, reusing the inline room when it fits.
+    fn set(&mut self, path: &str) {
+        if let PathText::Inline(s) = self {
+            s.clear();
+            if s.try_push_str(path).is_ok() {
+                return;
+            }
+        }
+        *self = PathText::of(path);
+    }
+
     fn as_str(&self) -> &str {
         match self {
             PathText::Inline(s) => s,
@@ -367,8 +382,11 @@ pub fn respond(started: Option<Started>, resp: Response, kind: Kind) -> Response
 /// What a request's line says.
 struct Record {
     log: AccessLog,
+    /// When the request arrived. Its duration is measured on the same
+    /// clock, as nginx measures `$request_time`: one clock read fewer per
+    /// request, and a step of the system clock during a request shows in
+    /// its duration (never below zero).
     time: SystemTime,
-    start: Instant,
     client: IpAddr,
     method: Method,
     path: PathText,
@@ -382,6 +400,22 @@ struct Record {
 }
 
 impl Record {
+    /// A record to fill in.
+    fn blank() -> Record {
+        Record {
+            log: AccessLog::off(),
+            time: SystemTime::UNIX_EPOCH,
+            client: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            method: Method::GET,
+            path: PathText::Inline(ArrayString::new()),
+            pin: None,
+            status: 0,
+            kind: LogKind::System,
+            served_by: None,
+            bytes: 0,
+        }
+    }
+
     fn write(&self) {
         self.log.log(&Fields {
             time: self.time,
@@ -390,7 +424,7 @@ impl Record {
             path: Some(self.path.as_str()),
             status: self.status,
             bytes: self.bytes,
-            duration: self.start.elapsed(),
+            duration: self.time.elapsed().unwrap_or_default(),
             release: self.served_by.as_ref().and_then(|v| v.to_str().ok()),
             pin: self.pin.as_ref().map(ReleaseText::as_str),
             kind: self.kind,
@@ -405,10 +439,40 @@ pub struct LoggedBody {
     record: Option<Box<Record>>,
 }
 
+thread_local! {
+    /// Records of finished requests, kept for the next ones on this
+    /// thread: with many requests in flight, the allocator's own
+    /// per-thread cache (a few blocks of each size) runs dry and every
+    /// record would take its slow path.
+    // Boxes, not records: each is handed to a request as it is.
+    #[allow(clippy::vec_box)]
+    static SPARE: RefCell<Vec<Box<Record>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Records a thread keeps for reuse at most.
+const SPARE_RECORDS: usize = 256;
+
 impl LoggedBody {
     fn finish(&mut self) {
-        if let Some(r) = self.record.take() {
+        if let Some(mut r) = self.record.take() {
             r.write();
+            // Nothing a spare holds may outlive its request: not the log
+            // (whose writer ends once every handle is gone), not a shared
+            // field value, not a long path.
+            r.log = AccessLog::off();
+            r.served_by = None;
+            if let PathText::Long(_) = r.path {
+                r.path = PathText::Inline(ArrayString::new());
+            }
+            // During a thread's teardown the list may be gone already;
+            // the record is then simply freed.
+            let _ = SPARE.try_with(|spare| {
+                if let Ok(mut spare) = spare.try_borrow_mut() {
+                    if spare.len() < SPARE_RECORDS {
+                        spare.push(r);
+                    }
+                }
+            });
         }
     }
 }
@@ -456,8 +520,9 @@ impl Drop for LoggedBody {
 /// is dropped (however the stream ends), if it was answered.
 pub struct StreamRecord {
     log: AccessLog,
+    /// When the stream was asked for; its duration is measured on the
+    /// same clock (see [`Record`]).
     time: SystemTime,
-    start: Instant,
     client: IpAddr,
     /// The status answered; nothing is written while it is 0.
     pub status: u16,
@@ -478,7 +543,6 @@ impl AccessLog {
             } else {
                 SystemTime::UNIX_EPOCH
             },
-            start: Instant::now(),
             client: peer.ip(),
             status: 0,
             bytes: 0,
@@ -499,7 +563,7 @@ impl Drop for StreamRecord {
             path: Some(EVENTS_PATH),
             status: self.status,
             bytes: self.bytes,
-            duration: self.start.elapsed(),
+            duration: self.time.elapsed().unwrap_or_default(),
             release: None,
             pin: self.pin.as_ref().map(ReleaseText::as_str),
             kind: LogKind::EventStream,
@@ -511,6 +575,7 @@ impl Drop for StreamRecord {
 mod tests {
     use super::line::tests::fields;
     use super::*;
+    use std::time::Instant;
 
     #[test]
     fn pins_come_from_the_path_or_the_event_query() {
@@ -579,7 +644,7 @@ mod tests {
         let (control, rx) = mpsc::sync_channel(1);
         let log = AccessLog {
             shared: Some(Arc::new(Shared {
-                queue: Arc::new(Mutex::new(Queue::new())),
+                shards: Arc::new(Shards::new()),
                 control,
                 file: false,
                 reopen: Arc::default(),
@@ -590,9 +655,19 @@ mod tests {
     }
 
     fn queued(log: &AccessLog) -> Vec<u8> {
-        let mut batch = Vec::new();
-        lock(&log.shared.as_ref().unwrap().queue).take(&mut batch, false);
-        batch
+        take(log, false).0
+    }
+
+    /// What the writer would take: the lines, and how many it counted.
+    fn take(log: &AccessLog, last: bool) -> (Vec<u8>, usize) {
+        let (mut spares, mut batches) = (Vec::new(), Vec::new());
+        let n = log
+            .shared
+            .as_ref()
+            .unwrap()
+            .shards
+            .take(&mut spares, &mut batches, last);
+        (batches.concat(), n)
     }
 
     #[test]
@@ -628,22 +703,85 @@ mod tests {
         let batch = queued(&log);
         assert!(batch.len() <= writer::QUEUE_BYTES, "{}", batch.len());
         let n = batch.iter().filter(|&&b| b == b'\n').count();
-        let line_len = line::with_line(&fields(Some(&long)), <[u8]>::len);
+        let mut one = Vec::new();
+        line::write_line(&mut one, &fields(Some(&long)));
+        let line_len = one.len();
         assert_eq!(n, writer::QUEUE_BYTES / line_len);
     }
 
     #[test]
     fn after_the_last_take_nothing_is_queued() {
-        let mut q = Queue::new();
-        assert_eq!(q.push(b"a\n"), Push::Queued);
-        assert_eq!(q.push(b"b\n"), Push::Queued);
-        let mut batch = Vec::new();
-        assert_eq!(q.take(&mut batch, true), 2);
-        assert_eq!(batch, b"a\nb\n");
-        assert_eq!(q.push(b"c\n"), Push::Closed);
-        batch.clear();
-        assert_eq!(q.take(&mut batch, true), 0);
-        assert!(batch.is_empty());
+        let (log, _rx) = without_writer();
+        let shards = &log.shared.as_ref().unwrap().shards;
+        assert_eq!(shards.push(&fields(Some("/a"))), Push::Queued);
+        assert_eq!(shards.push(&fields(Some("/b"))), Push::Queued);
+        let (batch, n) = take(&log, true);
+        assert_eq!(n, 2);
+        let text = String::from_utf8(batch).unwrap();
+        assert!(text.contains("\"/a\"") && text.contains("\"/b\""), "{text}");
+        assert_eq!(shards.push(&fields(Some("/c"))), Push::Closed);
+        // Nor on a thread that had no queue yet.
+        std::thread::scope(|s| {
+            s.spawn(|| assert_eq!(shards.push(&fields(Some("/d"))), Push::Closed));
+        });
+        assert_eq!(take(&log, true), (Vec::new(), 0));
+    }
+
+    #[test]
+    fn the_lines_of_a_thread_that_ended_are_written_and_its_queue_goes() {
+        let (log, _rx) = without_writer();
+        let shards = &log.shared.as_ref().unwrap().shards;
+        shards.push(&fields(Some("/here")));
+        // Joined, not scoped: a joined thread's thread-locals are gone.
+        let other = log.clone();
+        std::thread::spawn(move || {
+            for i in 0..3 {
+                other.log(&fields(Some(&format!("/gone/{i}"))));
+            }
+        })
+        .join()
+        .unwrap();
+        assert_eq!(shards.queues(), 2);
+        let (batch, n) = take(&log, false);
+        assert_eq!(n, 4);
+        assert_eq!(batch.iter().filter(|&&b| b == b'\n').count(), 4);
+        // This thread's queue stays; the ended thread's is gone.
+        assert_eq!(shards.queues(), 1);
+    }
+
+    #[test]
+    fn a_finished_record_is_reused_and_keeps_no_handle() {
+        let (log, _rx) = without_writer();
+        let shared = log.shared.as_ref().unwrap().clone();
+        let handles = Arc::strong_count(&shared);
+        let peer: SocketAddr = "10.1.2.3:4000".parse().unwrap();
+        let long = format!("/{}", "z".repeat(PATH_INLINE + 1));
+        for path in ["/first", long.as_str(), "/_r/v7/app.js"] {
+            let req = Request::get(path).body(()).unwrap();
+            let started = log.start(&req, peer, None).unwrap();
+            let resp = started.respond(Response::new(Body::from("abc")), Kind::Asset);
+            drop(resp);
+            assert_eq!(Arc::strong_count(&shared), handles, "{path}");
+            assert_eq!(SPARE.with_borrow(Vec::len), 1, "{path}");
+            SPARE.with_borrow(|spare| {
+                assert!(matches!(spare[0].path, PathText::Inline(_)));
+                assert!(spare[0].served_by.is_none());
+            });
+        }
+        let text = String::from_utf8(queued(&log)).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["path"], "/first");
+        assert_eq!(lines[1]["path"], long.as_str());
+        assert_eq!(lines[2]["path"], "/_r/v7/app.js");
+        assert_eq!(lines[2]["pin"], "v7");
+        assert!(lines[0]["pin"].is_null());
+        assert!(lines
+            .iter()
+            .all(|l| l["client"] == "10.1.2.3" && l["kind"] == "asset" && l["status"] == 200));
     }
 
     #[test]

@@ -1,25 +1,34 @@
-//! The queue of lines and the writer thread that takes them in batches,
-//! writes each batch with one system call, reopens the file when asked,
-//! and survives every write error.
+//! The queues of lines, one per thread, and the writer thread that takes
+//! them in batches, writes each batch with one system call, reopens the
+//! file when asked, and survives every write error.
 
+use std::cell::RefCell;
 use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use metrics::Counter;
 
+use super::line::{write_line, Fields};
+
 /// How often the writer takes the queued lines and writes them, and so
 /// about the longest a line waits before it reaches the file.
 pub const TICK: Duration = Duration::from_millis(10);
-/// Lines waiting for the writer at most; more are dropped and counted.
+/// Lines waiting for the writer at most, per thread; more are dropped and
+/// counted.
 pub(super) const QUEUE_LINES: usize = 4096;
-/// Bytes waiting for the writer at most (long paths make long lines).
+/// Bytes waiting for the writer at most, per thread (long paths make long
+/// lines).
 pub(super) const QUEUE_BYTES: usize = 1024 * 1024;
-/// What each of the two buffers starts with.
+/// What each buffer starts with.
 const BATCH_CAPACITY: usize = 64 * 1024;
+/// Bytes of a line besides its path, at least: a path that cannot fit
+/// with them is refused before it is formatted.
+const LINE_BESIDES_PATH: usize = 160;
 
 /// A message to the writer besides the lines.
 pub(super) enum Msg {
@@ -38,10 +47,11 @@ pub(super) enum Push {
     Closed,
 }
 
-/// The lines waiting for the writer, back to back in one buffer. A
-/// request appends its line under the lock; the writer swaps the whole
-/// buffer for its empty one and writes it with one system call, so
-/// neither side allocates once both buffers have grown, and a request
+/// The lines of one thread waiting for the writer, back to back in one
+/// buffer. A request formats its line straight into it under the lock
+/// (which only the writer's take ever contends for); the writer swaps the
+/// whole buffer for an empty one and writes it with one system call, so
+/// neither side allocates once the buffers have grown, and a request
 /// never wakes the writer.
 pub(super) struct Queue {
     buf: Vec<u8>,
@@ -59,13 +69,22 @@ impl Queue {
     }
 
     /// Appends one whole line unless the queue is at its bound or closed.
-    pub(super) fn push(&mut self, line: &[u8]) -> Push {
+    pub(super) fn push(&mut self, f: &Fields<'_>) -> Push {
+        let path = f.path.map_or(0, str::len);
         if self.closed {
             Push::Closed
-        } else if self.lines >= QUEUE_LINES || self.buf.len() + line.len() > QUEUE_BYTES {
+        } else if self.lines >= QUEUE_LINES
+            || self.buf.len() + LINE_BESIDES_PATH + path > QUEUE_BYTES
+        {
             Push::Full
         } else {
-            self.buf.extend_from_slice(line);
+            let before = self.buf.len();
+            write_line(&mut self.buf, f);
+            // Escaping can make a line several times its path.
+            if self.buf.len() > QUEUE_BYTES {
+                self.buf.truncate(before);
+                return Push::Full;
+            }
             self.lines += 1;
             Push::Queued
         }
@@ -79,6 +98,132 @@ impl Queue {
         std::mem::swap(&mut self.buf, batch);
         self.closed |= last;
         std::mem::take(&mut self.lines)
+    }
+}
+
+/// One thread's queue.
+struct Shard {
+    thread: ThreadId,
+    queue: Mutex<Queue>,
+}
+
+/// Every thread's queue of one log. A thread finds its own through a
+/// thread-local handle, so requests on different threads never contend;
+/// lines of one thread reach the log in order, those of different threads
+/// within one tick in no particular order (as do those of several
+/// worker processes writing one file).
+pub(super) struct Shards {
+    /// Tells this log's queues from another's in the thread-local handle.
+    id: u64,
+    list: Mutex<ShardList>,
+}
+
+struct ShardList {
+    shards: Vec<Arc<Shard>>,
+    /// After the last take: a queue made later starts closed.
+    closed: bool,
+}
+
+thread_local! {
+    /// This thread's queue of the log it wrote to last.
+    static MINE: RefCell<Option<(u64, Arc<Shard>)>> = const { RefCell::new(None) };
+}
+
+impl Shards {
+    pub(super) fn new() -> Shards {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Shards {
+            id: NEXT.fetch_add(1, Ordering::Relaxed),
+            list: Mutex::new(ShardList {
+                shards: Vec::new(),
+                closed: false,
+            }),
+        }
+    }
+
+    /// Formats a line into this thread's queue.
+    pub(super) fn push(&self, f: &Fields<'_>) -> Push {
+        let mine = MINE.try_with(|mine| {
+            let Ok(mut mine) = mine.try_borrow_mut() else {
+                return None;
+            };
+            if let Some((id, shard)) = &*mine {
+                if *id == self.id {
+                    return Some(lock(&shard.queue).push(f));
+                }
+            }
+            let shard = self.shard();
+            let pushed = lock(&shard.queue).push(f);
+            *mine = Some((self.id, shard));
+            Some(pushed)
+        });
+        match mine {
+            Ok(Some(pushed)) => pushed,
+            // While the thread is being torn down: found in the list.
+            _ => lock(&self.shard().queue).push(f),
+        }
+    }
+
+    /// This thread's queue, made if it has none.
+    fn shard(&self) -> Arc<Shard> {
+        let me = std::thread::current().id();
+        let mut list = self.list.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = list.shards.iter().find(|s| s.thread == me) {
+            return s.clone();
+        }
+        let mut queue = Queue::new();
+        queue.closed = list.closed;
+        let shard = Arc::new(Shard {
+            thread: me,
+            queue: Mutex::new(queue),
+        });
+        list.shards.push(shard.clone());
+        shard
+    }
+
+    /// How many queues there are.
+    #[cfg(test)]
+    pub(super) fn queues(&self) -> usize {
+        self.list
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .shards
+            .len()
+    }
+
+    /// Takes every thread's lines, each queue's into a buffer of its own
+    /// from `spares` (or a new one) appended to `batches`; says how many
+    /// lines there were. After a `last` take nothing more is queued. The
+    /// queue of a thread that has ended goes once it is empty.
+    pub(super) fn take(
+        &self,
+        spares: &mut Vec<Vec<u8>>,
+        batches: &mut Vec<Vec<u8>>,
+        last: bool,
+    ) -> usize {
+        let mut list = self.list.lock().unwrap_or_else(PoisonError::into_inner);
+        list.closed |= last;
+        let mut lines = 0;
+        list.shards.retain(|shard| {
+            let mut q = lock(&shard.queue);
+            if q.lines > 0 || last {
+                let mut batch = spares
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(BATCH_CAPACITY));
+                lines += q.take(&mut batch, last);
+                if batch.is_empty() {
+                    spares.push(batch);
+                } else {
+                    batches.push(batch);
+                }
+            }
+            // Only the list holds it: its thread has ended.
+            let ended = Arc::strong_count(shard) == 1;
+            let keep = !(ended && q.lines == 0);
+            drop(q);
+            keep
+        });
+        lines
     }
 }
 
@@ -177,29 +322,33 @@ impl Health {
 /// sender is gone.
 ///
 /// The writer polls rather than waits: a request then never has to wake
-/// a sleeping writer, so handing a line over is a lock, a copy and an
-/// unlock, never a system call; and a tick's lines go out in one write.
+/// a sleeping writer, so handing a line over is an uncontended lock, the
+/// formatting and an unlock, never a system call; and a tick's lines go
+/// out in one write per thread that had any.
 pub(super) fn write_loop(
-    queue: Arc<Mutex<Queue>>,
+    shards: Arc<Shards>,
     control: Receiver<Msg>,
     target: Target,
     mut sink: Sink,
     reopen: &AtomicBool,
 ) {
     let mut health = Health { failing: false };
-    let mut batch = Vec::with_capacity(BATCH_CAPACITY);
+    let mut spares: Vec<Vec<u8>> = Vec::new();
+    let mut batches: Vec<Vec<u8>> = Vec::new();
     loop {
         let (last, ack) = match control.try_recv() {
             Ok(Msg::Close(ack)) => (true, Some(ack)),
             Err(TryRecvError::Empty) => (false, None),
             Err(TryRecvError::Disconnected) => (true, None),
         };
-        let lines = lock(&queue).take(&mut batch, last);
-        let bytes = batch.len();
-        if bytes > 0 {
+        let lines = shards.take(&mut spares, &mut batches, last);
+        let mut bytes = 0;
+        for mut batch in batches.drain(..) {
+            bytes += batch.len();
             let r = sink.write_batch(&batch);
             health.result("write", r);
             batch.clear();
+            spares.push(batch);
         }
         if last {
             if let Some(ack) = ack {
