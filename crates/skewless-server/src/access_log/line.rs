@@ -102,9 +102,13 @@ fn numbers(out: &mut Vec<u8>, f: &Fields<'_>) {
     at = put(&mut part, at, b",\"bytes\":");
     at = put_decimal(&mut part, at, f.bytes);
     at = put(&mut part, at, b",\"duration_ms\":");
-    // In u64 (half a million years), not the u128 `as_micros` gives:
-    // 128-bit division is a call of its own.
-    let micros = f.duration.as_secs() * 1_000_000 + u64::from(f.duration.subsec_micros());
+    // In u64 (half a million years, saturating past), not the u128
+    // `as_micros` gives: 128-bit division is a call of its own.
+    let micros = f
+        .duration
+        .as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(f.duration.subsec_micros()));
     at = put_decimal(&mut part, at, micros / 1000);
     part[at] = b'.';
     put_three_digits(&mut part[at + 1..at + 4], (micros % 1000) as u16);
@@ -374,6 +378,14 @@ pub(crate) mod tests {
             let ms = format!("\"duration_ms\":{}.{:03},", micros / 1000, micros % 1000);
             assert!(text.contains(&ms), "{text} lacks {ms}");
         }
+        // A duration past what u64 microseconds hold is written as that.
+        let mut f = fields(Some("/"));
+        f.duration = Duration::MAX;
+        let text = line(&f);
+        assert!(
+            text.contains("\"duration_ms\":18446744073709551.615,"),
+            "{text}"
+        );
     }
 
     #[test]

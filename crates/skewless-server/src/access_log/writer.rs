@@ -227,10 +227,21 @@ impl Shards {
     }
 }
 
-/// Locks the queue; a panic elsewhere never leaves it half-written (a
-/// push is one `extend_from_slice`), so a poisoned lock is used as is.
+/// Locks the queue. A push that panicked while formatting its line left
+/// part of it behind, uncounted: the queue is cut back to its last whole
+/// line and used on.
 pub(super) fn lock(q: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
-    q.lock().unwrap_or_else(PoisonError::into_inner)
+    q.lock().unwrap_or_else(|poisoned| {
+        let mut queue = poisoned.into_inner();
+        let whole = queue
+            .buf
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        queue.buf.truncate(whole);
+        q.clear_poison();
+        queue
+    })
 }
 
 /// Where lines go.
@@ -373,5 +384,24 @@ pub(super) fn write_loop(
         if lines < QUEUE_LINES / 2 && bytes < QUEUE_BYTES / 2 {
             std::thread::sleep(TICK);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_push_that_panicked_leaves_no_part_of_its_line() {
+        let q = Mutex::new(Queue::new());
+        lock(&q).buf.extend_from_slice(b"{\"whole\":1}\n");
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut queue = lock(&q);
+            queue.buf.extend_from_slice(b"{\"part");
+            panic!("a line cut short");
+        }));
+        assert!(panicked.is_err() && q.is_poisoned());
+        assert_eq!(lock(&q).buf, b"{\"whole\":1}\n");
+        assert!(!q.is_poisoned());
     }
 }
