@@ -98,7 +98,13 @@ fn numbers(out: &mut Vec<u8>, f: &Fields<'_>) {
     // the duration's decimals.
     let mut part = [0u8; 96];
     let mut at = put(&mut part, 0, b",\"status\":");
-    at = put_decimal(&mut part, at, u64::from(f.status));
+    at = match f.status {
+        100..=999 => {
+            put_three_digits(&mut part[at..at + 3], f.status);
+            at + 3
+        }
+        other => put_decimal(&mut part, at, u64::from(other)),
+    };
     at = put(&mut part, at, b",\"bytes\":");
     at = put_decimal(&mut part, at, f.bytes);
     at = put(&mut part, at, b",\"duration_ms\":");
@@ -122,12 +128,34 @@ fn put(buf: &mut [u8], at: usize, text: &[u8]) -> usize {
     at + text.len()
 }
 
-/// Writes `n` in decimal to `buf` at `at`; says where it ends.
+/// "00" to "99", back to back.
+const PAIRS: [u8; 200] = {
+    let mut t = [0u8; 200];
+    let mut i = 0;
+    while i < 100 {
+        t[2 * i] = b'0' + (i / 10) as u8;
+        t[2 * i + 1] = b'0' + (i % 10) as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Writes `n` in decimal to `buf` at `at`, two digits at a time; says
+/// where it ends.
 fn put_decimal(buf: &mut [u8], at: usize, mut n: u64) -> usize {
     let end = at + n.checked_ilog10().map_or(1, |l| l as usize + 1);
-    for digit in buf[at..end].iter_mut().rev() {
-        *digit = b'0' + (n % 10) as u8;
-        n /= 10;
+    let mut i = end;
+    while n >= 100 {
+        let pair = (n % 100) as usize * 2;
+        n /= 100;
+        buf[i - 2..i].copy_from_slice(&PAIRS[pair..pair + 2]);
+        i -= 2;
+    }
+    if n >= 10 {
+        let pair = n as usize * 2;
+        buf[i - 2..i].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
+        buf[i - 1] = b'0' + n as u8;
     }
     end
 }
@@ -366,7 +394,11 @@ pub(crate) mod tests {
             (999, 99_999, 999_999),
             (1000, 100_000, 1_000_000),
             (u16::MAX, u64::MAX, u64::MAX / 1_000_000 * 1_000_000 - 1),
-        ] {
+        ]
+        .into_iter()
+        .chain((0..20).map(|k| (200, 10u64.pow(k) - 1, 10u64.pow(k.min(18)))))
+        .chain((0..20).map(|k| (200, 10u64.pow(k), 10u64.pow(k.min(18)) + 1)))
+        {
             let mut f = fields(Some("/"));
             f.status = status;
             f.bytes = bytes;
@@ -386,6 +418,20 @@ pub(crate) mod tests {
             text.contains("\"duration_ms\":18446744073709551.615,"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn decimals_agree_with_the_standard_formatting() {
+        let edges = (0..20).flat_map(|k| {
+            let p = 10u64.pow(k);
+            [p - 1, p, p + 1, p.saturating_mul(7) / 3]
+        });
+        for n in (0..10_000u64).chain(edges).chain([u64::MAX, u64::MAX - 1]) {
+            let mut buf = [0u8; 24];
+            let end = put_decimal(&mut buf, 2, n);
+            assert_eq!(&buf[2..end], n.to_string().as_bytes(), "{n}");
+            assert_eq!(buf[..2], [0, 0]);
+        }
     }
 
     #[test]
