@@ -8,7 +8,11 @@ way, without and with a buffered access log of the same JSON fields, so
 the peer's cost is measured in the same rounds. Writes
 bench/results/access-log.json.
 
-Usage: bench/access_log.py [--rounds N] [--duration S] [--connections C]
+`--devnull` adds a third skewless writing its log to /dev/null: its cost
+over the unlogged one is the line's own, without the file's page-cache
+writes.
+
+Usage: bench/access_log.py [--rounds N] [--duration S] [--connections C] [--devnull]
 """
 
 import os
@@ -27,7 +31,9 @@ RELEASE = "log-1"
 
 
 def main():
-    args = common.comparison_args(__doc__)
+    args = common.comparison_args(__doc__, extra=[
+        (["--devnull"], {"action": "store_true",
+                         "help": "also run skewless with --access-log /dev/null"})])
     common.ensure_tools()
     common.build()
     work = tempfile.mkdtemp(prefix="bench-access-log-")
@@ -38,7 +44,10 @@ def main():
     be, be_url = common.start_backend(RELEASE)
     log_file = os.path.join(work, "access.log")
     servers = {}
-    for name, extra in (("skewless", []), ("skewless-log", ["--access-log", log_file])):
+    skewlesses = [("skewless", []), ("skewless-log", ["--access-log", log_file])]
+    if args.devnull:
+        skewlesses.append(("skewless-devnull", ["--access-log", "/dev/null"]))
+    for name, extra in skewlesses:
         sk, url = common.start_skewless(os.path.join(work, f"data-{name}"), args=extra)
         common.deploy(url, app, RELEASE, backend=be_url)
         servers[name] = (sk, url)
@@ -79,7 +88,8 @@ def main():
     # Each server's logged rounds against its own unlogged ones.
     summary = common.compare(cases, rounds=args.rounds, duration=args.duration,
                              connections=args.connections,
-                             reference={"skewless-log": "skewless", "nginx-log": "nginx"})
+                             reference={"skewless-log": "skewless", "nginx-log": "nginx",
+                                        "skewless-devnull": "skewless"})
     log_bytes = os.path.getsize(log_file)
     out = common.save("access-log" + (f"-{args.label}" if args.label else ""), {
         "setup": {
@@ -102,9 +112,9 @@ def main():
     rows = {(s["case"], s["target"]): s for s in out["summary"]}
     table = []
     for (case, target), s in rows.items():
-        if target not in ("skewless-log", "nginx-log"):
+        if target not in ("skewless-log", "nginx-log", "skewless-devnull"):
             continue
-        ref = rows[(case, target[:-len("-log")])]
+        ref = rows[(case, target.rsplit("-", 1)[0])]
         key = "proxy" if case == "api" else "server"
         m = median_ratios(s["rounds"], ref["rounds"])
         norm = m.get("CPU / back end CPU")
