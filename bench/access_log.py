@@ -28,6 +28,8 @@ from static import BR_GZIP, HTML, SPA_ROUTE, check, mirror_for_nginx  # noqa: E4
 from pool import median_ratios  # noqa: E402
 
 RELEASE = "log-1"
+# Each logging target and the unlogged one it is measured against.
+UNLOGGED = {"skewless-log": "skewless", "skewless-devnull": "skewless", "nginx-log": "nginx"}
 
 
 def main():
@@ -88,8 +90,7 @@ def main():
     # Each server's logged rounds against its own unlogged ones.
     summary = common.compare(cases, rounds=args.rounds, duration=args.duration,
                              connections=args.connections,
-                             reference={"skewless-log": "skewless", "nginx-log": "nginx",
-                                        "skewless-devnull": "skewless"})
+                             reference=UNLOGGED)
     log_bytes = os.path.getsize(log_file)
     out = common.save("access-log" + (f"-{args.label}" if args.label else ""), {
         "setup": {
@@ -112,9 +113,9 @@ def main():
     rows = {(s["case"], s["target"]): s for s in out["summary"]}
     table = []
     for (case, target), s in rows.items():
-        if target not in ("skewless-log", "nginx-log", "skewless-devnull"):
+        if target not in UNLOGGED:
             continue
-        ref = rows[(case, target.rsplit("-", 1)[0])]
+        ref = rows[(case, UNLOGGED[target])]
         key = "proxy" if case == "api" else "server"
         m = median_ratios(s["rounds"], ref["rounds"])
         norm = m.get("CPU / back end CPU")

@@ -190,7 +190,7 @@ impl AccessLog {
         peer: SocketAddr,
         pin: Option<&RequestPin>,
     ) -> Option<Started> {
-        let shared = self.shared.as_ref()?;
+        self.shared.as_ref()?;
         let uri = req.uri();
         let path = uri.path();
         let worked_out;
@@ -214,9 +214,7 @@ impl AccessLog {
             .flatten();
         let mut record = spare.unwrap_or_else(|| Box::new(Record::blank()));
         // Field by field, in place: the record is a few hundred bytes.
-        record.log = AccessLog {
-            shared: Some(shared.clone()),
-        };
+        record.log = self.clone();
         record.time = SystemTime::now();
         record.client = peer.ip();
         record.method = req.method().clone();
