@@ -10,9 +10,12 @@ bench/results/access-log.json.
 
 `--devnull` adds a third skewless writing its log to /dev/null: its cost
 over the unlogged one is the line's own, without the file's page-cache
-writes.
+writes. `--prior PATH` also runs another build of skewless (say, main
+before a change) without and with the log in the same rounds, as
+`prior` and `prior-log`; `--cases` picks cases (e.g. `--cases 1k`).
 
 Usage: bench/access_log.py [--rounds N] [--duration S] [--connections C] [--devnull]
+                           [--prior PATH] [--cases shell,1k,api]
 """
 
 import os
@@ -29,13 +32,24 @@ from pool import median_ratios  # noqa: E402
 
 RELEASE = "log-1"
 # Each logging target and the unlogged one it is measured against.
-UNLOGGED = {"skewless-log": "skewless", "skewless-devnull": "skewless", "nginx-log": "nginx"}
+UNLOGGED = {"skewless-log": "skewless", "skewless-devnull": "skewless", "nginx-log": "nginx",
+            "prior-log": "prior"}
 
 
 def main():
     args = common.comparison_args(__doc__, extra=[
         (["--devnull"], {"action": "store_true",
-                         "help": "also run skewless with --access-log /dev/null"})])
+                         "help": "also run skewless with --access-log /dev/null"}),
+        (["--prior"], {"metavar": "PATH",
+                       "help": "also run this skewless binary, without and with the log"}),
+        (["--cases"], {"default": "shell,1k,api",
+                       "help": "comma-separated cases: shell, 1k, api"})])
+    wanted = args.cases.split(",")
+    unknown = set(wanted) - {"shell", "1k", "api"}
+    if unknown:
+        sys.exit(f"unknown case(s): {', '.join(sorted(unknown))}")
+    if args.prior and not os.access(args.prior, os.X_OK):
+        sys.exit(f"--prior: {args.prior} is not an executable file")
     common.ensure_tools()
     common.build()
     work = tempfile.mkdtemp(prefix="bench-access-log-")
@@ -45,12 +59,18 @@ def main():
     files = apps.static_app(app)
     be, be_url = common.start_backend(RELEASE)
     log_file = os.path.join(work, "access.log")
+    prior_log = os.path.join(work, "prior-access.log")
     servers = {}
     skewlesses = [("skewless", []), ("skewless-log", ["--access-log", log_file])]
     if args.devnull:
         skewlesses.append(("skewless-devnull", ["--access-log", "/dev/null"]))
+    binaries = {}
+    if args.prior:
+        skewlesses += [("prior", []), ("prior-log", ["--access-log", prior_log])]
+        binaries = {"prior": args.prior, "prior-log": args.prior}
     for name, extra in skewlesses:
-        sk, url = common.start_skewless(os.path.join(work, f"data-{name}"), args=extra)
+        sk, url = common.start_skewless(os.path.join(work, f"data-{name}"), args=extra,
+                                        binary=binaries.get(name, common.SKEWLESS))
         common.deploy(url, app, RELEASE, backend=be_url)
         servers[name] = (sk, url)
     # nginx serves what skewless serves: the same shell and compressed forms.
@@ -69,6 +89,8 @@ def main():
             ("shell", SPA_ROUTE, [HTML, BR_GZIP], 200, "br"),
             ("1k", f"/{files['small']}", [], 200, "identity"),
             ("api", "/api/items", [pin], 200, "identity")):
+        if case not in wanted:
+            continue
         targets = {}
         for name, (proc, url) in servers.items():
             check(f"{url}{path}", hdrs, status, enc)
@@ -77,7 +99,8 @@ def main():
             cpu = {"proxy": [proc.pid], "backend": [be.pid]} if case == "api" else {"server": [proc.pid]}
             targets[name] = (f"{url}{path}", hdrs, cpu)
         cases.append((case, targets))
-    for name, file in (("skewless", log_file), ("nginx", nginx_log)):
+    logs = [("skewless", log_file), ("nginx", nginx_log)] + ([("prior", prior_log)] if args.prior else [])
+    for name, file in logs:
         deadline = time.monotonic() + 10
         while os.path.getsize(file) == 0:
             if time.monotonic() > deadline:
@@ -103,6 +126,7 @@ def main():
             "log_bytes": log_bytes,
             "nginx_log_bytes": os.path.getsize(nginx_log),
             "nginx": "access_log FILE (JSON, escape=json) buffer=64k flush=10ms",
+            "prior": args.prior,
         },
         "summary": summary,
     })

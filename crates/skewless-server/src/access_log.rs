@@ -1,11 +1,12 @@
 //! The access log: one JSON line per request, written by a thread of its
 //! own so the request path never waits on the disk.
 //!
-//! A request's line is formatted on its own task when its response ends,
-//! straight into its thread's bounded queue: one buffer of lines behind a
-//! lock per thread. The writer thread swaps each buffer for an empty one
-//! every [`writer::TICK`] and on shutdown, and writes what it took with
-//! one system call per buffer; a request never wakes it. When a queue is
+//! When a request's response ends, its record (the fields of its line) is
+//! queued as it is on its thread's bounded queue, behind a lock per
+//! thread. The writer thread takes each queue every [`writer::TICK`] and
+//! on shutdown, formats the lines in one go, writes them with one system
+//! call per queue, and gives the records back to their thread for reuse;
+//! a request never wakes it. When a queue is
 //! full the line is dropped and counted
 //! (`skewless_access_log_dropped_total`); a failing write (a full disk) is
 //! counted (`skewless_access_log_write_errors_total`) and never stops the
@@ -31,7 +32,7 @@ use std::time::{Duration, SystemTime};
 
 use arrayvec::ArrayString;
 use axum::body::Body;
-use axum::http::{header, HeaderName, HeaderValue, Method, Request};
+use axum::http::{header, HeaderName, Method, Request};
 use axum::response::Response;
 use bytes::Bytes;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
@@ -222,7 +223,7 @@ impl AccessLog {
         record.pin = ReleaseText::of(pin);
         record.status = 0;
         record.kind = LogKind::System;
-        record.served_by = None;
+        record.release = None;
         record.bytes = 0;
         Some(Started(record))
     }
@@ -351,11 +352,11 @@ impl Started {
         let mut record = self.0;
         // A scan of the response's few fields costs less than hashing a
         // name outside the standard set for a look-up.
-        record.served_by = resp
+        record.release = resp
             .headers()
             .iter()
             .find(|(name, _)| **name == SERVED_BY)
-            .map(|(_, value)| value.clone());
+            .and_then(|(_, value)| ReleaseText::of(value.to_str().ok()));
         record.status = resp.status().as_u16();
         record.kind = kind;
         resp.map(|inner| LoggedBody {
@@ -392,9 +393,14 @@ struct Record {
     /// Set when the response is known.
     status: u16,
     kind: LogKind,
-    served_by: Option<HeaderValue>,
+    /// The release that answered (`Skewless-Served-By`), copied: a
+    /// shared field value would be counted up here and down on the
+    /// writer's thread.
+    release: Option<ReleaseText>,
     /// Body bytes handed to the connection so far.
     bytes: u64,
+    /// Set when the body ends.
+    duration: Duration,
 }
 
 impl Record {
@@ -409,24 +415,45 @@ impl Record {
             pin: None,
             status: 0,
             kind: LogKind::System,
-            served_by: None,
+            release: None,
             bytes: 0,
+            duration: Duration::ZERO,
         }
     }
 
-    fn write(&self) {
-        self.log.log(&Fields {
+    /// Its line's fields.
+    fn fields(&self) -> Fields<'_> {
+        Fields {
             time: self.time,
             client: self.client,
             method: Some(self.method.as_str()),
             path: Some(self.path.as_str()),
             status: self.status,
             bytes: self.bytes,
-            duration: self.time.elapsed().unwrap_or_default(),
-            release: self.served_by.as_ref().and_then(|v| v.to_str().ok()),
+            duration: self.duration,
+            release: self.release.as_ref().map(ReleaseText::as_str),
             pin: self.pin.as_ref().map(ReleaseText::as_str),
             kind: self.kind,
-        });
+        }
+    }
+
+    /// Drops what a record kept for reuse may not hold on to: the log
+    /// (whose writer ends once every handle is gone) and a long path.
+    fn reset(&mut self) {
+        self.log = AccessLog::off();
+        if let PathText::Long(_) = self.path {
+            self.path = PathText::Inline(ArrayString::new());
+        }
+    }
+
+    /// What it counts against its queue's bound in bytes: itself and a
+    /// long path.
+    fn queued_size(&self) -> usize {
+        std::mem::size_of::<Record>()
+            + match &self.path {
+                PathText::Inline(_) => 0,
+                PathText::Long(p) => p.len(),
+            }
     }
 }
 
@@ -438,10 +465,11 @@ pub struct LoggedBody {
 }
 
 thread_local! {
-    /// Records of finished requests, kept for the next ones on this
-    /// thread: with many requests in flight, the allocator's own
-    /// per-thread cache (a few blocks of each size) runs dry and every
-    /// record would take its slow path.
+    /// Records for the next requests on this thread: those the writer
+    /// formatted and gave back, and those a full queue refused. With many
+    /// requests in flight the allocator's own per-thread cache (a few
+    /// blocks of each size) runs dry, and every new record would take its
+    /// slow path.
     // Boxes, not records: each is handed to a request as it is.
     #[allow(clippy::vec_box)]
     static SPARE: RefCell<Vec<Box<Record>>> = const { RefCell::new(Vec::new()) };
@@ -452,18 +480,37 @@ const SPARE_RECORDS: usize = 256;
 
 impl LoggedBody {
     fn finish(&mut self) {
-        if let Some(mut r) = self.record.take() {
-            r.write();
-            // Nothing a spare holds may outlive its request: not the log
-            // (whose writer ends once every handle is gone), not a shared
-            // field value, not a long path.
-            r.log = AccessLog::off();
-            r.served_by = None;
-            if let PathText::Long(_) = r.path {
-                r.path = PathText::Inline(ArrayString::new());
+        let Some(mut r) = self.record.take() else {
+            return;
+        };
+        r.duration = r.time.elapsed().unwrap_or_default();
+        // The record goes to the writer without the log's handle.
+        let log = std::mem::take(&mut r.log);
+        let Some(shared) = &log.shared else { return };
+        // When this thread has no records left, it takes those the
+        // writer gave back. During a thread's teardown the list may be
+        // gone already; the record is then simply queued.
+        let mut r = Some(r);
+        let pushed = SPARE
+            .try_with(|spare| {
+                let r = r.take()?;
+                Some(match spare.try_borrow_mut() {
+                    Ok(mut spare) => shared.shards.push_record(r, Some(&mut spare)),
+                    Err(_) => shared.shards.push_record(r, None),
+                })
+            })
+            .ok()
+            .flatten();
+        let refused = match (pushed, r) {
+            (Some(pushed), _) => pushed,
+            (None, Some(r)) => shared.shards.push_record(r, None),
+            (None, None) => Ok(()),
+        };
+        if let Err((why, mut r)) = refused {
+            if why == Push::Full {
+                dropped().increment(1);
             }
-            // During a thread's teardown the list may be gone already;
-            // the record is then simply freed.
+            r.reset();
             let _ = SPARE.try_with(|spare| {
                 if let Ok(mut spare) = spare.try_borrow_mut() {
                     if spare.len() < SPARE_RECORDS {
@@ -573,6 +620,7 @@ impl Drop for StreamRecord {
 mod tests {
     use super::line::tests::fields;
     use super::*;
+    use axum::http::HeaderValue;
     use std::time::Instant;
 
     #[test]
@@ -656,7 +704,8 @@ mod tests {
         take(log, false).0
     }
 
-    /// What the writer would take: the lines, and how many it counted.
+    /// What the writer would take and write: the lines, and how many it
+    /// counted. The formatted records go back to their threads.
     fn take(log: &AccessLog, last: bool) -> (Vec<u8>, usize) {
         let (mut spares, mut batches) = (Vec::new(), Vec::new());
         let n = log
@@ -665,7 +714,12 @@ mod tests {
             .unwrap()
             .shards
             .take(&mut spares, &mut batches, last);
-        (batches.concat(), n)
+        let (mut text, mut scratch) = (Vec::new(), Vec::new());
+        for mut b in batches {
+            text.extend_from_slice(b.text(&mut scratch));
+            b.finish();
+        }
+        (text, n)
     }
 
     #[test]
@@ -689,6 +743,40 @@ mod tests {
         assert!(String::from_utf8(queued(&log))
             .unwrap()
             .contains("\"/after\""));
+    }
+
+    #[test]
+    fn queued_records_are_bounded_and_a_refused_one_is_kept_for_reuse() {
+        let (log, _rx) = without_writer();
+        let peer: SocketAddr = "10.1.2.3:4000".parse().unwrap();
+        // Records count their size against the bound in bytes.
+        let fit = writer::QUEUE_LINES.min(writer::QUEUE_BYTES / std::mem::size_of::<Record>());
+        SPARE.with_borrow_mut(Vec::clear);
+        for i in 0..fit + 10 {
+            let req = Request::get(format!("/{i}")).body(()).unwrap();
+            let started = log.start(&req, peer, None).unwrap();
+            drop(started.respond(Response::new(Body::empty()), Kind::Asset));
+        }
+        // Each of the ten past the bound was refused and kept here, for
+        // the next request to use.
+        assert_eq!(SPARE.with_borrow(Vec::len), 1);
+        let (text, n) = take(&log, false);
+        assert_eq!(n, fit);
+        let text = String::from_utf8(text).unwrap();
+        let last = text.lines().last().unwrap();
+        let v: serde_json::Value = serde_json::from_str(last).unwrap();
+        assert_eq!(v["path"], format!("/{}", fit - 1));
+        // Taken, the queue has room again.
+        let req = Request::get("/after").body(()).unwrap();
+        drop(
+            log.start(&req, peer, None)
+                .unwrap()
+                .respond(Response::new(Body::empty()), Kind::Asset),
+        );
+        assert!(String::from_utf8(queued(&log))
+            .unwrap()
+            .contains("\"/after\""));
+        SPARE.with_borrow_mut(Vec::clear);
     }
 
     #[test]
@@ -748,23 +836,27 @@ mod tests {
     }
 
     #[test]
-    fn a_finished_record_is_reused_and_keeps_no_handle() {
+    fn a_finished_record_is_queued_then_reused_and_keeps_no_handle() {
         let (log, _rx) = without_writer();
         let shared = log.shared.as_ref().unwrap().clone();
         let handles = Arc::strong_count(&shared);
         let peer: SocketAddr = "10.1.2.3:4000".parse().unwrap();
         let long = format!("/{}", "z".repeat(PATH_INLINE + 1));
-        for path in ["/first", long.as_str(), "/_r/v7/app.js"] {
+        let paths = ["/first", long.as_str(), "/_r/v7/app.js"];
+        SPARE.with_borrow_mut(Vec::clear);
+        let served = |path: &str| {
             let req = Request::get(path).body(()).unwrap();
             let started = log.start(&req, peer, None).unwrap();
-            let resp = started.respond(Response::new(Body::from("abc")), Kind::Asset);
-            drop(resp);
+            let mut resp = Response::new(Body::from("abc"));
+            resp.headers_mut()
+                .insert(SERVED_BY, HeaderValue::from_static("v8"));
+            drop(started.respond(resp, Kind::Asset));
+            // Queued without the log's handle; nothing came back yet.
             assert_eq!(Arc::strong_count(&shared), handles, "{path}");
-            assert_eq!(SPARE.with_borrow(Vec::len), 1, "{path}");
-            SPARE.with_borrow(|spare| {
-                assert!(matches!(spare[0].path, PathText::Inline(_)));
-                assert!(spare[0].served_by.is_none());
-            });
+        };
+        for path in paths {
+            served(path);
+            assert_eq!(SPARE.with_borrow(Vec::len), 0, "{path}");
         }
         let text = String::from_utf8(queued(&log)).unwrap();
         let lines: Vec<serde_json::Value> = text
@@ -772,14 +864,62 @@ mod tests {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(lines.len(), 3);
-        assert_eq!(lines[0]["path"], "/first");
-        assert_eq!(lines[1]["path"], long.as_str());
-        assert_eq!(lines[2]["path"], "/_r/v7/app.js");
+        for (line, path) in lines.iter().zip(paths) {
+            assert_eq!(line["path"], path);
+            assert_eq!(line["release"], "v8");
+        }
         assert_eq!(lines[2]["pin"], "v7");
         assert!(lines[0]["pin"].is_null());
         assert!(lines
             .iter()
             .all(|l| l["client"] == "10.1.2.3" && l["kind"] == "asset" && l["status"] == 200));
+        // Formatted, the records went back to this thread's queue, and
+        // the next request finished here takes them, emptied.
+        served("/next");
+        SPARE.with_borrow(|spare| {
+            assert_eq!(spare.len(), 3);
+            for r in spare {
+                assert!(matches!(r.path, PathText::Inline(_)));
+                assert!(!r.log.is_on());
+            }
+        });
+        // The next requests use them, not new ones.
+        let kept: Vec<*const Record> =
+            SPARE.with_borrow(|spare| spare.iter().map(|r| &**r as *const Record).collect());
+        let req = Request::get("/again").body(()).unwrap();
+        let started = log.start(&req, peer, None).unwrap();
+        assert!(kept.contains(&(&*started.0 as *const Record)));
+        drop(started);
+        SPARE.with_borrow_mut(Vec::clear);
+    }
+
+    #[test]
+    fn lines_of_records_and_of_fields_keep_their_order() {
+        let (log, _rx) = without_writer();
+        let peer: SocketAddr = "10.1.2.3:4000".parse().unwrap();
+        let request = |path: &str| {
+            let req = Request::get(path).body(()).unwrap();
+            let started = log.start(&req, peer, None).unwrap();
+            drop(started.respond(Response::new(Body::empty()), Kind::Asset));
+        };
+        log.log(&fields(Some("/1")));
+        request("/2");
+        request("/3");
+        log.log(&fields(Some("/4")));
+        request("/5");
+        log.log(&fields(Some("/6")));
+        let (text, n) = take(&log, false);
+        assert_eq!(n, 6);
+        let paths: Vec<String> = String::from_utf8(text)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["path"].to_string())
+            .collect();
+        assert_eq!(
+            paths,
+            ["\"/1\"", "\"/2\"", "\"/3\"", "\"/4\"", "\"/5\"", "\"/6\""]
+        );
+        SPARE.with_borrow_mut(Vec::clear);
     }
 
     #[test]
