@@ -191,7 +191,7 @@ impl AccessLog {
         peer: SocketAddr,
         pin: Option<&RequestPin>,
     ) -> Option<Started> {
-        self.shared.as_ref()?;
+        let shared = self.shared.as_ref()?;
         let uri = req.uri();
         let path = uri.path();
         let worked_out;
@@ -209,8 +209,22 @@ impl AccessLog {
         }
         .or_else(|| pinned_path(path))
         .or(requested.as_str());
+        // A record this thread used before, else one the writer gave
+        // back, else a new one. New ones are made several at a time: made
+        // one by one between a request's short-lived allocations, records
+        // that live on would scatter the heap and slow its other
+        // allocations down.
         let spare = SPARE
-            .try_with(|spare| spare.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+            .try_with(|spare| {
+                let mut spare = spare.try_borrow_mut().ok()?;
+                if spare.is_empty() {
+                    shared.shards.refill(&mut spare);
+                }
+                if spare.is_empty() {
+                    spare.extend((0..RECORDS_AT_ONCE).map(|_| Box::new(Record::blank())));
+                }
+                spare.pop()
+            })
             .ok()
             .flatten();
         let mut record = spare.unwrap_or_else(|| Box::new(Record::blank()));
@@ -466,7 +480,8 @@ pub struct LoggedBody {
 
 thread_local! {
     /// Records for the next requests on this thread: those the writer
-    /// formatted and gave back, and those a full queue refused. With many
+    /// formatted and gave back (taken when this list runs out), and those
+    /// a full queue refused. With many
     /// requests in flight the allocator's own per-thread cache (a few
     /// blocks of each size) runs dry, and every new record would take its
     /// slow path.
@@ -477,6 +492,8 @@ thread_local! {
 
 /// Records a thread keeps for reuse at most.
 const SPARE_RECORDS: usize = 256;
+/// Records made at once when a thread has none to reuse.
+const RECORDS_AT_ONCE: usize = 32;
 
 impl LoggedBody {
     fn finish(&mut self) {
@@ -487,25 +504,7 @@ impl LoggedBody {
         // The record goes to the writer without the log's handle.
         let log = std::mem::take(&mut r.log);
         let Some(shared) = &log.shared else { return };
-        // When this thread has no records left, it takes those the
-        // writer gave back. During a thread's teardown the list may be
-        // gone already; the record is then simply queued.
-        let mut r = Some(r);
-        let pushed = SPARE
-            .try_with(|spare| {
-                let r = r.take()?;
-                Some(match spare.try_borrow_mut() {
-                    Ok(mut spare) => shared.shards.push_record(r, Some(&mut spare)),
-                    Err(_) => shared.shards.push_record(r, None),
-                })
-            })
-            .ok()
-            .flatten();
-        let refused = match (pushed, r) {
-            (Some(pushed), _) => pushed,
-            (None, Some(r)) => shared.shards.push_record(r, None),
-            (None, None) => Ok(()),
-        };
+        let refused = shared.shards.push_record(r);
         if let Err((why, mut r)) = refused {
             if why == Push::Full {
                 dropped().increment(1);
@@ -752,14 +751,22 @@ mod tests {
         // Records count their size against the bound in bytes.
         let fit = writer::QUEUE_LINES.min(writer::QUEUE_BYTES / std::mem::size_of::<Record>());
         SPARE.with_borrow_mut(Vec::clear);
-        for i in 0..fit + 10 {
+        let request = |i: usize| {
             let req = Request::get(format!("/{i}")).body(()).unwrap();
             let started = log.start(&req, peer, None).unwrap();
             drop(started.respond(Response::new(Body::empty()), Kind::Asset));
+        };
+        for i in 0..=fit {
+            request(i);
         }
-        // Each of the ten past the bound was refused and kept here, for
-        // the next request to use.
-        assert_eq!(SPARE.with_borrow(Vec::len), 1);
+        // Each request past the bound is refused, and its record kept
+        // here for the next request to use: no more are made.
+        let kept = SPARE.with_borrow(Vec::len);
+        assert!(kept > 0);
+        for i in fit + 1..fit + 10 {
+            request(i);
+            assert_eq!(SPARE.with_borrow(Vec::len), kept);
+        }
         let (text, n) = take(&log, false);
         assert_eq!(n, fit);
         let text = String::from_utf8(text).unwrap();
@@ -854,9 +861,14 @@ mod tests {
             // Queued without the log's handle; nothing came back yet.
             assert_eq!(Arc::strong_count(&shared), handles, "{path}");
         };
-        for path in paths {
+        for (i, path) in paths.iter().enumerate() {
             served(path);
-            assert_eq!(SPARE.with_borrow(Vec::len), 0, "{path}");
+            // Made several at once; none came back.
+            assert_eq!(
+                SPARE.with_borrow(Vec::len),
+                RECORDS_AT_ONCE - i - 1,
+                "{path}"
+            );
         }
         let text = String::from_utf8(queued(&log)).unwrap();
         let lines: Vec<serde_json::Value> = text
@@ -874,10 +886,12 @@ mod tests {
             .iter()
             .all(|l| l["client"] == "10.1.2.3" && l["kind"] == "asset" && l["status"] == 200));
         // Formatted, the records went back to this thread's queue, and
-        // the next request finished here takes them, emptied.
+        // the next request started here once its own are used up takes
+        // them, emptied, and uses one.
+        SPARE.with_borrow_mut(Vec::clear);
         served("/next");
         SPARE.with_borrow(|spare| {
-            assert_eq!(spare.len(), 3);
+            assert_eq!(spare.len(), 2);
             for r in spare {
                 assert!(matches!(r.path, PathText::Inline(_)));
                 assert!(!r.log.is_on());

@@ -27,7 +27,7 @@ pub(super) const QUEUE_LINES: usize = 4096;
 /// lines): formatted lines, and records as their size and a long path's.
 pub(super) const QUEUE_BYTES: usize = 1024 * 1024;
 /// Formatted records a thread gets back for reuse at most.
-const FREE_RECORDS: usize = QUEUE_LINES / 4;
+const FREE_RECORDS: usize = QUEUE_LINES / 2;
 /// What each buffer starts with.
 const BATCH_CAPACITY: usize = 64 * 1024;
 /// Bytes of a line besides its path, at least: a path that cannot fit
@@ -269,24 +269,17 @@ impl Shards {
         self.with_mine(|q| q.push(f))
     }
 
-    /// Queues a finished request's record for the writer to format. When
-    /// `refill` is true and the writer has given formatted records back,
-    /// they are swapped into it. Gives the record back when it is not
-    /// queued.
+    /// Queues a finished request's record for the writer to format;
+    /// gives it back when it is not queued.
+    pub(super) fn push_record(&self, r: Box<Record>) -> Result<(), (Push, Box<Record>)> {
+        self.with_mine(|q| q.push_record(r))
+    }
+
+    /// Moves the records the writer formatted and gave back to this
+    /// thread into `spare` (empty).
     #[allow(clippy::vec_box)]
-    pub(super) fn push_record(
-        &self,
-        r: Box<Record>,
-        refill: Option<&mut Vec<Box<Record>>>,
-    ) -> Result<(), (Push, Box<Record>)> {
-        self.with_mine(|q| {
-            if let Some(spare) = refill {
-                if spare.is_empty() {
-                    std::mem::swap(spare, &mut q.free);
-                }
-            }
-            q.push_record(r)
-        })
+    pub(super) fn refill(&self, spare: &mut Vec<Box<Record>>) {
+        self.with_mine(|q| std::mem::swap(spare, &mut q.free));
     }
 
     /// This thread's queue, made if it has none.
