@@ -1,7 +1,6 @@
 //! The queues of lines, one per thread, and the writer thread that takes
-//! them in batches, formats the requests' lines, writes each batch with
-//! one system call, reopens the file when asked, and survives every write
-//! error.
+//! them in batches, formats them, writes each batch with one system call,
+//! reopens the file when asked, and survives every write error.
 
 use std::cell::RefCell;
 use std::io::{self, Write};
@@ -14,8 +13,8 @@ use std::time::Duration;
 
 use metrics::Counter;
 
+use super::entry;
 use super::line::{write_line, Fields};
-use super::Record;
 
 /// How often the writer takes the queued lines and writes them, and so
 /// about the longest a line waits before it reaches the file.
@@ -24,15 +23,10 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// counted.
 pub(super) const QUEUE_LINES: usize = 4096;
 /// Bytes waiting for the writer at most, per thread (long paths make long
-/// lines): formatted lines, and records as their size and a long path's.
+/// lines), as queued entries.
 pub(super) const QUEUE_BYTES: usize = 1024 * 1024;
-/// Formatted records a thread gets back for reuse at most.
-const FREE_RECORDS: usize = QUEUE_LINES / 2;
 /// What each buffer starts with.
 const BATCH_CAPACITY: usize = 64 * 1024;
-/// Bytes of a line besides its path, at least: a path that cannot fit
-/// with them is refused before it is formatted.
-const LINE_BESIDES_PATH: usize = 160;
 
 /// A message to the writer besides the lines.
 pub(super) enum Msg {
@@ -51,27 +45,18 @@ pub(super) enum Push {
     Closed,
 }
 
-/// The lines of one thread waiting for the writer, under a lock which
-/// only the writer's take ever contends for. A request's record is queued
-/// as it is, a pointer, and formatted by the writer in a batch with the
-/// others (where the formatting code stays in the instruction cache and
-/// off the request's thread); the few lines logged from bare fields are
-/// formatted at once into a buffer, each record noting where its line
-/// goes among them. The writer swaps the whole queue for an empty one and
-/// gives the formatted records back for reuse, so neither side allocates
-/// once the buffers have grown, and a request never wakes the writer.
+/// The lines of one thread waiting for the writer, as entries (their
+/// fields packed, see [`entry`]) back to back in one buffer. A request
+/// packs its line's fields straight into it under the lock (which only
+/// the writer's take ever contends for); the writer swaps the whole
+/// buffer for an empty one and formats and writes what it took, so
+/// neither side allocates once the buffers have grown, and a request
+/// never wakes the writer.
 pub(super) struct Queue {
-    /// Lines formatted at once, back to back.
     buf: Vec<u8>,
-    /// Records to format, each with the length of `buf` when it came.
-    records: Vec<(usize, Box<Record>)>,
-    /// Records the writer formatted, for this thread's next requests
-    /// (boxes, each handed to a request as it is).
-    #[allow(clippy::vec_box)]
-    free: Vec<Box<Record>>,
+    /// Where the last whole entry ends.
+    whole: usize,
     lines: usize,
-    /// What the queued records count against [`QUEUE_BYTES`].
-    record_bytes: usize,
     closed: bool,
 }
 
@@ -79,128 +64,57 @@ impl Queue {
     pub(super) fn new() -> Queue {
         Queue {
             buf: Vec::with_capacity(BATCH_CAPACITY),
-            records: Vec::new(),
-            free: Vec::new(),
+            whole: 0,
             lines: 0,
-            record_bytes: 0,
             closed: false,
         }
     }
 
-    /// Whether the queue is closed or at its bound for `more` bytes.
-    fn refuses(&self, more: usize) -> Option<Push> {
-        if self.closed {
-            Some(Push::Closed)
-        } else if self.lines >= QUEUE_LINES
-            || self.buf.len() + self.record_bytes + more > QUEUE_BYTES
-        {
-            Some(Push::Full)
-        } else {
-            None
-        }
-    }
-
-    /// Appends one whole line unless the queue is at its bound or closed.
+    /// Appends one line's entry unless the queue is at its bound or
+    /// closed.
     pub(super) fn push(&mut self, f: &Fields<'_>) -> Push {
-        let path = f.path.map_or(0, str::len);
-        if let Some(refused) = self.refuses(LINE_BESIDES_PATH + path) {
-            return refused;
+        if self.closed {
+            Push::Closed
+        } else if self.lines >= QUEUE_LINES || self.buf.len() + entry::size(f) > QUEUE_BYTES {
+            Push::Full
+        } else {
+            entry::encode(&mut self.buf, f);
+            self.whole = self.buf.len();
+            self.lines += 1;
+            Push::Queued
         }
-        let before = self.buf.len();
-        write_line(&mut self.buf, f);
-        // Escaping can make a line several times its path.
-        if self.buf.len() + self.record_bytes > QUEUE_BYTES {
-            self.buf.truncate(before);
-            return Push::Full;
-        }
-        self.lines += 1;
-        Push::Queued
     }
 
-    /// Queues a finished request's record for the writer to format;
-    /// gives it back when the queue is at its bound or closed.
-    fn push_record(&mut self, r: Box<Record>) -> Result<(), (Push, Box<Record>)> {
-        let size = r.queued_size();
-        if let Some(refused) = self.refuses(size) {
-            return Err((refused, r));
-        }
-        self.records.push((self.buf.len(), r));
-        self.record_bytes += size;
-        self.lines += 1;
-        Ok(())
-    }
-
-    /// Swaps what is queued into `batch` (empty, its capacity reused for
-    /// the next lines) and says how many lines there were; after a `last`
+    /// Swaps the queued entries into `batch` (empty, its capacity reused
+    /// for the next ones) and says how many there were; after a `last`
     /// take nothing more is queued.
-    fn take(&mut self, batch: &mut Batch, last: bool) -> usize {
-        debug_assert!(batch.buf.is_empty() && batch.records.is_empty());
-        std::mem::swap(&mut self.buf, &mut batch.buf);
-        std::mem::swap(&mut self.records, &mut batch.records);
-        self.record_bytes = 0;
+    pub(super) fn take(&mut self, batch: &mut Vec<u8>, last: bool) -> usize {
+        debug_assert!(batch.is_empty());
+        std::mem::swap(&mut self.buf, batch);
+        self.whole = 0;
         self.closed |= last;
         std::mem::take(&mut self.lines)
     }
 }
 
-/// One thread's queue.
-pub(super) struct Shard {
-    thread: ThreadId,
-    queue: Mutex<Queue>,
-}
-
-/// What the writer took from one thread's queue.
-pub(super) struct Batch {
-    /// Where the records go back once formatted.
-    shard: Option<Arc<Shard>>,
-    buf: Vec<u8>,
-    records: Vec<(usize, Box<Record>)>,
-}
-
-impl Batch {
-    fn new() -> Batch {
-        Batch {
-            shard: None,
-            buf: Vec::with_capacity(BATCH_CAPACITY),
-            records: Vec::new(),
-        }
-    }
-
-    /// The batch's text, in the order its lines came: the formatted
-    /// lines as they are when there are no records, else everything
-    /// formatted into `scratch` (cleared first).
-    pub(super) fn text<'a>(&'a self, scratch: &'a mut Vec<u8>) -> &'a [u8] {
-        if self.records.is_empty() {
-            return &self.buf;
-        }
-        scratch.clear();
-        let mut from = 0;
-        for (at, r) in &self.records {
-            scratch.extend_from_slice(&self.buf[from..*at]);
-            from = *at;
-            write_line(scratch, &r.fields());
-        }
-        scratch.extend_from_slice(&self.buf[from..]);
-        scratch
-    }
-
-    /// Gives the formatted records back to their thread for reuse (up to
-    /// a bound; the rest are freed here) and empties the batch.
-    pub(super) fn finish(&mut self) {
-        self.buf.clear();
-        let Some(shard) = self.shard.take() else {
-            self.records.clear();
+/// Formats the entries of `batch` into lines appended to `out`.
+pub(super) fn format(batch: &[u8], out: &mut Vec<u8>) {
+    let mut rest = batch;
+    while !rest.is_empty() {
+        // What a queue holds is whole entries: an entry that does not
+        // read back would leave the rest unreadable too.
+        let Some((f, used)) = entry::decode(rest) else {
             return;
         };
-        let mut q = lock(&shard.queue);
-        let room = FREE_RECORDS.saturating_sub(q.free.len());
-        for (_, mut r) in self.records.drain(..).take(room) {
-            r.reset();
-            q.free.push(r);
-        }
-        drop(q);
-        self.records.clear();
+        write_line(out, &f);
+        rest = &rest[used..];
     }
+}
+
+/// One thread's queue.
+struct Shard {
+    thread: ThreadId,
+    queue: Mutex<Queue>,
 }
 
 /// Every thread's queue of one log. A thread finds its own through a
@@ -237,49 +151,27 @@ impl Shards {
         }
     }
 
-    /// Runs `f` on this thread's queue, locked.
-    fn with_mine<T>(&self, f: impl FnOnce(&mut Queue) -> T) -> T {
-        let mut f = Some(f);
+    /// Queues a line's entry on this thread's queue.
+    pub(super) fn push(&self, f: &Fields<'_>) -> Push {
         let mine = MINE.try_with(|mine| {
             let Ok(mut mine) = mine.try_borrow_mut() else {
                 return None;
             };
             if let Some((id, shard)) = &*mine {
                 if *id == self.id {
-                    let f = f.take()?;
-                    return Some(f(&mut lock(&shard.queue)));
+                    return Some(lock(&shard.queue).push(f));
                 }
             }
             let shard = self.shard();
-            let f = f.take()?;
-            let done = f(&mut lock(&shard.queue));
+            let pushed = lock(&shard.queue).push(f);
             *mine = Some((self.id, shard));
-            Some(done)
+            Some(pushed)
         });
-        match (mine, f) {
-            (Ok(Some(done)), _) => done,
+        match mine {
+            Ok(Some(pushed)) => pushed,
             // While the thread is being torn down: found in the list.
-            (_, Some(f)) => f(&mut lock(&self.shard().queue)),
-            (_, None) => unreachable!("the queue was used but gave nothing back"),
+            _ => lock(&self.shard().queue).push(f),
         }
-    }
-
-    /// Formats a line into this thread's queue.
-    pub(super) fn push(&self, f: &Fields<'_>) -> Push {
-        self.with_mine(|q| q.push(f))
-    }
-
-    /// Queues a finished request's record for the writer to format;
-    /// gives it back when it is not queued.
-    pub(super) fn push_record(&self, r: Box<Record>) -> Result<(), (Push, Box<Record>)> {
-        self.with_mine(|q| q.push_record(r))
-    }
-
-    /// Moves the records the writer formatted and gave back to this
-    /// thread into `spare` (empty).
-    #[allow(clippy::vec_box)]
-    pub(super) fn refill(&self, spare: &mut Vec<Box<Record>>) {
-        self.with_mine(|q| std::mem::swap(spare, &mut q.free));
     }
 
     /// This thread's queue, made if it has none.
@@ -309,56 +201,50 @@ impl Shards {
             .len()
     }
 
-    /// Takes every thread's lines, each queue's into a batch of its own
-    /// from `spares` (or a new one) appended to `batches`; says how many
-    /// lines there were. After a `last` take nothing more is queued. The
-    /// queue of a thread that has ended goes once it is empty.
+    /// Takes every thread's entries, each queue's into a buffer of its
+    /// own from `spares` (or a new one) appended to `batches`; says how
+    /// many lines there were. After a `last` take nothing more is queued.
+    /// The queue of a thread that has ended goes once it is empty.
     pub(super) fn take(
         &self,
-        spares: &mut Vec<Batch>,
-        batches: &mut Vec<Batch>,
+        spares: &mut Vec<Vec<u8>>,
+        batches: &mut Vec<Vec<u8>>,
         last: bool,
     ) -> usize {
         let mut list = self.list.lock().unwrap_or_else(PoisonError::into_inner);
         list.closed |= last;
         let mut lines = 0;
         list.shards.retain(|shard| {
-            // Only the list holds it: its thread has ended.
-            let ended = Arc::strong_count(shard) == 1;
             let mut q = lock(&shard.queue);
             if q.lines > 0 || last {
-                let mut batch = spares.pop().unwrap_or_else(Batch::new);
+                let mut batch = spares
+                    .pop()
+                    .unwrap_or_else(|| Vec::with_capacity(BATCH_CAPACITY));
                 lines += q.take(&mut batch, last);
-                if batch.buf.is_empty() && batch.records.is_empty() {
+                if batch.is_empty() {
                     spares.push(batch);
                 } else {
-                    // An ended thread's records are not given back.
-                    batch.shard = (!ended).then(|| shard.clone());
                     batches.push(batch);
                 }
             }
-            // Taken, an ended thread's queue is empty and goes.
-            !ended
+            // Only the list holds it: its thread has ended.
+            let ended = Arc::strong_count(shard) == 1;
+            let keep = !(ended && q.lines == 0);
+            drop(q);
+            keep
         });
         lines
     }
 }
 
-/// Locks the queue. A push that panicked while formatting its line left
+/// Locks the queue. A push that panicked while packing its entry left
 /// part of it behind, uncounted: the queue is cut back to its last whole
-/// line and used on.
+/// entry and used on.
 pub(super) fn lock(q: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
     q.lock().unwrap_or_else(|poisoned| {
         let mut queue = poisoned.into_inner();
-        let whole = queue
-            .buf
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
+        let whole = queue.whole;
         queue.buf.truncate(whole);
-        for (at, _) in &mut queue.records {
-            *at = (*at).min(whole);
-        }
         q.clear_poison();
         queue
     })
@@ -464,9 +350,10 @@ pub(super) fn write_loop(
     reopen: &AtomicBool,
 ) {
     let mut health = Health { failing: false };
-    let mut spares: Vec<Batch> = Vec::new();
-    let mut batches: Vec<Batch> = Vec::new();
-    let mut scratch: Vec<u8> = Vec::with_capacity(BATCH_CAPACITY);
+    let mut spares: Vec<Vec<u8>> = Vec::new();
+    let mut batches: Vec<Vec<u8>> = Vec::new();
+    // The lines of one batch, formatted.
+    let mut text: Vec<u8> = Vec::with_capacity(BATCH_CAPACITY);
     loop {
         let (last, ack) = match control.try_recv() {
             Ok(Msg::Close(ack)) => (true, Some(ack)),
@@ -476,11 +363,12 @@ pub(super) fn write_loop(
         let lines = shards.take(&mut spares, &mut batches, last);
         let mut bytes = 0;
         for mut batch in batches.drain(..) {
-            let text = batch.text(&mut scratch);
-            bytes += text.len();
-            let r = sink.write_batch(text);
+            text.clear();
+            format(&batch, &mut text);
+            bytes += batch.len();
+            let r = sink.write_batch(&text);
             health.result("write", r);
-            batch.finish();
+            batch.clear();
             spares.push(batch);
         }
         if last {
@@ -515,15 +403,22 @@ mod tests {
 
     #[test]
     fn a_push_that_panicked_leaves_no_part_of_its_line() {
+        use super::super::line::tests::fields;
         let q = Mutex::new(Queue::new());
-        lock(&q).buf.extend_from_slice(b"{\"whole\":1}\n");
+        assert_eq!(lock(&q).push(&fields(Some("/whole"))), Push::Queued);
+        let one = lock(&q).buf.clone();
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut queue = lock(&q);
-            queue.buf.extend_from_slice(b"{\"part");
-            panic!("a line cut short");
+            queue.buf.extend_from_slice(&one[..entry::HEAD + 2]);
+            panic!("an entry cut short");
         }));
         assert!(panicked.is_err() && q.is_poisoned());
-        assert_eq!(lock(&q).buf, b"{\"whole\":1}\n");
+        assert_eq!(lock(&q).buf, one);
         assert!(!q.is_poisoned());
+        let mut text = Vec::new();
+        format(&lock(&q).buf, &mut text);
+        let text = String::from_utf8(text).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        assert!(text.contains("\"path\":\"/whole\""), "{text}");
     }
 }
