@@ -1,11 +1,12 @@
 //! The access log: one JSON line per request, written by a thread of its
 //! own so the request path never waits on the disk.
 //!
-//! When a request's response ends, its line's fields are packed into its
-//! thread's bounded queue (one buffer behind a lock per thread). The
-//! writer thread takes each queue every [`writer::TICK`] and on shutdown,
-//! formats the lines in one go and writes them with one system call per
-//! queue; a request never wakes it. When a queue is
+//! When a request's response ends, its record (the fields of its line) is
+//! queued as it is on its thread's bounded queue, behind a lock per
+//! thread. The writer thread takes each queue every [`writer::TICK`] and
+//! on shutdown, formats the lines in one go, writes them with one system
+//! call per queue, and gives the records back to their thread for reuse;
+//! a request never wakes it. When a queue is
 //! full the line is dropped and counted
 //! (`skewless_access_log_dropped_total`); a failing write (a full disk) is
 //! counted (`skewless_access_log_write_errors_total`) and never stops the
@@ -16,7 +17,6 @@
 //! written: the path is logged without its query, and the only thing taken
 //! from the headers is the release id the client says it runs.
 
-mod entry;
 mod line;
 mod writer;
 
@@ -191,7 +191,7 @@ impl AccessLog {
         peer: SocketAddr,
         pin: Option<&RequestPin>,
     ) -> Option<Started> {
-        self.shared.as_ref()?;
+        let shared = self.shared.as_ref()?;
         let uri = req.uri();
         let path = uri.path();
         let worked_out;
@@ -209,8 +209,22 @@ impl AccessLog {
         }
         .or_else(|| pinned_path(path))
         .or(requested.as_str());
+        // A record this thread used before, else one the writer gave
+        // back, else a new one. New ones are made several at a time: made
+        // one by one between a request's short-lived allocations, records
+        // that live on would scatter the heap and slow its other
+        // allocations down.
         let spare = SPARE
-            .try_with(|spare| spare.try_borrow_mut().ok().and_then(|mut s| s.pop()))
+            .try_with(|spare| {
+                let mut spare = spare.try_borrow_mut().ok()?;
+                if spare.is_empty() {
+                    shared.shards.refill(&mut spare);
+                }
+                if spare.is_empty() {
+                    spare.extend((0..RECORDS_AT_ONCE).map(|_| Box::new(Record::blank())));
+                }
+                spare.pop()
+            })
             .ok()
             .flatten();
         let mut record = spare.unwrap_or_else(|| Box::new(Record::blank()));
@@ -399,6 +413,8 @@ struct Record {
     release: Option<ReleaseText>,
     /// Body bytes handed to the connection so far.
     bytes: u64,
+    /// Set when the body ends.
+    duration: Duration,
 }
 
 impl Record {
@@ -415,22 +431,43 @@ impl Record {
             kind: LogKind::System,
             release: None,
             bytes: 0,
+            duration: Duration::ZERO,
         }
     }
 
-    fn write(&self) {
-        self.log.log(&Fields {
+    /// Its line's fields.
+    fn fields(&self) -> Fields<'_> {
+        Fields {
             time: self.time,
             client: self.client,
             method: Some(self.method.as_str()),
             path: Some(self.path.as_str()),
             status: self.status,
             bytes: self.bytes,
-            duration: self.time.elapsed().unwrap_or_default(),
+            duration: self.duration,
             release: self.release.as_ref().map(ReleaseText::as_str),
             pin: self.pin.as_ref().map(ReleaseText::as_str),
             kind: self.kind,
-        });
+        }
+    }
+
+    /// Drops what a record kept for reuse may not hold on to: the log
+    /// (whose writer ends once every handle is gone) and a long path.
+    fn reset(&mut self) {
+        self.log = AccessLog::off();
+        if let PathText::Long(_) = self.path {
+            self.path = PathText::Inline(ArrayString::new());
+        }
+    }
+
+    /// What it counts against its queue's bound in bytes: itself and a
+    /// long path.
+    fn queued_size(&self) -> usize {
+        std::mem::size_of::<Record>()
+            + match &self.path {
+                PathText::Inline(_) => 0,
+                PathText::Long(p) => p.len(),
+            }
     }
 }
 
@@ -442,11 +479,12 @@ pub struct LoggedBody {
 }
 
 thread_local! {
-    /// Records of finished requests, kept for the next ones on this
-    /// thread, the last one first (the likeliest still in the cache):
-    /// with many requests in flight, the allocator's own per-thread cache
-    /// (a few blocks of each size) runs dry and every record would take
-    /// its slow path.
+    /// Records for the next requests on this thread: those the writer
+    /// formatted and gave back (taken when this list runs out), and those
+    /// a full queue refused. With many
+    /// requests in flight the allocator's own per-thread cache (a few
+    /// blocks of each size) runs dry, and every new record would take its
+    /// slow path.
     // Boxes, not records: each is handed to a request as it is.
     #[allow(clippy::vec_box)]
     static SPARE: RefCell<Vec<Box<Record>>> = const { RefCell::new(Vec::new()) };
@@ -454,20 +492,24 @@ thread_local! {
 
 /// Records a thread keeps for reuse at most.
 const SPARE_RECORDS: usize = 256;
+/// Records made at once when a thread has none to reuse.
+const RECORDS_AT_ONCE: usize = 32;
 
 impl LoggedBody {
     fn finish(&mut self) {
-        if let Some(mut r) = self.record.take() {
-            r.write();
-            // Nothing a spare holds may outlive its request: not the log
-            // (whose writer ends once every handle is gone), not a long
-            // path.
-            r.log = AccessLog::off();
-            if let PathText::Long(_) = r.path {
-                r.path = PathText::Inline(ArrayString::new());
+        let Some(mut r) = self.record.take() else {
+            return;
+        };
+        r.duration = r.time.elapsed().unwrap_or_default();
+        // The record goes to the writer without the log's handle.
+        let log = std::mem::take(&mut r.log);
+        let Some(shared) = &log.shared else { return };
+        let refused = shared.shards.push_record(r);
+        if let Err((why, mut r)) = refused {
+            if why == Push::Full {
+                dropped().increment(1);
             }
-            // During a thread's teardown the list may be gone already;
-            // the record is then simply freed.
+            r.reset();
             let _ = SPARE.try_with(|spare| {
                 if let Ok(mut spare) = spare.try_borrow_mut() {
                     if spare.len() < SPARE_RECORDS {
@@ -662,7 +704,7 @@ mod tests {
     }
 
     /// What the writer would take and write: the lines, and how many it
-    /// counted.
+    /// counted. The formatted records go back to their threads.
     fn take(log: &AccessLog, last: bool) -> (Vec<u8>, usize) {
         let (mut spares, mut batches) = (Vec::new(), Vec::new());
         let n = log
@@ -671,9 +713,10 @@ mod tests {
             .unwrap()
             .shards
             .take(&mut spares, &mut batches, last);
-        let mut text = Vec::new();
-        for b in &batches {
-            writer::format(b, &mut text);
+        let (mut text, mut scratch) = (Vec::new(), Vec::new());
+        for mut b in batches {
+            text.extend_from_slice(b.text(&mut scratch));
+            b.finish();
         }
         (text, n)
     }
@@ -702,14 +745,61 @@ mod tests {
     }
 
     #[test]
+    fn queued_records_are_bounded_and_a_refused_one_is_kept_for_reuse() {
+        let (log, _rx) = without_writer();
+        let peer: SocketAddr = "10.1.2.3:4000".parse().unwrap();
+        // Records count their size against the bound in bytes.
+        let fit = writer::QUEUE_LINES.min(writer::QUEUE_BYTES / std::mem::size_of::<Record>());
+        SPARE.with_borrow_mut(Vec::clear);
+        let request = |i: usize| {
+            let req = Request::get(format!("/{i}")).body(()).unwrap();
+            let started = log.start(&req, peer, None).unwrap();
+            drop(started.respond(Response::new(Body::empty()), Kind::Asset));
+        };
+        for i in 0..=fit {
+            request(i);
+        }
+        // Each request past the bound is refused, and its record kept
+        // here for the next request to use: no more are made.
+        let kept = SPARE.with_borrow(Vec::len);
+        assert!(kept > 0);
+        for i in fit + 1..fit + 10 {
+            request(i);
+            assert_eq!(SPARE.with_borrow(Vec::len), kept);
+        }
+        let (text, n) = take(&log, false);
+        assert_eq!(n, fit);
+        let text = String::from_utf8(text).unwrap();
+        let last = text.lines().last().unwrap();
+        let v: serde_json::Value = serde_json::from_str(last).unwrap();
+        assert_eq!(v["path"], format!("/{}", fit - 1));
+        // Taken, the queue has room again.
+        let req = Request::get("/after").body(()).unwrap();
+        drop(
+            log.start(&req, peer, None)
+                .unwrap()
+                .respond(Response::new(Body::empty()), Kind::Asset),
+        );
+        assert!(String::from_utf8(queued(&log))
+            .unwrap()
+            .contains("\"/after\""));
+        SPARE.with_borrow_mut(Vec::clear);
+    }
+
+    #[test]
     fn long_lines_are_bounded_by_bytes_too() {
         let (log, _rx) = without_writer();
         let long = format!("/{}", "y".repeat(10_000));
         for _ in 0..writer::QUEUE_LINES {
             log.log(&fields(Some(&long)));
         }
-        let n = queued(&log).iter().filter(|&&b| b == b'\n').count();
-        assert_eq!(n, writer::QUEUE_BYTES / entry::size(&fields(Some(&long))));
+        let batch = queued(&log);
+        assert!(batch.len() <= writer::QUEUE_BYTES, "{}", batch.len());
+        let n = batch.iter().filter(|&&b| b == b'\n').count();
+        let mut one = Vec::new();
+        line::write_line(&mut one, &fields(Some(&long)));
+        let line_len = one.len();
+        assert_eq!(n, writer::QUEUE_BYTES / line_len);
     }
 
     #[test]
@@ -753,7 +843,7 @@ mod tests {
     }
 
     #[test]
-    fn a_finished_record_is_reused_and_keeps_no_handle() {
+    fn a_finished_record_is_queued_then_reused_and_keeps_no_handle() {
         let (log, _rx) = without_writer();
         let shared = log.shared.as_ref().unwrap().clone();
         let handles = Arc::strong_count(&shared);
@@ -761,25 +851,24 @@ mod tests {
         let long = format!("/{}", "z".repeat(PATH_INLINE + 1));
         let paths = ["/first", long.as_str(), "/_r/v7/app.js"];
         SPARE.with_borrow_mut(Vec::clear);
-        let mut kept: Option<*const Record> = None;
-        for path in paths {
+        let served = |path: &str| {
             let req = Request::get(path).body(()).unwrap();
             let started = log.start(&req, peer, None).unwrap();
-            // The record the last request left is the one used.
-            if let Some(k) = kept {
-                assert_eq!(&*started.0 as *const Record, k, "{path}");
-            }
-            kept = Some(&*started.0 as *const Record);
             let mut resp = Response::new(Body::from("abc"));
             resp.headers_mut()
                 .insert(SERVED_BY, HeaderValue::from_static("v8"));
             drop(started.respond(resp, Kind::Asset));
+            // Queued without the log's handle; nothing came back yet.
             assert_eq!(Arc::strong_count(&shared), handles, "{path}");
-            SPARE.with_borrow(|spare| {
-                assert_eq!(spare.len(), 1, "{path}");
-                assert!(matches!(spare[0].path, PathText::Inline(_)));
-                assert!(!spare[0].log.is_on());
-            });
+        };
+        for (i, path) in paths.iter().enumerate() {
+            served(path);
+            // Made several at once; none came back.
+            assert_eq!(
+                SPARE.with_borrow(Vec::len),
+                RECORDS_AT_ONCE - i - 1,
+                "{path}"
+            );
         }
         let text = String::from_utf8(queued(&log)).unwrap();
         let lines: Vec<serde_json::Value> = text
@@ -796,6 +885,25 @@ mod tests {
         assert!(lines
             .iter()
             .all(|l| l["client"] == "10.1.2.3" && l["kind"] == "asset" && l["status"] == 200));
+        // Formatted, the records went back to this thread's queue, and
+        // the next request started here once its own are used up takes
+        // them, emptied, and uses one.
+        SPARE.with_borrow_mut(Vec::clear);
+        served("/next");
+        SPARE.with_borrow(|spare| {
+            assert_eq!(spare.len(), 2);
+            for r in spare {
+                assert!(matches!(r.path, PathText::Inline(_)));
+                assert!(!r.log.is_on());
+            }
+        });
+        // The next requests use them, not new ones.
+        let kept: Vec<*const Record> =
+            SPARE.with_borrow(|spare| spare.iter().map(|r| &**r as *const Record).collect());
+        let req = Request::get("/again").body(()).unwrap();
+        let started = log.start(&req, peer, None).unwrap();
+        assert!(kept.contains(&(&*started.0 as *const Record)));
+        drop(started);
         SPARE.with_borrow_mut(Vec::clear);
     }
 

@@ -1,6 +1,7 @@
 //! The queues of lines, one per thread, and the writer thread that takes
-//! them in batches, formats them, writes each batch with one system call,
-//! reopens the file when asked, and survives every write error.
+//! them in batches, formats the requests' lines, writes each batch with
+//! one system call, reopens the file when asked, and survives every write
+//! error.
 
 use std::cell::RefCell;
 use std::io::{self, Write};
@@ -13,8 +14,8 @@ use std::time::Duration;
 
 use metrics::Counter;
 
-use super::entry;
 use super::line::{write_line, Fields};
+use super::Record;
 
 /// How often the writer takes the queued lines and writes them, and so
 /// about the longest a line waits before it reaches the file.
@@ -23,10 +24,15 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// counted.
 pub(super) const QUEUE_LINES: usize = 4096;
 /// Bytes waiting for the writer at most, per thread (long paths make long
-/// lines), as queued entries.
+/// lines): formatted lines, and records as their size and a long path's.
 pub(super) const QUEUE_BYTES: usize = 1024 * 1024;
+/// Formatted records a thread gets back for reuse at most.
+const FREE_RECORDS: usize = QUEUE_LINES / 2;
 /// What each buffer starts with.
 const BATCH_CAPACITY: usize = 64 * 1024;
+/// Bytes of a line besides its path, at least: a path that cannot fit
+/// with them is refused before it is formatted.
+const LINE_BESIDES_PATH: usize = 160;
 
 /// A message to the writer besides the lines.
 pub(super) enum Msg {
@@ -45,18 +51,27 @@ pub(super) enum Push {
     Closed,
 }
 
-/// The lines of one thread waiting for the writer, as entries (their
-/// fields packed, see [`entry`]) back to back in one buffer. A request
-/// packs its line's fields straight into it under the lock (which only
-/// the writer's take ever contends for); the writer swaps the whole
-/// buffer for an empty one and formats and writes what it took, so
-/// neither side allocates once the buffers have grown, and a request
-/// never wakes the writer.
+/// The lines of one thread waiting for the writer, under a lock which
+/// only the writer's take ever contends for. A request's record is queued
+/// as it is, a pointer, and formatted by the writer in a batch with the
+/// others (where the formatting code stays in the instruction cache and
+/// off the request's thread); the few lines logged from bare fields are
+/// formatted at once into a buffer, each record noting where its line
+/// goes among them. The writer swaps the whole queue for an empty one and
+/// gives the formatted records back for reuse, so neither side allocates
+/// once the buffers have grown, and a request never wakes the writer.
 pub(super) struct Queue {
+    /// Lines formatted at once, back to back.
     buf: Vec<u8>,
-    /// Where the last whole entry ends.
-    whole: usize,
+    /// Records to format, each with the length of `buf` when it came.
+    records: Vec<(usize, Box<Record>)>,
+    /// Records the writer formatted, for this thread's next requests
+    /// (boxes, each handed to a request as it is).
+    #[allow(clippy::vec_box)]
+    free: Vec<Box<Record>>,
     lines: usize,
+    /// What the queued records count against [`QUEUE_BYTES`].
+    record_bytes: usize,
     closed: bool,
 }
 
@@ -64,57 +79,128 @@ impl Queue {
     pub(super) fn new() -> Queue {
         Queue {
             buf: Vec::with_capacity(BATCH_CAPACITY),
-            whole: 0,
+            records: Vec::new(),
+            free: Vec::new(),
             lines: 0,
+            record_bytes: 0,
             closed: false,
         }
     }
 
-    /// Appends one line's entry unless the queue is at its bound or
-    /// closed.
-    pub(super) fn push(&mut self, f: &Fields<'_>) -> Push {
+    /// Whether the queue is closed or at its bound for `more` bytes.
+    fn refuses(&self, more: usize) -> Option<Push> {
         if self.closed {
-            Push::Closed
-        } else if self.lines >= QUEUE_LINES || self.buf.len() + entry::size(f) > QUEUE_BYTES {
-            Push::Full
+            Some(Push::Closed)
+        } else if self.lines >= QUEUE_LINES
+            || self.buf.len() + self.record_bytes + more > QUEUE_BYTES
+        {
+            Some(Push::Full)
         } else {
-            entry::encode(&mut self.buf, f);
-            self.whole = self.buf.len();
-            self.lines += 1;
-            Push::Queued
+            None
         }
     }
 
-    /// Swaps the queued entries into `batch` (empty, its capacity reused
-    /// for the next ones) and says how many there were; after a `last`
+    /// Appends one whole line unless the queue is at its bound or closed.
+    pub(super) fn push(&mut self, f: &Fields<'_>) -> Push {
+        let path = f.path.map_or(0, str::len);
+        if let Some(refused) = self.refuses(LINE_BESIDES_PATH + path) {
+            return refused;
+        }
+        let before = self.buf.len();
+        write_line(&mut self.buf, f);
+        // Escaping can make a line several times its path.
+        if self.buf.len() + self.record_bytes > QUEUE_BYTES {
+            self.buf.truncate(before);
+            return Push::Full;
+        }
+        self.lines += 1;
+        Push::Queued
+    }
+
+    /// Queues a finished request's record for the writer to format;
+    /// gives it back when the queue is at its bound or closed.
+    fn push_record(&mut self, r: Box<Record>) -> Result<(), (Push, Box<Record>)> {
+        let size = r.queued_size();
+        if let Some(refused) = self.refuses(size) {
+            return Err((refused, r));
+        }
+        self.records.push((self.buf.len(), r));
+        self.record_bytes += size;
+        self.lines += 1;
+        Ok(())
+    }
+
+    /// Swaps what is queued into `batch` (empty, its capacity reused for
+    /// the next lines) and says how many lines there were; after a `last`
     /// take nothing more is queued.
-    pub(super) fn take(&mut self, batch: &mut Vec<u8>, last: bool) -> usize {
-        debug_assert!(batch.is_empty());
-        std::mem::swap(&mut self.buf, batch);
-        self.whole = 0;
+    fn take(&mut self, batch: &mut Batch, last: bool) -> usize {
+        debug_assert!(batch.buf.is_empty() && batch.records.is_empty());
+        std::mem::swap(&mut self.buf, &mut batch.buf);
+        std::mem::swap(&mut self.records, &mut batch.records);
+        self.record_bytes = 0;
         self.closed |= last;
         std::mem::take(&mut self.lines)
     }
 }
 
-/// Formats the entries of `batch` into lines appended to `out`.
-pub(super) fn format(batch: &[u8], out: &mut Vec<u8>) {
-    let mut rest = batch;
-    while !rest.is_empty() {
-        // What a queue holds is whole entries: an entry that does not
-        // read back would leave the rest unreadable too.
-        let Some((f, used)) = entry::decode(rest) else {
-            return;
-        };
-        write_line(out, &f);
-        rest = &rest[used..];
-    }
-}
-
 /// One thread's queue.
-struct Shard {
+pub(super) struct Shard {
     thread: ThreadId,
     queue: Mutex<Queue>,
+}
+
+/// What the writer took from one thread's queue.
+pub(super) struct Batch {
+    /// Where the records go back once formatted.
+    shard: Option<Arc<Shard>>,
+    buf: Vec<u8>,
+    records: Vec<(usize, Box<Record>)>,
+}
+
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            shard: None,
+            buf: Vec::with_capacity(BATCH_CAPACITY),
+            records: Vec::new(),
+        }
+    }
+
+    /// The batch's text, in the order its lines came: the formatted
+    /// lines as they are when there are no records, else everything
+    /// formatted into `scratch` (cleared first).
+    pub(super) fn text<'a>(&'a self, scratch: &'a mut Vec<u8>) -> &'a [u8] {
+        if self.records.is_empty() {
+            return &self.buf;
+        }
+        scratch.clear();
+        let mut from = 0;
+        for (at, r) in &self.records {
+            scratch.extend_from_slice(&self.buf[from..*at]);
+            from = *at;
+            write_line(scratch, &r.fields());
+        }
+        scratch.extend_from_slice(&self.buf[from..]);
+        scratch
+    }
+
+    /// Gives the formatted records back to their thread for reuse (up to
+    /// a bound; the rest are freed here) and empties the batch.
+    pub(super) fn finish(&mut self) {
+        self.buf.clear();
+        let Some(shard) = self.shard.take() else {
+            self.records.clear();
+            return;
+        };
+        let mut q = lock(&shard.queue);
+        let room = FREE_RECORDS.saturating_sub(q.free.len());
+        for (_, mut r) in self.records.drain(..).take(room) {
+            r.reset();
+            q.free.push(r);
+        }
+        drop(q);
+        self.records.clear();
+    }
 }
 
 /// Every thread's queue of one log. A thread finds its own through a
@@ -151,27 +237,49 @@ impl Shards {
         }
     }
 
-    /// Queues a line's entry on this thread's queue.
-    pub(super) fn push(&self, f: &Fields<'_>) -> Push {
+    /// Runs `f` on this thread's queue, locked.
+    fn with_mine<T>(&self, f: impl FnOnce(&mut Queue) -> T) -> T {
+        let mut f = Some(f);
         let mine = MINE.try_with(|mine| {
             let Ok(mut mine) = mine.try_borrow_mut() else {
                 return None;
             };
             if let Some((id, shard)) = &*mine {
                 if *id == self.id {
-                    return Some(lock(&shard.queue).push(f));
+                    let f = f.take()?;
+                    return Some(f(&mut lock(&shard.queue)));
                 }
             }
             let shard = self.shard();
-            let pushed = lock(&shard.queue).push(f);
+            let f = f.take()?;
+            let done = f(&mut lock(&shard.queue));
             *mine = Some((self.id, shard));
-            Some(pushed)
+            Some(done)
         });
-        match mine {
-            Ok(Some(pushed)) => pushed,
+        match (mine, f) {
+            (Ok(Some(done)), _) => done,
             // While the thread is being torn down: found in the list.
-            _ => lock(&self.shard().queue).push(f),
+            (_, Some(f)) => f(&mut lock(&self.shard().queue)),
+            (_, None) => unreachable!("the queue was used but gave nothing back"),
         }
+    }
+
+    /// Formats a line into this thread's queue.
+    pub(super) fn push(&self, f: &Fields<'_>) -> Push {
+        self.with_mine(|q| q.push(f))
+    }
+
+    /// Queues a finished request's record for the writer to format;
+    /// gives it back when it is not queued.
+    pub(super) fn push_record(&self, r: Box<Record>) -> Result<(), (Push, Box<Record>)> {
+        self.with_mine(|q| q.push_record(r))
+    }
+
+    /// Moves the records the writer formatted and gave back to this
+    /// thread into `spare` (empty).
+    #[allow(clippy::vec_box)]
+    pub(super) fn refill(&self, spare: &mut Vec<Box<Record>>) {
+        self.with_mine(|q| std::mem::swap(spare, &mut q.free));
     }
 
     /// This thread's queue, made if it has none.
@@ -201,50 +309,56 @@ impl Shards {
             .len()
     }
 
-    /// Takes every thread's entries, each queue's into a buffer of its
-    /// own from `spares` (or a new one) appended to `batches`; says how
-    /// many lines there were. After a `last` take nothing more is queued.
-    /// The queue of a thread that has ended goes once it is empty.
+    /// Takes every thread's lines, each queue's into a batch of its own
+    /// from `spares` (or a new one) appended to `batches`; says how many
+    /// lines there were. After a `last` take nothing more is queued. The
+    /// queue of a thread that has ended goes once it is empty.
     pub(super) fn take(
         &self,
-        spares: &mut Vec<Vec<u8>>,
-        batches: &mut Vec<Vec<u8>>,
+        spares: &mut Vec<Batch>,
+        batches: &mut Vec<Batch>,
         last: bool,
     ) -> usize {
         let mut list = self.list.lock().unwrap_or_else(PoisonError::into_inner);
         list.closed |= last;
         let mut lines = 0;
         list.shards.retain(|shard| {
+            // Only the list holds it: its thread has ended.
+            let ended = Arc::strong_count(shard) == 1;
             let mut q = lock(&shard.queue);
             if q.lines > 0 || last {
-                let mut batch = spares
-                    .pop()
-                    .unwrap_or_else(|| Vec::with_capacity(BATCH_CAPACITY));
+                let mut batch = spares.pop().unwrap_or_else(Batch::new);
                 lines += q.take(&mut batch, last);
-                if batch.is_empty() {
+                if batch.buf.is_empty() && batch.records.is_empty() {
                     spares.push(batch);
                 } else {
+                    // An ended thread's records are not given back.
+                    batch.shard = (!ended).then(|| shard.clone());
                     batches.push(batch);
                 }
             }
-            // Only the list holds it: its thread has ended.
-            let ended = Arc::strong_count(shard) == 1;
-            let keep = !(ended && q.lines == 0);
-            drop(q);
-            keep
+            // Taken, an ended thread's queue is empty and goes.
+            !ended
         });
         lines
     }
 }
 
-/// Locks the queue. A push that panicked while packing its entry left
+/// Locks the queue. A push that panicked while formatting its line left
 /// part of it behind, uncounted: the queue is cut back to its last whole
-/// entry and used on.
+/// line and used on.
 pub(super) fn lock(q: &Mutex<Queue>) -> std::sync::MutexGuard<'_, Queue> {
     q.lock().unwrap_or_else(|poisoned| {
         let mut queue = poisoned.into_inner();
-        let whole = queue.whole;
+        let whole = queue
+            .buf
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
         queue.buf.truncate(whole);
+        for (at, _) in &mut queue.records {
+            *at = (*at).min(whole);
+        }
         q.clear_poison();
         queue
     })
@@ -350,10 +464,9 @@ pub(super) fn write_loop(
     reopen: &AtomicBool,
 ) {
     let mut health = Health { failing: false };
-    let mut spares: Vec<Vec<u8>> = Vec::new();
-    let mut batches: Vec<Vec<u8>> = Vec::new();
-    // The lines of one batch, formatted.
-    let mut text: Vec<u8> = Vec::with_capacity(BATCH_CAPACITY);
+    let mut spares: Vec<Batch> = Vec::new();
+    let mut batches: Vec<Batch> = Vec::new();
+    let mut scratch: Vec<u8> = Vec::with_capacity(BATCH_CAPACITY);
     loop {
         let (last, ack) = match control.try_recv() {
             Ok(Msg::Close(ack)) => (true, Some(ack)),
@@ -363,12 +476,11 @@ pub(super) fn write_loop(
         let lines = shards.take(&mut spares, &mut batches, last);
         let mut bytes = 0;
         for mut batch in batches.drain(..) {
-            text.clear();
-            format(&batch, &mut text);
-            bytes += batch.len();
-            let r = sink.write_batch(&text);
+            let text = batch.text(&mut scratch);
+            bytes += text.len();
+            let r = sink.write_batch(text);
             health.result("write", r);
-            batch.clear();
+            batch.finish();
             spares.push(batch);
         }
         if last {
@@ -403,22 +515,15 @@ mod tests {
 
     #[test]
     fn a_push_that_panicked_leaves_no_part_of_its_line() {
-        use super::super::line::tests::fields;
         let q = Mutex::new(Queue::new());
-        assert_eq!(lock(&q).push(&fields(Some("/whole"))), Push::Queued);
-        let one = lock(&q).buf.clone();
+        lock(&q).buf.extend_from_slice(b"{\"whole\":1}\n");
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let mut queue = lock(&q);
-            queue.buf.extend_from_slice(&one[..entry::HEAD + 2]);
-            panic!("an entry cut short");
+            queue.buf.extend_from_slice(b"{\"part");
+            panic!("a line cut short");
         }));
         assert!(panicked.is_err() && q.is_poisoned());
-        assert_eq!(lock(&q).buf, one);
+        assert_eq!(lock(&q).buf, b"{\"whole\":1}\n");
         assert!(!q.is_poisoned());
-        let mut text = Vec::new();
-        format(&lock(&q).buf, &mut text);
-        let text = String::from_utf8(text).unwrap();
-        assert_eq!(text.lines().count(), 1);
-        assert!(text.contains("\"path\":\"/whole\""), "{text}");
     }
 }
