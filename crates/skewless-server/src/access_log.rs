@@ -481,10 +481,9 @@ pub struct LoggedBody {
 thread_local! {
     /// Records for the next requests on this thread: those the writer
     /// formatted and gave back (taken when this list runs out), and those
-    /// a full queue refused. With many
-    /// requests in flight the allocator's own per-thread cache (a few
-    /// blocks of each size) runs dry, and every new record would take its
-    /// slow path.
+    /// a full queue refused. With many requests in flight the allocator's
+    /// own per-thread cache (a few blocks of each size) runs dry, and
+    /// every new record would take its slow path.
     // Boxes, not records: each is handed to a request as it is.
     #[allow(clippy::vec_box)]
     static SPARE: RefCell<Vec<Box<Record>>> = const { RefCell::new(Vec::new()) };
