@@ -2,11 +2,10 @@
 //! own so the request path never waits on the disk.
 //!
 //! When a request's response ends, its record (the fields of its line) is
-//! queued as it is on its thread's bounded queue, behind a lock per
-//! thread. The writer thread takes each queue every [`writer::TICK`] and
-//! on shutdown, formats the lines in one go, writes them with one system
-//! call per queue, and gives the records back to their thread for reuse;
-//! a request never wakes it. When a queue is
+//! copied to its thread's bounded queue, behind a lock per thread. The
+//! writer thread takes each queue every [`writer::TICK`] and on shutdown,
+//! formats the lines in one go and writes them with one system call per
+//! queue; a request never wakes it. When a queue is
 //! full the line is dropped and counted
 //! (`skewless_access_log_dropped_total`); a failing write (a full disk) is
 //! counted (`skewless_access_log_write_errors_total`) and never stops the
@@ -191,7 +190,7 @@ impl AccessLog {
         peer: SocketAddr,
         pin: Option<&RequestPin>,
     ) -> Option<Started> {
-        let shared = self.shared.as_ref()?;
+        self.shared.as_ref()?;
         let uri = req.uri();
         let path = uri.path();
         let worked_out;
@@ -209,22 +208,8 @@ impl AccessLog {
         }
         .or_else(|| pinned_path(path))
         .or(requested.as_str());
-        // A record this thread used before, else one the writer gave
-        // back, else a new one. New ones are made several at a time: made
-        // one by one between a request's short-lived allocations, records
-        // that live on would scatter the heap and slow its other
-        // allocations down.
         let spare = SPARE
-            .try_with(|spare| {
-                let mut spare = spare.try_borrow_mut().ok()?;
-                if spare.is_empty() {
-                    shared.shards.refill(&mut spare);
-                }
-                if spare.is_empty() {
-                    spare.extend((0..RECORDS_AT_ONCE).map(|_| Box::new(Record::blank())));
-                }
-                spare.pop()
-            })
+            .try_with(|spare| spare.try_borrow_mut().ok().and_then(|mut s| s.pop()))
             .ok()
             .flatten();
         let mut record = spare.unwrap_or_else(|| Box::new(Record::blank()));
@@ -479,11 +464,11 @@ pub struct LoggedBody {
 }
 
 thread_local! {
-    /// Records for the next requests on this thread: those the writer
-    /// formatted and gave back (taken when this list runs out), and those
-    /// a full queue refused. With many requests in flight the allocator's
-    /// own per-thread cache (a few blocks of each size) runs dry, and
-    /// every new record would take its slow path.
+    /// Records of finished requests, kept for the next ones on this
+    /// thread, the last one first (the likeliest still in the caches):
+    /// with many requests in flight, the allocator's own per-thread cache
+    /// (a few blocks of each size) runs dry and every record would take
+    /// its slow path.
     // Boxes, not records: each is handed to a request as it is.
     #[allow(clippy::vec_box)]
     static SPARE: RefCell<Vec<Box<Record>>> = const { RefCell::new(Vec::new()) };
@@ -491,8 +476,6 @@ thread_local! {
 
 /// Records a thread keeps for reuse at most.
 const SPARE_RECORDS: usize = 256;
-/// Records made at once when a thread has none to reuse.
-const RECORDS_AT_ONCE: usize = 32;
 
 impl LoggedBody {
     fn finish(&mut self) {
@@ -502,21 +485,23 @@ impl LoggedBody {
         r.duration = r.time.elapsed().unwrap_or_default();
         // The record goes to the writer without the log's handle.
         let log = std::mem::take(&mut r.log);
-        let Some(shared) = &log.shared else { return };
-        let refused = shared.shards.push_record(r);
-        if let Err((why, mut r)) = refused {
-            if why == Push::Full {
+        if let Some(shared) = &log.shared {
+            if shared.shards.push_record(&mut r) == Push::Full {
                 dropped().increment(1);
             }
-            r.reset();
-            let _ = SPARE.try_with(|spare| {
-                if let Ok(mut spare) = spare.try_borrow_mut() {
-                    if spare.len() < SPARE_RECORDS {
-                        spare.push(r);
-                    }
-                }
-            });
         }
+        // Nothing a spare holds may outlive its request (a refused record
+        // is still whole here).
+        r.reset();
+        // During a thread's teardown the list may be gone already; the
+        // record is then simply freed.
+        let _ = SPARE.try_with(|spare| {
+            if let Ok(mut spare) = spare.try_borrow_mut() {
+                if spare.len() < SPARE_RECORDS {
+                    spare.push(r);
+                }
+            }
+        });
     }
 }
 
@@ -703,7 +688,7 @@ mod tests {
     }
 
     /// What the writer would take and write: the lines, and how many it
-    /// counted. The formatted records go back to their threads.
+    /// counted.
     fn take(log: &AccessLog, last: bool) -> (Vec<u8>, usize) {
         let (mut spares, mut batches) = (Vec::new(), Vec::new());
         let n = log
@@ -842,7 +827,7 @@ mod tests {
     }
 
     #[test]
-    fn a_finished_record_is_queued_then_reused_and_keeps_no_handle() {
+    fn a_finished_record_is_reused_and_keeps_no_handle() {
         let (log, _rx) = without_writer();
         let shared = log.shared.as_ref().unwrap().clone();
         let handles = Arc::strong_count(&shared);
@@ -850,24 +835,25 @@ mod tests {
         let long = format!("/{}", "z".repeat(PATH_INLINE + 1));
         let paths = ["/first", long.as_str(), "/_r/v7/app.js"];
         SPARE.with_borrow_mut(Vec::clear);
-        let served = |path: &str| {
+        let mut kept: Option<*const Record> = None;
+        for path in paths {
             let req = Request::get(path).body(()).unwrap();
             let started = log.start(&req, peer, None).unwrap();
+            // The box the last request left is the one used.
+            if let Some(k) = kept {
+                assert_eq!(&*started.0 as *const Record, k, "{path}");
+            }
+            kept = Some(&*started.0 as *const Record);
             let mut resp = Response::new(Body::from("abc"));
             resp.headers_mut()
                 .insert(SERVED_BY, HeaderValue::from_static("v8"));
             drop(started.respond(resp, Kind::Asset));
-            // Queued without the log's handle; nothing came back yet.
             assert_eq!(Arc::strong_count(&shared), handles, "{path}");
-        };
-        for (i, path) in paths.iter().enumerate() {
-            served(path);
-            // Made several at once; none came back.
-            assert_eq!(
-                SPARE.with_borrow(Vec::len),
-                RECORDS_AT_ONCE - i - 1,
-                "{path}"
-            );
+            SPARE.with_borrow(|spare| {
+                assert_eq!(spare.len(), 1, "{path}");
+                assert!(matches!(spare[0].path, PathText::Inline(_)));
+                assert!(!spare[0].log.is_on());
+            });
         }
         let text = String::from_utf8(queued(&log)).unwrap();
         let lines: Vec<serde_json::Value> = text
@@ -884,25 +870,6 @@ mod tests {
         assert!(lines
             .iter()
             .all(|l| l["client"] == "10.1.2.3" && l["kind"] == "asset" && l["status"] == 200));
-        // Formatted, the records went back to this thread's queue, and
-        // the next request started here once its own are used up takes
-        // them, emptied, and uses one.
-        SPARE.with_borrow_mut(Vec::clear);
-        served("/next");
-        SPARE.with_borrow(|spare| {
-            assert_eq!(spare.len(), 2);
-            for r in spare {
-                assert!(matches!(r.path, PathText::Inline(_)));
-                assert!(!r.log.is_on());
-            }
-        });
-        // The next requests use them, not new ones.
-        let kept: Vec<*const Record> =
-            SPARE.with_borrow(|spare| spare.iter().map(|r| &**r as *const Record).collect());
-        let req = Request::get("/again").body(()).unwrap();
-        let started = log.start(&req, peer, None).unwrap();
-        assert!(kept.contains(&(&*started.0 as *const Record)));
-        drop(started);
         SPARE.with_borrow_mut(Vec::clear);
     }
 

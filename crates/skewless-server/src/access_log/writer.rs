@@ -26,8 +26,6 @@ pub(super) const QUEUE_LINES: usize = 4096;
 /// Bytes waiting for the writer at most, per thread (long paths make long
 /// lines): formatted lines, and records as their size and a long path's.
 pub(super) const QUEUE_BYTES: usize = 1024 * 1024;
-/// Formatted records a thread gets back for reuse at most.
-const FREE_RECORDS: usize = QUEUE_LINES / 2;
 /// What each buffer starts with.
 const BATCH_CAPACITY: usize = 64 * 1024;
 /// Bytes of a line besides its path, at least: a path that cannot fit
@@ -52,23 +50,20 @@ pub(super) enum Push {
 }
 
 /// The lines of one thread waiting for the writer, under a lock which
-/// only the writer's take ever contends for. A request's record is queued
-/// as it is, a pointer, and formatted by the writer in a batch with the
-/// others (where the formatting code stays in the instruction cache and
-/// off the request's thread); the few lines logged from bare fields are
-/// formatted at once into a buffer, each record noting where its line
-/// goes among them. The writer swaps the whole queue for an empty one and
-/// gives the formatted records back for reuse, so neither side allocates
-/// once the buffers have grown, and a request never wakes the writer.
+/// only the writer's take ever contends for. A request's record is copied
+/// to the end of the queue's records, and formatted by the writer in a
+/// batch with the others (where the formatting code stays in the
+/// instruction cache and off the request's thread); the request keeps its
+/// record's box, still in its caches, for the next request. The few lines
+/// logged from bare fields are formatted at once into a buffer, each
+/// record noting where its line goes among them. The writer swaps the
+/// whole queue for an empty one, so neither side allocates once the
+/// buffers have grown, and a request never wakes the writer.
 pub(super) struct Queue {
     /// Lines formatted at once, back to back.
     buf: Vec<u8>,
     /// Records to format, each with the length of `buf` when it came.
-    records: Vec<(usize, Box<Record>)>,
-    /// Records the writer formatted, for this thread's next requests
-    /// (boxes, each handed to a request as it is).
-    #[allow(clippy::vec_box)]
-    free: Vec<Box<Record>>,
+    records: Vec<(usize, Record)>,
     lines: usize,
     /// What the queued records count against [`QUEUE_BYTES`].
     record_bytes: usize,
@@ -80,7 +75,6 @@ impl Queue {
         Queue {
             buf: Vec::with_capacity(BATCH_CAPACITY),
             records: Vec::new(),
-            free: Vec::new(),
             lines: 0,
             record_bytes: 0,
             closed: false,
@@ -117,17 +111,19 @@ impl Queue {
         Push::Queued
     }
 
-    /// Queues a finished request's record for the writer to format;
-    /// gives it back when the queue is at its bound or closed.
-    fn push_record(&mut self, r: Box<Record>) -> Result<(), (Push, Box<Record>)> {
+    /// Moves a finished request's record to the queue for the writer to
+    /// format, leaving a blank one in its place, unless the queue is at
+    /// its bound or closed.
+    fn push_record(&mut self, r: &mut Record) -> Push {
         let size = r.queued_size();
         if let Some(refused) = self.refuses(size) {
-            return Err((refused, r));
+            return refused;
         }
-        self.records.push((self.buf.len(), r));
+        self.records
+            .push((self.buf.len(), std::mem::replace(r, Record::blank())));
         self.record_bytes += size;
         self.lines += 1;
-        Ok(())
+        Push::Queued
     }
 
     /// Swaps what is queued into `batch` (empty, its capacity reused for
@@ -151,16 +147,13 @@ pub(super) struct Shard {
 
 /// What the writer took from one thread's queue.
 pub(super) struct Batch {
-    /// Where the records go back once formatted.
-    shard: Option<Arc<Shard>>,
     buf: Vec<u8>,
-    records: Vec<(usize, Box<Record>)>,
+    records: Vec<(usize, Record)>,
 }
 
 impl Batch {
     fn new() -> Batch {
         Batch {
-            shard: None,
             buf: Vec::with_capacity(BATCH_CAPACITY),
             records: Vec::new(),
         }
@@ -184,21 +177,9 @@ impl Batch {
         scratch
     }
 
-    /// Gives the formatted records back to their thread for reuse (up to
-    /// a bound; the rest are freed here) and empties the batch.
+    /// Empties the batch, its capacity kept.
     pub(super) fn finish(&mut self) {
         self.buf.clear();
-        let Some(shard) = self.shard.take() else {
-            self.records.clear();
-            return;
-        };
-        let mut q = lock(&shard.queue);
-        let room = FREE_RECORDS.saturating_sub(q.free.len());
-        for (_, mut r) in self.records.drain(..).take(room) {
-            r.reset();
-            q.free.push(r);
-        }
-        drop(q);
         self.records.clear();
     }
 }
@@ -269,17 +250,11 @@ impl Shards {
         self.with_mine(|q| q.push(f))
     }
 
-    /// Queues a finished request's record for the writer to format;
-    /// gives it back when it is not queued.
-    pub(super) fn push_record(&self, r: Box<Record>) -> Result<(), (Push, Box<Record>)> {
+    /// Moves a finished request's record to this thread's queue for the
+    /// writer to format, leaving a blank one in its place (see
+    /// [`Queue::push_record`]).
+    pub(super) fn push_record(&self, r: &mut Record) -> Push {
         self.with_mine(|q| q.push_record(r))
-    }
-
-    /// Moves the records the writer formatted and gave back to this
-    /// thread into `spare` (empty).
-    #[allow(clippy::vec_box)]
-    pub(super) fn refill(&self, spare: &mut Vec<Box<Record>>) {
-        self.with_mine(|q| std::mem::swap(spare, &mut q.free));
     }
 
     /// This thread's queue, made if it has none.
@@ -332,8 +307,6 @@ impl Shards {
                 if batch.buf.is_empty() && batch.records.is_empty() {
                     spares.push(batch);
                 } else {
-                    // An ended thread's records are not given back.
-                    batch.shard = (!ended).then(|| shard.clone());
                     batches.push(batch);
                 }
             }
