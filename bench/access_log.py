@@ -31,6 +31,7 @@ from static import BR_GZIP, HTML, SPA_ROUTE, check, mirror_for_nginx  # noqa: E4
 from pool import median_ratios  # noqa: E402
 
 RELEASE = "log-1"
+CASES = ("shell", "1k", "api")
 # Each logging target and the unlogged one it is measured against.
 UNLOGGED = {"skewless-log": "skewless", "skewless-devnull": "skewless", "nginx-log": "nginx",
             "prior-log": "prior"}
@@ -42,10 +43,10 @@ def main():
                          "help": "also run skewless with --access-log /dev/null"}),
         (["--prior"], {"metavar": "PATH",
                        "help": "also run this skewless binary, without and with the log"}),
-        (["--cases"], {"default": "shell,1k,api",
-                       "help": "comma-separated cases: shell, 1k, api"})])
+        (["--cases"], {"default": ",".join(CASES),
+                       "help": f"comma-separated cases: {', '.join(CASES)}"})])
     wanted = args.cases.split(",")
-    unknown = set(wanted) - {"shell", "1k", "api"}
+    unknown = set(wanted) - set(CASES)
     if unknown:
         sys.exit(f"unknown case(s): {', '.join(sorted(unknown))}")
     if args.prior and not os.access(args.prior, os.X_OK):

@@ -436,15 +436,6 @@ impl Record {
         }
     }
 
-    /// Drops what a record kept for reuse may not hold on to: the log
-    /// (whose writer ends once every handle is gone) and a long path.
-    fn reset(&mut self) {
-        self.log = AccessLog::off();
-        if let PathText::Long(_) = self.path {
-            self.path = PathText::Inline(ArrayString::new());
-        }
-    }
-
     /// What it counts against its queue's bound in bytes: itself and a
     /// long path.
     fn queued_size(&self) -> usize {
@@ -490,9 +481,11 @@ impl LoggedBody {
                 dropped().increment(1);
             }
         }
-        // Nothing a spare holds may outlive its request (a refused record
-        // is still whole here).
-        r.reset();
+        // Nothing a spare holds may outlive its request: the log's handle
+        // is taken above, and a refused record may still hold a long path.
+        if let PathText::Long(_) = r.path {
+            r.path = PathText::Inline(ArrayString::new());
+        }
         // During a thread's teardown the list may be gone already; the
         // record is then simply freed.
         let _ = SPARE.try_with(|spare| {

@@ -140,7 +140,7 @@ impl Queue {
 }
 
 /// One thread's queue.
-pub(super) struct Shard {
+struct Shard {
     thread: ThreadId,
     queue: Mutex<Queue>,
 }
@@ -218,30 +218,26 @@ impl Shards {
         }
     }
 
-    /// Runs `f` on this thread's queue, locked.
-    fn with_mine<T>(&self, f: impl FnOnce(&mut Queue) -> T) -> T {
-        let mut f = Some(f);
+    /// Runs `f` once on this thread's queue, locked.
+    fn with_mine<T>(&self, mut f: impl FnMut(&mut Queue) -> T) -> T {
         let mine = MINE.try_with(|mine| {
             let Ok(mut mine) = mine.try_borrow_mut() else {
                 return None;
             };
             if let Some((id, shard)) = &*mine {
                 if *id == self.id {
-                    let f = f.take()?;
                     return Some(f(&mut lock(&shard.queue)));
                 }
             }
             let shard = self.shard();
-            let f = f.take()?;
             let done = f(&mut lock(&shard.queue));
             *mine = Some((self.id, shard));
             Some(done)
         });
-        match (mine, f) {
-            (Ok(Some(done)), _) => done,
+        match mine {
+            Ok(Some(done)) => done,
             // While the thread is being torn down: found in the list.
-            (_, Some(f)) => f(&mut lock(&self.shard().queue)),
-            (_, None) => unreachable!("the queue was used but gave nothing back"),
+            _ => f(&mut lock(&self.shard().queue)),
         }
     }
 
