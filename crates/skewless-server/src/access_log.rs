@@ -100,7 +100,9 @@ impl AccessLog {
         })?;
         let (control, control_rx) = mpsc::sync_channel(1);
         // The writer holds no sender: once every handle is gone it sees
-        // the channel close, writes what is queued and ends.
+        // the channel close, writes what is queued and ends (records kept
+        // for reuse hold a handle until their thread ends; a server closes
+        // its log when it stops).
         let reopen = Arc::new(AtomicBool::new(false));
         let shards = Arc::new(Shards::new());
         let shared = Arc::new(Shared {
@@ -148,6 +150,15 @@ impl AccessLog {
     /// Whether lines are written at all.
     pub fn is_on(&self) -> bool {
         self.shared.is_some()
+    }
+
+    /// Whether both are the same log (or both off).
+    fn same(&self, other: &AccessLog) -> bool {
+        match (&self.shared, &other.shared) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
     }
 
     /// Queues a line for the writer without waiting on it.
@@ -213,17 +224,22 @@ impl AccessLog {
             .ok()
             .flatten();
         let mut record = spare.unwrap_or_else(|| Box::new(Record::blank()));
+        // A spare keeps the handle of the log it was last used for: taking
+        // it again costs no count up here and down when the request ends.
+        if !record.log.same(self) {
+            record.log = self.clone();
+        }
         // Field by field, in place: the record is a few hundred bytes.
-        record.log = self.clone();
-        record.time = SystemTime::now();
-        record.client = peer.ip();
-        record.method = req.method().clone();
-        record.path.set(path);
-        record.pin = ReleaseText::of(pin);
-        record.status = 0;
-        record.kind = LogKind::System;
-        record.release = None;
-        record.bytes = 0;
+        let line = &mut record.line;
+        line.time = SystemTime::now();
+        line.client = peer.ip();
+        line.status = 0;
+        line.kind = LogKind::System;
+        line.release = None;
+        line.bytes = 0;
+        line.pin = ReleaseText::of(pin);
+        record.set_method(req.method());
+        record.set_path(path);
         Some(Started(record))
     }
 
@@ -289,47 +305,27 @@ impl ReleaseText {
     }
 }
 
-/// A request on its way through the general stack. Boxed: it travels
-/// with the response, which is moved several times on its way out.
+/// A boxed request record on its way through the general stack: it
+/// travels with the response, which is moved several times on its way
+/// out.
 pub struct Started(Box<Record>);
 
-/// A request's path (without its query), kept inline when short: a copy
-/// of the `Uri` would hold on to the connection's read buffer and cost
-/// more to drop than the copy.
-enum PathText {
-    Inline(ArrayString<PATH_INLINE>),
-    Long(Box<str>),
-}
-
-/// Bytes of a path kept inline.
+/// Bytes of a path kept inline; a longer one is kept on the heap and its
+/// line formatted when the request ends.
 const PATH_INLINE: usize = 120;
 
-impl PathText {
-    fn of(path: &str) -> PathText {
-        match ArrayString::from(path) {
-            Ok(inline) => PathText::Inline(inline),
-            Err(_) => PathText::Long(path.into()),
-        }
-    }
-
-    /// Makes it `path`, reusing the inline room when it fits.
-    fn set(&mut self, path: &str) {
-        if let PathText::Inline(s) = self {
-            s.clear();
-            if s.try_push_str(path).is_ok() {
-                return;
-            }
-        }
-        *self = PathText::of(path);
-    }
-
-    fn as_str(&self) -> &str {
-        match self {
-            PathText::Inline(s) => s,
-            PathText::Long(s) => s,
-        }
-    }
-}
+/// The standard request methods, by their place in [`METHODS`].
+const METHODS: [Method; 9] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::OPTIONS,
+    Method::CONNECT,
+    Method::TRACE,
+];
 
 impl Started {
     /// Wraps the response (to a request of this kind) so its line is
@@ -349,15 +345,16 @@ impl Started {
             }
         };
         let mut record = self.0;
+        let line = &mut record.line;
         // A scan of the response's few fields costs less than hashing a
         // name outside the standard set for a look-up.
-        record.release = resp
+        line.release = resp
             .headers()
             .iter()
             .find(|(name, _)| **name == SERVED_BY)
             .and_then(|(_, value)| ReleaseText::of(value.to_str().ok()));
-        record.status = resp.status().as_u16();
-        record.kind = kind;
+        line.status = resp.status().as_u16();
+        line.kind = kind;
         resp.map(|inner| LoggedBody {
             inner,
             record: Some(record),
@@ -377,55 +374,42 @@ pub fn respond(started: Option<Started>, resp: Response, kind: Kind) -> Response
     }
 }
 
-/// What a request's line says.
-struct Record {
-    log: AccessLog,
+/// What a request's line says, as it is copied to the writer's queue:
+/// plain data, copied in one piece.
+#[derive(Clone, Copy)]
+pub(super) struct Line {
     /// When the request arrived. Its duration is measured on the same
     /// clock, as nginx measures `$request_time`: one clock read fewer per
     /// request, and a step of the system clock during a request shows in
     /// its duration (never below zero).
     time: SystemTime,
+    /// Set when the body ends.
+    duration: Duration,
     client: IpAddr,
-    method: Method,
-    path: PathText,
-    pin: Option<ReleaseText>,
+    /// Body bytes handed to the connection so far.
+    bytes: u64,
     /// Set when the response is known.
     status: u16,
     kind: LogKind,
+    /// The place in [`METHODS`] of a standard method.
+    method: u8,
+    /// The path, when it fits.
+    path: ArrayString<PATH_INLINE>,
+    pin: Option<ReleaseText>,
     /// The release that answered (`Skewless-Served-By`), copied: a
     /// shared field value would be counted up here and down on the
     /// writer's thread.
     release: Option<ReleaseText>,
-    /// Body bytes handed to the connection so far.
-    bytes: u64,
-    /// Set when the body ends.
-    duration: Duration,
 }
 
-impl Record {
-    /// A record to fill in.
-    fn blank() -> Record {
-        Record {
-            log: AccessLog::off(),
-            time: SystemTime::UNIX_EPOCH,
-            client: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
-            method: Method::GET,
-            path: PathText::Inline(ArrayString::new()),
-            pin: None,
-            status: 0,
-            kind: LogKind::System,
-            release: None,
-            bytes: 0,
-            duration: Duration::ZERO,
-        }
-    }
-
-    /// Its line's fields.
-    fn fields(&self) -> Fields<'_> {
+impl Line {
+    /// Its fields, when its path and method are its own (see
+    /// [`Record::queued_as_is`]).
+    pub(super) fn fields(&self) -> Fields<'_> {
         Fields {
             time: self.time,
             client: self.client,
-            method: Some(self.method.as_str()),
+            method: Some(METHODS[usize::from(self.method)].as_str()),
             path: Some(self.path.as_str()),
             status: self.status,
             bytes: self.bytes,
@@ -435,15 +419,74 @@ impl Record {
             kind: self.kind,
         }
     }
+}
 
-    /// What it counts against its queue's bound in bytes: itself and a
-    /// long path.
-    fn queued_size(&self) -> usize {
-        std::mem::size_of::<Record>()
-            + match &self.path {
-                PathText::Inline(_) => 0,
-                PathText::Long(p) => p.len(),
-            }
+/// A request's record: its line, and what does not fit in it.
+struct Record {
+    /// The log it goes to; kept while the record waits for reuse.
+    log: AccessLog,
+    line: Line,
+    /// A path longer than the line's room for it.
+    long_path: Option<Box<str>>,
+    /// A method outside the standard ones.
+    other_method: Option<Method>,
+}
+
+impl Record {
+    /// A record to fill in.
+    fn blank() -> Record {
+        Record {
+            log: AccessLog::off(),
+            line: Line {
+                time: SystemTime::UNIX_EPOCH,
+                duration: Duration::ZERO,
+                client: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                bytes: 0,
+                status: 0,
+                kind: LogKind::System,
+                method: 0,
+                path: ArrayString::new(),
+                pin: None,
+                release: None,
+            },
+            long_path: None,
+            other_method: None,
+        }
+    }
+
+    /// Keeps `path`, inline when it fits.
+    fn set_path(&mut self, path: &str) {
+        self.line.path.clear();
+        if self.line.path.try_push_str(path).is_err() {
+            self.long_path = Some(path.into());
+        }
+    }
+
+    /// Keeps `method`, as its place among the standard ones when it is
+    /// one of them.
+    fn set_method(&mut self, method: &Method) {
+        match METHODS.iter().position(|m| m == method) {
+            Some(i) => self.line.method = i as u8,
+            None => self.other_method = Some(method.clone()),
+        }
+    }
+
+    /// Whether the line holds its path and method itself, and so can be
+    /// queued as it is.
+    fn queued_as_is(&self) -> bool {
+        self.long_path.is_none() && self.other_method.is_none()
+    }
+
+    /// Its line's fields.
+    fn fields(&self) -> Fields<'_> {
+        let mut f = self.line.fields();
+        if let Some(p) = &self.long_path {
+            f.path = Some(p);
+        }
+        if let Some(m) = &self.other_method {
+            f.method = Some(m.as_str());
+        }
+        f
     }
 }
 
@@ -473,19 +516,22 @@ impl LoggedBody {
         let Some(mut r) = self.record.take() else {
             return;
         };
-        r.duration = r.time.elapsed().unwrap_or_default();
-        // The record goes to the writer without the log's handle.
-        let log = std::mem::take(&mut r.log);
-        if let Some(shared) = &log.shared {
-            if shared.shards.push_record(&mut r) == Push::Full {
+        r.line.duration = r.line.time.elapsed().unwrap_or_default();
+        if let Some(shared) = &r.log.shared {
+            // A path or method that does not fit the line is rare: that
+            // line is formatted here and now.
+            let queued = if r.queued_as_is() {
+                shared.shards.push_line(&r.line)
+            } else {
+                shared.shards.push(&r.fields())
+            };
+            if queued == Push::Full {
                 dropped().increment(1);
             }
         }
-        // Nothing a spare holds may outlive its request: the log's handle
-        // is taken above, and a refused record may still hold a long path.
-        if let PathText::Long(_) = r.path {
-            r.path = PathText::Inline(ArrayString::new());
-        }
+        // Nothing but the log's handle outlives the request.
+        r.long_path = None;
+        r.other_method = None;
         // During a thread's teardown the list may be gone already; the
         // record is then simply freed.
         let _ = SPARE.try_with(|spare| {
@@ -510,7 +556,7 @@ impl HttpBody for LoggedBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let (Some(r), Some(data)) = (self.record.as_mut(), frame.data_ref()) {
-                    r.bytes += data.len() as u64;
+                    r.line.bytes += data.len() as u64;
                 }
                 if self.inner.is_end_stream() {
                     self.finish();
@@ -613,7 +659,7 @@ mod tests {
     }
 
     #[test]
-    fn paths_are_kept_whole_inline_or_not() {
+    fn paths_and_methods_are_kept_whole_inline_or_not() {
         for path in [
             String::new(),
             "/".into(),
@@ -621,12 +667,20 @@ mod tests {
             "/".repeat(PATH_INLINE),
             format!("/{}", "\u{e9}".repeat(PATH_INLINE)),
         ] {
-            let kept = PathText::of(&path);
-            assert_eq!(kept.as_str(), path);
-            assert_eq!(
-                matches!(kept, PathText::Inline(_)),
-                path.len() <= PATH_INLINE
-            );
+            let mut r = Record::blank();
+            r.set_path(&path);
+            assert_eq!(r.fields().path, Some(path.as_str()));
+            assert_eq!(r.queued_as_is(), path.len() <= PATH_INLINE);
+        }
+        for method in METHODS
+            .iter()
+            .cloned()
+            .chain([Method::from_bytes(b"PROPFIND").unwrap()])
+        {
+            let mut r = Record::blank();
+            r.set_method(&method);
+            assert_eq!(r.fields().method, Some(method.as_str()));
+            assert_eq!(r.queued_as_is(), METHODS.contains(&method));
         }
     }
 
@@ -726,7 +780,7 @@ mod tests {
         let (log, _rx) = without_writer();
         let peer: SocketAddr = "10.1.2.3:4000".parse().unwrap();
         // Records count their size against the bound in bytes.
-        let fit = writer::QUEUE_LINES.min(writer::QUEUE_BYTES / std::mem::size_of::<Record>());
+        let fit = writer::QUEUE_LINES.min(writer::QUEUE_BYTES / writer::LINE_SIZE);
         SPARE.with_borrow_mut(Vec::clear);
         let request = |i: usize| {
             let req = Request::get(format!("/{i}")).body(()).unwrap();
@@ -820,17 +874,26 @@ mod tests {
     }
 
     #[test]
-    fn a_finished_record_is_reused_and_keeps_no_handle() {
+    fn a_finished_record_is_reused_and_keeps_only_its_logs_handle() {
         let (log, _rx) = without_writer();
         let shared = log.shared.as_ref().unwrap().clone();
         let handles = Arc::strong_count(&shared);
         let peer: SocketAddr = "10.1.2.3:4000".parse().unwrap();
         let long = format!("/{}", "z".repeat(PATH_INLINE + 1));
-        let paths = ["/first", long.as_str(), "/_r/v7/app.js"];
+        let requests = [
+            (Method::GET, "/first"),
+            (Method::GET, long.as_str()),
+            (Method::from_bytes(b"PROPFIND").unwrap(), "/dav"),
+            (Method::HEAD, "/_r/v7/app.js"),
+        ];
         SPARE.with_borrow_mut(Vec::clear);
         let mut kept: Option<*const Record> = None;
-        for path in paths {
-            let req = Request::get(path).body(()).unwrap();
+        for (method, path) in &requests {
+            let req = Request::builder()
+                .method(method)
+                .uri(*path)
+                .body(())
+                .unwrap();
             let started = log.start(&req, peer, None).unwrap();
             // The box the last request left is the one used.
             if let Some(k) = kept {
@@ -841,11 +904,13 @@ mod tests {
             resp.headers_mut()
                 .insert(SERVED_BY, HeaderValue::from_static("v8"));
             drop(started.respond(resp, Kind::Asset));
-            assert_eq!(Arc::strong_count(&shared), handles, "{path}");
+            // The spare holds one handle of the log, and nothing else of
+            // its request.
+            assert_eq!(Arc::strong_count(&shared), handles + 1, "{path}");
             SPARE.with_borrow(|spare| {
                 assert_eq!(spare.len(), 1, "{path}");
-                assert!(matches!(spare[0].path, PathText::Inline(_)));
-                assert!(!spare[0].log.is_on());
+                assert!(spare[0].long_path.is_none() && spare[0].other_method.is_none());
+                assert!(spare[0].log.same(&log));
             });
         }
         let text = String::from_utf8(queued(&log)).unwrap();
@@ -853,16 +918,33 @@ mod tests {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
-        assert_eq!(lines.len(), 3);
-        for (line, path) in lines.iter().zip(paths) {
-            assert_eq!(line["path"], path);
+        assert_eq!(lines.len(), requests.len());
+        for (line, (method, path)) in lines.iter().zip(&requests) {
+            assert_eq!(line["method"], method.as_str());
+            assert_eq!(line["path"], *path);
             assert_eq!(line["release"], "v8");
         }
-        assert_eq!(lines[2]["pin"], "v7");
+        assert_eq!(lines[3]["pin"], "v7");
         assert!(lines[0]["pin"].is_null());
         assert!(lines
             .iter()
             .all(|l| l["client"] == "10.1.2.3" && l["kind"] == "asset" && l["status"] == 200));
+
+        // A request to another log takes the spare and swaps the handle.
+        let (other, _rx2) = without_writer();
+        let req = Request::get("/other").body(()).unwrap();
+        drop(
+            other
+                .start(&req, peer, None)
+                .unwrap()
+                .respond(Response::new(Body::empty()), Kind::Asset),
+        );
+        assert_eq!(Arc::strong_count(&shared), handles);
+        SPARE.with_borrow(|spare| assert!(spare[0].log.same(&other)));
+        assert!(String::from_utf8(queued(&other))
+            .unwrap()
+            .contains("\"/other\""));
+        assert!(queued(&log).is_empty());
         SPARE.with_borrow_mut(Vec::clear);
     }
 

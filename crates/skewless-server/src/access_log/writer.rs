@@ -15,7 +15,7 @@ use std::time::Duration;
 use metrics::Counter;
 
 use super::line::{write_line, Fields};
-use super::Record;
+use super::Line;
 
 /// How often the writer takes the queued lines and writes them, and so
 /// about the longest a line waits before it reaches the file.
@@ -31,6 +31,8 @@ const BATCH_CAPACITY: usize = 64 * 1024;
 /// Bytes of a line besides its path, at least: a path that cannot fit
 /// with them is refused before it is formatted.
 const LINE_BESIDES_PATH: usize = 160;
+/// What a queued request's line counts against [`QUEUE_BYTES`].
+pub(super) const LINE_SIZE: usize = std::mem::size_of::<(usize, Line)>();
 
 /// A message to the writer besides the lines.
 pub(super) enum Msg {
@@ -63,7 +65,7 @@ pub(super) struct Queue {
     /// Lines formatted at once, back to back.
     buf: Vec<u8>,
     /// Records to format, each with the length of `buf` when it came.
-    records: Vec<(usize, Record)>,
+    records: Vec<(usize, Line)>,
     lines: usize,
     /// What the queued records count against [`QUEUE_BYTES`].
     record_bytes: usize,
@@ -111,17 +113,15 @@ impl Queue {
         Push::Queued
     }
 
-    /// Moves a finished request's record to the queue for the writer to
-    /// format, leaving a blank one in its place, unless the queue is at
-    /// its bound or closed.
-    fn push_record(&mut self, r: &mut Record) -> Push {
-        let size = r.queued_size();
-        if let Some(refused) = self.refuses(size) {
+    /// Copies a finished request's line to the queue for the writer to
+    /// format, unless the queue is at its bound or closed.
+    fn push_line(&mut self, line: &Line) -> Push {
+        if let Some(refused) = self.refuses(LINE_SIZE) {
             return refused;
         }
-        self.records
-            .push((self.buf.len(), std::mem::replace(r, Record::blank())));
-        self.record_bytes += size;
+        let at = self.buf.len();
+        self.records.push((at, *line));
+        self.record_bytes += LINE_SIZE;
         self.lines += 1;
         Push::Queued
     }
@@ -148,7 +148,7 @@ struct Shard {
 /// What the writer took from one thread's queue.
 pub(super) struct Batch {
     buf: Vec<u8>,
-    records: Vec<(usize, Record)>,
+    records: Vec<(usize, Line)>,
 }
 
 impl Batch {
@@ -246,11 +246,10 @@ impl Shards {
         self.with_mine(|q| q.push(f))
     }
 
-    /// Moves a finished request's record to this thread's queue for the
-    /// writer to format, leaving a blank one in its place (see
-    /// [`Queue::push_record`]).
-    pub(super) fn push_record(&self, r: &mut Record) -> Push {
-        self.with_mine(|q| q.push_record(r))
+    /// Copies a finished request's line to this thread's queue for the
+    /// writer to format (see [`Queue::push_line`]).
+    pub(super) fn push_line(&self, line: &Line) -> Push {
+        self.with_mine(|q| q.push_line(line))
     }
 
     /// This thread's queue, made if it has none.
