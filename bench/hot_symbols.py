@@ -5,8 +5,9 @@ together (see crates/skewless/build.rs).
 
 Profiles skewless alone under callgrind (bench/callgrind.py --skewless-only
 --mangled) for each request case: proxied /api/ at one connection and at
-eight, the shell, the 304 revalidation, a 1 KB file and the 200 KB br
-file. Each case's functions are weighted by their share of that case's
+eight, the shell, the 304 revalidation, a 1 KB file, the 200 KB br
+file, and the 1 KB file again with the access log on (so the log's
+request-side code sits with the rest when it is on). Each case's functions are weighted by their share of that case's
 instructions after start-up, so every case counts alike, and summed.
 Run it on a release build of the code being laid out (the list names its
 symbols, and names change with the code), then rebuild. `--check` only
@@ -26,7 +27,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 from common import log  # noqa: E402
 
-CASES = [("api", 1), ("api", 8), ("shell", 8), ("shell-304", 8), ("1k", 8), ("js-200k-br", 8)]
+# (case, connections, with the access log on)
+CASES = [("api", 1, False), ("api", 8, False), ("shell", 8, False), ("shell-304", 8, False),
+         ("1k", 8, False), ("js-200k-br", 8, False), ("1k", 8, True)]
 OUT = os.path.join(common.REPO, "crates", "skewless", "hot-symbols.txt")
 LINE = re.compile(r"^\s*([\d,]+) \(\s*[\d.]+%\)\s+\S*?:(\S+) \[(.+)\]$")
 
@@ -76,15 +79,17 @@ def main():
     binary = os.path.realpath(common.SKEWLESS)
     weight = {}
     here = os.path.dirname(os.path.abspath(__file__))
-    for case, conns in CASES:
+    for case, conns, access_log in CASES:
         label = "hot"
-        log(f"profiling {case} at {conns} connection(s)")
+        log(f"profiling {case} at {conns} connection(s)" + (" with the access log" if access_log else ""))
         subprocess.run([sys.executable, os.path.join(here, "callgrind.py"), "--case", case,
                         "--connections", str(conns), "--duration", str(args.duration),
-                        "--skewless-only", "--mangled", "--label", label],
+                        "--skewless-only", "--mangled", "--label", label]
+                       + (["--access-log"] if access_log else []),
                        check=True, env=dict(os.environ, BENCH_SKIP_BUILD="1"),
                        stdout=subprocess.DEVNULL)
-        name = f"callgrind-{case}" + (f"-c{conns}" if conns != 8 else "") + f"-{label}"
+        name = (f"callgrind-{case}" + ("-access-log" if access_log else "")
+                + (f"-c{conns}" if conns != 8 else "") + f"-{label}")
         base = os.path.join(common.RESULTS, name)
         fns = functions(base + ".out", binary)
         total = sum(fns.values()) or 1
