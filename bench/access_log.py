@@ -54,6 +54,8 @@ def main():
     common.ensure_tools()
     common.build()
     work = tempfile.mkdtemp(prefix="bench-access-log-")
+    # The logs grow by gigabytes over a long run.
+    common.remove_at_exit(work)
     # nginx's workers (www-data) read the app from here.
     os.chmod(work, 0o755)
     app = os.path.join(work, "app")

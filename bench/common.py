@@ -147,12 +147,24 @@ class Proc:
             _procs.remove(self)
 
 
+# Directories removed at exit, once the servers writing into them stopped.
+_remove_at_exit = []
+
+
+def remove_at_exit(path):
+    """Removes `path` (a work directory) when the script ends, after the
+    servers it started have stopped."""
+    _remove_at_exit.append(path)
+
+
 def _stop_all(*_):
     for p in list(reversed(_procs)):
         try:
             p.stop()
         except Exception:
             pass
+    while _remove_at_exit:
+        shutil.rmtree(_remove_at_exit.pop(), ignore_errors=True)
 
 
 atexit.register(_stop_all)
