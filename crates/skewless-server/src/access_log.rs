@@ -235,9 +235,9 @@ impl AccessLog {
         line.client = peer.ip();
         line.status = 0;
         line.kind = LogKind::System;
-        line.release = None;
+        line.release = ReleaseText::NONE;
         line.bytes = 0;
-        line.pin = ReleaseText::of(pin);
+        line.pin.set(pin);
         record.set_method(req.method());
         record.set_path(path);
         Some(Started(record))
@@ -303,6 +303,25 @@ impl ReleaseText {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// No id.
+    const NONE: ReleaseText = ReleaseText(ArrayString::new_const());
+
+    /// Makes it `id` (or none), in place: built elsewhere and copied in,
+    /// its bytes would be read back in wider pieces than they were just
+    /// written in, which stalls.
+    fn set(&mut self, id: Option<&str>) {
+        self.0.clear();
+        if let Some(id) = id {
+            // An id over the room is not one; it is left out.
+            let _ = self.0.try_push_str(id);
+        }
+    }
+
+    /// The id, if there is one (a valid id is never empty).
+    fn get(&self) -> Option<&str> {
+        (!self.0.is_empty()).then_some(&self.0)
+    }
 }
 
 /// A boxed request record on its way through the general stack: it
@@ -348,11 +367,12 @@ impl Started {
         let line = &mut record.line;
         // A scan of the response's few fields costs less than hashing a
         // name outside the standard set for a look-up.
-        line.release = resp
+        let served = resp
             .headers()
             .iter()
             .find(|(name, _)| **name == SERVED_BY)
-            .and_then(|(_, value)| ReleaseText::of(value.to_str().ok()));
+            .and_then(|(_, value)| value.to_str().ok());
+        line.release.set(served);
         line.status = resp.status().as_u16();
         line.kind = kind;
         resp.map(|inner| LoggedBody {
@@ -395,11 +415,12 @@ pub(super) struct Line {
     method: u8,
     /// The path, when it fits.
     path: ArrayString<PATH_INLINE>,
-    pin: Option<ReleaseText>,
-    /// The release that answered (`Skewless-Served-By`), copied: a
+    /// The release the client runs; empty for none.
+    pin: ReleaseText,
+    /// The release that answered (`Skewless-Served-By`), copied (a
     /// shared field value would be counted up here and down on the
-    /// writer's thread.
-    release: Option<ReleaseText>,
+    /// writer's thread); empty for none.
+    release: ReleaseText,
 }
 
 impl Line {
@@ -414,8 +435,8 @@ impl Line {
             status: self.status,
             bytes: self.bytes,
             duration: self.duration,
-            release: self.release.as_ref().map(ReleaseText::as_str),
-            pin: self.pin.as_ref().map(ReleaseText::as_str),
+            release: self.release.get(),
+            pin: self.pin.get(),
             kind: self.kind,
         }
     }
@@ -446,8 +467,8 @@ impl Record {
                 kind: LogKind::System,
                 method: 0,
                 path: ArrayString::new(),
-                pin: None,
-                release: None,
+                pin: ReleaseText::NONE,
+                release: ReleaseText::NONE,
             },
             long_path: None,
             other_method: None,
@@ -656,6 +677,17 @@ mod tests {
         assert_eq!(events_release(None), None);
         assert_eq!(ReleaseText::of(Some("v-1.2")).unwrap().as_str(), "v-1.2");
         assert!(ReleaseText::of(Some(&"x".repeat(65))).is_none());
+        let mut kept = ReleaseText::NONE;
+        assert_eq!(kept.get(), None);
+        kept.set(Some("v-1.2"));
+        assert_eq!(kept.get(), Some("v-1.2"));
+        kept.set(Some(&"x".repeat(64)));
+        assert_eq!(kept.get().map(str::len), Some(64));
+        kept.set(Some(&"x".repeat(65)));
+        assert_eq!(kept.get(), None);
+        kept.set(Some("v2"));
+        kept.set(None);
+        assert_eq!(kept.get(), None);
     }
 
     #[test]
