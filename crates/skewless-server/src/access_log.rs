@@ -333,7 +333,7 @@ pub struct Started(Box<Record>);
 /// line formatted when the request ends.
 const PATH_INLINE: usize = 120;
 
-/// The standard request methods, by their place in [`METHODS`].
+/// The standard request methods; a line names its method by its place.
 const METHODS: [Method; 9] = [
     Method::GET,
     Method::HEAD,
