@@ -230,12 +230,10 @@ impl AccessLog {
             record.log = self.clone();
         }
         // Field by field, in place: the record is a few hundred bytes.
+        // The status, kind and served release are set by `respond`.
         let line = &mut record.line;
         line.time = SystemTime::now();
         line.client = peer.ip();
-        line.status = 0;
-        line.kind = LogKind::System;
-        line.release = ReleaseText::NONE;
         line.bytes = 0;
         line.pin.set(pin);
         record.set_method(req.method());

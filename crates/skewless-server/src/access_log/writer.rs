@@ -24,7 +24,7 @@ pub const TICK: Duration = Duration::from_millis(10);
 /// counted.
 pub(super) const QUEUE_LINES: usize = 4096;
 /// Bytes waiting for the writer at most, per thread (long paths make long
-/// lines): formatted lines, and records as their size and a long path's.
+/// lines): formatted lines, and each queued request's line as its size.
 pub(super) const QUEUE_BYTES: usize = 1024 * 1024;
 /// What each buffer starts with.
 const BATCH_CAPACITY: usize = 64 * 1024;
@@ -52,7 +52,7 @@ pub(super) enum Push {
 }
 
 /// The lines of one thread waiting for the writer, under a lock which
-/// only the writer's take ever contends for. A request's record is copied
+/// only the writer's take ever contends for. A request's line is copied
 /// to the end of the queue's records, and formatted by the writer in a
 /// batch with the others (where the formatting code stays in the
 /// instruction cache and off the request's thread); the request keeps its
@@ -67,8 +67,6 @@ pub(super) struct Queue {
     /// Records to format, each with the length of `buf` when it came.
     records: Vec<(usize, Line)>,
     lines: usize,
-    /// What the queued records count against [`QUEUE_BYTES`].
-    record_bytes: usize,
     closed: bool,
 }
 
@@ -78,18 +76,20 @@ impl Queue {
             buf: Vec::with_capacity(BATCH_CAPACITY),
             records: Vec::new(),
             lines: 0,
-            record_bytes: 0,
             closed: false,
         }
+    }
+
+    /// What the queue counts against [`QUEUE_BYTES`].
+    fn bytes(&self) -> usize {
+        self.buf.len() + self.records.len() * LINE_SIZE
     }
 
     /// Whether the queue is closed or at its bound for `more` bytes.
     fn refuses(&self, more: usize) -> Option<Push> {
         if self.closed {
             Some(Push::Closed)
-        } else if self.lines >= QUEUE_LINES
-            || self.buf.len() + self.record_bytes + more > QUEUE_BYTES
-        {
+        } else if self.lines >= QUEUE_LINES || self.bytes() + more > QUEUE_BYTES {
             Some(Push::Full)
         } else {
             None
@@ -105,7 +105,7 @@ impl Queue {
         let before = self.buf.len();
         write_line(&mut self.buf, f);
         // Escaping can make a line several times its path.
-        if self.buf.len() + self.record_bytes > QUEUE_BYTES {
+        if self.bytes() > QUEUE_BYTES {
             self.buf.truncate(before);
             return Push::Full;
         }
@@ -121,7 +121,6 @@ impl Queue {
         }
         let at = self.buf.len();
         self.records.push((at, *line));
-        self.record_bytes += LINE_SIZE;
         self.lines += 1;
         Push::Queued
     }
@@ -133,7 +132,6 @@ impl Queue {
         debug_assert!(batch.buf.is_empty() && batch.records.is_empty());
         std::mem::swap(&mut self.buf, &mut batch.buf);
         std::mem::swap(&mut self.records, &mut batch.records);
-        self.record_bytes = 0;
         self.closed |= last;
         std::mem::take(&mut self.lines)
     }
