@@ -287,21 +287,11 @@ pub(crate) fn events_release(query: Option<&str>) -> Option<&str> {
         .find(|v| id::is_valid(v))
 }
 
-/// A release id, kept inline.
+/// A release id, kept inline; empty for none.
 #[derive(Clone, Copy)]
-pub struct ReleaseText(ArrayString<64>);
+struct ReleaseText(ArrayString<64>);
 
 impl ReleaseText {
-    /// Keeps `id` (a valid release id, at most 64 bytes) or nothing.
-    pub fn of(id: Option<&str>) -> Option<ReleaseText> {
-        ArrayString::from(id?).ok().map(ReleaseText)
-    }
-
-    /// The id.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
     /// No id.
     const NONE: ReleaseText = ReleaseText(ArrayString::new_const());
 
@@ -331,8 +321,10 @@ pub struct Started(Box<Record>);
 /// line formatted when the request ends.
 const PATH_INLINE: usize = 120;
 
-/// The standard request methods; a line names its method by its place.
-const METHODS: [Method; 9] = [
+/// The standard request methods; a line names its method by its place. A
+/// `static`, not a `const`: each use of a `const` array of methods would
+/// build the array and drop it again.
+static METHODS: [Method; 9] = [
     Method::GET,
     Method::HEAD,
     Method::POST,
@@ -615,7 +607,7 @@ pub struct StreamRecord {
     /// Body bytes written.
     pub bytes: u64,
     /// The release the stream follows.
-    pub pin: Option<ReleaseText>,
+    pin: ReleaseText,
 }
 
 impl AccessLog {
@@ -632,8 +624,16 @@ impl AccessLog {
             client: peer.ip(),
             status: 0,
             bytes: 0,
-            pin: None,
+            pin: ReleaseText::NONE,
         }
+    }
+}
+
+impl StreamRecord {
+    /// Notes the release the stream follows (an id over 64 bytes is not
+    /// one and is left out).
+    pub fn set_pin(&mut self, id: Option<&str>) {
+        self.pin.set(id);
     }
 }
 
@@ -651,7 +651,7 @@ impl Drop for StreamRecord {
             bytes: self.bytes,
             duration: self.time.elapsed().unwrap_or_default(),
             release: None,
-            pin: self.pin.as_ref().map(ReleaseText::as_str),
+            pin: self.pin.get(),
             kind: LogKind::EventStream,
         });
     }
@@ -673,8 +673,6 @@ mod tests {
         assert_eq!(events_release(Some("client=c&release=v3")), Some("v3"));
         assert_eq!(events_release(Some("release=bad%20id")), None);
         assert_eq!(events_release(None), None);
-        assert_eq!(ReleaseText::of(Some("v-1.2")).unwrap().as_str(), "v-1.2");
-        assert!(ReleaseText::of(Some(&"x".repeat(65))).is_none());
         let mut kept = ReleaseText::NONE;
         assert_eq!(kept.get(), None);
         kept.set(Some("v-1.2"));

@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{open, EventsQuery, Follow};
-use crate::access_log::{events_release, ReleaseText, StreamRecord};
+use crate::access_log::{events_release, StreamRecord};
 use crate::gateway::stamp::{Stamp, CLIENT_HEADER};
 use crate::gateway::Gateway;
 use crate::limits::{kib, HeadLimits};
@@ -89,9 +89,7 @@ pub async fn serve(
         header("host"),
         header("cookie"),
     );
-    log.pin = ReleaseText::of(
-        events_release(req.path.and_then(|p| p.split_once('?')).map(|(_, q)| q)).or(pin),
-    );
+    log.set_pin(events_release(req.path.and_then(|p| p.split_once('?')).map(|(_, q)| q)).or(pin));
     let stamp = Stamp::for_request(&gw, pin, header(CLIENT_HEADER));
     let query = req
         .path
