@@ -13,6 +13,9 @@ over the unlogged one is the line's own, without the file's page-cache
 writes. `--prior PATH` also runs another build of skewless (say, main
 before a change) without and with the log in the same rounds, as
 `prior` and `prior-log`; `--cases` picks cases (e.g. `--cases 1k`).
+Beside each server's CPU time per request, the log writer thread's own
+(`writer µs/req`, part of the server's) is measured: it moves far less
+between rounds than the rest.
 
 Usage: bench/access_log.py [--rounds N] [--duration S] [--connections C] [--devnull]
                            [--prior PATH] [--cases shell,1k,api]
@@ -35,6 +38,8 @@ CASES = ("shell", "1k", "api")
 # Each logging target and the unlogged one it is measured against.
 UNLOGGED = {"skewless-log": "skewless", "skewless-devnull": "skewless", "nginx-log": "nginx",
             "prior-log": "prior"}
+# The servers with a log writer thread of their own.
+WRITERS = ("skewless-log", "skewless-devnull", "prior-log")
 
 
 def main():
@@ -100,6 +105,10 @@ def main():
             # The CPU time the server (every thread, the log writer's
             # included) and, proxying, the back end spend per request.
             cpu = {"proxy": [proc.pid], "backend": [be.pid]} if case == "api" else {"server": [proc.pid]}
+            # skewless's log writer thread alone (it is also in the
+            # server's figure): the steadiest reading of the line's cost.
+            if name in WRITERS:
+                cpu["writer"] = [common.named_thread(proc.pid, "access-log")]
             targets[name] = (f"{url}{path}", hdrs, cpu)
         cases.append((case, targets))
     logs = [("skewless", log_file), ("nginx", nginx_log)] + ([("prior", prior_log)] if args.prior else [])
@@ -146,9 +155,11 @@ def main():
         key = "proxy" if case == "api" else "server"
         m = median_ratios(s["rounds"], ref["rounds"])
         norm = m.get("CPU / back end CPU")
+        writer = s["cpu_us_per_req"].get("writer", "")
         table.append([case, target, s["cpu_us_per_req"][key], ref["cpu_us_per_req"][key],
-                      round(m["CPU"], 3), round(norm, 3) if norm else ""])
-    common.table(["case", "target", "CPU µs/req", "unlogged", "CPU ratio", "over back end's"], table)
+                      round(m["CPU"], 3), round(norm, 3) if norm else "", writer])
+    common.table(["case", "target", "CPU µs/req", "unlogged", "CPU ratio", "over back end's",
+                  "writer µs/req"], table)
 
 
 if __name__ == "__main__":

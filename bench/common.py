@@ -380,6 +380,15 @@ def tree_cpu_ns(pid, into=None):
     are compared thread by thread (see `cpu_ns_between`), so a thread that
     ends in between takes only its own time away, not its past."""
     into = {} if into is None else into
+    if isinstance(pid, tuple):
+        # (pid, tid): that one thread alone (see `named_thread`).
+        pid, tid = pid
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                into[tid] = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+        return into
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
@@ -396,6 +405,24 @@ def tree_cpu_ns(pid, into=None):
     return into
 
 
+def named_thread(pid, name, timeout=10):
+    """`(pid, tid)` of the thread of `pid` named `name` (its comm), waited
+    for up to `timeout` seconds: as an entry of `wrk`'s `pids`, that
+    thread's CPU time alone."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    if f.read().strip() == name:
+                        return (pid, int(tid))
+            except OSError:
+                pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"process {pid} has no thread named {name}")
+        time.sleep(0.05)
+
+
 def cpu_ns_between(before, after):
     """The CPU time (ns) run between two `tree_cpu_ns` readings by the
     threads of the second."""
@@ -407,8 +434,9 @@ def wrk(url, headers=(), connections=64, duration=4, threads=1, cpus=CLIENT_CPUS
     bytes per response, error counts, the share of CPU time the host took
     from this machine meanwhile (`steal_pct`: a virtual machine's other
     guests; rounds with much of it are not comparable), and, for `pids`
-    ({name: [pid]}, each with its descendants), the CPU time each group of
-    processes spent per request (`cpu_us_per_req`)."""
+    ({name: [pid]}, each with its descendants, or `(pid, tid)` for one
+    thread), the CPU time each group of processes spent per request
+    (`cpu_us_per_req`)."""
     lua = os.path.join(tempfile.gettempdir(), "bench-wrk-report.lua")
     with open(lua, "w") as f:
         f.write(WRK_LUA)

@@ -5,7 +5,8 @@
 //! copied to its thread's bounded queue, behind a lock per thread. The
 //! writer thread takes each queue every [`writer::TICK`] and on shutdown,
 //! formats the lines in one go and writes them with one system call per
-//! queue; a request never wakes it. When a queue is
+//! queue; while lines come a request never wakes it, and after a tick
+//! that brought none it sleeps until the next line. When a queue is
 //! full the line is dropped and counted
 //! (`skewless_access_log_dropped_total`); a failing write (a full disk) is
 //! counted (`skewless_access_log_write_errors_total`) and never stops the
@@ -50,13 +51,31 @@ const EVENTS_PATH: &str = "/_skewless/events";
 struct Shared {
     /// Lines waiting for the writer.
     shards: Arc<Shards>,
-    /// To the writer, which sees it close once every handle is gone.
-    control: SyncSender<Msg>,
+    /// To the writer, which sees it close once every handle is gone
+    /// (taken when the last one goes).
+    control: Option<SyncSender<Msg>>,
     /// Whether the target is a file (which `SIGHUP` reopens).
     file: bool,
     /// Set on `SIGHUP`; the writer reopens the file when it sees it.
     reopen: Arc<AtomicBool>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Shared {
+    /// Asks the writer to reopen the file.
+    fn reopen(&self) {
+        self.reopen.store(true, Ordering::Release);
+        self.shards.wake();
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The channel closes before the writer, which may be waiting for a
+        // line, is woken to see it.
+        drop(self.control.take());
+        self.shards.wake();
+    }
 }
 
 /// The access log, or its absence; cheap to hold per request.
@@ -107,7 +126,7 @@ impl AccessLog {
         let shards = Arc::new(Shards::new());
         let shared = Arc::new(Shared {
             shards: shards.clone(),
-            control,
+            control: Some(control),
             file: matches!(target, Target::File(_)),
             reopen: reopen.clone(),
             writer: Mutex::new(None),
@@ -139,8 +158,7 @@ impl AccessLog {
                 }
             };
             while hup.recv().await.is_some() {
-                // The writer looks at it within a tick.
-                shared.reopen.store(true, Ordering::Release);
+                shared.reopen();
             }
         });
         #[cfg(not(unix))]
@@ -179,8 +197,12 @@ impl AccessLog {
             return true;
         };
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
-        let acked = shared.control.send(Msg::Close(ack_tx)).is_ok()
-            && ack_rx.recv_timeout(Duration::from_secs(5)).is_ok();
+        let sent = shared
+            .control
+            .as_ref()
+            .is_some_and(|c| c.send(Msg::Close(ack_tx)).is_ok());
+        shared.shards.wake();
+        let acked = sent && ack_rx.recv_timeout(Duration::from_secs(5)).is_ok();
         let handle = shared
             .writer
             .lock()
@@ -713,6 +735,50 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_writer_sleeps_until_a_line_comes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        // Here the writer never wakes by itself (`writer::IDLE_WAIT`).
+        let log = AccessLog::open(&path).unwrap();
+        let shards = &log.shared.as_ref().unwrap().shards;
+        let wait = |what: &str, done: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !done() {
+                assert!(Instant::now() < deadline, "{what}");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        let written = || std::fs::read_to_string(&path).unwrap_or_default();
+        for n in 1..=3 {
+            // A tick without lines: the writer waits to be woken.
+            wait("the writer never went to sleep", &|| shards.parked());
+            log.log(&fields(Some(&format!("/{n}"))));
+            // The push itself took the flag down, waking the writer.
+            assert!(!shards.parked());
+            wait("the line never reached the file", &|| {
+                written().lines().count() == n
+            });
+        }
+        // A record's line wakes it too.
+        wait("the writer never went to sleep", &|| shards.parked());
+        let mut r = Record::blank();
+        r.log = log.clone();
+        r.set_path("/record");
+        LoggedBody {
+            inner: Body::empty(),
+            record: Some(Box::new(r)),
+        }
+        .finish();
+        assert!(!shards.parked());
+        wait("the record's line never reached the file", &|| {
+            written().contains("\"/record\"")
+        });
+        // Asleep, it still stops at once when closed.
+        wait("the writer never went to sleep", &|| shards.parked());
+        assert!(log.close(), "the sleeping writer never saw the close");
+    }
+
+    #[test]
     fn lines_reach_the_file_and_a_moved_file_is_reopened() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("access.log");
@@ -723,7 +789,7 @@ mod tests {
         log.log(&fields(Some("/one")));
         std::fs::rename(&path, dir.path().join("access.log.1")).unwrap();
         let shared = log.shared.as_ref().unwrap();
-        shared.reopen.store(true, Ordering::Release);
+        shared.reopen();
         let deadline = Instant::now() + Duration::from_secs(10);
         while shared.reopen.load(Ordering::Acquire) {
             assert!(Instant::now() < deadline, "the writer never reopened");
@@ -749,7 +815,7 @@ mod tests {
         let log = AccessLog {
             shared: Some(Arc::new(Shared {
                 shards: Arc::new(Shards::new()),
-                control,
+                control: Some(control),
                 file: false,
                 reopen: Arc::default(),
                 writer: Mutex::new(None),

@@ -17,9 +17,19 @@ use metrics::Counter;
 use super::line::{write_line, Fields};
 use super::Line;
 
-/// How often the writer takes the queued lines and writes them, and so
-/// about the longest a line waits before it reaches the file.
+/// How often the writer takes the queued lines and writes them while
+/// lines come, and so about the longest a line waits before it reaches
+/// the file.
 pub const TICK: Duration = Duration::from_millis(10);
+/// How long the writer waits at most, once a tick has brought no line,
+/// before it looks again without being woken: a push, a message, a
+/// reopen or the last handle's end wakes it before.
+#[cfg(not(test))]
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// In unit tests the writer never wakes by itself: whatever it must see
+/// wakes it, or the test waits in vain.
+#[cfg(test)]
+const IDLE_WAIT: Duration = Duration::from_secs(3600);
 /// Lines waiting for the writer at most, per thread; more are dropped and
 /// counted.
 pub(super) const QUEUE_LINES: usize = 4096;
@@ -191,6 +201,12 @@ pub(super) struct Shards {
     /// Tells this log's queues from another's in the thread-local handle.
     id: u64,
     list: Mutex<ShardList>,
+    /// Set while the writer waits for a line: the push that finds it set
+    /// wakes the writer. While lines come, the writer never waits so and
+    /// a push only reads it.
+    parked: AtomicBool,
+    /// The writer thread, to wake it.
+    writer: OnceLock<std::thread::Thread>,
 }
 
 struct ShardList {
@@ -213,7 +229,49 @@ impl Shards {
                 shards: Vec::new(),
                 closed: false,
             }),
+            parked: AtomicBool::new(false),
+            writer: OnceLock::new(),
         }
+    }
+
+    /// Wakes the writer if it waits for a line (after a push).
+    #[inline]
+    fn notify(&self, pushed: Push) -> Push {
+        // Ordered by the queue's lock: a writer that set the flag before
+        // it found this thread's queue empty is seen waiting here (see
+        // `park`).
+        if pushed == Push::Queued
+            && self.parked.load(Ordering::Relaxed)
+            && self.parked.swap(false, Ordering::AcqRel)
+        {
+            self.wake();
+        }
+        pushed
+    }
+
+    /// Wakes the writer, whatever it waits for.
+    pub(super) fn wake(&self) {
+        if let Some(writer) = self.writer.get() {
+            writer.unpark();
+        }
+    }
+
+    /// On the writer's thread: waits until a push or [`Shards::wake`]
+    /// wakes it, or `at_most`.
+    fn park(&self, at_most: Duration) {
+        self.parked.store(true, Ordering::SeqCst);
+        // A line queued after the last take, before the flag was set,
+        // woke no one: looked for under each queue's lock.
+        if !self.any_queued() {
+            std::thread::park_timeout(at_most);
+        }
+        self.parked.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether any queue holds a line.
+    fn any_queued(&self) -> bool {
+        let list = self.list.lock().unwrap_or_else(PoisonError::into_inner);
+        list.shards.iter().any(|s| lock(&s.queue).lines > 0)
     }
 
     /// Runs `f` once on this thread's queue, locked.
@@ -241,13 +299,15 @@ impl Shards {
 
     /// Formats a line into this thread's queue.
     pub(super) fn push(&self, f: &Fields<'_>) -> Push {
-        self.with_mine(|q| q.push(f))
+        let pushed = self.with_mine(|q| q.push(f));
+        self.notify(pushed)
     }
 
     /// Copies a finished request's line to this thread's queue for the
     /// writer to format (see [`Queue::push_line`]).
     pub(super) fn push_line(&self, line: &Line) -> Push {
-        self.with_mine(|q| q.push_line(line))
+        let pushed = self.with_mine(|q| q.push_line(line));
+        self.notify(pushed)
     }
 
     /// This thread's queue, made if it has none.
@@ -265,6 +325,12 @@ impl Shards {
         });
         list.shards.push(shard.clone());
         shard
+    }
+
+    /// Whether the writer waits for a line.
+    #[cfg(test)]
+    pub(super) fn parked(&self) -> bool {
+        self.parked.load(Ordering::SeqCst)
     }
 
     /// How many queues there are.
@@ -415,13 +481,16 @@ impl Health {
     }
 }
 
-/// Writes the queued lines every [`TICK`] until told to stop or every
-/// sender is gone.
+/// Writes the queued lines every [`TICK`] while lines come, until told to
+/// stop or every sender is gone.
 ///
-/// The writer polls rather than waits: a request then never has to wake
-/// a sleeping writer, so handing a line over is an uncontended lock, the
-/// formatting and an unlock, never a system call; and a tick's lines go
-/// out in one write per thread that had any.
+/// While lines come the writer polls rather than waits to be woken: a
+/// request then never has to wake it, so handing a line over is an
+/// uncontended lock, a copy and an unlock, never a system call; and a
+/// tick's lines go out in one write per thread that had any. A tick that
+/// brings no line puts the writer to sleep until the next push wakes it
+/// (one system call on that request), so an idle server's writer does
+/// not wake a hundred times a second for nothing.
 pub(super) fn write_loop(
     shards: Arc<Shards>,
     control: Receiver<Msg>,
@@ -433,6 +502,7 @@ pub(super) fn write_loop(
     let mut spares: Vec<Batch> = Vec::new();
     let mut batches: Vec<Batch> = Vec::new();
     let mut scratch: Vec<u8> = Vec::with_capacity(BATCH_CAPACITY);
+    let _ = shards.writer.set(std::thread::current());
     loop {
         let (last, ack) = match control.try_recv() {
             Ok(Msg::Close(ack)) => (true, Some(ack)),
@@ -469,7 +539,9 @@ pub(super) fn write_loop(
             }
         }
         // A queue near its bound means the writer is behind: go on at once.
-        if lines < QUEUE_LINES / 2 && bytes < QUEUE_BYTES / 2 {
+        if lines == 0 {
+            shards.park(IDLE_WAIT);
+        } else if lines < QUEUE_LINES / 2 && bytes < QUEUE_BYTES / 2 {
             std::thread::sleep(TICK);
         }
     }
