@@ -776,6 +776,16 @@ mod tests {
         // Asleep, it still stops at once when closed.
         wait("the writer never went to sleep", &|| shards.parked());
         assert!(log.close(), "the sleeping writer never saw the close");
+
+        // Asleep, it ends when the last handle goes.
+        let log = AccessLog::open(&dir.path().join("other.log")).unwrap();
+        let shared = log.shared.as_ref().unwrap();
+        wait("the writer never went to sleep", &|| shared.shards.parked());
+        let writer = shared.writer.lock().unwrap().take().unwrap();
+        drop(log);
+        wait("the sleeping writer never saw its last handle go", &|| {
+            writer.is_finished()
+        });
     }
 
     #[test]
