@@ -773,7 +773,7 @@ mod tests {
         wait("the record's line never reached the file", &|| {
             written().contains("\"/record\"")
         });
-        // Asleep, it still stops at once when closed.
+        // Asleep, it still sees a close.
         wait("the writer never went to sleep", &|| shards.parked());
         assert!(log.close(), "the sleeping writer never saw the close");
 
