@@ -70,7 +70,8 @@ pub(super) enum Push {
 /// logged from bare fields are formatted at once into a buffer, each
 /// record noting where its line goes among them. The writer swaps the
 /// whole queue for an empty one, so neither side allocates once the
-/// buffers have grown, and a request never wakes the writer.
+/// buffers have grown, and while lines come a request never wakes the
+/// writer (see [`Shards::park`]).
 pub(super) struct Queue {
     /// Lines formatted at once, back to back.
     buf: Vec<u8>,
